@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` runs the main job on the bundled
+# default, `make test` runs the test suite. Both create (or reuse) .venv/ and
+# install what they need; a stamp keyed on the dependency files skips the
+# install when nothing changed.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.weakspot-installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+OUT     ?= demo-out
+
+.PHONY: demo test install bench clean
+
+$(STAMP):
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.weakspot-installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/weakspot demo --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/camera.py
+	$(BIN)/python benchmarks/corruptions.py --quick
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,120 @@
+"""The ``weakspot`` command line.
+
+Each command is a thin layer over the Python API of its layer; user mistakes
+(:class:`~weakspot.errors.WeakspotError`) print one clear message and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="weakspot",
+    help="Find where an image classifier breaks under real image-system degradations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _parse_params(items: list[str] | None) -> dict[str, str]:
+    from weakspot.errors import InvalidParameterError
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InvalidParameterError("--param", item, "NAME=VALUE, e.g. --param sigma_px=2")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command("list")
+def list_cmd(
+    pattern: Optional[str] = typer.Argument(None, help="glob on names, e.g. 'imagenet_c/*'"),
+    family: Optional[str] = typer.Option(None, help="only this family (camera, noise, blur, …)"),
+    severities: bool = typer.Option(True, "--severities/--no-severities", help="show severity tables"),
+) -> None:
+    """List registered degradations with parameters, units and severity tables."""
+    from rich.table import Table
+
+    from weakspot.degrade import list_specs
+
+    specs = list_specs(pattern, family)
+    if not specs:
+        err_console.print(f"no degradation matches {pattern or ''} {family or ''}".strip())
+        raise typer.Exit(1)
+    for spec in specs:
+        t = Table(title=f"[bold]{spec.name}[/] ({spec.family}) — {spec.summary}", title_justify="left")
+        t.add_column("parameter")
+        t.add_column("unit")
+        t.add_column("valid")
+        t.add_column("default")
+        if severities:
+            for lvl in sorted(spec.severities):
+                t.add_column(f"sev {lvl}")
+        for p in spec.params:
+            row = [p.name + (" (x-axis)" if p.name == spec.axis else ""), p.unit, p.valid_range(), str(p.default)]
+            if severities:
+                row += [str(spec.severities[lvl].get(p.name, "")) for lvl in sorted(spec.severities)]
+            t.add_row(*row)
+        console.print(t)
+    console.print(f"{len(specs)} degradations")
+
+
+@app.command("degrade")
+def degrade_cmd(
+    src: Path = typer.Argument(..., help="input image file"),
+    dst: Path = typer.Argument(..., help="output image file (PNG recommended)"),
+    op: str = typer.Option(..., "--op", help="degradation name (see 'weakspot list')"),
+    param: Optional[list[str]] = typer.Option(None, "--param", help="NAME=VALUE, repeatable"),
+    severity: Optional[int] = typer.Option(None, "--severity", help="severity level 1–5"),
+    seed: int = typer.Option(0, help="random seed (same seed → same bytes)"),
+) -> None:
+    """Apply one degradation to one image file."""
+    from weakspot.data.imageio import load_image, save_image
+    from weakspot.degrade import get_degradation
+
+    deg = get_degradation(op, severity=severity, **_parse_params(param))
+    img = load_image(src).unsqueeze(0)
+    out = deg(img, generator=seed)
+    save_image(out[0], dst)
+    console.print(f"wrote {dst} ({op}: {deg.params})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    from weakspot.errors import WeakspotError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except WeakspotError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished work is kept")
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Batched linear filters shared by the blur, optics and corruption code.
+
+All functions take ``(B, C, H, W)`` float tensors, are differentiable in the
+image and in the kernel, and accept per-sample kernels ``(B, kh, kw)`` applied
+with one grouped convolution (no Python loop over samples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "pad2d",
+    "filter2d",
+    "gaussian_kernel1d",
+    "gaussian_kernel2d",
+    "separable_filter2d",
+    "gaussian_blur2d",
+]
+
+
+def pad2d(images: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect") -> torch.Tensor:
+    """Pad ``(left, right, top, bottom)``; reflect falls back to replicate when the image is too small."""
+    if mode == "reflect":
+        h, w = images.shape[-2:]
+        if max(pad[0], pad[1]) >= w or max(pad[2], pad[3]) >= h:
+            mode = "replicate"
+    if mode == "zeros":
+        return F.pad(images, pad, mode="constant", value=0.0)
+    return F.pad(images, pad, mode=mode)
+
+
+def filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> torch.Tensor:
+    """Correlate every channel with ``kernel`` of shape ``(kh, kw)`` or per-sample ``(B, kh, kw)``.
+
+    Kernel sides must be odd; the output has the input's shape.
+    """
+    b, c, h, w = images.shape
+    if kernel.ndim == 2:
+        kernel = kernel.unsqueeze(0).expand(b, -1, -1)
+    kh, kw = kernel.shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel sides must be odd, got {kh}x{kw}")
+    kernel = kernel.to(device=images.device, dtype=images.dtype)
+    x = pad2d(images, (kw // 2, kw // 2, kh // 2, kh // 2), border)
+    x = x.reshape(1, b * c, h + kh - 1, w + kw - 1)
+    weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)  # (B*C, 1, kh, kw)
+    if kernel.shape[0] == 1 or bool((kernel == kernel[:1]).all()):
+        # one shared kernel: a plain depthwise conv over the merged batch is faster
+        x = x.reshape(b * c, 1, h + kh - 1, w + kw - 1)
+        return F.conv2d(x, weight[:1]).reshape(b, c, h, w)
+    return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)
+
+
+def gaussian_kernel1d(sigma: torch.Tensor | float, radius: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalised Gaussian taps ``(len(sigma), 2*radius+1)`` (or ``(2r+1,)`` for a float sigma)."""
+    scalar = not isinstance(sigma, torch.Tensor)
+    s = torch.as_tensor(sigma, device=device, dtype=dtype).reshape(-1, 1).clamp_min(1e-6)
+    x = torch.arange(-radius, radius + 1, device=s.device, dtype=dtype)
+    k = torch.exp(-0.5 * (x / s) ** 2)
+    k = k / k.sum(-1, keepdim=True)
+    return k[0] if scalar else k
+
+
+def gaussian_kernel2d(sigma: torch.Tensor | float, radius: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Isotropic normalised Gaussian ``(B, 2r+1, 2r+1)`` or ``(2r+1, 2r+1)``."""
+    k = gaussian_kernel1d(sigma, radius, device, dtype)
+    return k.unsqueeze(-1) * k.unsqueeze(-2)
+
+
+def separable_filter2d(
+    images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor | None = None, border: str = "reflect"
+) -> torch.Tensor:
+    """Filter rows with ``kx`` then columns with ``ky`` (each ``(K,)`` or per-sample ``(B, K)``)."""
+    ky = kx if ky is None else ky
+    b, c, h, w = images.shape
+
+    def one_axis(x: torch.Tensor, k: torch.Tensor, horizontal: bool) -> torch.Tensor:
+        k = k.to(device=x.device, dtype=x.dtype)
+        if k.ndim == 1:
+            k = k.unsqueeze(0)
+        r = k.shape[-1] // 2
+        hh, ww = x.shape[-2:]
+        if horizontal:
+            x = pad2d(x, (r, r, 0, 0), border)
+            shape = (1, -1, 1, k.shape[-1])
+        else:
+            x = pad2d(x, (0, 0, r, r), border)
+            shape = (1, -1, k.shape[-1], 1)
+        if k.shape[0] == 1:
+            xb = x.reshape(b * c, 1, *x.shape[-2:])
+            return F.conv2d(xb, k.reshape(shape).reshape(1, 1, *shape[2:])).reshape(b, c, hh, ww)
+        weight = k.repeat_interleave(c, dim=0).reshape(b * c, 1, *shape[2:])
+        xb = x.reshape(1, b * c, *x.shape[-2:])
+        return F.conv2d(xb, weight, groups=b * c).reshape(b, c, hh, ww)
+
+    return one_axis(one_axis(images, kx, True), ky, False)
+
+
+def gaussian_blur2d(
+    images: torch.Tensor, sigma: torch.Tensor | float, truncate: float = 4.0, border: str = "reflect"
+) -> torch.Tensor:
+    """Gaussian blur with standard deviation ``sigma`` in pixels (float or per-sample ``(B,)``).
+
+    The kernel radius is ``ceil(truncate * max(sigma))`` (SciPy's convention).
+    ``sigma == 0`` returns the image unchanged.
+    """
+    s_max = float(torch.as_tensor(sigma).max())
+    if s_max <= 0:
+        return images
+    radius = max(1, int(math.ceil(truncate * s_max)))
+    if isinstance(sigma, torch.Tensor) and sigma.numel() > 1:
+        k = gaussian_kernel1d(sigma.reshape(-1), radius, images.device, images.dtype)
+    else:
+        k = gaussian_kernel1d(float(s_max), radius, images.device, images.dtype)
+    return separable_filter2d(images, k, border=border)

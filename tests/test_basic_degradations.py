@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+import weakspot
+from weakspot.random import keyed_generator
+
+
+def test_gaussian_noise_variance_matches_parameter():
+    x = torch.full((4, 3, 128, 128), 0.5)
+    for var in (0.0005, 0.002, 0.005):  # small enough that clipping at 0/1 is negligible
+        y = weakspot.get_degradation("gaussian_noise", variance=var)(x, generator=1)
+        d = (y - x).flatten()
+        assert abs(float(d.mean())) < 3 * (var / d.numel()) ** 0.5 + 1e-4
+        assert float(d.var()) == pytest.approx(var, rel=0.02)
+
+
+def test_gaussian_noise_clips_to_unit_range_and_is_seeded():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    deg = weakspot.get_degradation("gaussian_noise", variance=0.5)
+    y = deg(x, generator=7)
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    assert torch.equal(y, deg(x, generator=7))
+    assert not torch.equal(y, deg(x, generator=8))
+
+
+def test_per_image_keyed_noise_ignores_batch_composition():
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    deg = weakspot.get_degradation("gaussian_noise", variance=0.01)
+    full = deg(x, [keyed_generator(0, f"img{i}", "c") for i in range(4)])
+    part = deg(x[2:], [keyed_generator(0, f"img{i}", "c") for i in (2, 3)])
+    assert torch.equal(full[2:], part)
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 2.5])
+def test_gaussian_blur_matches_scipy(photos, sigma):
+    y = weakspot.get_degradation("gaussian_blur", sigma_px=sigma)(photos[:1])
+    ref = ndi.gaussian_filter(photos[0].numpy(), sigma=(0, sigma, sigma), mode="mirror", truncate=4.0)
+    assert np.abs(y[0].numpy() - ref).max() < 1e-5
+
+
+def test_gaussian_blur_conserves_mean_and_is_differentiable(photos):
+    x = photos[:2].clone().requires_grad_(True)
+    y = weakspot.get_degradation("gaussian_blur", sigma_px=1.5)(x)
+    assert float((y.detach().mean() - x.detach().mean()).abs()) < 2e-3
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
