@@ -1,0 +1,144 @@
+"""The per-class damage method: probability drops, z-scores and rankings.
+
+Per image and condition, ``drop = p_clean(c) − p_degraded(c)`` where ``c`` is the
+clean image's top-1 class. Within one condition every image's drop is turned into
+a z-score against all images of that condition (``z = (drop − mean) / std``,
+population std as :func:`scipy.stats.zscore`), so a class mean z-score above 0
+means "hurt more than the average image under the same degradation". Classes are
+the images' labels, or for unlabelled images their clean top-1 class.
+
+With ~10 images per class these z-scores are noisy: read the bootstrap intervals
+(``mean_drop_lo``/``mean_drop_hi``, ``mean_z_lo``/``mean_z_hi``) before trusting a rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from weakspot.analysis._data import StoreLike, load_run
+from weakspot.analysis.stats import bootstrap_mean_ci
+from weakspot.evaluate.store import CLEAN
+
+__all__ = ["image_damage", "class_damage", "degradation_damage", "damage_matrix", "rank_classes"]
+
+
+def image_damage(store: StoreLike) -> pd.DataFrame:
+    """One row per (degraded condition, image): ``drop`` and its z-score ``z``.
+
+    Columns: ``condition_id, degradation, level, x, order, image_index, ref_class,
+    p_clean, p_degraded, drop, z, hit, clean_hit, top1, clean_top1``.
+    """
+    run = load_run(store)
+    r = run.rows[run.rows.condition_id != CLEAN].copy()
+    g = r.groupby("condition_id")["drop"]
+    mu = g.transform("mean")
+    sd = g.transform(lambda s: s.std(ddof=0))
+    r["z"] = np.where(sd > 0, (r["drop"] - mu) / sd.where(sd > 0, 1.0), 0.0)
+    clean = run.rows[run.rows.condition_id == CLEAN].set_index("image_index")["hit"]
+    r["clean_hit"] = clean.reindex(r.image_index).to_numpy().astype(bool)
+    r = r.rename(columns={"p_clean_top1": "p_degraded"})
+    cols = ["condition_id", "degradation", "family", "level", "x", "order", "image_index", "ref_class",
+            "p_clean", "p_degraded", "drop", "z", "hit", "clean_hit", "top1", "clean_top1"]
+    return r[cols].reset_index(drop=True)
+
+
+def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Damage per (degraded condition, class), ranked within each condition.
+
+    Columns: ``condition_id, degradation, family, level, x, order, class, class_name, n,
+    p_clean, p_degraded, mean_drop, std_drop, mean_drop_lo, mean_drop_hi, mean_z, mean_z_lo,
+    mean_z_hi, acc_clean, acc, acc_drop, rank_z, rank_drop, rank_acc_drop``.
+
+    ``std_drop`` is the sample standard deviation (ddof=1; NaN for one image);
+    ``acc`` is top-1 accuracy for labelled images and agreement with the clean top-1
+    for unlabelled ones; ranks are 1 = most affected within the condition.
+    """
+    run = load_run(store)
+    im = image_damage(run)
+    if im.empty:
+        return pd.DataFrame()
+    key = ["condition_id", "ref_class"]
+    g = im.groupby(key, sort=False)
+    out = g.agg(
+        n=("drop", "size"),
+        p_clean=("p_clean", "mean"),
+        p_degraded=("p_degraded", "mean"),
+        mean_drop=("drop", "mean"),
+        std_drop=("drop", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan),
+        mean_z=("z", "mean"),
+        acc_clean=("clean_hit", "mean"),
+        acc=("hit", "mean"),
+    ).reset_index()
+    out["acc_drop"] = out["acc_clean"] - out["acc"]
+    # bootstrap of the class mean drop within each condition; z is an affine map of drop
+    gid = pd.MultiIndex.from_frame(im[key])
+    codes, uniques = pd.factorize(gid)
+    keys, _, lo, hi = bootstrap_mean_ci(im["drop"].to_numpy(), codes, n_boot=n_boot, ci=ci, seed=seed)
+    ci_frame = pd.DataFrame({"condition_id": uniques.get_level_values(0)[keys],
+                             "ref_class": uniques.get_level_values(1)[keys], "mean_drop_lo": lo, "mean_drop_hi": hi})
+    out = out.merge(ci_frame, on=key, how="left")
+    stats = im.groupby("condition_id")["drop"].agg(mu="mean", sd=lambda s: s.std(ddof=0))
+    mu = stats["mu"].reindex(out.condition_id).to_numpy()
+    sd = stats["sd"].reindex(out.condition_id).to_numpy()
+    safe = np.where(sd > 0, sd, np.nan)
+    out["mean_z_lo"] = np.where(sd > 0, (out["mean_drop_lo"] - mu) / safe, 0.0)
+    out["mean_z_hi"] = np.where(sd > 0, (out["mean_drop_hi"] - mu) / safe, 0.0)
+    grp = out.groupby("condition_id")
+    out["rank_z"] = grp["mean_z"].rank(ascending=False, method="min").astype(int)
+    out["rank_drop"] = grp["mean_drop"].rank(ascending=False, method="min").astype(int)
+    out["rank_acc_drop"] = grp["acc_drop"].rank(ascending=False, method="min").astype(int)
+    meta = run.conditions.set_index("condition_id")
+    for c in ("degradation", "family", "level", "x", "order"):
+        out[c] = meta[c].reindex(out.condition_id).to_numpy()
+    out = out.rename(columns={"ref_class": "class"})
+    out["class_name"] = [run.class_name(k) for k in out["class"]]
+    cols = ["condition_id", "degradation", "family", "level", "x", "order", "class", "class_name", "n",
+            "p_clean", "p_degraded", "mean_drop", "std_drop", "mean_drop_lo", "mean_drop_hi", "mean_z",
+            "mean_z_lo", "mean_z_hi", "acc_clean", "acc", "acc_drop", "rank_z", "rank_drop", "rank_acc_drop"]
+    return out[cols].sort_values(["degradation", "order", "rank_z", "class"], kind="stable").reset_index(drop=True)
+
+
+def degradation_damage(damage: pd.DataFrame) -> pd.DataFrame:
+    """:func:`class_damage` averaged over the levels of each degradation, re-ranked.
+
+    Columns: ``degradation, family, class, class_name, n, mean_drop, mean_z, acc_drop,
+    worst_level, worst_level_drop, rank_z, rank_drop, rank_acc_drop`` (rank 1 = most affected).
+    """
+    if damage.empty:
+        return pd.DataFrame()
+    g = damage.groupby(["degradation", "class"], sort=False)
+    out = g.agg(family=("family", "first"), class_name=("class_name", "first"), n=("n", "max"),
+                mean_drop=("mean_drop", "mean"), mean_z=("mean_z", "mean"), acc_drop=("acc_drop", "mean")).reset_index()
+    worst = damage.loc[damage.groupby(["degradation", "class"])["mean_drop"].idxmax(), ["degradation", "class", "level",
+                                                                                         "mean_drop"]]
+    worst = worst.rename(columns={"level": "worst_level", "mean_drop": "worst_level_drop"})
+    out = out.merge(worst, on=["degradation", "class"], how="left")
+    grp = out.groupby("degradation")
+    out["rank_z"] = grp["mean_z"].rank(ascending=False, method="min").astype(int)
+    out["rank_drop"] = grp["mean_drop"].rank(ascending=False, method="min").astype(int)
+    out["rank_acc_drop"] = grp["acc_drop"].rank(ascending=False, method="min").astype(int)
+    return out.sort_values(["degradation", "rank_z", "class"], kind="stable").reset_index(drop=True)
+
+
+def damage_matrix(damage: pd.DataFrame, metric: str = "mean_drop") -> pd.DataFrame:
+    """Classes × degradations matrix of ``metric`` averaged over levels (rows: class names,
+    sorted by their mean over degradations, most damaged first)."""
+    if damage.empty:
+        return pd.DataFrame()
+    agg = degradation_damage(damage)
+    m = agg.pivot_table(index="class_name", columns="degradation", values=metric, aggfunc="mean")
+    return m.loc[m.mean(axis=1).sort_values(ascending=False).index]
+
+
+def rank_classes(table: pd.DataFrame, *, by: str = "mean_z", k: int = 5, group: str = "degradation") -> dict:
+    """The ``k`` most and least affected classes per ``group`` (``degradation`` or
+    ``condition_id``) of :func:`class_damage` / :func:`degradation_damage` output.
+
+    Returns ``{group_value: {"worst": DataFrame, "best": DataFrame}}``.
+    """
+    out = {}
+    for key, g in table.groupby(group, sort=False):
+        s = g.sort_values([by, "class"], ascending=[False, True], kind="stable")
+        out[key] = {"worst": s.head(k), "best": s.tail(k).iloc[::-1]}
+    return out
