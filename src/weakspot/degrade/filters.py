@@ -19,6 +19,7 @@ __all__ = [
     "gaussian_kernel2d",
     "separable_filter2d",
     "gaussian_blur2d",
+    "fft_filter2d",
 ]
 
 
@@ -117,3 +118,28 @@ def gaussian_blur2d(
     else:
         k = gaussian_kernel1d(float(s_max), radius, images.device, images.dtype)
     return separable_filter2d(images, k, border=border)
+
+
+def fft_filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> torch.Tensor:
+    """Same result as :func:`filter2d` (correlation, odd kernel, output the input's shape), via the FFT.
+
+    Faster than a direct convolution once the kernel is larger than about 9×9, and its
+    cost does not grow with the kernel's size. ``kernel`` is ``(kh, kw)``, per-sample
+    ``(B, kh, kw)`` or per-sample-and-channel ``(B, C, kh, kw)``. Differentiable in both.
+    """
+    b, c, h, w = images.shape
+    kh, kw = kernel.shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel sides must be odd, got {kh}x{kw}")
+    rh, rw = kh // 2, kw // 2
+    x = pad2d(images, (rw, rw, rh, rh), border)
+    hp, wp = x.shape[-2:]
+    k = kernel.to(device=images.device, dtype=images.dtype)
+    while k.ndim < 4:
+        k = k.unsqueeze(0 if k.ndim == 2 else 1)  # (kh,kw)->(1,kh,kw)->(B,1,kh,kw)
+    # correlation = convolution with the flipped kernel; put the kernel centre at the origin
+    k = torch.flip(k, (-2, -1))
+    k = F.pad(k, (0, wp - kw, 0, hp - kh))
+    k = torch.roll(k, shifts=(-rh, -rw), dims=(-2, -1))
+    out = torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(k), s=(hp, wp))
+    return out[..., rh : rh + h, rw : rw + w]

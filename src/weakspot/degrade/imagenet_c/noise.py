@@ -1,0 +1,125 @@
+"""ImageNet-C noise corruptions: Gaussian, shot (Poisson), impulse (salt & pepper), speckle.
+
+All act per pixel and channel on [0, 1] intensities with the reference's constants
+(Hendrycks & Dietterich 2019, ``imagecorruptions`` 1.1.2). See ``docs/imagenet_c.md``
+for the equivalent camera parameters (electrons per pixel, read noise).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from weakspot.degrade.imagenet_c._common import straight_through
+from weakspot.degrade.registry import Param, register
+from weakspot.random import GeneratorLike, rand, randn
+
+__all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "poisson_8bit"]
+
+_FAMILY = "imagenet_c"
+
+
+@register(
+    "imagenet_c/gaussian_noise",
+    params=[Param("sigma", 0.18, "", 0.0, 1.0, "standard deviation of additive N(0, σ²) noise on [0, 1] intensities")],
+    severities={1: {"sigma": 0.08}, 2: {"sigma": 0.12}, 3: {"sigma": 0.18}, 4: {"sigma": 0.26}, 5: {"sigma": 0.38}},
+    family=_FAMILY,
+    axis="sigma",
+    differentiable=True,
+)
+def gaussian_noise(images: torch.Tensor, *, generator: GeneratorLike = None, sigma: float = 0.18) -> torch.Tensor:
+    """Additive white Gaussian noise ``x + σ·N(0, 1)`` per pixel and channel, clipped to [0, 1].
+
+    ``sigma`` is on the [0, 1] scale (0.08 ⇒ 20/255). Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    noise = randn(images.shape, generator, images.device, images.dtype)
+    return (images + noise * float(sigma)).clamp(0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_cdf_table(photons: float) -> tuple[torch.Tensor, int]:
+    """Sorted table ``level + CDF_level(k)`` for the 256 8-bit levels, flattened; and K."""
+    lam = torch.arange(256, dtype=torch.float64) / 255.0 * photons
+    kmax = int(photons + 12 * math.sqrt(photons) + 20)
+    k = torch.arange(kmax, dtype=torch.float64)
+    logp = k * torch.log(lam.clamp_min(1e-300)).unsqueeze(1) - lam.unsqueeze(1) - torch.lgamma(k + 1)
+    logp[0, 1:] = -math.inf  # λ = 0: always 0
+    logp[0, 0] = 0.0
+    cdf = torch.exp(logp).cumsum(1).clamp(max=1.0)
+    cdf[:, -1] = 1.0
+    return (cdf + torch.arange(256, dtype=torch.float64).unsqueeze(1)).reshape(-1), kmax
+
+
+def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike = None) -> torch.Tensor:
+    """Exact Poisson counts with mean ``photons · round(255 x)/255`` (rate on the 8-bit grid).
+
+    Inverse-CDF sampling against a precomputed table (one binary search per pixel), ~5×
+    faster than ``torch.poisson`` on the CPU. Returns counts as float, shape of ``images``.
+    """
+    table, kmax = _poisson_cdf_table(float(photons))
+    level = torch.round(images.detach() * 255).clamp(0, 255).to(torch.float64)
+    u = rand(images.shape, generator, images.device, torch.float64)
+    table = table.to(images.device)
+    idx = torch.searchsorted(table, level + u, right=True)
+    return (idx - level.long() * kmax).to(images.dtype)
+
+
+@register(
+    "imagenet_c/shot_noise",
+    params=[Param("photons", 12.0, "e⁻", 0.0, 1e6, "expected photo-electrons at full scale (x = 1); "
+                  "counts ~ Poisson(photons·x)/photons", low_open=True)],
+    severities={1: {"photons": 60.0}, 2: {"photons": 25.0}, 3: {"photons": 12.0}, 4: {"photons": 5.0},
+                5: {"photons": 3.0}},
+    family=_FAMILY,
+    axis="photons",
+    differentiable=True,
+)
+def shot_noise(images: torch.Tensor, *, generator: GeneratorLike = None, photons: float = 12.0) -> torch.Tensor:
+    """Photon shot noise: ``Poisson(photons · x) / photons``, clipped to [0, 1].
+
+    ``photons`` is the mean electron count of a white pixel (full well of the simulated
+    sensor). Exact Poisson sampling for 8-bit-quantised rates; the gradient passes straight
+    through (∂E[out]/∂x = 1). ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    counts = poisson_8bit(images, photons, generator)
+    return straight_through(images, (counts / float(photons)).clamp(0.0, 1.0))
+
+
+@register(
+    "imagenet_c/impulse_noise",
+    params=[Param("amount", 0.09, "", 0.0, 1.0, "fraction of pixel values replaced by 0 or 1 (half each)")],
+    severities={1: {"amount": 0.03}, 2: {"amount": 0.06}, 3: {"amount": 0.09}, 4: {"amount": 0.17},
+                5: {"amount": 0.27}},
+    family=_FAMILY,
+    axis="amount",
+    differentiable=True,
+)
+def impulse_noise(images: torch.Tensor, *, generator: GeneratorLike = None, amount: float = 0.09) -> torch.Tensor:
+    """Salt-and-pepper noise: each value (per channel) is replaced with probability ``amount``,
+    by 0 or 1 with equal odds (skimage ``random_noise(mode='s&p')``). Differentiable in the
+    values that survive. ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    u = rand(images.shape, generator, images.device, images.dtype)
+    a = float(amount)
+    hit = u < a
+    salt = (u < a / 2).to(images.dtype)
+    return torch.where(hit, salt, images)
+
+
+@register(
+    "imagenet_c/speckle_noise",
+    params=[Param("sigma", 0.35, "", 0.0, 5.0, "standard deviation of the multiplicative noise: x + x·σ·N(0, 1)")],
+    severities={1: {"sigma": 0.15}, 2: {"sigma": 0.2}, 3: {"sigma": 0.35}, 4: {"sigma": 0.45}, 5: {"sigma": 0.6}},
+    family=_FAMILY,
+    axis="sigma",
+    differentiable=True,
+)
+def speckle_noise(images: torch.Tensor, *, generator: GeneratorLike = None, sigma: float = 0.35) -> torch.Tensor:
+    """Multiplicative (speckle) noise ``x · (1 + σ·N(0, 1))``, clipped to [0, 1].
+
+    ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    noise = randn(images.shape, generator, images.device, images.dtype)
+    return (images + images * noise * float(sigma)).clamp(0.0, 1.0)

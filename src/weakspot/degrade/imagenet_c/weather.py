@@ -1,0 +1,250 @@
+"""ImageNet-C weather corruptions: snow, frost, fog and spatter (water / mud).
+
+Every random layer (snow flakes, frost texture, plasma fog, liquid blobs) is generated per
+image from the caller's generator, batched; no texture files are read.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from weakspot.degrade.filters import filter2d, gaussian_blur2d
+from weakspot.degrade.imagenet_c._common import clipped_zoom, gray, motion_blur_images, per_image_uniform
+from weakspot.degrade.imagenet_c.textures import frost_texture, next_power_of_2, plasma_fractal
+from weakspot.degrade.registry import Param, register
+from weakspot.random import GeneratorLike, randn
+
+__all__ = ["snow", "frost", "fog", "spatter"]
+
+_FAMILY = "imagenet_c"
+
+
+@register(
+    "imagenet_c/snow",
+    params=[
+        Param("flake_mean", 0.55, "", -5.0, 5.0, "mean of the Gaussian field the flakes are cut from"),
+        Param("flake_std", 0.3, "", 0.0, 5.0, "standard deviation of that field", low_open=True),
+        Param("flake_zoom", 4.0, "", 1.0, 20.0, "zoom of the field (flake size, in pixels per sample)"),
+        Param("flake_threshold", 0.9, "", 0.0, 1.0, "field values below this are no snow"),
+        Param("streak_radius_px", 12, "px", 1, 100, "falling-streak length: 2·radius+1 taps", type=int),
+        Param("streak_sigma_px", 8.0, "px", 0.0, 100.0, "σ of the half-Gaussian streak weights", low_open=True),
+        Param("scene_weight", 0.7, "", 0.0, 1.0, "weight of the original scene vs its whitened (snow-lit) copy"),
+    ],
+    severities={
+        1: dict(flake_mean=0.1, flake_std=0.3, flake_zoom=3.0, flake_threshold=0.5, streak_radius_px=10,
+                streak_sigma_px=4.0, scene_weight=0.8),
+        2: dict(flake_mean=0.2, flake_std=0.3, flake_zoom=2.0, flake_threshold=0.5, streak_radius_px=12,
+                streak_sigma_px=4.0, scene_weight=0.7),
+        3: dict(flake_mean=0.55, flake_std=0.3, flake_zoom=4.0, flake_threshold=0.9, streak_radius_px=12,
+                streak_sigma_px=8.0, scene_weight=0.7),
+        4: dict(flake_mean=0.55, flake_std=0.3, flake_zoom=4.5, flake_threshold=0.85, streak_radius_px=12,
+                streak_sigma_px=8.0, scene_weight=0.65),
+        5: dict(flake_mean=0.55, flake_std=0.3, flake_zoom=2.5, flake_threshold=0.85, streak_radius_px=12,
+                streak_sigma_px=12.0, scene_weight=0.55),
+    },
+    family=_FAMILY,
+    axis="flake_threshold",
+    differentiable=True,
+)
+def snow(
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    flake_mean: float = 0.55,
+    flake_std: float = 0.3,
+    flake_zoom: float = 4.0,
+    flake_threshold: float = 0.9,
+    streak_radius_px: int = 12,
+    streak_sigma_px: float = 8.0,
+    scene_weight: float = 0.7,
+) -> torch.Tensor:
+    """Falling snow: a thresholded, zoomed Gaussian field motion-blurred along a random
+    downward direction (−135°…−45°), added twice (the layer and its 180° rotation) to a
+    snow-lit scene ``w·x + (1−w)·max(x, 1.5·luma + 0.5)``. Differentiable in the image.
+    ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    b, _, h, w = images.shape
+    layer = randn((b, 1, h, w), generator) * float(flake_std) + float(flake_mean)
+    layer = clipped_zoom(layer, float(flake_zoom))
+    layer = torch.where(layer < float(flake_threshold), torch.zeros_like(layer), layer).clamp(0, 1)
+    angle = per_image_uniform(-135.0, -45.0, b, generator, "cpu")
+    layer = motion_blur_images(layer, int(streak_radius_px), float(streak_sigma_px), angle)
+    layer = (torch.round(layer * 255) / 255).to(device=images.device, dtype=images.dtype)
+    lit = torch.maximum(images, gray(images) * 1.5 + 0.5)
+    x = float(scene_weight) * images + (1 - float(scene_weight)) * lit
+    return (x + layer + torch.flip(layer, (-2, -1))).clamp(0.0, 1.0)
+
+
+@register(
+    "imagenet_c/frost",
+    params=[
+        Param("scene_weight", 0.7, "", 0.0, 2.0, "multiplier of the scene"),
+        Param("frost_weight", 0.7, "", 0.0, 2.0, "multiplier of the frost texture"),
+    ],
+    severities={1: {"scene_weight": 1.0, "frost_weight": 0.4}, 2: {"scene_weight": 0.8, "frost_weight": 0.6},
+                3: {"scene_weight": 0.7, "frost_weight": 0.7}, 4: {"scene_weight": 0.65, "frost_weight": 0.7},
+                5: {"scene_weight": 0.6, "frost_weight": 0.75}},
+    family=_FAMILY,
+    axis="frost_weight",
+    differentiable=True,
+)
+def frost(
+    images: torch.Tensor, *, generator: GeneratorLike = None, scene_weight: float = 0.7, frost_weight: float = 0.7
+) -> torch.Tensor:
+    """Frost on the lens: ``scene_weight·x + frost_weight·T``, clipped, with ``T`` a procedural
+    frost texture (:func:`~weakspot.degrade.imagenet_c.textures.frost_texture`, no image files).
+    ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    b, c, h, w = images.shape
+    tex = frost_texture(b, h, w, generator, images.device, images.dtype)
+    if c == 1:
+        tex = gray(tex)
+    return (float(scene_weight) * images + float(frost_weight) * tex).clamp(0.0, 1.0)
+
+
+@register(
+    "imagenet_c/fog",
+    params=[
+        Param("fog_strength", 2.5, "", 0.0, 20.0, "amplitude of the added plasma-fractal haze", low_open=True),
+        Param("wibble_decay", 1.7, "", 1.0, 10.0, "roughness decay per octave (smaller: patchier fog)",
+              low_open=True),
+    ],
+    severities={1: {"fog_strength": 1.5, "wibble_decay": 2.0}, 2: {"fog_strength": 2.0, "wibble_decay": 2.0},
+                3: {"fog_strength": 2.5, "wibble_decay": 1.7}, 4: {"fog_strength": 2.5, "wibble_decay": 1.5},
+                5: {"fog_strength": 3.0, "wibble_decay": 1.4}},
+    family=_FAMILY,
+    axis="fog_strength",
+    differentiable=True,
+)
+def fog(
+    images: torch.Tensor, *, generator: GeneratorLike = None, fog_strength: float = 2.5, wibble_decay: float = 1.7
+) -> torch.Tensor:
+    """Fog: add ``fog_strength ×`` a diamond-square plasma fractal (one per image, shared by the
+    channels), then rescale by ``max(x) / (max(x) + fog_strength)``. Differentiable in the
+    image. ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    b, _, h, w = images.shape
+    size = next_power_of_2(max(h, w))
+    haze = plasma_fractal(b, size, float(wibble_decay), generator)[:, :h, :w]
+    haze = haze.to(device=images.device, dtype=images.dtype).unsqueeze(1)
+    peak = images.amax((1, 2, 3), keepdim=True)
+    s = float(fog_strength)
+    return ((images + s * haze) * peak / (peak + s)).clamp(0.0, 1.0)
+
+
+def _edt_truncated(edges: torch.Tensor, cap: int) -> torch.Tensor:
+    """Euclidean distance to the nearest ``True`` of ``edges`` ``(B, 1, H, W)``, capped at ``cap``.
+
+    Exact separable squared-distance transform restricted to offsets ≤ ``cap`` (two passes,
+    one loop over the ``2·cap+1`` offsets each).
+    """
+    big = float(4 * cap * cap + 1)
+    d2 = torch.where(edges, 0.0, big)
+    for dim in (-2, -1):
+        n = d2.shape[dim]
+        pad = [0, 0, 0, 0]
+        pad[(0 if dim == -1 else 2)] = pad[(1 if dim == -1 else 3)] = cap
+        padded = F.pad(d2, pad, value=big)
+        best = d2
+        for off in range(-cap, cap + 1):
+            if off == 0:
+                continue
+            sl = padded.narrow(dim, cap + off, n)
+            best = torch.minimum(best, sl + off * off)
+        d2 = best
+    return d2.sqrt().clamp(max=float(cap))
+
+
+def _equalize_hist_u8(img: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``equalizeHist`` per image on integer-valued ``(B, 1, H, W)`` in [0, 255]."""
+    b = img.shape[0]
+    v = img.reshape(b, -1).long()
+    hist = torch.zeros(b, 256, dtype=torch.float64, device=img.device)
+    hist.scatter_add_(1, v, torch.ones_like(v, dtype=torch.float64))
+    total = float(v.shape[1])
+    first = (hist > 0).to(torch.int64).argmax(1, keepdim=True)
+    cum = hist.cumsum(1)
+    cum_first = cum.gather(1, first)
+    scale = 255.0 / (total - hist.gather(1, first)).clamp_min(1.0)
+    lut = torch.round((cum - cum_first) * scale).clamp(0, 255)
+    lut = torch.where(torch.arange(256, device=img.device) <= first, 0.0, lut)
+    flat_img = hist.gather(1, first) == total  # one grey level only: OpenCV keeps it
+    lut = torch.where(flat_img, torch.arange(256, device=img.device, dtype=torch.float64).expand(b, -1), lut)
+    return lut.gather(1, v).reshape(img.shape).to(img.dtype)
+
+
+def _box3_u8(x: torch.Tensor) -> torch.Tensor:
+    k = torch.full((3, 3), 1 / 9, dtype=x.dtype)
+    return torch.round(filter2d(x, k, border="reflect"))
+
+
+@register(
+    "imagenet_c/spatter",
+    params=[
+        Param("liquid_mean", 0.65, "", -5.0, 5.0, "mean of the Gaussian field the drops are cut from"),
+        Param("liquid_std", 0.3, "", 0.0, 5.0, "standard deviation of that field", low_open=True),
+        Param("liquid_sigma_px", 3.0, "px", 0.0, 50.0, "smoothing of the field (drop size)", low_open=True),
+        Param("liquid_threshold", 0.68, "", 0.0, 5.0, "field values below this are dry"),
+        Param("intensity", 0.6, "", 0.0, 10.0, "water: tint strength; mud: σ (px) of the mud-mask blur"),
+        Param("mud", False, "", doc="false: pale-turquoise water drops; true: opaque brown mud", type=bool),
+    ],
+    severities={
+        1: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=4.0, liquid_threshold=0.69, intensity=0.6, mud=False),
+        2: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=3.0, liquid_threshold=0.68, intensity=0.6, mud=False),
+        3: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=2.0, liquid_threshold=0.68, intensity=0.5, mud=False),
+        4: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=1.0, liquid_threshold=0.65, intensity=1.5, mud=True),
+        5: dict(liquid_mean=0.67, liquid_std=0.4, liquid_sigma_px=1.0, liquid_threshold=0.65, intensity=1.5, mud=True),
+    },
+    family=_FAMILY,
+    axis="liquid_threshold",
+    differentiable=True,
+)
+def spatter(
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    liquid_mean: float = 0.65,
+    liquid_std: float = 0.3,
+    liquid_sigma_px: float = 3.0,
+    liquid_threshold: float = 0.68,
+    intensity: float = 0.6,
+    mud: bool = False,
+) -> torch.Tensor:
+    """Water or mud splashes on the lens. A smoothed Gaussian field thresholded into drops;
+    water drops add a pale turquoise (175, 238, 238)/255 shaded by the distance to the drop
+    edge (the reference's Canny → distance transform → equalise → emboss chain, batched);
+    mud replaces the scene by brown (63, 42, 20)/255 under a blurred mask.
+    Differentiable in the image. ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    b, c, h, w = images.shape
+    dev, dt = images.device, images.dtype
+    field = randn((b, 1, h, w), generator, dtype=torch.float32) * float(liquid_std) + float(liquid_mean)
+    field = gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
+    field = torch.where(field < float(liquid_threshold), torch.zeros_like(field), field)
+    if not mud:
+        u8 = torch.floor(field * 255).clamp(0, 255)
+        wet = u8 > 0
+        # Canny on a 0 / ~180 step image finds the drop boundary: wet pixels with a dry 4-neighbour
+        dry_nb = F.max_pool2d((~wet).float(), 3, 1, 1) > 0
+        edges = wet & dry_nb
+        dist = _edt_truncated(edges, 20)
+        dist = torch.floor(filter2d(dist, torch.full((3, 3), 1 / 9), border="reflect") + 1e-4).clamp(0, 255)
+        dist = _equalize_hist_u8(dist)
+        emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+        dist = torch.round(filter2d(dist, emboss, border="reflect")).clamp(0, 255)
+        dist = _box3_u8(dist)
+        m = u8 * dist
+        m = m / m.flatten(1).amax(1).view(b, 1, 1, 1).clamp_min(1e-12) * float(intensity)
+        color = torch.tensor([175 / 255, 238 / 255, 238 / 255]).view(1, 3, 1, 1)
+        add = (m * color).to(device=dev, dtype=dt)
+        if c == 1:
+            add = gray(add.clamp(0, 1))
+        return (images + add).clamp(0.0, 1.0)
+    mask = (field > float(liquid_threshold)).float()
+    mask = gaussian_blur2d(mask, float(intensity), border="replicate")
+    mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask).to(device=dev, dtype=dt)
+    color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=dev, dtype=dt).view(1, 3, 1, 1) * mask
+    if c == 1:
+        color = gray(color)
+    return (images * (1 - mask) + color).clamp(0.0, 1.0)
