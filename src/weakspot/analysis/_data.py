@@ -33,14 +33,21 @@ from weakspot.evaluate.store import CLEAN, ResultsStore
 __all__ = ["RunData", "StoreLike", "load_run", "level_label"]
 
 
-def level_label(x: float, unit: str | None, severity=None) -> str:
-    """Human label of a level: ``'2.5 D'``, ``'8 µm'``, ``'sev 3'``."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def level_label(x: float, unit: str | None, severity=None, axis: str | None = None) -> str:
+    """Human label of a level: ``'2.5 D'``, ``'8 µm'``, ``'variance=0.05'`` (unitless axis),
+    ``'sev 3'`` (severity only)."""
+    if _missing(x):
         return "clean"
-    if unit in (None, "", "severity") or (isinstance(unit, float) and math.isnan(unit)):
-        if severity is not None and not pd.isna(severity) and float(severity) == float(x):
+    if _missing(axis) or axis == "severity":
+        if not _missing(severity) and float(severity) == float(x):
             return f"sev {int(severity)}"
         return f"{x:g}"
+    if _missing(unit) or unit == "":
+        return f"{axis}={x:g}"
     return f"{x:g} {unit}"
 
 
@@ -162,8 +169,9 @@ def load_run(store: StoreLike) -> RunData:
         conds.loc[g.index, "order"] = key.rank(method="first").astype(int)
     conds.loc[conds.condition_id == CLEAN, ["order", "x"]] = [0, np.nan]
     conds["level"] = [
-        "clean" if cid == CLEAN else level_label(x, u, s)
-        for cid, x, u, s in zip(conds.condition_id, conds.x, conds.axis_unit, conds.severity)
+        "clean" if cid == CLEAN else level_label(x, u, s, None if _missing(av) else ax)
+        for cid, x, u, s, ax, av in zip(conds.condition_id, conds.x, conds.axis_unit, conds.severity, conds.axis,
+                                         conds.axis_value)
     ]
 
     clean = preds[preds.condition_id == CLEAN].set_index("image_index")

@@ -76,6 +76,21 @@ def _neutral_x(degradation: str, axis, uses_severity: bool, xs: np.ndarray) -> f
     return None
 
 
+def _label(x: float, status: str, last: float, uses_sev: bool, axis: str, unit: str) -> str:
+    def one(v: float) -> str:
+        if uses_sev:
+            return f"sev {v:.2g}"
+        return f"{v:.3g} {unit}" if unit else f"{axis}={v:.3g}"
+
+    if status == "interpolated":
+        return one(x)
+    if status == "before_first_level":
+        return f"≤ {one(x)}"
+    if status == "not_reached":
+        return f"not reached (> {one(last)})"
+    return "—"
+
+
 def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: float = 0.5) -> pd.DataFrame:
     """Breaking point per (degradation, class), plus one pooled row per degradation
     (``class == ALL_CLASSES``, ``class_name == 'all classes'``).
@@ -114,15 +129,7 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
                 v0 = float(per.get((CLEAN, k), np.nan))
                 vs = [float(per.get((c, k), np.nan)) for c in conds.condition_id]
             x, status = breaking_point(xs, vs, v0, cx, fraction)
-            u = f" {unit}" if unit else ""
-            if status == "interpolated":
-                label = f"{x:.3g}{u}" if unit else f"sev {x:.2g}"
-            elif status == "before_first_level":
-                label = f"≤ {x:.3g}{u}" if unit else f"≤ sev {x:g}"
-            elif status == "not_reached":
-                label = f"not reached (> {xs[-1]:.3g}{u})" if unit else f"not reached (> sev {xs[-1]:g})"
-            else:
-                label = "—"
+            label = _label(x, status, xs[-1], uses_sev, axis, unit)
             out.append({
                 "degradation": deg, "family": conds["family"].iloc[0], "axis": axis, "axis_unit": unit,
                 "class": int(k), "class_name": "all classes" if k == ALL_CLASSES else run.class_name(k),
