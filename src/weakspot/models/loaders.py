@@ -330,8 +330,12 @@ def load_torchscript(
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"TorchScript file not found: {path}")
+    import warnings
+
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still loads
+            module = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"{path} is not a TorchScript file: {str(exc).splitlines()[0][:200]}") from None
     module.eval()

@@ -114,11 +114,14 @@ def _one_size(x: torch.Tensor, p: Preprocess) -> torch.Tensor:
     if p.resize_px is None:
         x = _resize(x, (th, tw), p.interpolation)
     else:
-        h, w = x.shape[-2:]
-        s = p.resize_px / min(h, w)
-        nh, nw = max(th, round(h * s)), max(tw, round(w * s))
+        # shorter side -> resize_px, longer side truncated (torchvision's convention), then the
+        # centre crop with torchvision's rounding of the offsets
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        r = int(p.resize_px)
+        nh, nw = (r, int(r * w / h)) if h <= w else (int(r * h / w), r)
+        nh, nw = max(th, nh), max(tw, nw)
         x = _resize(x, (nh, nw), p.interpolation)
-        top, left = (nh - th) // 2, (nw - tw) // 2
+        top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
         x = x[..., top : top + th, left : left + tw]
     if p.interpolation == "bicubic":
         x = x.clamp(0.0, 1.0)  # bicubic overshoots; the model saw clipped 8-bit pixels

@@ -1,0 +1,57 @@
+"""The ``weakspot run`` and ``weakspot demo`` commands (thin printing layer over the API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["run_command", "demo_command"]
+
+
+def _accuracy_table(summary, title: str):
+    from rich.table import Table
+
+    acc = summary.accuracy()
+    t = Table(title=title, title_justify="left")
+    for col in ("condition", "images", "top-1 acc", "agree w/ clean"):
+        t.add_column(col, justify="left" if col == "condition" else "right")
+    for r in acc.itertuples():
+        a = "–" if r.top1_acc != r.top1_acc else f"{r.top1_acc:.3f}"
+        t.add_row(r.condition_id, str(r.n), a, f"{r.agree_clean:.3f}")
+    return t
+
+
+def _summary_line(s) -> str:
+    speed = s.images_evaluated / s.seconds if s.seconds > 0 else 0.0
+    what = "resumed: " if s.resumed else ""
+    return (f"{what}{s.units_run} units run ({s.images_evaluated} image·conditions, {speed:.1f}/s; "
+            f"forward {s.forward_s:.1f}s, degradations {s.degrade_s:.1f}s, total {s.seconds:.1f}s); "
+            f"{len(s.skipped)} inputs skipped (listed in manifest.json)")
+
+
+def run_command(config: Path, out: Path, *, workers=None, progress=True, console=None, err_console=None) -> None:
+    from weakspot.evaluate.engine import run_sweep
+
+    summary = run_sweep(config, out, workers=workers, progress=progress, console=err_console)
+    console.print(_accuracy_table(summary, f"{out}: {summary.n_images} images × {summary.n_conditions + 1} conditions"))
+    console.print(_summary_line(summary))
+    console.print(f"results: {out}/predictions (Parquet), {out}/manifest.json; "
+                  f"query with weakspot.evaluate.ResultsStore('{out}')")
+
+
+def demo_command(out: Path, *, quick=False, progress=True, console=None, err_console=None) -> None:
+    from weakspot.evaluate.demo import run_demo
+
+    res = run_demo(out, quick=quick, progress=progress, console=err_console)
+    for key, s in res["runs"].items():
+        console.print(_accuracy_table(s, f"{key}: {s.n_images} images × {s.n_conditions + 1} conditions"))
+        console.print(_summary_line(s))
+    console.print("[bold]written:[/]")
+    for key, s in res["runs"].items():
+        console.print(f"  run     {Path(s.out_dir)}  (Parquet store + manifest.json + config.yaml)")
+        rep = res["reports"].get(key)
+        console.print(f"  report  {rep}" if rep else f"  report  (not written for {key})")
+    cs = res.get("contact_sheet")
+    console.print(f"  camera  {cs}" if cs else "  camera  (contact sheet not written)")
+    if res["missing"]:
+        console.print(f"  [yellow]degradations not registered, left out:[/] {', '.join(res['missing'])}")
+    console.print(f"demo finished in {res['seconds']:.0f} s")

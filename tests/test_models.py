@@ -1,0 +1,195 @@
+"""Model loading against real weights, real images and reference implementations."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from weakspot.data import open_dataset
+from weakspot.errors import ModelLoadError, UnknownNameError
+from weakspot.models import Preprocess, bundled, load_model
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    return bundled("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn():
+    return bundled("mnist_cnn")
+
+
+@pytest.fixture(scope="session")
+def foolbox_imagenet():
+    ds = open_dataset(kind="foolbox", subset="imagenet")
+    return [ds[i][0] for i in range(len(ds))], torch.tensor(ds.labels)
+
+
+def test_lite0_clean_accuracy_on_real_imagenet_samples(lite0, foolbox_imagenet):
+    images, labels = foolbox_imagenet
+    probs = lite0.predict_proba(images)  # native sizes 512² … 1024×683, preprocessing included
+    acc = (probs.argmax(1) == labels).float().mean().item()
+    assert acc >= 0.75, acc
+    assert lite0.num_classes == 1000 and lite0.class_names[0] == "tench" and lite0.input_size == (224, 224)
+    assert torch.allclose(probs.sum(1), torch.ones(len(images)), atol=1e-4)
+
+
+def test_lite0_target_layer_is_last_conv_block(lite0, photos):
+    seen = {}
+    h = lite0.target_layer.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+    with torch.no_grad():
+        lite0(photos[:1])
+    h.remove()
+    assert seen["shape"] == (1, 1280, 7, 7)
+
+
+def test_mnist_cnn_matches_its_package_and_real_digits(mnist_cnn):
+    from digit_recognizer import DigitRecognizer
+    from PIL import Image
+
+    ds = open_dataset(kind="mnist_5k", limit=600, seed=3)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    probs = mnist_cnn.predict_proba(x)
+    acc = (probs.argmax(1) == torch.tensor(ds.labels)).float().mean().item()
+    assert acc >= 0.97, acc
+    # the package's own inference path (PIL → Resize → ToTensor → Normalize) as the reference
+    ref = DigitRecognizer(device="cpu")
+    for i in range(5):
+        arr = (x[i, 0].numpy() * 255).round().astype(np.uint8)
+        with torch.no_grad():
+            p_ref = torch.softmax(ref.model(ref.preprocess(Image.fromarray(arr), invert=False)), 1)[0]
+        assert torch.allclose(p_ref, probs[i], atol=1e-5)
+    seen = {}
+    h = mnist_cnn.target_layer.register_forward_hook(lambda m, i, o: seen.update(s=tuple(o.shape)))
+    with torch.no_grad():
+        mnist_cnn(x[:2])
+    h.remove()
+    assert seen["s"] == (2, 128, 7, 7)
+
+
+def test_preprocess_equals_torchvision_transforms(photo_uint8):
+    from torchvision.transforms import v2
+
+    img = torch.from_numpy(photo_uint8).permute(2, 0, 1).float() / 255
+    for crop in (img, img[:, :299, :451], img[:, :, :211]):  # odd sizes exercise the rounding
+        ref = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224),
+                          v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])(crop)
+        assert torch.allclose(Preprocess()(crop[None])[0], ref, atol=1e-5)
+    # gray model input from an RGB image = BT.601 luma; list input of mixed sizes
+    p = Preprocess(size=(28, 28), resize_px=None, mean=(0.0,), std=(1.0,), channels=1)
+    out = p([img, img[:, :100, :100]])
+    assert out.shape == (2, 1, 28, 28)
+    luma = (img * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    assert torch.allclose(out[0], p(luma[None])[0], atol=1e-5)
+
+
+def test_preprocess_is_differentiable(photos):
+    x = photos[:1].clone().requires_grad_(True)
+    Preprocess()(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_torchvision_state_dict_and_weights_enum_cache(tmp_path, monkeypatch, photos):
+    import torchvision
+
+    net = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    path = tmp_path / "mnv3.pth"
+    torch.save(net.state_dict(), path)
+    m = load_model("mobilenet_v3_small", weights=str(path))
+    assert m.source == "torchvision" and m.num_classes == 1000
+    assert m.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    x = m.preprocess(photos[:2])
+    with torch.no_grad():
+        assert torch.allclose(m.module(x), net(x), atol=1e-5)
+    # the same weights as an enum whose file sits in $TORCH_HOME/hub/checkpoints
+    enum = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        load_model("torchvision/mobilenet_v3_small", weights="IMAGENET1K_V1")
+    cache = tmp_path / "th" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / enum.url.rsplit("/", 1)[1]).write_bytes(path.read_bytes())
+    m2 = load_model("torchvision/mobilenet_v3_small", weights="IMAGENET1K_V1")
+    assert m2.class_names == enum.meta["categories"]
+    assert m2.preprocess_config.resize_px == 256 and m2.input_size == (224, 224)
+
+
+def test_weights_that_do_not_match_and_unsafe_pickles(tmp_path):
+    import torchvision
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), path)
+    with pytest.raises(ModelLoadError, match="do not match architecture 'torchvision/resnet34'"):
+        load_model("resnet34", weights=str(path), num_classes=10)
+    with pytest.raises(ModelLoadError, match="shape mismatches"):
+        load_model("resnet18", weights=str(path), num_classes=1000)
+    # a pickle that would call a function when loaded is refused, not executed
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"fc.weight": _Boom()}))
+    with pytest.raises(ModelLoadError, match="refusing to load"):
+        load_model("resnet18", weights=str(evil))
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(UnknownNameError, match="resnet18"):
+        load_model("torchvision/resnet81", weights=str(path))
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, ("pwned",))
+
+
+def test_timm_checkpoint(tmp_path, photos):
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=7).eval()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}, path)
+    m = load_model("timm/mobilenetv3_small_050", weights=str(path), class_names=list("abcdefg"))
+    assert m.num_classes == 7 and m.preprocess_config.interpolation == "bicubic"
+    assert m.preprocess_config.resize_px == 256  # 224 / crop_pct 0.875
+    x = m.preprocess(photos[:2])
+    with torch.no_grad():
+        assert torch.allclose(m.module(x), net(x), atol=1e-5)
+    assert m.target_layer is not None
+
+
+def test_torchscript_and_onnx_give_the_same_predictions(tmp_path, mnist_cnn):
+    pytest.importorskip("onnxruntime")
+    ds = open_dataset(kind="foolbox", subset="mnist")
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    ref = mnist_cnn.predict_proba(x)
+    ts = tmp_path / "cnn.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(mnist_cnn.module, torch.zeros(1, 1, 28, 28)), str(ts))
+    m_ts = load_model(str(ts), preprocess=mnist_cnn.preprocess_config.to_dict())
+    assert m_ts.source == "torchscript" and m_ts.num_classes == 10
+    assert torch.allclose(m_ts.predict_proba(x), ref, atol=1e-5)
+    onnx_path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mnist_cnn.module, torch.zeros(2, 1, 28, 28), str(onnx_path), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    m_onnx = load_model(str(onnx_path), preprocess=mnist_cnn.preprocess_config.to_dict(),
+                        class_names=mnist_cnn.class_names)
+    assert m_onnx.source == "onnx" and not m_onnx.differentiable
+    assert torch.allclose(m_onnx.predict_proba(x), ref, atol=1e-4)
+    assert (ref.argmax(1) == torch.tensor(ds.labels)).float().mean() >= 0.9
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
+        load_model(str(bad))
+
+
+def test_unknown_bundled_name_suggests():
+    with pytest.raises(UnknownNameError, match="efficientnet_lite0"):
+        bundled("efficientnet_lite")
