@@ -89,6 +89,31 @@ def degrade_cmd(
     console.print(f"wrote {dst} ({op}: {deg.params})")
 
 
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="run config (.yaml/.toml): model, data, conditions, seed"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (resumed if it holds the same run)"),
+    workers: Optional[int] = typer.Option(None, help="data-loading processes (overrides the config)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar with ETA"),
+) -> None:
+    """Evaluate a model on a data set under a sweep of conditions (resumable)."""
+    from weakspot.evaluate.commands import run_command
+
+    run_command(config, out, workers=workers, progress=progress, console=console, err_console=err_console)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="output directory"),
+    quick: bool = typer.Option(False, "--quick", help="a tiny version (seconds), for smoke tests"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars with ETA"),
+) -> None:
+    """Run the bundled defaults end to end (EfficientNet-Lite0 + MNIST CNN), offline."""
+    from weakspot.evaluate.commands import demo_command
+
+    demo_command(out, quick=quick, progress=progress, console=console, err_console=err_console)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     from weakspot.errors import WeakspotError
