@@ -114,6 +114,20 @@ def demo_cmd(
     demo_command(out, quick=quick, progress=progress, console=console, err_console=err_console)
 
 
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (weakspot run CONFIG --out RUN_DIR)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/report)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="run to normalise corruption errors by"),
+    examples: int = typer.Option(8, "--examples", min=0, help="number of clean-vs-degraded example pairs"),
+) -> None:
+    """Write the weakness report (HTML, summary.json, Markdown) of a finished run."""
+    from weakspot.report import write_report
+
+    path = write_report(run_dir, out, baseline=baseline, max_examples=examples)
+    console.print(f"report: {path}  (+ summary.json, report.md, figures/)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     from weakspot.errors import WeakspotError
