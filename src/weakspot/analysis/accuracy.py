@@ -113,7 +113,15 @@ def corruption_errors(store: StoreLike, baseline: StoreLike | None = None) -> pd
     clean_err = float(mine.loc[mine.condition_id == CLEAN, "err"].iloc[0])
     base = None
     if baseline is not None:
-        base = _errors_by_condition(load_run(baseline)).set_index("condition_id")
+        from pathlib import Path
+
+        from weakspot.analysis._data import RunData
+        from weakspot.errors import InvalidParameterError
+
+        if isinstance(baseline, (str, Path)) and not (Path(baseline) / "manifest.json").is_file():
+            raise InvalidParameterError("baseline", str(baseline), "the directory of a finished 'weakspot run'")
+        base = _errors_by_condition(baseline if isinstance(baseline, RunData) else load_run(baseline))
+        base = base.set_index("condition_id")
         base_clean = float(base.loc[CLEAN, "err"]) if CLEAN in base.index else np.nan
     rows = []
     for deg, g in mine[mine.condition_id != CLEAN].groupby("degradation", sort=False):
