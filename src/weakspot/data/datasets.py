@@ -350,7 +350,7 @@ def read_idx(path: Path) -> np.ndarray:
     arr = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: header says {shape}, found {arr.size} values")
-    return arr.reshape(shape)
+    return arr.reshape(shape).copy()
 
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
