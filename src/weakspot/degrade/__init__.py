@@ -19,3 +19,5 @@ from weakspot.degrade.compose import Compose, compose  # noqa: F401
 # built-in entries (each module registers on import)
 from weakspot.degrade import basic  # noqa: F401,E402
 from weakspot.degrade import imagenet_c  # noqa: F401,E402
+from weakspot.degrade import camera_ops  # noqa: F401,E402
+from weakspot.degrade import defects  # noqa: F401,E402
