@@ -26,7 +26,7 @@ def gray(images: torch.Tensor) -> torch.Tensor:
 
 def per_image_uniform(low: float, high: float, batch: int, generator: GeneratorLike, device) -> torch.Tensor:
     """One uniform draw in ``[low, high)`` per image, shape ``(B,)``."""
-    return low + (high - low) * rand((batch,), generator, device, torch.float64)
+    return low + (high - low) * rand((batch, 1), generator, device, torch.float64)[:, 0]
 
 
 def straight_through(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

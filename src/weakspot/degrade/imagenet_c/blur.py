@@ -6,8 +6,6 @@ they are not rescaled for other sizes (pass explicit parameters to do so).
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +18,7 @@ from weakspot.degrade.imagenet_c._common import (
     straight_through,
 )
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike, rand
+from weakspot.random import GeneratorLike, randint
 
 __all__ = [
     "defocus_blur",
@@ -30,11 +28,10 @@ __all__ = [
     "gaussian_blur",
     "disk_kernel",
     "simulate_glass_shuffle",
-    "glass_displacement_table",
+    "glass_shuffle_map",
 ]
 
 _FAMILY = "imagenet_c"
-_GLASS_TABLE = Path(__file__).with_name("glass_displacements.npz")
 
 
 def _gaussian_taps(ksize: int, sigma: float) -> torch.Tensor:
@@ -87,81 +84,67 @@ def defocus_blur(
     return fft_filter2d(images, k, border="reflect").clamp(0.0, 1.0)
 
 
-def simulate_glass_shuffle(size: int, max_delta_px: int, iterations: int, seed: int = 0) -> np.ndarray:
-    """Run ImageNet-C's sequential local pixel swap on a ``size²`` grid of coordinates.
+def simulate_glass_shuffle(steps: np.ndarray, max_delta_px: int) -> np.ndarray:
+    """ImageNet-C's sequential local pixel "swap", run literally (slow; for tests only).
 
-    Returns the source offsets ``(size, size, 2)`` (dy, dx): the pixel that ends at ``p`` came
-    from ``p + offset``. A slow Python loop: used to tabulate the displacement distribution
-    (:func:`glass_displacement_table`) and by the tests, never at run time.
+    ``steps``: ``(iterations, H, W, 2)`` integer ``(dy, dx)`` in ``[-d, d)``, the step drawn for
+    each visited pixel. Returns the source index map ``(H, W)`` (flat ``y·W + x``): the
+    final image is ``x.flat[map]``. The reference writes ``x[h, w], x[h', w'] = x[h', w'],
+    x[h, w]`` on NumPy row views, which copies ``x[h', w']`` into ``x[h, w]`` and leaves
+    ``x[h', w']`` unchanged, so values are duplicated along chains, not permuted.
     """
-    rng = np.random.default_rng(seed)
     d = int(max_delta_px)
-    grid = np.stack(np.mgrid[0:size, 0:size], -1)
-    pos = grid.copy()
-    for _ in range(iterations):
-        for h in range(size - d, d, -1):
-            for w in range(size - d, d, -1):
-                dx, dy = rng.integers(-d, d, size=2)
-                a = pos[h, w].copy()
-                pos[h, w] = pos[h + dy, w + dx]
-                pos[h + dy, w + dx] = a
-    return pos - grid
+    n_iter, h, w = steps.shape[:3]
+    src = np.arange(h * w).reshape(h, w)
+    for it in range(n_iter):
+        for y in range(h - d, d, -1):
+            for x in range(w - d, d, -1):
+                dy, dx = steps[it, y, x]
+                src[y, x] = src[y + dy, x + dx]
+    return src
 
 
-def build_glass_tables(size: int = 224, runs: int = 6, margin: int = 40, reach: int = 20) -> dict[str, np.ndarray]:
-    """Histogram the swap chain's interior displacements for every reference setting.
+def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
+    """The same source map as :func:`simulate_glass_shuffle`, batched, with no loop over pixels.
 
-    Writes nothing; :mod:`weakspot.degrade.imagenet_c.blur` ships the result as
-    ``glass_displacements.npz`` (regenerate with :func:`write_glass_tables`).
+    ``steps``: ``(B, iterations, H, W, 2)`` int64. Pixel ``p``, visited in reverse raster
+    order, takes the value of ``q = p + step``; if ``q`` was visited earlier in this pass its
+    value is already final, otherwise it is the value from the previous pass. So
+    ``final(p) = final(q)`` along "forward" steps and ``prev(q)`` at a chain's first backward
+    step: following the forward pointers to their end by pointer jumping (⌈log₂ chain⌉
+    gathers) resolves a whole pass at once. Returns ``(B, H·W)`` flat source indices.
     """
-    out = {}
-    for d, it in sorted({(1, 2), (2, 1), (2, 3), (3, 2), (4, 2)}):
-        hist = np.zeros((2 * reach + 1, 2 * reach + 1))
-        for run in range(runs):
-            off = simulate_glass_shuffle(size, d, it, seed=1000 * d + 10 * it + run)[margin:-margin, margin:-margin]
-            off = off.reshape(-1, 2)
-            keep = (np.abs(off) <= reach).all(1)
-            np.add.at(hist, (off[keep, 0] + reach, off[keep, 1] + reach), 1)
-        out[f"d{d}_i{it}"] = hist / hist.sum()
-    return out
-
-
-@functools.lru_cache(maxsize=32)
-def glass_displacement_table(max_delta_px: int, iterations: int) -> tuple[torch.Tensor, int]:
-    """CDF over the ``(2R+1)²`` source offsets of the reference's swap chain, and ``R``.
-
-    Reference settings use the tabulated histograms; other settings are simulated once
-    (on a 96² grid) and cached.
-    """
-    key = f"d{int(max_delta_px)}_i{int(iterations)}"
-    tables = np.load(_GLASS_TABLE) if _GLASS_TABLE.exists() else {}
-    if key in tables:
-        hist = np.asarray(tables[key], dtype=np.float64)
-    else:
-        reach = 20
-        hist = np.zeros((2 * reach + 1, 2 * reach + 1))
-        m = 4 * int(max_delta_px) + 8
-        size = 96 + 2 * m
-        off = simulate_glass_shuffle(size, max_delta_px, iterations, seed=0)[m:-m, m:-m].reshape(-1, 2)
-        off = off[(np.abs(off) <= reach).all(1)]
-        np.add.at(hist, (off[:, 0] + reach, off[:, 1] + reach), 1)
-        hist /= hist.sum()
-    reach = hist.shape[0] // 2
-    cdf = torch.from_numpy(hist.reshape(-1)).cumsum(0)
-    cdf = cdf / cdf[-1]
-    return cdf, reach
+    b, n_iter, h, w, _ = steps.shape
+    d = int(max_delta_px)
+    dev = steps.device
+    yy = torch.arange(h, device=dev).view(h, 1).expand(h, w)
+    xx = torch.arange(w, device=dev).view(1, w).expand(h, w)
+    visited = (yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)
+    flat_ids = (yy * w + xx).reshape(-1)
+    src = flat_ids.expand(b, -1).clone()
+    for it in range(n_iter):
+        dy = torch.where(visited, steps[:, it, ..., 0], 0)
+        dx = torch.where(visited, steps[:, it, ..., 1], 0)
+        qy, qx = yy + dy, xx + dx
+        q_visited = visited[qy.clamp(0, h - 1), qx.clamp(0, w - 1)]
+        forward = (visited & q_visited & ((dy > 0) | ((dy == 0) & (dx > 0)))).reshape(b, -1)
+        q = (qy * w + qx).reshape(b, -1)
+        nxt = torch.where(forward, q, flat_ids)  # forward pointer, or itself at a chain's end
+        while True:  # pointer jumping: after k rounds each pointer skips 2^k links
+            jumped = nxt.gather(1, nxt)
+            if torch.equal(jumped, nxt):
+                break
+            nxt = jumped
+        take = q.gather(1, nxt)  # the chain end's (backward or zero) step, from the previous pass
+        src = src.gather(1, take)
+    return src
 
 
 def _glass_shuffle(images: torch.Tensor, max_delta_px: int, iterations: int, generator: GeneratorLike) -> torch.Tensor:
     b, c, h, w = images.shape
-    cdf, reach = glass_displacement_table(int(max_delta_px), int(iterations))
-    u = rand((b, h, w), generator, images.device, torch.float64)
-    k = torch.searchsorted(cdf.to(images.device), u.reshape(b, -1), right=True).clamp_max(cdf.numel() - 1)
-    side = 2 * reach + 1
-    dy, dx = k // side - reach, k % side - reach
-    yy = torch.arange(h, device=images.device).repeat_interleave(w)
-    xx = torch.arange(w, device=images.device).repeat(h)
-    src = (yy + dy).clamp(0, h - 1) * w + (xx + dx).clamp(0, w - 1)  # (B, H*W)
+    d = int(max_delta_px)
+    steps = randint(-d, d, (b, int(iterations), h, w, 2), generator, images.device)
+    src = glass_shuffle_map(steps, d)  # (B, H*W)
     flat = images.reshape(b, c, h * w)
     return flat.gather(2, src.unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
 
@@ -191,10 +174,10 @@ def glass_blur(
 ) -> torch.Tensor:
     """Frosted glass: Gaussian blur, local pixel shuffle, Gaussian blur again.
 
-    The reference swaps pixels one by one in a sequential scan (1.4 s per 224² image). Here
-    every pixel instead fetches its value from an offset drawn i.i.d. from the exact
-    distribution that scan produces (tabulated by simulating it, ``glass_displacements.npz``),
-    one gather for the whole batch. Differentiable in the image (not in the offsets).
+    The reference moves pixels one by one in a sequential scan (1.4 s per 224² image). The
+    same random steps are drawn here and the scan's outcome is resolved exactly, for the
+    whole batch at once, by pointer jumping (:func:`glass_shuffle_map`); the result is the
+    reference's process, not an approximation of it. Differentiable in the image.
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     x = gaussian_blur2d(images, float(sigma_px), border="replicate")
@@ -284,9 +267,3 @@ def gaussian_blur(images: torch.Tensor, *, generator: GeneratorLike = None, sigm
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     return gaussian_blur2d(images, float(sigma_px), border="replicate").clamp(0.0, 1.0)
-
-
-def write_glass_tables(path: Path = _GLASS_TABLE) -> Path:
-    """Regenerate the shipped ``glass_displacements.npz`` (about a minute, pure Python)."""
-    np.savez_compressed(path, **build_glass_tables())
-    return path

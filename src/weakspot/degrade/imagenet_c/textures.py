@@ -102,7 +102,7 @@ def frost_texture(
     base = fractal_noise(batch, height, width, octaves=4, persistence=0.5, base_cells=3, generator=generator)
     pattern = 0.7 * veins + 0.3 * base / base.flatten(1).std(1).view(-1, 1, 1, 1).clamp_min(1e-6) * 0.25
     pattern = (pattern - pattern.mean((2, 3), keepdim=True)) / pattern.std((2, 3), keepdim=True).clamp_min(1e-6)
-    idx = randint(0, len(FROST_PALETTES), (batch,), generator)
+    idx = randint(0, len(FROST_PALETTES), (batch, 1), generator)[:, 0]
     means = torch.tensor([p[0] for p in FROST_PALETTES])[idx].view(batch, 3, 1, 1)
     stds = torch.tensor([p[1] for p in FROST_PALETTES])[idx].view(batch, 3, 1, 1)
     tex = (means + stds * pattern).clamp(0, 1)
