@@ -50,7 +50,7 @@ def _rows(probs, labels, clean_probs):
 
 
 def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=True, seed=0,
-               class_names=None, sens=None, imagenet_c=False, shards=2):
+               class_names=None, sens=None, imagenet_c=False, shards=2, image_ids=None, manifest=None):
     """Write a run to ``root``; return ``(ResultsStore, raw)`` where ``raw`` holds
     ``labels``, ``probs`` {condition_id: (N, K)} and ``conditions`` (list of dicts)."""
     rng = np.random.default_rng(seed)
@@ -80,13 +80,15 @@ def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=Tr
     img_labels = labels if labelled else np.full(n, -1, np.int32)
     store = ResultsStore(root)
     store.write_classes(names)
-    store.write_images({"image_index": list(range(n)), "image_id": [f"img{i:04d}" for i in range(n)],
+    ids = list(image_ids)[:n] if image_ids is not None else [f"img{i:04d}" for i in range(n)]
+    assert len(ids) == n, "need one image id per image"
+    store.write_images({"image_index": list(range(n)), "image_id": ids,
                         "path": [f"/data/{names[l]}/{i}.png" for i, l in enumerate(labels)],
                         "label": img_labels.tolist(), "height": [32] * n, "width": [32] * n})
     store.write_conditions({c: [d[c] for d in conds] for c in
                             ("condition_id", "degradation", "family", "params_json", "severity", "axis",
                              "axis_value", "axis_unit")})
-    store.write_manifest({"seed": seed, "model": {"name": "synthetic"}, "data": {"name": "synthetic"}})
+    store.write_manifest(manifest or {"seed": seed, "model": {"name": "synthetic"}, "data": {"name": "synthetic"}})
     raw = {"labels": labels, "img_labels": img_labels, "probs": {}, "conditions": conds, "sens": sens, "names": names}
     clean_probs = None
     for c in conds:

@@ -277,13 +277,16 @@ def _page(title: str, rendered, run_info: dict) -> str:
     )
     meta = (f"{run_info['n_images']} images · {run_info['n_classes']} classes · {run_info['n_conditions']} conditions"
             f" · {esc(run_info['run_dir'])}")
-    # the tiny script only marks the page as loaded (the browser test reads the marker)
+    # the tiny script only marks the page as loaded and counts the images that decoded
+    # (``data-images="rendered/total"``); the browser test reads both markers
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><div class='meta'>{meta}</div></header>"
         f"<nav>{nav}</nav><main>{body}</main>"
-        "<script>window.addEventListener('load',function(){document.body.setAttribute('data-loaded','1');});"
+        "<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
+        "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}"
+        "document.body.setAttribute('data-images',ok+'/'+im.length);document.body.setAttribute('data-loaded','1');});"
         "</script></body></html>"
     )
