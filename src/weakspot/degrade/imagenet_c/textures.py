@@ -75,25 +75,33 @@ def fractal_noise(
     return out / total
 
 
-#: (mean RGB, std RGB) of the five frost photographs ImageNet-C draws from (frost1–5), measured
-#: on [0, 1] intensities; used only as tint statistics for the procedural texture.
+#: (mean RGB, std RGB) of 224² crops of the five frost photographs ImageNet-C draws from
+#: (frost1–5, rescaled ×1.1 as the reference does for a 224² image; mean over crops of the
+#: crop mean and RMS of the within-crop std), on [0, 1] intensities. Only these statistics
+#: are used, as tints of the procedural texture; no image is shipped.
 FROST_PALETTES = (
-    ((0.305, 0.585, 0.650), (0.106, 0.065, 0.060)),
-    ((0.787, 0.805, 0.841), (0.084, 0.087, 0.089)),
-    ((0.787, 0.805, 0.841), (0.084, 0.087, 0.089)),
-    ((0.540, 0.599, 0.648), (0.112, 0.112, 0.117)),
-    ((0.441, 0.484, 0.528), (0.174, 0.170, 0.163)),
+    ((0.307, 0.582, 0.646), (0.091, 0.055, 0.052)),
+    ((0.775, 0.792, 0.828), (0.075, 0.077, 0.080)),
+    ((0.774, 0.791, 0.827), (0.074, 0.076, 0.079)),
+    ((0.565, 0.623, 0.674), (0.100, 0.100, 0.106)),
+    ((0.397, 0.442, 0.488), (0.138, 0.136, 0.133)),
 )
 
 
 def frost_texture(
-    batch: int, height: int, width: int, generator: GeneratorLike = None, device=None, dtype=torch.float32
+    batch: int,
+    height: int,
+    width: int,
+    generator: GeneratorLike = None,
+    device=None,
+    dtype=torch.float32,
+    palette: int = -1,
 ) -> torch.Tensor:
     """Procedural frost ``(B, 3, H, W)`` in [0, 1]: ice veins over a cloudy base, tinted per image.
 
     Veins: ``(1 - |n|)^6`` of a ridged fractal noise ``n`` (thin bright crests); base: a
     smoother fractal. The pattern is standardised per image and mapped to one of the five
-    :data:`FROST_PALETTES` (drawn uniformly per image), so its colour statistics follow
+    :data:`FROST_PALETTES` (drawn uniformly per image, or ``palette`` 0–4), so its colour statistics follow
     the reference's textures.
     """
     ridge = fractal_noise(batch, height, width, octaves=5, persistence=0.6, base_cells=6, generator=generator)
@@ -103,6 +111,8 @@ def frost_texture(
     pattern = 0.7 * veins + 0.3 * base / base.flatten(1).std(1).view(-1, 1, 1, 1).clamp_min(1e-6) * 0.25
     pattern = (pattern - pattern.mean((2, 3), keepdim=True)) / pattern.std((2, 3), keepdim=True).clamp_min(1e-6)
     idx = randint(0, len(FROST_PALETTES), (batch, 1), generator)[:, 0]
+    if palette >= 0:
+        idx = torch.full_like(idx, int(palette))
     means = torch.tensor([p[0] for p in FROST_PALETTES])[idx].view(batch, 3, 1, 1)
     stds = torch.tensor([p[1] for p in FROST_PALETTES])[idx].view(batch, 3, 1, 1)
     tex = (means + stds * pattern).clamp(0, 1)

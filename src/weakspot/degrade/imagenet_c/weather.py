@@ -81,6 +81,8 @@ def snow(
     params=[
         Param("scene_weight", 0.7, "", 0.0, 2.0, "multiplier of the scene"),
         Param("frost_weight", 0.7, "", 0.0, 2.0, "multiplier of the frost texture"),
+        Param("texture_index", -1, "", -1, 4, "tint of the texture (one per reference photo); -1: random "
+              "per image", type=int),
     ],
     severities={1: {"scene_weight": 1.0, "frost_weight": 0.4}, 2: {"scene_weight": 0.8, "frost_weight": 0.6},
                 3: {"scene_weight": 0.7, "frost_weight": 0.7}, 4: {"scene_weight": 0.65, "frost_weight": 0.7},
@@ -90,14 +92,19 @@ def snow(
     differentiable=True,
 )
 def frost(
-    images: torch.Tensor, *, generator: GeneratorLike = None, scene_weight: float = 0.7, frost_weight: float = 0.7
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    scene_weight: float = 0.7,
+    frost_weight: float = 0.7,
+    texture_index: int = -1,
 ) -> torch.Tensor:
     """Frost on the lens: ``scene_weight·x + frost_weight·T``, clipped, with ``T`` a procedural
     frost texture (:func:`~weakspot.degrade.imagenet_c.textures.frost_texture`, no image files).
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     b, c, h, w = images.shape
-    tex = frost_texture(b, h, w, generator, images.device, images.dtype)
+    tex = frost_texture(b, h, w, generator, images.device, images.dtype, palette=int(texture_index))
     if c == 1:
         tex = gray(tex)
     return (float(scene_weight) * images + float(frost_weight) * tex).clamp(0.0, 1.0)
@@ -179,6 +186,65 @@ def _box3_u8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(filter2d(x, k, border="reflect"))
 
 
+def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> torch.Tensor:
+    """OpenCV's ``Canny(img, low, high)`` (3×3 Sobel, L1 magnitude) on ``(B, 1, H, W)`` 8-bit values.
+
+    Sobel with replicated borders, non-maximum suppression in four directions with OpenCV's
+    fixed-point tan(22.5°) test and tie rules, then hysteresis by repeated 3×3 dilation of the
+    strong edges into weak ones (up to ``max_rounds``, a loop over rounds, not pixels).
+    Returns a bool edge map.
+    """
+    sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    gx = filter2d(img, sx, border="replicate").round().long()
+    gy = filter2d(img, sx.T.contiguous(), border="replicate").round().long()
+    mag = gx.abs() + gy.abs()
+    mp = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside, as OpenCV's buffer
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        h, w = mag.shape[-2:]
+        return mp[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    ax, ay = gx.abs(), gy.abs() << 15
+    tg22 = ax * 13573  # round(tan(22.5°) · 2^15)
+    tg67 = tg22 + (ax << 16)
+    horiz = ay < tg22
+    vert = ~horiz & (ay > tg67)
+    diag = ~horiz & ~vert
+    same_sign = (gx ^ gy) >= 0  # s = +1
+    nms_h = (mag > at(0, -1)) & (mag >= at(0, 1))
+    nms_v = (mag > at(-1, 0)) & (mag >= at(1, 0))
+    nms_d = torch.where(same_sign, (mag > at(-1, -1)) & (mag > at(1, 1)), (mag > at(-1, 1)) & (mag > at(1, -1)))
+    cand = (mag > low) & ((horiz & nms_h) | (vert & nms_v) | (diag & nms_d))
+    strong = cand & (mag > high)
+    weak = cand & ~strong
+    for _ in range(max_rounds):
+        grown = strong | (weak & (F.max_pool2d(strong.float(), 3, 1, 1) > 0))
+        if torch.equal(grown, strong):
+            break
+        strong = grown
+    return strong
+
+
+def _water_shade(field: torch.Tensor) -> torch.Tensor:
+    """Water-drop strength ``(B, 1, H, W)`` in [0, 1] from the thresholded liquid field.
+
+    The reference's OpenCV chain, batched: Canny edges of the 8-bit field (the drop
+    boundaries) → Euclidean distance to them, capped at 20 px → 3×3 box → histogram
+    equalisation → emboss → 3×3 box, times the field, normalised by its maximum.
+    """
+    b = field.shape[0]
+    u8 = torch.floor(field * 255).clamp(0, 255)
+    edges = canny(u8, 50, 150)
+    dist = _edt_truncated(edges, 20)
+    dist = torch.floor(filter2d(dist, torch.full((3, 3), 1 / 9), border="reflect") + 1e-4).clamp(0, 255)
+    dist = _equalize_hist_u8(dist)
+    emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+    dist = torch.round(filter2d(dist, emboss, border="reflect")).clamp(0, 255)
+    dist = _box3_u8(dist)
+    m = u8 * dist
+    return m / m.flatten(1).amax(1).view(b, 1, 1, 1).clamp_min(1e-12)
+
+
 @register(
     "imagenet_c/spatter",
     params=[
@@ -223,19 +289,7 @@ def spatter(
     field = gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
     field = torch.where(field < float(liquid_threshold), torch.zeros_like(field), field)
     if not mud:
-        u8 = torch.floor(field * 255).clamp(0, 255)
-        wet = u8 > 0
-        # Canny on a 0 / ~180 step image finds the drop boundary: wet pixels with a dry 4-neighbour
-        dry_nb = F.max_pool2d((~wet).float(), 3, 1, 1) > 0
-        edges = wet & dry_nb
-        dist = _edt_truncated(edges, 20)
-        dist = torch.floor(filter2d(dist, torch.full((3, 3), 1 / 9), border="reflect") + 1e-4).clamp(0, 255)
-        dist = _equalize_hist_u8(dist)
-        emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
-        dist = torch.round(filter2d(dist, emboss, border="reflect")).clamp(0, 255)
-        dist = _box3_u8(dist)
-        m = u8 * dist
-        m = m / m.flatten(1).amax(1).view(b, 1, 1, 1).clamp_min(1e-12) * float(intensity)
+        m = _water_shade(field) * float(intensity)
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255]).view(1, 3, 1, 1)
         add = (m * color).to(device=dev, dtype=dt)
         if c == 1:
