@@ -168,10 +168,13 @@ def psf_kernels(
         airy = torch.where(xr > 1e-8, (2 * torch.special.bessel_j1(xr) / xr.clamp_min(1e-8)) ** 2, torch.ones_like(xr))
         airy = airy * (r <= _AIRY_TRUNCATE * lam_n_px)
         airy = airy / airy.sum()
-        m = 2 * n
-        conv = torch.fft.irfft2(torch.fft.rfft2(disk, (m, m)) * torch.fft.rfft2(airy, (m, m)), (m, m))
-        c = n // 2  # full linear convolution of two centred n×n arrays is centred at n-1 (odd n)
-        fine = conv[c : c + n, c : c + n]
+        if rho * s < 0.5:  # in focus: the PSF is the Airy pattern alone
+            fine = airy
+        else:
+            m = _fast_len(2 * n)
+            conv = torch.fft.irfft2(torch.fft.rfft2(disk, (m, m)) * torch.fft.rfft2(airy, (m, m)), (m, m))
+            c = n // 2  # full linear convolution of two centred n×n arrays is centred at n-1 (odd n)
+            fine = conv[c : c + n, c : c + n]
         k = _bin(fine.clamp_min(0), s)
         out.append(k / k.sum())
     return torch.stack(out)
