@@ -49,22 +49,23 @@ def load_run_conditions(run_dir) -> dict[str, Condition]:
     """
     import json
 
-    df = ResultsStore(run_dir).conditions()
+    import pyarrow.parquet as pq
+
+    store = ResultsStore(run_dir)
+    path = store._require(store.root / "conditions.parquet")
     out: dict[str, Condition] = {}
-    for r in df.itertuples(index=False):
-        if r.condition_id == CLEAN:
+    for r in pq.read_table(path).to_pylist():
+        if r["condition_id"] == CLEAN:
             out[CLEAN] = CLEAN_CONDITION
             continue
-        params = json.loads(r.params_json)
-        names = r.degradation.split("+")
+        params = json.loads(r["params_json"])
         if isinstance(params, list):
             steps = tuple(Step(name=p.pop("name"), params=p) for p in params)
         else:
-            steps = (Step(name=names[0], params=params),)
-        sev = None if r.severity is None or r.severity != r.severity else int(r.severity)
-        val = None if r.axis_value is None or r.axis_value != r.axis_value else float(r.axis_value)
-        out[r.condition_id] = Condition(condition_id=r.condition_id, steps=steps, family=r.family, severity=sev,
-                                        axis=r.axis, axis_value=val, axis_unit=r.axis_unit)
+            steps = (Step(name=r["degradation"].split("+")[0], params=params, severity=r["severity"]),)
+        out[r["condition_id"]] = Condition(
+            condition_id=r["condition_id"], steps=steps, family=r["family"], severity=r["severity"],
+            axis=r["axis"], axis_value=r["axis_value"], axis_unit=r["axis_unit"])
     return out
 
 

@@ -111,6 +111,8 @@ class RunConfig(_Strict):
     seed: int = 0
     batch_size: Union[int, Literal["auto"]] = 32
     workers: int = Field(2, ge=0, le=64)
+    # torch intra-op threads for the forward passes (null: torch's default, one per core)
+    threads: Optional[int] = Field(None, ge=1, le=256)
     shard_size: int = Field(64, ge=1)
     store_probs: bool = False
     # skip degradations that are not registered (the demo uses this); a run errors instead

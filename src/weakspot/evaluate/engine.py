@@ -507,6 +507,7 @@ def run_sweep(
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
     store = ResultsStore(out_dir)
     resumed = store.exists()
+    _remove_stale_temporaries(store.root)
     if resumed:
         old = store.manifest()
         if _config_hash(old.get("identity")) != _config_hash(cfg.identity()):
@@ -575,6 +576,9 @@ def run_sweep(
     t_fwd = t_deg = 0.0
     images_done = 0
     bar = _Progress(progress, console, total=sum(u.n for u in units))
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         with bar:
             loader = _loader(_LoadItems(ds, range(len(ds))), batches, loader_workers) if units else []
@@ -603,12 +607,22 @@ def run_sweep(
                     images_done += u.n
                     bar.advance(u.n)
     finally:
+        torch.set_num_threads(threads_before)
         seconds = time.perf_counter() - t_start
         _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, max_units is None)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
                       skipped, resumed, unknown)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Temporary files of a killed earlier session (never renamed, so never part of the store)."""
+    for sub in ("predictions", "probs", "skipped"):
+        d = Path(root) / sub
+        if d.is_dir():
+            for f in d.glob("*/.*.tmp"):
+                f.unlink(missing_ok=True)
 
 
 def _top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
