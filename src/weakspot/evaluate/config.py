@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from weakspot.errors import ConfigError, WeakspotError
 from weakspot.evaluate.conditions import Condition, Step, make_condition_id
 
-__all__ = ["ModelConfig", "DataConfig", "SweepSpec", "RunConfig", "load_config", "parse_config", "expand_conditions"]
+__all__ = ["ModelConfig", "DataConfig", "SweepSpec", "RayConfig", "RunConfig", "load_config", "parse_config",
+           "expand_conditions"]
 
 
 class _Strict(BaseModel):
@@ -101,6 +102,22 @@ class SweepSpec(_Strict):
         return self
 
 
+class RayConfig(_Strict):
+    """Settings of the Ray engine (``weakspot run --engine ray``); the local engine ignores them."""
+
+    # evaluation actors, each with the model loaded once (default: one per GPU, else one per num_cpus CPUs)
+    actors: Optional[int] = Field(None, ge=1)
+    # GPUs per actor (default: 1 where the cluster has GPUs, else 0; 0.5 puts two actors on a GPU)
+    num_gpus: Optional[float] = Field(None, ge=0)
+    # CPUs per actor (decoding, degradations and, without a GPU, the forward pass)
+    num_cpus: float = Field(1.0, gt=0)
+    # units queued per actor so it never waits for the driver
+    tasks_per_actor: int = Field(2, ge=1, le=64)
+    # Ray's fault tolerance: actor restarts and task retries (-1: unlimited)
+    max_restarts: int = Field(4, ge=-1)
+    max_task_retries: int = Field(4, ge=-1)
+
+
 class RunConfig(_Strict):
     """A whole run: model, data, conditions, seed and execution settings."""
 
@@ -117,6 +134,7 @@ class RunConfig(_Strict):
     store_probs: bool = False
     # skip degradations that are not registered (the demo uses this); a run errors instead
     skip_unknown: bool = False
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("batch_size")
     @classmethod
