@@ -135,10 +135,13 @@ def rank_classes(table: pd.DataFrame, *, by: str = "mean_z", k: int = 5, group: 
     """The ``k`` most and least affected classes per ``group`` (``degradation`` or
     ``condition_id``) of :func:`class_damage` / :func:`degradation_damage` output.
 
-    Returns ``{group_value: {"worst": DataFrame, "best": DataFrame}}``.
+    Returns ``{group_value: {"worst": DataFrame, "best": DataFrame}}``; with fewer than ``2k``
+    classes ``best`` holds only the classes not already in ``worst``.
     """
     out = {}
     for key, g in table.groupby(group, sort=False):
         s = g.sort_values([by, "class"], ascending=[False, True], kind="stable")
-        out[key] = {"worst": s.head(k), "best": s.tail(k).iloc[::-1]}
+        worst = s.head(k)
+        best = s.iloc[len(worst):].tail(k).iloc[::-1]  # never repeats a class listed as worst
+        out[key] = {"worst": worst, "best": best}
     return out

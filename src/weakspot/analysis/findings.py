@@ -47,11 +47,20 @@ def findings(analysis) -> pd.DataFrame:
         g = g.sort_values("order")
         worst = g.loc[g[metric].idxmin()]
         deg_summary.append((deg, float(g[metric].mean()), worst))
-        bp = overall.loc[deg, "label"] if deg in overall.index else "n/a"
-        half = f"; half of it is lost at {bp}" if deg in overall.index and overall.loc[deg, "status"] in (
-            "interpolated", "before_first_level") else f"; it never falls to half ({bp})"
-        rows.append({"kind": "overview", "degradation": deg, "class_name": "", "score": clean_v - float(worst[metric]),
-                     "text": f"{deg}: {mname} {clean_v:.2f} → {float(worst[metric]):.2f} at {worst.level}{half}."})
+        status = overall.loc[deg, "status"] if deg in overall.index else ""
+        last = g.iloc[-1]
+        if status == "interpolated":
+            half = f"; half of it is lost at {overall.loc[deg, 'label']}"
+        elif status == "before_first_level":
+            half = f"; half of it is already lost at {g.iloc[0].level}"
+        else:
+            half = f"; it stays above half up to {last.level}"
+        wv = float(worst[metric])
+        change = f"{mname} {clean_v:.2f} → {wv:.2f} at {worst.level}"
+        if abs(clean_v - wv) < 0.005:
+            change, half = f"{mname} unchanged ({clean_v:.2f}) up to {last.level}", ""
+        rows.append({"kind": "overview", "degradation": deg, "class_name": "", "score": clean_v - wv,
+                     "text": f"{deg}: {change}{half}."})
     if len(deg_summary) >= 2:
         deg_summary.sort(key=lambda t: t[1])
         w, b = deg_summary[0], deg_summary[-1]
@@ -75,8 +84,10 @@ def findings(analysis) -> pd.DataFrame:
             targets = into.groupby("to_name")["count"].sum().sort_values(ascending=False).head(2).index.tolist()
             verb = "collapses" if last.p_degraded < 0.5 * last.p_clean else "weakens"
             where = ""
-            if len(bprow) and bprow.status.iloc[0] in ("interpolated", "before_first_level"):
+            if len(bprow) and bprow.status.iloc[0] == "interpolated":
                 where = f" at {bprow.label.iloc[0]}"
+            elif len(bprow) and bprow.status.iloc[0] == "before_first_level":
+                where = f" already at {d.iloc[0].level}"
             text = (f"{deg}: {top.class_name} {verb}{where} (p {_p(last.p_clean)} → {_p(last.p_degraded)} at "
                     f"{last.level})")
             if targets:

@@ -261,6 +261,7 @@ ul.findings{padding-left:20px}ul.findings li{margin:5px 0}.tag{display:inline-bl
 table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%}th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{color:var(--mute);font-weight:600;background:#fafbfc}td{font-variant-numeric:tabular-nums}
 .two{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:18px}
+.grid3{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:12px}
 img.fig{max-width:100%;height:auto;border-radius:6px}.note{color:var(--mute);font-size:13px}
 .examples{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px}
 .ex{border:1px solid var(--line);border-radius:8px;padding:8px}.ex .pair{display:flex;gap:6px}.ex figure{margin:0;flex:1;text-align:center}

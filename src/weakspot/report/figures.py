@@ -60,7 +60,7 @@ def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, l
             ys, lo, hi = np.r_[clean[metric], ys], np.r_[clean[f"{metric}_lo"], lo], np.r_[clean[f"{metric}_hi"], hi]
             pc = np.r_[clean.mean_p_clean_class, pc]
         else:
-            ax.axhline(clean[metric], color=_BLUE, ls=":", lw=1)
+            ax.axhline(clean[metric], color=_BLUE, ls=":", lw=1, label="clean")
         ax.fill_between(xs, lo, hi, color=_BLUE, alpha=0.15, lw=0)
         ax.plot(xs, ys, "o-", color=_BLUE, ms=4, label="top-1 accuracy" if labelled else "agreement with clean")
         ax.plot(xs, pc, "s--", color=_ORANGE, ms=3, lw=1.2, label="mean p(clean class)")

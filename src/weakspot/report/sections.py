@@ -73,12 +73,14 @@ def _accuracy(ctx: ReportContext) -> SectionOutput | None:
     cx = _clean_x(ctx)
     parts, md = [], []
     for fam, g in run.degraded.groupby("family", sort=True):
-        degs = list(dict.fromkeys(g.degradation))
-        fig = accuracy_figure(acc, degs, cx, run.labelled)
-        h, m = ctx.figure(fig, f"accuracy-{fam}", f"accuracy against the physical parameter, family {fam}")
-        parts.append(f"<div><h3>{esc(fam)}</h3>{h}</div>")
-        md.append(f"### {fam}\n\n{m}\n")
-    parts = [f"<div class='two'>{''.join(parts)}</div>"]
+        figs = []
+        md.append(f"### {fam}\n")
+        for deg in dict.fromkeys(g.degradation):
+            fig = accuracy_figure(acc, [deg], cx, run.labelled)
+            h, m = ctx.figure(fig, f"accuracy-{deg}", f"accuracy of {deg} against its physical parameter")
+            figs.append(f"<div>{h}</div>")
+            md.append(m + "\n")
+        parts.append(f"<h3>{esc(fam)}</h3><div class='grid3'>{''.join(figs)}</div>")
     cols = {"degradation": "degradation", "level": "level", "n": "images", "top1": "top-1", "top1_lo": "lo",
             "top1_hi": "hi", "top5": "top-5", "agreement": "agreement", "mean_p_clean_class": "mean p(clean class)"}
     t, tm = ctx.table(acc, cols)
@@ -143,6 +145,8 @@ def _classes(ctx: ReportContext) -> SectionOutput | None:
         summ["degradations"][deg] = {}
         for kind in ("worst", "best"):
             t = r[kind].copy()
+            if t.empty:
+                continue
             t["worst"] = [
                 f"{row.worst_level}: {_f(row.worst_level_drop)} [{_f(worst_ci.loc[(deg, row['class']), 'mean_drop_lo'])}, "
                 f"{_f(worst_ci.loc[(deg, row['class']), 'mean_drop_hi'])}]"
