@@ -1,0 +1,549 @@
+"""The Ray engine: the same sweep as :func:`~weakspot.evaluate.engine.run_sweep`, on a Ray cluster.
+
+``weakspot run CONFIG --out DIR --engine ray [--address HOST:PORT]`` or::
+
+    from weakspot.evaluate.ray_engine import run_sweep_ray
+    summary = run_sweep_ray("sweep.yaml", "runs/big", address="head-node:6379")
+
+How the work is split and who does what:
+
+- The work is the same list of *units* as the local engine (:func:`plan_units`: one
+  ``(condition_id, shard)`` each, the clean unit first in every shard). Units already in
+  the store are not planned again, so a cluster run resumes exactly like a local one.
+- Each Ray actor (:class:`_UnitWorker`) loads the model **once** (on its GPU where the
+  actor has one), opens the data set itself, and per task decodes the shard's images,
+  applies the keyed degradation and runs the forward pass (:func:`evaluate_unit`, the
+  same function the local engine calls). It keeps the last decoded shards and their clean
+  top-1 in memory, and the driver sends a shard's units to the actor that already holds
+  it, so a shard is decoded about once however many conditions it has.
+- The **driver only schedules and writes**: it never loads the model nor evaluates an
+  image. Finished units come back as rows (+ float16 probabilities) and the driver writes
+  each with :func:`write_unit` (temporary file, fsync, rename). We chose driver-side writes
+  over actors writing their own files because then the run directory only has to exist on
+  the driver's machine (no shared file system needed for results, only for the input
+  images), there is a single writer, and a unit is either fully in the store or absent.
+  A unit that is retried (actor killed mid-task, Ray retries it on the restarted actor) or
+  recomputed on resume replaces its own file: never a duplicate row.
+- Fault tolerance is Ray's: actors restart (``max_restarts``) and their in-flight tasks
+  are retried (``max_task_retries``); the killed task's results never reached the driver,
+  so nothing is written twice and nothing is lost. If the driver itself dies, its actors
+  die with it; rerunning the same command resumes from the unit files.
+- Results equal the local engine's: sampling is keyed per (seed, image_id, condition_id),
+  the same batch size is used, and rows are built by the same code. Probabilities agree to
+  float tolerance on the same hardware (thread counts may change the last bits).
+
+The driver still does the one-off set-up a new run needs (listing and probing every input
+image to write ``images.parquet``, as the local engine does); a resumed run skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+
+from weakspot.errors import ConfigError, DataError, WeakspotError
+from weakspot.evaluate.store import CLEAN, ResultsStore
+
+__all__ = ["RayNotInstalledError", "RayConnectionError", "import_ray", "run_sweep_ray", "RayEngineInfo", "actor_pid"]
+
+INSTALL_HINT = "pip install 'weakspot[ray]'"
+
+
+class RayNotInstalledError(WeakspotError):
+    """``--engine ray`` was asked for but Ray cannot be imported."""
+
+
+class RayConnectionError(WeakspotError):
+    """The Ray cluster named by ``--address`` cannot be reached."""
+
+
+def import_ray():
+    """Import ray or raise :class:`RayNotInstalledError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayNotInstalledError(
+            f"the Ray engine needs Ray, which is not installed ({exc}); install it with "
+            f"{INSTALL_HINT}, or leave out --engine ray to use the local engine"
+        ) from None
+    return ray
+
+
+# ----------------------------------------------------------------------------- connecting
+_ADDRESS_HELP = (
+    "start a cluster with 'ray start --head' and pass the address it prints (HOST:6379), "
+    "pass 'auto' to join the cluster this machine is part of, or leave out --address to start a local one"
+)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries a wrong address for minutes) with a clear message."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RayConnectionError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379); {_ADDRESS_HELP}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RayConnectionError(f"cannot reach a Ray cluster at {address} ({exc}); {_ADDRESS_HELP}") from None
+
+
+def _connect(ray, address: str | None) -> bool:
+    """Connect to (or start) a cluster. Returns whether this call started the connection
+    (and so should shut it down)."""
+    if ray.is_initialized():
+        return False
+    import logging
+
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 configure_logging=True)
+    except ConnectionError as exc:
+        raise RayConnectionError(f"cannot connect to a Ray cluster at {address or 'RAY_ADDRESS'}: {exc}; "
+                                 f"{_ADDRESS_HELP}") from None
+    return True
+
+
+# ----------------------------------------------------------------------------- the actor
+class _UnitWorker:
+    """One Ray actor: the model loaded once, the data set opened once, units evaluated on demand.
+
+    Wrapped with ``ray.remote`` in :func:`_actor_class` (so that importing this module
+    does not need Ray)."""
+
+    CACHE_SHARDS = 3
+
+    def __init__(self, cfg_json: dict, device: str, threads: int | None):
+        import torch
+
+        self.error: str | None = None
+        self.device = device
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            from weakspot.evaluate.config import expand_conditions, parse_config
+            from weakspot.evaluate.engine import _load_model, _open_data, auto_batch_size
+
+            cfg = parse_config(cfg_json)
+            cfg.model.device = device
+            self.cfg = cfg
+            self.model = _load_model(cfg)
+            self.ds = _open_data(cfg)
+            conditions, _ = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
+            self.by_id = {c.condition_id: c for c in conditions}
+            self.built = {c.condition_id: c.build() for c in conditions}
+            self.batch_size = auto_batch_size(self.model) if cfg.batch_size == "auto" else int(cfg.batch_size)
+        except WeakspotError as exc:  # reported by info(); the driver raises it as a user error
+            self.error = f"{type(exc).__name__}: {exc}"
+        self.cache: OrderedDict[int, list] = OrderedDict()  # shard -> [ShardImages, clean_top1 | None]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        out = {"pid": os.getpid(), "node": socket.gethostname(), "device": self.device,
+               "torch_threads": torch.get_num_threads(), "error": self.error}
+        if self.error is None:
+            m = self.model
+            out.update(model={"name": m.name, "source": m.source, "class_names": list(m.class_names),
+                              "describe": m.describe()},
+                       batch_size=self.batch_size, n_data=len(self.ds))
+            if self.device.startswith("cuda"):
+                out["device"] = f"{self.device} ({torch.cuda.get_device_name()})"
+        return out
+
+    def _shard(self, unit, ds_idx, ids, labels):
+        from weakspot.evaluate.engine import ShardImages, _LoadItems
+
+        hit = self.cache.get(unit.shard)
+        if hit is not None:
+            self.cache.move_to_end(unit.shard)
+            return hit
+        loader = _LoadItems(self.ds, ds_idx)
+        imgs, errs = [], []
+        for k in range(len(ds_idx)):
+            _, img, err = loader[k]
+            imgs.append(img)
+            errs.append(err)
+        sh = ShardImages(np.arange(unit.start, unit.stop, dtype=np.int64), list(ids),
+                         np.asarray(labels, dtype=np.int64), imgs, errs)
+        entry = [sh, None]
+        self.cache[unit.shard] = entry
+        while len(self.cache) > self.CACHE_SHARDS:
+            self.cache.popitem(last=False)
+        return entry
+
+    def _evaluate(self, sh, cond, unit, clean_top1):
+        from weakspot.evaluate.engine import evaluate_unit
+
+        c = self.cfg
+        return evaluate_unit(self.model, sh, cond, unit, seed=c.seed, batch_size=self.batch_size,
+                             clean_top1=clean_top1, store_probs=c.store_probs,
+                             degradation=self.built.get(unit.condition_id), amp=c.model.amp,
+                             channels_last=c.model.channels_last)
+
+    def run(self, unit, ds_idx, ids, labels, clean_top1):
+        """Evaluate one unit. ``clean_top1`` (per shard row, ``-1`` unknown) comes from the
+        driver when the clean unit is already in the store; otherwise this actor uses (or
+        computes) its own clean predictions of the shard: the same values."""
+        from weakspot.evaluate.conditions import CLEAN_CONDITION
+        from weakspot.evaluate.engine import Unit, _top1_for
+
+        if self.error is not None:
+            raise ConfigError(self.error)
+        t0 = time.perf_counter()
+        entry = self._shard(unit, ds_idx, ids, labels)
+        sh = entry[0]
+        if unit.condition_id == CLEAN:
+            res = self._evaluate(sh, CLEAN_CONDITION, unit, None)
+            entry[1] = _top1_for(res, sh.image_index)
+        else:
+            if clean_top1 is None:
+                if entry[1] is None:
+                    clean_unit = Unit(CLEAN, unit.shard, unit.start, unit.stop)
+                    entry[1] = _top1_for(self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index)
+                clean_top1 = entry[1]
+            res = self._evaluate(sh, self.by_id[unit.condition_id], unit, np.asarray(clean_top1))
+        return res, os.getpid(), time.perf_counter() - t0
+
+
+def actor_pid(handle) -> int:
+    """The OS process id of a running actor (answered even while it evaluates a unit)."""
+    ray = import_ray()
+    return ray.get(handle.pid.options(concurrency_group="ctl").remote())
+
+
+_ACTOR_CLASS = None
+
+
+def _actor_class(ray):
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        # 'ctl' answers pid()/info() while a unit is being evaluated (tests kill actors by pid)
+        cls = ray.remote(concurrency_groups={"ctl": 1})(_UnitWorker)
+        _ACTOR_CLASS = cls
+    return _ACTOR_CLASS
+
+
+# ----------------------------------------------------------------------------- the driver
+@dataclass
+class RayEngineInfo:
+    """What the Ray engine did, recorded in the manifest's session entry."""
+
+    address: str
+    actors: list[dict[str, Any]]
+    num_gpus_per_actor: float
+    num_cpus_per_actor: float
+    tasks: int = 0
+    actor_pids_seen: int = 0
+    worker_busy_s: float = 0.0
+
+
+def _plan_resources(ray, rcfg, model_device: str) -> tuple[int, float, float]:
+    """(actors, num_gpus per actor, num_cpus per actor) from the config and the cluster."""
+    res = ray.cluster_resources()
+    gpus = float(res.get("GPU", 0))
+    cpus = float(res.get("CPU", 0))
+    num_gpus = rcfg.num_gpus if rcfg.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+    if num_gpus > 0 and gpus < num_gpus:
+        raise ConfigError(
+            f"ray.num_gpus is {num_gpus} per actor but the cluster has {gpus:g} GPUs; add GPU nodes "
+            "or set 'ray: {num_gpus: 0}' to run on CPUs"
+        )
+    if num_gpus == 0 and model_device.startswith("cuda"):
+        raise ConfigError(
+            f"model.device is {model_device!r} but the Ray cluster has no GPU; set model.device: cpu "
+            "or join GPU nodes to the cluster"
+        )
+    num_cpus = float(rcfg.num_cpus)
+    if cpus < num_cpus:
+        raise ConfigError(f"ray.num_cpus is {num_cpus:g} per actor but the cluster has {cpus:g} CPUs")
+    if rcfg.actors is not None:
+        n = rcfg.actors
+    elif num_gpus > 0:
+        n = max(1, int(gpus // num_gpus))
+    else:
+        n = max(1, int(cpus // num_cpus))
+    return n, num_gpus, num_cpus
+
+
+class _Scheduler:
+    """Hands units to actors: a shard stays with the actor that decoded it (cache hits),
+    an idle actor takes a new shard, and when none is left it helps another actor's shard."""
+
+    def __init__(self, units, n_actors: int):
+        self.by_shard: OrderedDict[int, deque] = OrderedDict()
+        for u in units:
+            self.by_shard.setdefault(u.shard, deque()).append(u)
+        self.fresh = deque(self.by_shard)  # shards nobody holds yet
+        self.owned: list[list[int]] = [[] for _ in range(n_actors)]
+
+    def __bool__(self) -> bool:
+        return any(self.by_shard.values())
+
+    def next_for(self, actor: int):
+        own = self.owned[actor]
+        while own and not self.by_shard[own[0]]:
+            own.pop(0)
+        if own:
+            return self.by_shard[own[0]].popleft()
+        while self.fresh:
+            s = self.fresh.popleft()
+            if self.by_shard[s]:
+                own.append(s)
+                return self.by_shard[s].popleft()
+        # steal the last unit of the shard with most left (its clean unit is done by then)
+        s = max((s for s, q in self.by_shard.items() if q), key=lambda s: len(self.by_shard[s]), default=None)
+        return None if s is None else self.by_shard[s].pop()
+
+
+def run_sweep_ray(
+    config,
+    out_dir: str | Path,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    progress: bool = True,
+    console=None,
+    max_units: int | None = None,
+    on_actors: Callable[[list], None] | None = None,
+):
+    """Run (or resume) a sweep into ``out_dir`` on a Ray cluster; same store, same rows as
+    :func:`~weakspot.evaluate.engine.run_sweep`.
+
+    Args:
+        config: a :class:`~weakspot.evaluate.config.RunConfig`, a mapping or a config path.
+        out_dir: the run directory, on the driver's machine (created; resumed if it holds
+            the same run).
+        address: the cluster (``HOST:PORT`` of the head, ``ray://HOST:10001``, or ``auto``);
+            ``None`` uses ``RAY_ADDRESS`` or starts a local cluster. An already connected
+            session (``ray.init`` called before) is used as it is.
+        actors: override ``ray.actors`` of the config (evaluation actors, each with the model).
+        progress: a progress bar with ETA on stderr.
+        max_units: stop after this many units (tests and benchmarks).
+        on_actors: called with the actor handles once they are up (tests use it to kill one).
+
+    Returns:
+        :class:`~weakspot.evaluate.engine.RunSummary`; the manifest's last session has
+        ``engine: ray`` with the actors (pid, node, device) and how many tasks ran.
+
+    Raises:
+        RayNotInstalledError: Ray is not installed (``pip install 'weakspot[ray]'``).
+        RayConnectionError: ``address`` cannot be reached.
+        ConfigError / DataError: as the local engine (bad config, a different run in ``out_dir``…).
+    """
+    ray = import_ray()
+    from weakspot.evaluate.conditions import CLEAN_CONDITION
+    from weakspot.evaluate.config import RunConfig, expand_conditions, load_config, parse_config
+    from weakspot.evaluate.engine import (RunSummary, _clean_top1, _config_hash, _finish_manifest, _open_data,
+                                          _Progress, _remove_stale_temporaries, _setup, _top1_for,
+                                          plan_units, write_unit)
+
+    t_start = time.perf_counter()
+    if isinstance(config, (str, Path)):
+        cfg = load_config(config)
+    elif isinstance(config, RunConfig):
+        cfg = config
+    else:
+        cfg = parse_config(dict(config))
+    rcfg = cfg.ray
+    conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
+    store = ResultsStore(out_dir)
+    resumed = store.exists()
+    if resumed and _config_hash(store.manifest().get("identity")) != _config_hash(cfg.identity()):
+        raise ConfigError(
+            f"{out_dir} holds a different run (model, data, seed, shard_size or store_probs changed); "
+            "choose a new --out directory, or delete the old one to start over"
+        )
+    _remove_stale_temporaries(store.root)
+
+    own_connection = _connect(ray, address)
+    handles: list = []
+    info = None
+    try:
+        n_actors, num_gpus, num_cpus = _plan_resources(ray, rcfg, cfg.model.device)
+        if actors is not None:
+            n_actors = int(actors)
+        device = "cuda" if num_gpus > 0 else "cpu"
+        threads = cfg.threads or max(1, int(num_cpus))
+        cls = _actor_class(ray)
+        opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=rcfg.max_restarts,
+                    max_task_retries=rcfg.max_task_retries)
+        cfg_json = cfg.model_dump(mode="json")
+        if progress and console is not None:
+            console.print(f"[dim]starting {n_actors} Ray actor(s) ({device}, {num_cpus:g} CPU"
+                          f"{f', {num_gpus:g} GPU' if num_gpus else ''} each)…[/]")
+        handles = [cls.options(**opts).remote(cfg_json, device, threads) for _ in range(n_actors)]
+        infos = ray.get([h.info.options(concurrency_group="ctl").remote() for h in handles])
+        bad = [i["error"] for i in infos if i["error"]]
+        if bad:
+            raise ConfigError(f"the Ray actors could not start: {bad[0]}")
+        if on_actors is not None:
+            on_actors(handles)
+        meta = infos[0]["model"]
+        model_meta = SimpleNamespace(name=meta["name"], source=meta["source"], class_names=meta["class_names"],
+                                     num_classes=len(meta["class_names"]), describe=lambda: meta["describe"])
+        info = RayEngineInfo(address=ray.get_runtime_context().gcs_address,
+                             actors=[{k: i[k] for k in ("pid", "node", "device", "torch_threads")} for i in infos],
+                             num_gpus_per_actor=num_gpus, num_cpus_per_actor=num_cpus)
+
+        # ------------------------------------------------ set-up / resume (as the local engine)
+        ds = _open_data(cfg)
+        if resumed:
+            manifest = store.manifest()
+            try:
+                prior = store.conditions()
+            except DataError:
+                prior = None
+            known = {c.condition_id for c in conditions}
+            have = set(prior.condition_id) if prior is not None else set()
+            extra = [] if prior is None else [
+                r for _, r in prior.iterrows() if r.condition_id not in known and r.condition_id != CLEAN]
+            if not have >= known | {CLEAN} or extra:  # keep an earlier config's conditions (rows stay valid)
+                rows = [CLEAN_CONDITION.store_row()] + [c.store_row() for c in conditions]
+                rows += [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.to_dict().items()}
+                         for r in extra]
+                store.write_conditions({k: [r[k] for r in rows] for k in rows[0]})
+            ds_index = manifest["data"]["dataset_index"]
+            if max(ds_index, default=-1) >= len(ds):
+                raise ConfigError(f"the data of {out_dir} changed since the run started; use a new --out directory")
+        else:
+            if progress and console is not None:
+                console.print(f"[dim]checking {len(ds)} images…[/]")
+            manifest = _setup(cfg, store, ds, model_meta, conditions, cfg.workers, console)
+            ds_index = manifest["data"]["dataset_index"]
+        if cfg.store_probs:
+            n_bytes = len(ds_index) * (len(conditions) + 1) * model_meta.num_classes * 2
+            if n_bytes > 8 * 2**30:
+                raise ConfigError(f"store_probs would write {n_bytes / 2**30:.1f} GiB of probabilities; set "
+                                  "store_probs: false or use fewer images/conditions")
+        images_df = store.images()
+        labels_all = images_df.label.to_numpy()
+        ids_all = images_df.image_id.tolist()
+        n = len(ids_all)
+        units = plan_units(n, [c.condition_id for c in conditions], cfg.shard_size, store.done_units())
+        if max_units is not None:
+            units = units[:max_units]
+    except BaseException:
+        _kill(ray, handles)
+        if own_connection:
+            ray.shutdown()
+        raise
+
+    # ------------------------------------------------------------ schedule and write
+    sched = _Scheduler(units, len(handles))
+    clean_known: dict[int, np.ndarray] = {}
+    clean_done = {s for (c, s) in store.done_units() if c == CLEAN}
+    in_flight: dict[Any, tuple[int, Any]] = {}
+    load = [0] * len(handles)
+    depth = max(1, rcfg.tasks_per_actor)
+    pids: set[int] = set()
+    t_fwd = t_deg = 0.0
+    images_done = 0
+    bar = _Progress(progress, console, total=sum(u.n for u in units))
+
+    def submit(a: int) -> bool:
+        u = sched.next_for(a)
+        if u is None:
+            return False
+        ct = None
+        if u.condition_id != CLEAN:
+            if u.shard not in clean_known and u.shard in clean_done:
+                clean_known[u.shard] = _clean_top1(store, u.shard, np.arange(u.start, u.stop))
+            ct = clean_known.get(u.shard)
+        ref = handles[a].run.remote(u, ds_index[u.start:u.stop], ids_all[u.start:u.stop],
+                                    labels_all[u.start:u.stop].tolist(), None if ct is None else ct.tolist())
+        in_flight[ref] = (a, u)
+        load[a] += 1
+        return True
+
+    try:
+        with bar:
+            for _ in range(depth):
+                for a in range(len(handles)):
+                    submit(a)
+            while in_flight:
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in ready:
+                    a, u = in_flight.pop(ref)
+                    load[a] -= 1
+                    try:
+                        res, pid, busy = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = getattr(exc, "cause", None)
+                        if isinstance(cause, WeakspotError):
+                            raise cause from None
+                        raise
+                    except ray.exceptions.RayActorError as exc:
+                        raise WeakspotError(
+                            f"a Ray actor died more than ray.max_restarts={rcfg.max_restarts} times "
+                            f"({exc.__class__.__name__}); finished units are kept: rerun the same command "
+                            "to resume, and check the actor logs (e.g. out of memory)"
+                        ) from None
+                    write_unit(store, res)
+                    if u.condition_id == CLEAN:
+                        clean_known[u.shard] = _top1_for(res, np.arange(u.start, u.stop))
+                        clean_done.add(u.shard)
+                    pids.add(pid)
+                    info.tasks += 1
+                    info.worker_busy_s += busy
+                    t_fwd += res.forward_s
+                    t_deg += res.degrade_s
+                    images_done += u.n
+                    bar.describe(u.condition_id)
+                    bar.advance(u.n)
+                    while load[a] < depth and submit(a):
+                        pass
+    finally:
+        _kill(ray, handles)
+        if own_connection:
+            ray.shutdown()
+        seconds = time.perf_counter() - t_start
+        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, max_units is None)
+        if info is not None:
+            info.actor_pids_seen = len(pids)
+            _record_session(store, info)
+    total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
+    skipped = store.manifest().get("skipped", [])
+    return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
+                      skipped, resumed, unknown)
+
+
+def _kill(ray, handles) -> None:
+    for h in handles:
+        try:
+            ray.kill(h, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+
+
+def _record_session(store: ResultsStore, info: RayEngineInfo) -> None:
+    """Mark the session ``_finish_manifest`` just appended as a Ray session."""
+    if not store.exists():
+        return
+    m = store.manifest()
+    sessions = m.get("sessions") or []
+    if not sessions:
+        return
+    sessions[-1].update(
+        engine="ray",
+        device=", ".join(sorted({a["device"] for a in info.actors})),
+        ray={"address": info.address, "actors": info.actors, "num_gpus_per_actor": info.num_gpus_per_actor,
+             "num_cpus_per_actor": info.num_cpus_per_actor, "tasks": info.tasks,
+             "actor_processes_seen": info.actor_pids_seen, "worker_busy_s": round(info.worker_busy_s, 3)},
+    )
+    m.pop("schema_version", None)
+    store.write_manifest(m)
