@@ -95,11 +95,16 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="run directory (resumed if it holds the same run)"),
     workers: Optional[int] = typer.Option(None, help="data-loading processes (overrides the config)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar with ETA"),
+    engine: str = typer.Option("local", "--engine", help="'local' (this machine) or 'ray' (a Ray cluster; "
+                               "pip install 'weakspot[ray]')"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster HOST:PORT, ray://HOST:10001 or "
+                                          "'auto' (--engine ray; default: RAY_ADDRESS or a local cluster)"),
 ) -> None:
     """Evaluate a model on a data set under a sweep of conditions (resumable)."""
     from weakspot.evaluate.commands import run_command
 
-    run_command(config, out, workers=workers, progress=progress, console=console, err_console=err_console)
+    run_command(config, out, workers=workers, progress=progress, console=console, err_console=err_console,
+                engine=engine, address=address)
 
 
 @app.command("demo")

@@ -28,10 +28,22 @@ def _summary_line(s) -> str:
             f"{len(s.skipped)} inputs skipped (listed in manifest.json)")
 
 
-def run_command(config: Path, out: Path, *, workers=None, progress=True, console=None, err_console=None) -> None:
-    from weakspot.evaluate.engine import run_sweep
+def run_command(config: Path, out: Path, *, workers=None, progress=True, console=None, err_console=None,
+                engine: str = "local", address: str | None = None) -> None:
+    from weakspot.errors import ConfigError
 
-    summary = run_sweep(config, out, workers=workers, progress=progress, console=err_console)
+    if engine == "local":
+        if address is not None:
+            raise ConfigError("--address names a Ray cluster: add --engine ray, or leave out --address")
+        from weakspot.evaluate.engine import run_sweep
+
+        summary = run_sweep(config, out, workers=workers, progress=progress, console=err_console)
+    elif engine == "ray":
+        from weakspot.evaluate.ray_engine import run_sweep_ray
+
+        summary = run_sweep_ray(config, out, address=address, progress=progress, console=err_console)
+    else:
+        raise ConfigError(f"unknown --engine {engine!r}; use 'local' (default) or 'ray'")
     console.print(_accuracy_table(summary, f"{out}: {summary.n_images} images × {summary.n_conditions + 1} conditions"))
     console.print(_summary_line(summary))
     console.print(f"results: {out}/predictions (Parquet), {out}/manifest.json; "
