@@ -33,7 +33,7 @@ def image_damage(store: StoreLike) -> pd.DataFrame:
     r = run.rows[run.rows.condition_id != CLEAN].copy()
     g = r.groupby("condition_id")["drop"]
     mu = g.transform("mean")
-    sd = g.transform(lambda s: s.std(ddof=0))
+    sd = g.transform("std", ddof=0)
     r["z"] = np.where(sd > 0, (r["drop"] - mu) / sd.where(sd > 0, 1.0), 0.0)
     clean = run.rows[run.rows.condition_id == CLEAN].set_index("image_index")["hit"]
     r["clean_hit"] = clean.reindex(r.image_index).to_numpy().astype(bool)
@@ -65,7 +65,7 @@ def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed:
         p_clean=("p_clean", "mean"),
         p_degraded=("p_degraded", "mean"),
         mean_drop=("drop", "mean"),
-        std_drop=("drop", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan),
+        std_drop=("drop", "std"),  # ddof=1, NaN for a single image
         mean_z=("z", "mean"),
         acc_clean=("clean_hit", "mean"),
         acc=("hit", "mean"),
@@ -78,7 +78,8 @@ def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed:
     ci_frame = pd.DataFrame({"condition_id": uniques.get_level_values(0)[keys],
                              "ref_class": uniques.get_level_values(1)[keys], "mean_drop_lo": lo, "mean_drop_hi": hi})
     out = out.merge(ci_frame, on=key, how="left")
-    stats = im.groupby("condition_id")["drop"].agg(mu="mean", sd=lambda s: s.std(ddof=0))
+    gd = im.groupby("condition_id")["drop"]
+    stats = pd.DataFrame({"mu": gd.mean(), "sd": gd.std(ddof=0)})
     mu = stats["mu"].reindex(out.condition_id).to_numpy()
     sd = stats["sd"].reindex(out.condition_id).to_numpy()
     safe = np.where(sd > 0, sd, np.nan)

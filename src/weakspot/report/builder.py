@@ -181,6 +181,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, base
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.root / "report"
     out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "figures").glob("*.png"):  # figures of an earlier report in the same folder
+        stale.unlink()
     a = analysis if analysis is not None else analyze(run, baseline=baseline, n_boot=n_boot)
     ctx = ReportContext(analysis=a, out_dir=out, options={"max_examples": max_examples})
     secs = list(sections) if sections is not None else registered_sections()

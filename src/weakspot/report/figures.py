@@ -125,3 +125,31 @@ def heatmap_figure(matrix: pd.DataFrame, *, max_rows: int = 30, label: str = "me
     cb.set_label(label, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def flip_matrix_figure(m: pd.DataFrame, title: str):
+    """Clean top-1 (rows) → degraded top-1 (columns) counts; the diagonal (unchanged) is greyed."""
+    n = len(m)
+    size = max(3.2, 0.32 * n + 1.8)
+    fig, ax = plt.subplots(figsize=(size + 0.6, size))
+    vals = m.to_numpy(float)
+    off = vals.copy()
+    np.fill_diagonal(off, np.nan)
+    im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1.0, float(np.nanmax(off)) if np.isfinite(off).any() else 1))
+    diag = np.full_like(vals, np.nan)
+    np.fill_diagonal(diag, 1.0)
+    ax.imshow(diag, cmap="Greys", vmin=0, vmax=4, alpha=0.6)
+    labels = [mpl_text(c)[:22] for c in m.index]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("degraded top-1", fontsize=8)
+    ax.set_ylabel("clean top-1", fontsize=8)
+    if n <= 16:
+        for (r, c), v in np.ndenumerate(vals):
+            if v > 0:
+                ax.text(c, r, f"{int(v)}", ha="center", va="center", fontsize=7,
+                        color="white" if r != c and v > 0.6 * np.nanmax(off) else "black")
+    ax.set_title(mpl_text(title), fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("images", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -233,6 +233,31 @@ def _confusion(ctx: ReportContext) -> SectionOutput | None:
     t, tm = ctx.table(pairs, cols, {"worst_share": lambda v: f"{v:.0%}"})
     parts = ["<h3>Top confused pairs (clean prediction → degraded prediction, summed over levels)</h3>", t]
     md = [tm]
+    # flip matrices at the strongest level, restricted to the classes involved in the most flips
+    from weakspot.analysis import flip_matrix
+    from weakspot.report.figures import flip_matrix_figure
+
+    fm_figs = []
+    for deg in list(dict.fromkeys(pairs.degradation))[:6]:
+        strongest = ctx.run.degraded[ctx.run.degraded.degradation == deg].sort_values("order").iloc[-1]
+        m = flip_matrix(ctx.run, strongest.condition_id, names=False)
+        off = m.to_numpy().copy()
+        np.fill_diagonal(off, 0)
+        if off.sum() == 0:
+            continue
+        involvement = pd.Series(off.sum(0) + off.sum(1), index=m.index)
+        keep = involvement[involvement > 0].sort_values(ascending=False).index[:12]
+        keep = sorted(keep)
+        sub = m.loc[keep, keep]
+        sub.index = [ctx.run.class_name(k) for k in keep]
+        sub.columns = sub.index
+        h, mm = ctx.figure(flip_matrix_figure(sub, f"{deg} at {strongest.level}"), f"flips-{deg}",
+                           f"flip matrix of {deg} at {strongest.level}")
+        fm_figs.append(f"<div>{h}</div>")
+        md.append(mm)
+    if fm_figs:
+        parts.append("<h3>Flip matrices at the strongest level (clean top-1 → degraded top-1; grey = unchanged)"
+                     f"</h3><div class='grid3'>{''.join(fm_figs)}</div>")
     auc = a.auc
     reason = auc.attrs.get("reason", "")
     figs = []
