@@ -355,6 +355,7 @@ class RunSummary:
     skipped: list[dict[str, Any]]
     resumed: bool
     unknown_degradations: list[str]
+    setup_s: float = 0.0
 
     def accuracy(self):
         """Top-1 accuracy (labelled images) and agreement with the clean top-1, per condition."""
@@ -574,6 +575,7 @@ def run_sweep(
     # positions in the loader are dataset indices; map back to image_index
     pos_of = {d: i for i, d in enumerate(ds_index)}
     t_fwd = t_deg = 0.0
+    setup_s = time.perf_counter() - t_start
     images_done = 0
     bar = _Progress(progress, console, total=sum(u.n for u in units))
     threads_before = torch.get_num_threads()
@@ -609,11 +611,11 @@ def run_sweep(
     finally:
         torch.set_num_threads(threads_before)
         seconds = time.perf_counter() - t_start
-        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, max_units is None)
+        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
-                      skipped, resumed, unknown)
+                      skipped, resumed, unknown, setup_s)
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -648,7 +650,7 @@ def _clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, full: bool) -> None:
+def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s) -> None:
     if not store.exists():
         return
     m = store.manifest()
@@ -667,7 +669,7 @@ def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_d
     sessions.append({
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3), "images_evaluated": images_done,
-        "forward_s": round(t_fwd, 3), "degrade_s": round(t_deg, 3),
+        "setup_s": round(setup_s, 3), "forward_s": round(t_fwd, 3), "degrade_s": round(t_deg, 3),
         "images_per_s": round(images_done / seconds, 2) if seconds > 0 else None,
         "device": str(torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"),
         "torch_threads": torch.get_num_threads(), "pid": os.getpid(),

@@ -1,0 +1,111 @@
+"""Pipeline overhead of ``weakspot run`` beyond the model's forward passes.
+
+For each scenario, in the same process and with the same torch threads:
+
+* baseline  = the bare forward passes ``module(x)`` (inference_mode) over exactly the
+  images × conditions the sweep evaluates, on ready-made preprocessed tensors with the
+  sweep's batch size;
+* pipeline  = ``run_sweep`` end to end into a fresh directory (decode in worker
+  processes, keyed degradations, preprocessing, forward, softmax, top-5 rows, atomic
+  Parquet/npy writes, manifest), minus the time spent inside the degradations
+  themselves (the workload the user asked for, reported separately).
+
+overhead = (pipeline − degradations − baseline) / baseline; target ≤ 15 %. The
+one-time set-up (model load, probing and hashing every image) is reported apart.
+
+    .venv/bin/python benchmarks/pipeline.py            # both scenarios
+    .venv/bin/python benchmarks/pipeline.py --quick    # smaller (CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _baseline(model, images: list[torch.Tensor], n_conditions: int, batch_size: int) -> float:
+    x_all = model.preprocess(images)  # ready-made inputs: not timed
+    t = 0.0
+    with torch.inference_mode():
+        model.module(x_all[: min(batch_size, len(x_all))])  # warm-up, like the first pipeline batch
+        for _ in range(n_conditions):
+            for i in range(0, len(x_all), batch_size):
+                t0 = time.perf_counter()
+                model.module(x_all[i : i + batch_size])
+                t += time.perf_counter() - t0
+    return t
+
+
+def scenario(name: str, cfg: dict, work: Path) -> dict:
+    from weakspot.evaluate import expand_conditions, parse_config, run_sweep
+    from weakspot.evaluate.engine import _load_model, _open_data
+
+    parsed = parse_config(cfg)
+    conds, _ = expand_conditions(parsed.conditions)
+    model = _load_model(parsed)
+    ds = _open_data(parsed)
+    images = [ds[i][0] for i in range(len(ds))]
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    s = run_sweep(parsed, out, progress=False)
+    wall = time.perf_counter() - t0
+    base = _baseline(model, images, len(conds) + 1, int(cfg["batch_size"]))
+    loop = wall - s.setup_s
+    overhead = (loop - s.degrade_s - base) / base
+    return {"name": name, "images": len(images), "conditions": len(conds) + 1, "wall_s": wall,
+            "setup_s": s.setup_s, "degrade_s": s.degrade_s, "forward_in_run_s": s.forward_s,
+            "baseline_forward_s": base, "overhead": overhead}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller scenarios")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_mnist = 1000 if args.quick else 5000
+    scenarios = {
+        "lite0-foolbox": {
+            "model": {"name": "efficientnet_lite0"},
+            "data": [{"kind": "foolbox", "subset": "imagenet", **({"limit": 8} if args.quick else {})},
+                     {"kind": "skimage"}],
+            "batch_size": 16, "shard_size": 32, "workers": 1, "seed": 0, "store_probs": True,
+            "conditions": [{"degradation": "gaussian_noise", "grid": {"variance": [0.01, 0.05]}},
+                           {"degradation": "gaussian_blur", "grid": {"sigma_px": [2.0]}}],
+        },
+        "mnist_cnn-5k": {
+            "model": {"name": "mnist_cnn"},
+            "data": {"kind": "mnist_5k", "limit": n_mnist},
+            "batch_size": 500, "shard_size": 1000, "workers": 0, "seed": 0, "store_probs": True,
+            "conditions": [{"degradation": "gaussian_noise", "grid": {"variance": [0.05]}},
+                           {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.0]}}],
+        },
+    }
+    work = Path(tempfile.mkdtemp(prefix="weakspot-bench-"))
+    print(f"torch threads {torch.get_num_threads()}; overhead = (pipeline - degradations - bare forward) / bare forward")
+    print(f"{'scenario':16} {'img×cond':>9} {'setup s':>8} {'pipeline s':>10} {'degrade s':>9} "
+          f"{'bare fwd s':>10} {'overhead':>9}")
+    worst = 0.0
+    try:
+        for name, cfg in scenarios.items():
+            r = scenario(name, cfg, work)
+            worst = max(worst, r["overhead"])
+            print(f"{name:16} {r['images'] * r['conditions']:>9} {r['setup_s']:>8.2f} "
+                  f"{r['wall_s'] - r['setup_s']:>10.2f} {r['degrade_s']:>9.2f} {r['baseline_forward_s']:>10.2f} "
+                  f"{r['overhead']:>8.1%}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"worst overhead {worst:.1%} (target <= 15%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
