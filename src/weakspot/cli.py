@@ -133,6 +133,68 @@ def report_cmd(
     console.print(f"report: {path}  (+ summary.json, report.md, figures/)")
 
 
+_ROBUST_TRAIN = ["gaussian_noise:variance=0.001..0.1", "gaussian_blur:sigma_px=0.4..2.0"]
+_ROBUST_TESTS = ["clean", "gaussian_blur:sigma_px=1.0", "gaussian_blur:sigma_px=2.0",
+                 "gaussian_noise:variance=0.05", "gaussian_noise:variance=0.1"]
+
+
+@app.command("robustify")
+def robustify_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (checkpoints, grid.md, grid.parquet)"),
+    data: str = typer.Option("mnist", "--data", help="'mnist' (bundled 5000 digits) or an open_dataset kind"),
+    root: Optional[str] = typer.Option(None, "--root", help="data folder for kinds that need one"),
+    strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="constant | incremental | transfer "
+                                                 "(repeatable; default all three; 'clean' is always trained)"),
+    degrade: Optional[list[str]] = typer.Option(None, "--degrade", help="training degradation, e.g. "
+                                                "gaussian_noise:variance=0.001..0.05 (repeatable: a mix)"),
+    test: Optional[list[str]] = typer.Option(None, "--test", help="test condition, e.g. clean, gaussian_blur@4, "
+                                             "gaussian_blur:sigma_px=2 (repeatable)"),
+    epochs: int = typer.Option(8, min=1, help="epochs per model (transfer: half)"),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(2e-3, help="peak learning rate (one-cycle)"),
+    seed: int = typer.Option(0),
+    per_degradation: bool = typer.Option(True, "--per-degradation/--mix-only",
+                                         help="also train a constant model per single degradation"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from checkpoints in --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+) -> None:
+    """Train robust models (constant / incremental / transfer) and print the train × test grid."""
+    from weakspot.robustify.commands import robustify_command
+
+    robustify_command(data=data, root=root, out=out, strategies=strategy or ["constant", "incremental", "transfer"],
+                      degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
+                      batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
+                      progress=progress, device=device, limit=limit, console=console)
+
+
+@app.command("enhance")
+def enhance_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (enhance.md, enhance.parquet, front_end.pt)"),
+    data: str = typer.Option("mnist", "--data", help="'mnist' (bundled 5000 digits) or an open_dataset kind"),
+    root: Optional[str] = typer.Option(None, "--root"),
+    classifier: str = typer.Option("small-cnn", "--classifier", help="'small-cnn' (clean-trained here), a "
+                                   "robustify checkpoint .pt, or a model name (weakspot.models.load_model)"),
+    degrade: Optional[list[str]] = typer.Option(None, "--degrade", help="training degradations (repeatable)"),
+    test: Optional[list[str]] = typer.Option(None, "--test", help="test conditions (repeatable)"),
+    epochs: int = typer.Option(6, min=1, help="front-end training epochs"),
+    classifier_epochs: int = typer.Option(8, min=1, help="epochs of the small-cnn classifier"),
+    kernel_size: int = typer.Option(5, help="side of the predicted filter kernel (odd)"),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+) -> None:
+    """Train the enhancement front-end before a frozen classifier; table with/without + FLOPs."""
+    from weakspot.robustify.commands import enhance_command
+
+    enhance_command(data=data, root=root, out=out, classifier=classifier, degrade=degrade or _ROBUST_TRAIN,
+                    tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
+                    kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
+                    console=console)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     from weakspot.errors import WeakspotError

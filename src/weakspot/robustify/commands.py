@@ -1,0 +1,145 @@
+"""The command layer of ``weakspot robustify``, ``weakspot enhance`` and ``weakspot fix``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from weakspot.errors import InvalidParameterError
+
+__all__ = ["robustify_command", "enhance_command", "resolve_classifier"]
+
+
+def _print_table(console, table, title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    t.add_column(str(table.index.name or ""), overflow="fold")
+    for c in table.columns:
+        t.add_column(str(c), justify="right", overflow="fold")
+    for idx, row in table.iterrows():
+        t.add_row(str(idx), *(f"{v:.1f}" for v in row.tolist()))
+    console.print(t)
+
+
+def _device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidParameterError("--device", device, "cpu (no CUDA device is available here)")
+    return device
+
+
+def robustify_command(
+    *,
+    data: str,
+    root: str | None,
+    out: Path,
+    strategies: list[str],
+    degrade: list[str],
+    tests: list[str],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    per_degradation: bool,
+    resume: bool,
+    progress: bool,
+    device: str,
+    limit: int | None,
+    console,
+) -> dict[str, Any]:
+    from weakspot.robustify.data import load_split
+    from weakspot.robustify.run import robustify_job
+    from weakspot.robustify.train import TrainConfig
+
+    split = load_split(data, root=root, seed=seed, limit=limit)
+    console.print(f"data: {split.describe()}")
+    try:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    except Exception as exc:  # pydantic validation
+        raise InvalidParameterError("training option", str(exc).splitlines()[-1].strip(), "see --help") from None
+    summary = robustify_job(
+        split, out, strategies=strategies, train_specs=degrade, test_specs=tests, per_degradation=per_degradation,
+        config=cfg, progress=progress, resume=resume, device=_device(device), log=console.print,
+    )
+    _print_table(console, summary["table"], "accuracy (%) — trained on (rows) × tested on (columns)")
+    console.print(f"wrote {out / 'grid.md'}, {out / 'grid.parquet'}, checkpoints under {out / 'models'} "
+                  f"({summary['seconds']:.0f} s)")
+    return summary
+
+
+def resolve_classifier(spec: str, split, out: Path, *, epochs: int, seed: int, progress: bool, device: str, console):
+    """``small-cnn`` (train a clean SmallCNN, cached under ``out``), a ``last.pt`` checkpoint
+    of ``weakspot robustify``, or a model name for :func:`weakspot.models.load_model`."""
+    from weakspot.robustify.run import load_small_cnn, train_or_load_clean
+    from weakspot.robustify.train import TrainConfig
+
+    if spec in ("small-cnn", "small_cnn"):
+        model, _ = train_or_load_clean(split, out, TrainConfig(epochs=epochs, seed=seed), progress=progress,
+                                       device=device, log=console.print)
+        return model, "small-cnn (clean-trained here)"
+    if spec.endswith(".pt") and Path(spec).is_file():
+        return load_small_cnn(spec, split), spec
+    from weakspot.models import load_model
+
+    loaded = load_model(spec)
+    if loaded.num_classes != split.num_classes:
+        raise InvalidParameterError(
+            "--classifier", spec, f"a model with {split.num_classes} classes for data '{split.name}'"
+        )
+    if not loaded.differentiable:
+        raise InvalidParameterError("--classifier", spec, "a differentiable (PyTorch) model; ONNX cannot train a front-end")
+    return _Wrapped(loaded), loaded.name
+
+
+class _Wrapped(torch.nn.Module):
+    """A :class:`~weakspot.models.LoadedModel` as a module on images in [0, 1] (preprocessing inside)."""
+
+    def __init__(self, loaded):
+        super().__init__()
+        self.loaded = loaded
+        self.module = loaded.module
+
+    def forward(self, x):
+        return self.module(self.loaded.preprocess_config(x))
+
+
+def enhance_command(
+    *,
+    data: str,
+    root: str | None,
+    out: Path,
+    classifier: str,
+    degrade: list[str],
+    tests: list[str],
+    epochs: int,
+    classifier_epochs: int,
+    kernel_size: int,
+    seed: int,
+    progress: bool,
+    device: str,
+    limit: int | None,
+    console,
+) -> dict[str, Any]:
+    from weakspot.robustify.data import load_split
+    from weakspot.robustify.enhance import EnhanceConfig
+    from weakspot.robustify.run import enhance_job
+
+    device = _device(device)
+    split = load_split(data, root=root, seed=seed, limit=limit)
+    console.print(f"data: {split.describe()}")
+    model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
+                                     progress=progress, device=device, console=console)
+    try:
+        cfg = EnhanceConfig(epochs=epochs, kernel_size=kernel_size, seed=seed)
+    except Exception as exc:
+        raise InvalidParameterError("enhance option", str(exc).splitlines()[-1].strip(), "see --help") from None
+    summary = enhance_job(split, model, out, train_specs=degrade, test_specs=tests, config=cfg,
+                          classifier_name=name, progress=progress, device=device, log=console.print)
+    _print_table(console, summary["table"], f"accuracy (%) of {name} without / with the front-end")
+    f = summary["flops_per_image"]
+    console.print(f"FLOPs per image: front-end {f['front_end']:,} vs classifier {f['classifier']:,} "
+                  f"({100 * f['front_end'] / max(f['classifier'], 1):.1f}%)")
+    console.print(f"wrote {out / 'enhance.md'}, {out / 'enhance.parquet'}, {out / 'front_end.pt'}")
+    return summary
