@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except WeakspotError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # keep "[ray]", paths with [ ]
         return 2
     except typer.Exit as exc:
         return exc.exit_code
