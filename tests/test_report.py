@@ -214,3 +214,19 @@ def test_report_renders_in_headless_chromium(mnist_report, tmp_path):
         assert im.size == (1280, 4200)
         a = np.asarray(im.convert("L"))
         assert a.std() > 20  # not a blank page
+
+
+def test_adaptive_cli_on_a_real_run_and_its_report_section(mnist_run, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    assert main(["breaking", str(mnist_run), "gaussian_blur", "--mild", "0", "--severe", "4", "--tol", "0.25",
+                 "--per-class", "2"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    df = pq.read_table(mnist_run / "adaptive/gaussian_blur.parquet").to_pandas()
+    assert len(df) == 10 and (df.n_images == 2).all()
+    assert df.n_evals.max() <= 2 + 4  # log2(4 / 0.25) = 4 midpoints
+    total = int((df.n_evals * df.n_images).sum())
+    assert f"{total} image evaluations instead of {17 * 20}" in out
+    html = write_report(mnist_run, tmp_path / "r", n_boot=50, max_examples=0).read_text()
+    assert 'id="adaptive"' in html and "saved" in html
+    assert main(["breaking", str(mnist_run), "no_such_degradation"]) == 2

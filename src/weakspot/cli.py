@@ -119,6 +119,36 @@ def demo_cmd(
     demo_command(out, quick=quick, progress=progress, console=console, err_console=err_console)
 
 
+@app.command("breaking")
+def breaking_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run: its model, images, labels and seed are reused"),
+    degradation: str = typer.Argument(..., help="registered degradation with a continuous x-axis"),
+    mild: Optional[float] = typer.Option(None, help="mild end of the search (default: its severity-1 value)"),
+    severe: Optional[float] = typer.Option(None, help="severe end (default: its severity-5 value)"),
+    tol: Optional[float] = typer.Option(None, help="resolution in the axis unit (default: range/64)"),
+    metric: str = typer.Option("p_clean", help="p_clean (mean clean-class probability) or accuracy"),
+    per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="at most N images per class"),
+) -> None:
+    """Adaptive breaking points: bisect a physical parameter per class (evaluates the model)."""
+    from rich.table import Table
+
+    from weakspot.evaluate.adaptive import adaptive_from_run
+
+    df = adaptive_from_run(run_dir, degradation, per_class=per_class, mild=mild, severe=severe, tol=tol,
+                           metric=metric)
+    a = df.attrs
+    unit = f" {a['unit']}" if a["unit"] else ""
+    t = Table(title=f"{degradation}: where {metric} halves ({a['axis']}, ±{a['tol']:.3g}{unit})", title_justify="left")
+    for c in ("class", "images", "clean", "breaks at", "status", "evaluations"):
+        t.add_column(c)
+    for r in df.itertuples():
+        at = "—" if r.breaking_x != r.breaking_x else f"{r.breaking_x:.3g}{unit}"
+        t.add_row(str(r.class_name), str(r.n_images), f"{r.clean_value:.2f}", at, r.status, str(r.n_evals))
+    console.print(t)
+    console.print(f"{a['adaptive_image_evaluations']} image evaluations instead of {a['grid_image_evaluations']} "
+                  f"for a {a['grid_points']}-point grid: {a['saved']} saved; written to {run_dir}/adaptive/")
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory (weakspot run CONFIG --out RUN_DIR)"),

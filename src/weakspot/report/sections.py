@@ -316,6 +316,39 @@ def _breaking(ctx: ReportContext) -> SectionOutput | None:
                                 "p_clean": b.drop(columns=["_rank"], errors="ignore")}, tm2 + "\n\n" + tm)
 
 
+# ---------------------------------------------------------------- adaptive breaking points
+def _adaptive(ctx: ReportContext) -> SectionOutput | None:
+    """Results of ``weakspot breaking RUN_DIR DEG`` (RUN_DIR/adaptive/*.parquet), if any were run."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    files = sorted((ctx.run.root / "adaptive").glob("*.parquet"))
+    if not files:
+        return None
+    parts, md, summ = [], [], {}
+    for f in files:
+        t = pq.read_table(f)
+        meta = json.loads((t.schema.metadata or {}).get(b"weakspot.adaptive", b"{}"))
+        df = t.to_pandas()
+        deg = f.stem
+        unit = f" {meta.get('unit')}" if meta.get("unit") else ""
+        df["breaks at"] = [("—" if x != x else f"{x:.3g}{unit}") for x in df.breaking_x]
+        h, m = ctx.table(df, {"class_name": "class", "n_images": "images", "clean_value": "clean",
+                              "breaks at": "breaks at", "status": "status", "n_evals": "evaluations"},
+                         {"clean_value": _p})
+        saved = meta.get("saved", 0)
+        total = meta.get("grid_image_evaluations", 0) or 1
+        parts.append(f"<h3>{esc(deg)}: {esc(meta.get('axis', ''))} in [{esc(meta.get('mild'))}, "
+                     f"{esc(meta.get('severe'))}]{esc(unit)}, resolution {esc(meta.get('tol'))}</h3>"
+                     f"<p>{esc(meta.get('adaptive_image_evaluations'))} image evaluations instead of "
+                     f"{esc(meta.get('grid_image_evaluations'))} for a {esc(meta.get('grid_points'))}-point grid "
+                     f"(<b>{saved / total:.0%} saved</b>).</p>{h}")
+        md.append(f"**{deg}** — {saved} of {total} image evaluations saved\n\n{m}")
+        summ[deg] = {"meta": meta, "classes": df.drop(columns=["breaks at"])}
+    return SectionOutput("".join(parts), summ, "\n\n".join(md))
+
+
 def builtin_sections() -> list[Section]:
     return [
         Section("overview", "Overview and findings", _overview, 10),
@@ -325,4 +358,5 @@ def builtin_sections() -> list[Section]:
         Section("examples", "Examples: clean vs degraded", _examples, 50),
         Section("confusion", "Confusions", _confusion, 60),
         Section("breaking", "Breaking points", _breaking, 70),
+        Section("adaptive", "Adaptive breaking points (bisection)", _adaptive, 75),
     ]
