@@ -25,15 +25,15 @@ __all__ = ["demo_configs", "run_demo", "IMAGENET_DEMO", "MNIST_DEMO"]
 # else the degradation's severities 1–5; left out (and reported) if it is not registered.
 IMAGENET_CAMERA_SWEEPS: list[tuple[str, str, list[float]]] = [
     ("pixel_size", "pixel_size_um", [5.0, 8.0, 11.0]),
-    ("exposure", "exposure_s", [0.001, 0.004, 0.016, 0.064]),
+    ("exposure", "exposure_s", [0.004, 0.001, 0.0005, 0.00025]),  # 1/250 … 1/4000 s (default 1/80 s)
     ("defocus", "defocus_diopters", [0.5, 1.0, 2.0, 3.0, 4.0]),
 ]
 IMAGENET_C_SET = ["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "contrast",
                   "brightness", "jpeg_compression", "pixelate"]
 MNIST_SWEEPS: list[tuple[str, str, list[float]]] = [
-    ("dead_pixels", "", []),
-    ("hot_pixels", "", []),
-    ("stuck_pixels", "", []),
+    ("dead_pixels", "density", [0.01, 0.03, 0.1]),
+    ("hot_pixels", "density", [0.01, 0.03, 0.1]),
+    ("stuck_pixels", "density", [0.01, 0.03, 0.1]),
     ("gaussian_noise", "variance", [0.02, 0.05, 0.1, 0.2]),
     ("gaussian_blur", "sigma_px", [0.5, 1.0, 1.5, 2.0]),
 ]
