@@ -388,6 +388,16 @@ def _load_model(cfg):
     return model
 
 
+def _has_files(ds) -> bool:
+    """Whether any part of ``ds`` decodes files (worth worker processes; arrays are not)."""
+    from weakspot.data import FileDataset
+
+    if isinstance(ds, FileDataset):
+        return True
+    return any(_has_files(p) for p in getattr(ds, "parts", [])) or (
+        hasattr(ds, "base") and _has_files(ds.base))
+
+
 def _label_map(ds, model) -> Callable[[int], int]:
     """Labels index the model's classes; an ImageFolder whose folder names are model class
     names in another order is remapped by name."""
@@ -407,9 +417,7 @@ def _setup(cfg, store: ResultsStore, ds, model, conditions: list[Condition], wor
     shapes: list[tuple | None] = [None] * n
     digests = [""] * n
     errors: list[str | None] = [None] * n
-    from weakspot.data import FileDataset
-
-    use_workers = workers if any(isinstance(p, FileDataset) for p in getattr(ds, "parts", [getattr(ds, "base", ds)])) else 0
+    use_workers = workers if _has_files(ds) else 0
     for items in _loader(_LoadItems(ds, range(n), probe=True), batches, use_workers):
         for i, shape, digest, err in items:
             shapes[i], digests[i], errors[i] = shape, digest, err
@@ -568,10 +576,7 @@ def run_sweep(
     for u in units:
         pending[u.shard].append(u)
     batches = [[ds_index[i] for i in range(s * cfg.shard_size, min(n, (s + 1) * cfg.shard_size))] for s in shards]
-    from weakspot.data import FileDataset
-
-    is_file = any(isinstance(p, FileDataset) for p in getattr(ds, "parts", [getattr(ds, "base", ds)]))
-    loader_workers = workers if is_file else 0
+    loader_workers = workers if _has_files(ds) else 0
     # positions in the loader are dataset indices; map back to image_index
     pos_of = {d: i for i, d in enumerate(ds_index)}
     t_fwd = t_deg = 0.0
@@ -696,9 +701,9 @@ class _Progress:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 
-            self.p = Progress(TextColumn("[bold]{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("img·cond"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                              console=console or Console(stderr=True), transient=False)
+            self.p = Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(bar_width=None),
+                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                              console=console or Console(stderr=True), transient=False, expand=True)
             self.task = self.p.add_task("evaluating", total=total)
 
     def __enter__(self):
@@ -712,7 +717,7 @@ class _Progress:
 
     def describe(self, text: str) -> None:
         if self.enabled:
-            self.p.update(self.task, description=text[:34])
+            self.p.update(self.task, description=text[:28])
 
     def advance(self, n: int) -> None:
         if self.enabled:
