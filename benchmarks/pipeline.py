@@ -44,12 +44,12 @@ def _baseline(model, images: list[torch.Tensor], n_conditions: int, batch_size: 
 
 def scenario(name: str, cfg: dict, work: Path) -> dict:
     from weakspot.evaluate import expand_conditions, parse_config, run_sweep
-    from weakspot.evaluate.engine import _load_model, _open_data
+    from weakspot.evaluate.engine import load_run_model, open_run_data
 
     parsed = parse_config(cfg)
     conds, _ = expand_conditions(parsed.conditions)
-    model = _load_model(parsed)
-    ds = _open_data(parsed)
+    model = load_run_model(parsed)
+    ds = open_run_data(parsed)
     images = [ds[i][0] for i in range(len(ds))]
     out = work / name
     shutil.rmtree(out, ignore_errors=True)

@@ -43,6 +43,8 @@ __all__ = [
     "write_unit",
     "run_sweep",
     "auto_batch_size",
+    "open_run_data",
+    "load_run_model",
 ]
 
 
@@ -396,6 +398,16 @@ def _has_files(ds) -> bool:
         return True
     return any(_has_files(p) for p in getattr(ds, "parts", [])) or (
         hasattr(ds, "base") and _has_files(ds.base))
+
+
+def open_run_data(cfg):
+    """The (concatenated) data set a :class:`RunConfig` names, subsets applied."""
+    return _open_data(cfg)
+
+
+def load_run_model(cfg):
+    """The :class:`~weakspot.models.LoadedModel` a :class:`RunConfig` names, on its device."""
+    return _load_model(cfg)
 
 
 def _label_map(ds, model) -> Callable[[int], int]:
