@@ -100,12 +100,12 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def _connect(ray, address: str | None) -> bool:
     """Connect to (or start) a cluster. Returns whether this call started the connection
     (and so should shut it down)."""
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)
     if ray.is_initialized():
         return False
     import logging
 
-    if address not in (None, "auto", "local"):
-        _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  configure_logging=True)
@@ -379,30 +379,29 @@ def run_sweep_ray(
             n_actors = int(actors)
         device = "cuda" if num_gpus > 0 else "cpu"
         threads = cfg.threads or max(1, int(num_cpus))
-        cls = _actor_class(ray)
-        opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=rcfg.max_restarts,
-                    max_task_retries=rcfg.max_task_retries)
-        cfg_json = cfg.model_dump(mode="json")
-        if progress and console is not None:
-            console.print(f"[dim]starting {n_actors} Ray actor(s) ({device}, {num_cpus:g} CPU"
-                          f"{f', {num_gpus:g} GPU' if num_gpus else ''} each)…[/]")
-        handles = [cls.options(**opts).remote(cfg_json, device, threads) for _ in range(n_actors)]
-        infos = ray.get([h.info.options(concurrency_group="ctl").remote() for h in handles])
-        bad = [i["error"] for i in infos if i["error"]]
-        if bad:
-            raise ConfigError(f"the Ray actors could not start: {bad[0]}")
-        if on_actors is not None:
-            on_actors(handles)
-        meta = infos[0]["model"]
-        model_meta = SimpleNamespace(name=meta["name"], source=meta["source"], class_names=meta["class_names"],
-                                     num_classes=len(meta["class_names"]), describe=lambda: meta["describe"])
-        info = RayEngineInfo(address=ray.get_runtime_context().gcs_address,
-                             actors=[{k: i[k] for k in ("pid", "node", "device", "torch_threads")} for i in infos],
-                             num_gpus_per_actor=num_gpus, num_cpus_per_actor=num_cpus)
+
+        def start_actors() -> list[dict]:
+            """Start the actors (each loads the model and opens the data) and wait until they are up."""
+            cls = _actor_class(ray)
+            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=rcfg.max_restarts,
+                        max_task_retries=rcfg.max_task_retries)
+            if progress and console is not None:
+                console.print(f"[dim]starting {n_actors} Ray actor(s) ({device}, {num_cpus:g} CPU"
+                              f"{f', {num_gpus:g} GPU' if num_gpus else ''} each)…[/]")
+            cfg_json = cfg.model_dump(mode="json")
+            handles.extend(cls.options(**opts).remote(cfg_json, device, threads) for _ in range(n_actors))
+            infos = ray.get([h.info.options(concurrency_group="ctl").remote() for h in handles])
+            bad = [i["error"] for i in infos if i["error"]]
+            if bad:
+                raise ConfigError(f"the Ray actors could not start: {bad[0]}")
+            if on_actors is not None:
+                on_actors(list(handles))
+            return infos
 
         # ------------------------------------------------ set-up / resume (as the local engine)
         ds = _open_data(cfg)
-        if resumed:
+        infos: list[dict] = []
+        if resumed:  # no model needed: actors start only if units are left
             manifest = store.manifest()
             try:
                 prior = store.conditions()
@@ -420,13 +419,19 @@ def run_sweep_ray(
             ds_index = manifest["data"]["dataset_index"]
             if max(ds_index, default=-1) >= len(ds):
                 raise ConfigError(f"the data of {out_dir} changed since the run started; use a new --out directory")
-        else:
+            num_classes = len(store.classes())
+        else:  # the driver probes the images; the model's names/classes come from an actor
+            infos = start_actors()
+            meta = infos[0]["model"]
+            model_meta = SimpleNamespace(name=meta["name"], source=meta["source"], class_names=meta["class_names"],
+                                         num_classes=len(meta["class_names"]), describe=lambda: meta["describe"])
             if progress and console is not None:
                 console.print(f"[dim]checking {len(ds)} images…[/]")
             manifest = _setup(cfg, store, ds, model_meta, conditions, cfg.workers, console)
             ds_index = manifest["data"]["dataset_index"]
+            num_classes = model_meta.num_classes
         if cfg.store_probs:
-            n_bytes = len(ds_index) * (len(conditions) + 1) * model_meta.num_classes * 2
+            n_bytes = len(ds_index) * (len(conditions) + 1) * num_classes * 2
             if n_bytes > 8 * 2**30:
                 raise ConfigError(f"store_probs would write {n_bytes / 2**30:.1f} GiB of probabilities; set "
                                   "store_probs: false or use fewer images/conditions")
@@ -437,6 +442,11 @@ def run_sweep_ray(
         units = plan_units(n, [c.condition_id for c in conditions], cfg.shard_size, store.done_units())
         if max_units is not None:
             units = units[:max_units]
+        if units and not infos:
+            infos = start_actors()
+        info = RayEngineInfo(address=ray.get_runtime_context().gcs_address,
+                             actors=[{k: i[k] for k in ("pid", "node", "device", "torch_threads")} for i in infos],
+                             num_gpus_per_actor=num_gpus, num_cpus_per_actor=num_cpus)
     except BaseException:
         _kill(ray, handles)
         if own_connection:
@@ -540,7 +550,7 @@ def _record_session(store: ResultsStore, info: RayEngineInfo) -> None:
         return
     sessions[-1].update(
         engine="ray",
-        device=", ".join(sorted({a["device"] for a in info.actors})),
+        device=", ".join(sorted({a["device"] for a in info.actors})) or "none (nothing left to do)",
         ray={"address": info.address, "actors": info.actors, "num_gpus_per_actor": info.num_gpus_per_actor,
              "num_cpus_per_actor": info.num_cpus_per_actor, "tasks": info.tasks,
              "actor_processes_seen": info.actor_pids_seen, "worker_busy_s": round(info.worker_busy_s, 3)},
