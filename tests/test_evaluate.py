@@ -291,6 +291,8 @@ def test_cli_run_and_user_errors(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "gaussian_blur.sev=4" in out and "top-1 acc" in out
+    assert main(["run", str(cfg), "--out", str(tmp_path / "pc"), "--per-class", "2", "--no-progress"]) == 0
+    assert sorted(ResultsStore(tmp_path / "pc").images().label) == sorted(list(range(10)) * 2)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {name: mnist_cnn}\ndata: {kind: mnist_5k}\nbatch_size: -3\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2

@@ -99,12 +99,14 @@ def run_cmd(
                                "pip install 'weakspot[ray]')"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster HOST:PORT, ray://HOST:10001 or "
                                           "'auto' (--engine ray; default: RAY_ADDRESS or a local cluster)"),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="seeded subset: N images per class"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="seeded subset: N images in all"),
 ) -> None:
     """Evaluate a model on a data set under a sweep of conditions (resumable)."""
     from weakspot.evaluate.commands import run_command
 
     run_command(config, out, workers=workers, progress=progress, console=console, err_console=err_console,
-                engine=engine, address=address)
+                engine=engine, address=address, per_class=per_class, limit=limit)
 
 
 @app.command("demo")

@@ -29,8 +29,20 @@ def _summary_line(s) -> str:
 
 
 def run_command(config: Path, out: Path, *, workers=None, progress=True, console=None, err_console=None,
-                engine: str = "local", address: str | None = None) -> None:
+                engine: str = "local", address: str | None = None, per_class: int | None = None,
+                limit: int | None = None) -> None:
     from weakspot.errors import ConfigError
+
+    if per_class is not None or limit is not None:
+        from weakspot.evaluate.config import load_config, parse_config
+
+        cfg = load_config(config).model_dump()
+        for d in cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]:
+            if per_class is not None:
+                d["per_class"] = per_class
+            if limit is not None:
+                d["limit"] = limit
+        config = parse_config(cfg, f"{config} with --per-class/--limit")
 
     if engine == "local":
         if address is not None:
