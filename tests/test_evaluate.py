@@ -337,3 +337,21 @@ def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
     assert after.top1.tolist() == ref_pred.top1.tolist()
     np.testing.assert_array_equal(after.p_label.to_numpy(), ref_pred.p_label.to_numpy())
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_conditions_round_trip_through_the_store(tmp_path, photos):
+    from weakspot.evaluate.engine import _write_conditions
+
+    conds, _ = expand_conditions(parse_config(_cfg(conditions=[
+        {"degradation": "gaussian_noise", "severities": [2]},
+        {"compose": [{"name": "gaussian_blur", "sigma_px": 1}, {"name": "gaussian_noise", "variance": 0.01}],
+         "id": "blur+noise"}])).conditions)
+    _write_conditions(ResultsStore(tmp_path), conds)
+    back = load_run_conditions(tmp_path)
+    assert set(back) == {"clean", "gaussian_noise.sev=2", "blur+noise"}
+    for c in conds:
+        r = back[c.condition_id]
+        assert (r.family, r.severity, r.axis, r.axis_value, r.degradation) == \
+            (c.family, c.severity, c.axis, c.axis_value, c.degradation)
+        ids = ["p0", "p1"]
+        assert torch.equal(apply_condition(r, photos[:2], ids, 1), apply_condition(c, photos[:2], ids, 1))
