@@ -133,13 +133,13 @@ class _UnitWorker:
             torch.set_num_threads(threads)
         try:
             from weakspot.evaluate.config import expand_conditions, parse_config
-            from weakspot.evaluate.engine import _load_model, _open_data, auto_batch_size
+            from weakspot.evaluate.engine import auto_batch_size, load_run_model, open_run_data
 
             cfg = parse_config(cfg_json)
             cfg.model.device = device
             self.cfg = cfg
-            self.model = _load_model(cfg)
-            self.ds = _open_data(cfg)
+            self.model = load_run_model(cfg)
+            self.ds = open_run_data(cfg)
             conditions, _ = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
             self.by_id = {c.condition_id: c for c in conditions}
             self.built = {c.condition_id: c.build() for c in conditions}
@@ -348,9 +348,9 @@ def run_sweep_ray(
     ray = import_ray()
     from weakspot.evaluate.conditions import CLEAN_CONDITION
     from weakspot.evaluate.config import RunConfig, expand_conditions, load_config, parse_config
-    from weakspot.evaluate.engine import (RunSummary, _clean_top1, _config_hash, _finish_manifest, _open_data,
+    from weakspot.evaluate.engine import (RunSummary, _clean_top1, _config_hash, _finish_manifest,
                                           _Progress, _remove_stale_temporaries, _setup, _top1_for,
-                                          plan_units, write_unit)
+                                          open_run_data, plan_units, write_unit)
 
     t_start = time.perf_counter()
     if isinstance(config, (str, Path)):
@@ -399,7 +399,7 @@ def run_sweep_ray(
             return infos
 
         # ------------------------------------------------ set-up / resume (as the local engine)
-        ds = _open_data(cfg)
+        ds = open_run_data(cfg)
         infos: list[dict] = []
         if resumed:  # no model needed: actors start only if units are left
             manifest = store.manifest()
@@ -454,6 +454,7 @@ def run_sweep_ray(
         raise
 
     # ------------------------------------------------------------ schedule and write
+    setup_s = time.perf_counter() - t_start
     sched = _Scheduler(units, len(handles))
     clean_known: dict[int, np.ndarray] = {}
     clean_done = {s for (c, s) in store.done_units() if c == CLEAN}
@@ -522,14 +523,14 @@ def run_sweep_ray(
         if own_connection:
             ray.shutdown()
         seconds = time.perf_counter() - t_start
-        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, max_units is None)
+        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s)
         if info is not None:
             info.actor_pids_seen = len(pids)
             _record_session(store, info)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
-                      skipped, resumed, unknown)
+                      skipped, resumed, unknown, setup_s)
 
 
 def _kill(ray, handles) -> None:
@@ -551,6 +552,7 @@ def _record_session(store: ResultsStore, info: RayEngineInfo) -> None:
     sessions[-1].update(
         engine="ray",
         device=", ".join(sorted({a["device"] for a in info.actors})) or "none (nothing left to do)",
+        torch_threads=max((a["torch_threads"] for a in info.actors), default=0),
         ray={"address": info.address, "actors": info.actors, "num_gpus_per_actor": info.num_gpus_per_actor,
              "num_cpus_per_actor": info.num_cpus_per_actor, "tasks": info.tasks,
              "actor_processes_seen": info.actor_pids_seen, "worker_busy_s": round(info.worker_busy_s, 3)},
