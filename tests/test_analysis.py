@@ -228,3 +228,22 @@ def test_bad_run_dirs_raise_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="weakspot run"):
         A.load_run(tmp_path / "empty")
+
+
+def test_exposure_axis_runs_from_long_to_short_and_has_no_neutral_value(tmp_path):
+    # exposure: shorter is worse (the registry's severity table says so); listed in scrambled order
+    levels = [(0.001, 1.5), (0.005, 0.5), (0.0002, 3.0), (0.0025, 1.0)]
+    store, raw = make_store(tmp_path / "exp", physical=("exposure", "camera", "exposure_s", "s", levels))
+    run = A.load_run(store)
+    d = run.degraded[run.degraded.degradation == "exposure"]
+    assert list(d.x) == [0.005, 0.0025, 0.001, 0.0002]  # mild -> severe
+    assert list(d.level) == ["0.005 s", "0.0025 s", "0.001 s", "0.0002 s"]
+    bp = A.breaking_points(run).set_index(["degradation", "class"])
+    row = bp.loc[("exposure", A.ALL_CLASSES)]
+    assert row.clean_x is None or math.isnan(row.clean_x)  # no exposure means "clean"
+    accs = {cid: np.mean(np.argmax(p, 1) == raw["labels"]) for cid, p in raw["probs"].items()}
+    xs = [0.005, 0.0025, 0.001, 0.0002]
+    vals = [accs[f"exposure.exposure_s={x:g}"] for x in xs]
+    ref = A.breaking_point(xs, vals, accs["clean"], None)
+    assert (row.breaking_x, row.status) == (pytest.approx(ref[0]), ref[1])
+    assert ref[1] == "interpolated" and 0.0002 < row.breaking_x < 0.005

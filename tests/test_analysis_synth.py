@@ -50,7 +50,8 @@ def _rows(probs, labels, clean_probs):
 
 
 def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=True, seed=0,
-               class_names=None, sens=None, imagenet_c=False, shards=2, image_ids=None, manifest=None):
+               class_names=None, sens=None, imagenet_c=False, shards=2, image_ids=None, manifest=None,
+               physical=None):
     """Write a run to ``root``; return ``(ResultsStore, raw)`` where ``raw`` holds
     ``labels``, ``probs`` {condition_id: (N, K)} and ``conditions`` (list of dicts)."""
     rng = np.random.default_rng(seed)
@@ -68,10 +69,13 @@ def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=Tr
         names += [f"c{i}" for i in range(len(names), k)]
     conds = [{"condition_id": "clean", "degradation": "clean", "family": "clean", "params_json": "{}",
               "severity": None, "axis": None, "axis_value": None, "axis_unit": None, "s": 0.0}]
-    for sigma in (0.5, 1.0, 2.0, 3.0):
-        conds.append({"condition_id": f"gaussian_blur.sigma_px={sigma}", "degradation": "gaussian_blur",
-                      "family": "blur", "params_json": json.dumps({"sigma_px": sigma}), "severity": None,
-                      "axis": "sigma_px", "axis_value": sigma, "axis_unit": "px", "s": sigma})
+    # physical grid: (degradation, family, axis, unit, [(value, strength), ...])
+    physical = physical or ("gaussian_blur", "blur", "sigma_px", "px", [(v, v) for v in (0.5, 1.0, 2.0, 3.0)])
+    deg_name, fam, axis, unit, levels = physical
+    for value, strength in levels:
+        conds.append({"condition_id": f"{deg_name}.{axis}={value:g}", "degradation": deg_name,
+                      "family": fam, "params_json": json.dumps({axis: value}), "severity": None,
+                      "axis": axis, "axis_value": value, "axis_unit": unit, "s": strength})
     for sev in range(1, 6):
         name = "imagenet_c/defocus_blur" if imagenet_c else "contrast_drop"
         conds.append({"condition_id": f"{name.replace('/', '.')}.sev={sev}", "degradation": name,
