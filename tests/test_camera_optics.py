@@ -61,11 +61,12 @@ def edge_width_10_90(row: np.ndarray) -> float:
 
 
 def test_zero_diopters_leaves_an_edge_sharp_and_defocus_widens_it():
+    assert Optics().diffraction is False  # the default lens is diffraction-free: 0 D is the identity
     edge = torch.zeros(1, 3, 32, 64)
     edge[..., 32:] = 1.0
     sharp = Optics(diffraction=False).blur(edge, PITCH)
     assert torch.equal(sharp, edge)  # 0 D without diffraction is the identity
-    with_diff = Optics().blur(edge, PITCH)[0, 1, 16].numpy()
+    with_diff = Optics(diffraction=True).blur(edge, PITCH)[0, 1, 16].numpy()
     assert edge_width_10_90(with_diff) < 1.5  # the f/2.8 Airy disk is sub-pixel at 2.8 µm
     widths = [edge_width_10_90(Optics(defocus_diopters=d, diffraction=False).blur(edge, PITCH)[0, 1, 16].numpy())
               for d in (1.0, 2.0, 4.0)]

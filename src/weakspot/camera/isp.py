@@ -101,8 +101,41 @@ class ISP:
             )
         return (dn - black) / scale
 
-    def process(self, dn: torch.Tensor, sensor: Sensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """DN ``(B, 1|3, h, w)`` → ``(raw, linear_rgb, image)``; ``image`` is in [0, 1]."""
+    def colour_transform(self, sensor: Sensor) -> tuple[torch.Tensor, float]:
+        """``(T, black)``: linear = ``T @ (demosaicked_dn − black)`` folds normalisation, white
+        balance, digital gain and colour matrix into one 3×3 matrix (float64)."""
+        black = sensor.black_level_dn if self.black_level_dn is None else self.black_level_dn
+        scale = sensor.white_dn - black
+        if scale <= 0:
+            raise InvalidParameterError("black_level_dn", black, f"below the sensor's white level {sensor.white_dn:g} DN")
+        wb = auto_white_balance(sensor) if self.white_balance is None else self.white_balance
+        t = torch.diag(torch.tensor(wb, dtype=torch.float64)) * (self.digital_gain / scale)
+        if self.color_matrix is not None:
+            t = torch.tensor(self.color_matrix, dtype=torch.float64).view(3, 3) @ t
+        return t, float(black)
+
+    def process(self, dn: torch.Tensor, sensor: Sensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DN ``(B, 1|3, h, w)`` → ``(linear_rgb, image)``, both ``(B, 3, h, w)`` in [0, 1].
+
+        Fast path: black level, normalisation, white balance, gain and colour matrix are
+        folded into the demosaicking convolution (one dense conv with bias), then clip and
+        encode. :meth:`process_reference` runs the same steps one by one.
+        """
+        t, black = self.colour_transform(sensor)
+        if sensor.cfa is not None:
+            lin = _demosaic(dn, sensor.cfa, self.demosaic, transform=t, black=black)
+        else:
+            tt = t.to(device=dn.device, dtype=dn.dtype)
+            lin = torch.einsum("ij,bjhw->bihw", tt, dn) - (tt.sum(1) * black).view(1, 3, 1, 1)
+        if lin.requires_grad:
+            lin = straight_through(lin, lin.clamp(0.0, 1.0))
+        else:
+            lin = lin.clamp_(0.0, 1.0)
+        img = linear_to_srgb(lin) if self.output == "srgb" else lin
+        return lin, img
+
+    def process_reference(self, dn: torch.Tensor, sensor: Sensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unfused reference of :meth:`process`: ``(raw, linear_rgb, image)``."""
         raw = self.normalise(dn, sensor)
         if sensor.cfa is not None:
             fn = demosaic_malvar if self.demosaic == "malvar" else demosaic_bilinear
@@ -115,7 +148,7 @@ class ISP:
         if self.color_matrix is not None:
             m = torch.tensor(self.color_matrix, device=rgb.device, dtype=rgb.dtype).view(3, 3)
             lin = torch.einsum("ij,bjhw->bihw", m, lin)
-        lin = straight_through(lin, lin.clamp(0.0, 1.0))
+        lin = lin.clamp(0.0, 1.0)
         img = linear_to_srgb(lin) if self.output == "srgb" else lin
         return raw, lin, img
 
@@ -176,15 +209,36 @@ def _demosaic_weight(pattern: str, kind: str) -> torch.Tensor:
     return w
 
 
-def _demosaic(raw: torch.Tensor, pattern: str, kind: str) -> torch.Tensor:
+@lru_cache(maxsize=32)
+def _fused_weight(
+    pattern: str, kind: str, transform: tuple[float, ...] | None, black: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Demosaic weight with the 3×3 colour ``transform`` folded in, and the matching bias."""
+    weight = _demosaic_weight(pattern, kind)
+    if transform is None:
+        return weight, None
+    t = torch.tensor(transform, dtype=torch.float64).view(3, 3)
+    weight = torch.einsum("ij,jpqyx->ipqyx", t, weight.view(3, 4, 4, 3, 3)).reshape(12, 4, 3, 3)
+    # every demosaic kernel sums to 1, so the black level maps to a constant per colour
+    bias = (-black * t.sum(1)).repeat_interleave(4)
+    return weight, bias
+
+
+def _demosaic(
+    raw: torch.Tensor, pattern: str, kind: str, transform: torch.Tensor | None = None, black: float = 0.0
+) -> torch.Tensor:
+    """Demosaic ``(B, 1, H, W)``; with ``transform`` (3×3) return ``transform @ (rgb − black)``."""
     b, _, h, w = raw.shape
     oh, ow = h % 2, w % 2
     mode = "reflect" if min(h, w) > 3 else "replicate"
     x = F.pad(raw, (2, 2 + ow, 2, 2 + oh), mode=mode)  # reflect by 2 keeps the CFA phase
     planes = F.pixel_unshuffle(x, 2)  # (B, 4, h/2 + 2, w/2 + 2)
-    weight = _demosaic_weight(pattern.upper(), kind).to(device=raw.device, dtype=raw.dtype)
-    out = F.pixel_shuffle(F.conv2d(planes, weight), 2)  # (B, 3, h + oh, w + ow)
-    return out[..., :h, :w]
+    key = None if transform is None else tuple(transform.flatten().tolist())
+    weight, bias = _fused_weight(pattern.upper(), kind, key, float(black))
+    weight = weight.to(device=raw.device, dtype=raw.dtype)
+    bias = None if bias is None else bias.to(device=raw.device, dtype=raw.dtype)
+    out = F.pixel_shuffle(F.conv2d(planes, weight, bias), 2)  # (B, 3, h + oh, w + ow)
+    return out[..., :h, :w] if (oh or ow) else out
 
 
 def demosaic_bilinear(raw: torch.Tensor, pattern: str = "RGGB") -> torch.Tensor:

@@ -11,18 +11,19 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from weakspot._checks import check_images
+from weakspot._checks import RANGE_TOLERANCE, check_images
 from weakspot.camera.isp import ISP
 from weakspot.camera.optics import Optics
-from weakspot.camera.scene import REC709_LUMA, Scene
-from weakspot.camera.sensor import Sensor
-from weakspot.errors import InvalidParameterError, UnknownNameError
+from weakspot.camera.scene import PHOTONS_PER_LUX, REC709_LUMA, Scene, srgb_to_linear
+from weakspot.camera.sensor import Sensor, mosaic
+from weakspot.errors import InvalidImageError, InvalidParameterError, UnknownNameError
 from weakspot.random import GeneratorLike, as_generators
 
 __all__ = ["Camera", "Capture", "resample_to"]
@@ -33,43 +34,85 @@ class Capture:
     """Every stage of one capture. Shapes: ``B`` images, input ``H × W``, sensor ``h × w``.
 
     Attributes:
-        linear: linear sRGB of the scene ``(B, 3, H, W)``.
-        luminance_cd_m2: band luminance of the scene ``(B, 3, H, W)`` in cd/m².
-        irradiance: photon irradiance on the sensor plane after the lens PSF
-            ``(B, 3, H, W)`` in photons s⁻¹ µm⁻² per band.
-        photons_rgb: mean photons per pixel per band during the exposure ``(B, 3, h, w)``.
-        photons: mean photons reaching each photodiode through its own filter
-            (``(B, 1, h, w)`` Bayer mosaic, or ``(B, 3, h, w)`` without CFA).
+        srgb: the input scene as sRGB ``(B, 3, H, W)``.
+        photons: mean photons reaching each photodiode through its own filter during the
+            exposure (``(B, 1, h, w)`` Bayer mosaic, or ``(B, 3, h, w)`` without CFA).
         electrons: collected charge after shot noise, dark current, fixed pattern and the
             full-well clip (integer counts, same shape as ``photons``).
         readout_e: ``electrons`` plus read noise, in e⁻.
         dn: ADC output in digital numbers (integers in ``[0, 2^bits − 1]``).
-        raw: normalised linear raw, 0 = black level, 1 = full well.
-        linear_rgb: demosaicked, white-balanced, colour-corrected linear image ``(B, 3, h, w)``.
+        linear_rgb: demosaicked, white-balanced, colour-corrected linear image ``(B, 3, h, w)``
+            in [0, 1].
         image: the rendered image ``(B, 3, h, w)`` in [0, 1] (sRGB unless the ISP says linear).
         psf: the lens PSF kernels ``(3, k, k)`` on the input grid.
-        pixel_size_um, sample_pitch_um: sensor pitch and input-pixel pitch in µm.
+        white_luminance_cd_m2: luminance of linear sRGB 1 per image ``(B, 1, 1, 1)``.
+
+    Computed on first access (the fast path of an in-focus capture never needs them):
+        linear: linear sRGB of the scene ``(B, 3, H, W)``.
+        luminance_cd_m2: band luminance of the scene ``(B, 3, H, W)`` in cd/m².
+        irradiance: photon irradiance on the sensor plane after the lens PSF ``(B, 3, H, W)``,
+            photons s⁻¹ µm⁻² per band.
+        photons_rgb: mean photons per pixel per band during the exposure ``(B, 3, h, w)``.
+        raw: normalised linear raw (mosaic), 0 = black level, 1 = full well.
     """
 
-    linear: torch.Tensor
-    luminance_cd_m2: torch.Tensor
-    irradiance: torch.Tensor
-    photons_rgb: torch.Tensor
+    srgb: torch.Tensor
     photons: torch.Tensor
     electrons: torch.Tensor
     readout_e: torch.Tensor
     dn: torch.Tensor
-    raw: torch.Tensor
     linear_rgb: torch.Tensor
     image: torch.Tensor
     psf: torch.Tensor
-    pixel_size_um: float
-    sample_pitch_um: float
-    extras: dict[str, Any] = field(default_factory=dict)
+    white_luminance_cd_m2: torch.Tensor
+    camera: "Camera" = field(repr=False)
+    _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def pixel_size_um(self) -> float:
+        return self.camera.sensor.pixel_size_um
+
+    @property
+    def sample_pitch_um(self) -> float:
+        return self.camera.scene.sample_pitch_um
 
     @property
     def sensor_shape(self) -> tuple[int, int]:
         return tuple(self.image.shape[-2:])  # type: ignore[return-value]
+
+    def _get(self, key: str, fn) -> torch.Tensor:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    @property
+    def linear(self) -> torch.Tensor:
+        return self._get("linear", lambda: srgb_to_linear(self.srgb))
+
+    @property
+    def blurred_linear(self) -> torch.Tensor:
+        pitch = self.sample_pitch_um
+        return self._get("blurred_linear", lambda: self.camera.optics.blur(self.linear, pitch))
+
+    @property
+    def luminance_cd_m2(self) -> torch.Tensor:
+        return self.linear * self.white_luminance_cd_m2
+
+    @property
+    def irradiance(self) -> torch.Tensor:
+        return self.camera.optics.irradiance(self.blurred_linear * self.white_luminance_cd_m2)
+
+    @property
+    def photons_rgb(self) -> torch.Tensor:
+        cam = self.camera
+        return self._get(
+            "photons_rgb",
+            lambda: cam.sensor.collect(self.blurred_linear, self.sample_pitch_um, gain=cam._photometric_gain(self.srgb, self.white_luminance_cd_m2)),
+        )
+
+    @property
+    def raw(self) -> torch.Tensor:
+        return self.camera.isp.normalise(self.dn, self.camera.sensor)
 
 
 _STAGES = ("scene", "optics", "sensor", "isp")
@@ -79,8 +122,8 @@ _STAGES = ("scene", "optics", "sensor", "isp")
 class Camera:
     """A physically based camera built from four inspectable stages.
 
-    ``Camera()`` is the default camera: a 100 cd/m² scene, a 6 mm f/2.8 lens in focus with
-    diffraction, ISETCam's 2.8 µm APS pixel behind an RGGB Bayer filter at 1/80 s (the
+    ``Camera()`` is the default camera: a 100 cd/m² scene, a 6 mm f/2.8 lens in focus
+    (diffraction off, see :class:`Optics`), ISETCam's 2.8 µm APS pixel behind an RGGB Bayer filter at 1/80 s (the
     reference white fills ≈ 90 % of the well), and an sRGB ISP.
     """
 
@@ -107,31 +150,51 @@ class Camera:
             stages[s] = replace(stages[s], **kw)
         return Camera(**stages)
 
+    def _photometric_gain(self, ref: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+        """Photons s⁻¹ µm⁻² per unit of linear sRGB, per image and band ``(B, 3, 1, 1)``."""
+        band = torch.tensor(PHOTONS_PER_LUX, device=ref.device, dtype=ref.dtype).view(1, 3, 1, 1)
+        return white * (band * self.optics.illuminance_factor)
+
     def capture(self, images: torch.Tensor, generator: GeneratorLike = None) -> Capture:
         """Photograph ``images`` — sRGB ``(B, 3, H, W)`` (or grey ``(B, 1, H, W)``) in [0, 1].
 
         ``generator``: ``None``, an int seed, a ``torch.Generator`` or a list of ``B``
         per-image generators (then every image's noise depends only on its generator).
         Returns a :class:`Capture`; ``capture.image`` has the sensor's resolution.
+
+        Fast path: when the lens does not blur (in focus, no diffraction), every sensor pixel
+        sees exactly one input pixel and the sensor has a CFA, the scene → photon chain is
+        per pixel, so the input is mosaicked first and only one band per pixel is converted
+        (identical numbers, a third of the work). Intermediates it skips are computed on access.
         """
-        check_images(images)
+        _check_fast(images)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         gens = as_generators(generator, images.shape[0])
         pitch = self.scene.sample_pitch_um
-        self.sensor.grid(images.shape[-2], images.shape[-1], pitch)  # fail early on impossible geometry
-        linear, lum = self.scene.radiance(images)
-        irr0 = self.optics.irradiance(lum)
+        h, w = images.shape[-2:]
+        self.sensor.grid(h, w, pitch)  # fail early on impossible geometry
         psf = self.optics.psf(pitch, images.device, images.dtype)
-        irradiance = self.optics.blur(irr0, pitch)
-        photons_rgb = self.sensor.collect(irradiance, pitch)
-        photons, electrons, readout, dn = self.sensor.expose(photons_rgb, gens)
-        raw, lin, img = self.isp.process(dn, self.sensor)
+        area = self.sensor.uniform_sampling_area(h, w, pitch)
+        cache: dict[str, torch.Tensor] = {}
+        if psf.shape[-1] == 1 and area is not None and self.sensor.cfa is not None and not self.scene.per_image_mean:
+            white = self.scene.white_luminance(images)
+            gain = self._photometric_gain(images, white) * (area * self.sensor.exposure_s)
+            gain_map = mosaic(gain.expand(-1, -1, h, w), self.sensor.cfa)
+            photons = srgb_to_linear(mosaic(images, self.sensor.cfa))
+            photons = photons * gain_map if photons.requires_grad else photons.mul_(gain_map)
+        else:
+            linear = srgb_to_linear(images)
+            white = self.scene.white_luminance(linear)
+            blurred = self.optics.blur(linear, pitch)  # the PSF is linear: blur relative radiance
+            photons_rgb = self.sensor.collect(blurred, pitch, gain=self._photometric_gain(images, white))
+            photons = mosaic(photons_rgb, self.sensor.cfa) if self.sensor.cfa is not None else photons_rgb
+            cache = {"linear": linear, "blurred_linear": blurred, "photons_rgb": photons_rgb}
+        electrons, readout, dn = self.sensor.expose_photons(photons, gens)
+        lin, img = self.isp.process(dn, self.sensor)
         return Capture(
-            linear=linear, luminance_cd_m2=lum, irradiance=irradiance, photons_rgb=photons_rgb,
-            photons=photons, electrons=electrons, readout_e=readout, dn=dn, raw=raw,
-            linear_rgb=lin, image=img, psf=psf, pixel_size_um=self.sensor.pixel_size_um,
-            sample_pitch_um=pitch,
+            srgb=images, photons=photons, electrons=electrons, readout_e=readout, dn=dn, linear_rgb=lin,
+            image=img, psf=psf, white_luminance_cd_m2=white, camera=self, _cache=cache,
         )
 
     def __call__(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
@@ -139,6 +202,25 @@ class Camera:
         c = images.shape[1] if isinstance(images, torch.Tensor) and images.ndim == 4 else 3
         out = resample_to(self.capture(images, generator).image, tuple(images.shape[-2:]))
         return to_channels(out, c)
+
+
+def _check_fast(images: torch.Tensor) -> None:
+    """:func:`~weakspot._checks.check_images` with one fused min/max pass on the happy path."""
+    if (
+        not isinstance(images, torch.Tensor)
+        or images.ndim != 4
+        or not images.is_floating_point()
+        or images.shape[1] not in (1, 3)
+        or images.numel() == 0
+    ):
+        check_images(images)  # raises with the precise message
+        raise InvalidImageError("images must be a (B, 1|3, H, W) float tensor in [0, 1]")  # pragma: no cover
+    with torch.no_grad():
+        lo, hi = torch.aminmax(images.detach())
+        lo, hi = float(lo), float(hi)  # NaN propagates through min/max, Inf shows up directly
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        check_images(images)
+        raise InvalidImageError(f"'images' must be finite and in [0, 1], got [{lo:.4g}, {hi:.4g}]")  # pragma: no cover
 
 
 def resample_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

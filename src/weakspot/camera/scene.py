@@ -79,12 +79,27 @@ PHOTONS_PER_LUX: tuple[float, float, float] = _photons_per_lux()
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     """IEC 61966-2-1 sRGB decoding of values in [0, 1] (differentiable, finite gradient at 0)."""
-    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
+    # p(max(x, t)) + min(x − t, 0)/12.92 with p the power branch and t = 0.04045: equals the
+    # piecewise definition because p(t) = t/12.92 (the branches meet), and needs no mask
+    y = x.clamp_min(0.04045)
+    if y.requires_grad:
+        return ((y + 0.055) / 1.055) ** 2.4 + (x - 0.04045).clamp_max(0.0) / 12.92
+    y = y.mul_(1 / 1.055).add_(0.055 / 1.055).pow_(2.4)
+    return y.add_(x.clamp_max(0.04045).sub_(0.04045), alpha=1 / 12.92)
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    """IEC 61966-2-1 sRGB encoding of linear values in [0, 1] (differentiable, finite gradient at 0)."""
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+    """IEC 61966-2-1 sRGB encoding of linear values in [0, 1] (differentiable, finite gradient at 0).
+
+    Written as ``min(12.92 x, 1.055 max(x, t)^(1/2.4) − 0.055)`` with ``t = 0.0031308``, which
+    equals the piecewise definition (the linear branch lies above the power branch beyond ``t``
+    and below it before) and needs no mask.
+    """
+    y = x.clamp_min(0.0031308)
+    if y.requires_grad:
+        return torch.minimum(12.92 * x, 1.055 * y ** (1 / 2.4) - 0.055)
+    y = y.pow_(1 / 2.4).mul_(1.055).sub_(0.055)
+    return torch.minimum(y, x * 12.92, out=y)
 
 
 def scene_luminance(linear: torch.Tensor) -> torch.Tensor:

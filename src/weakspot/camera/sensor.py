@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 from weakspot._checks import check_range
 from weakspot.errors import InvalidParameterError
@@ -200,20 +199,26 @@ class Sensor:
         return rows, cols, sh, sw
 
     # ----------------------------------------------------------------- pipeline steps
-    def collect(self, irradiance: torch.Tensor, sample_pitch_um: float) -> torch.Tensor:
+    def collect(self, irradiance: torch.Tensor, sample_pitch_um: float, gain: torch.Tensor | None = None) -> torch.Tensor:
         """Mean photons per pixel and band ``(B, 3, rows, cols)`` over the exposure.
 
-        ``irradiance``: ``(B, 3, H, W)`` photons s⁻¹ µm⁻² on the input grid.
+        ``irradiance``: ``(B, 3, H, W)`` photons s⁻¹ µm⁻² on the input grid, optionally times a
+        broadcastable ``gain`` (multiplied in the same pass; the camera passes relative
+        irradiance and its photometric scale this way).
         """
         b, c, h, w = irradiance.shape
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
-        ay = aperture_matrix(h, sample_pitch_um, rows, self.pixel_size_um, side, sh, irradiance.device, irradiance.dtype)
-        ax = aperture_matrix(w, sample_pitch_um, cols, self.pixel_size_um, side, sw, irradiance.device, irradiance.dtype)
-        if rows == h and cols == w and _is_diagonal(ay) and _is_diagonal(ax):
-            area = ay.diagonal()[0] * ax.diagonal()[0]  # µm² (same for every pixel)
-            return irradiance * (area * self.exposure_s)
-        return torch.matmul(torch.matmul(ay, irradiance), ax.transpose(0, 1)) * self.exposure_s
+        ay, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
+        ax, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        scale = torch.as_tensor(self.exposure_s, dtype=irradiance.dtype, device=irradiance.device)
+        if gain is not None:
+            scale = scale * gain
+        if area_y is not None and area_x is not None:  # one input pixel per sensor pixel
+            return irradiance * (scale * (area_y * area_x))
+        ay = ay.to(device=irradiance.device, dtype=irradiance.dtype)
+        ax = ax.to(device=irradiance.device, dtype=irradiance.dtype)
+        return torch.matmul(torch.matmul(ay, irradiance), ax.transpose(0, 1)) * scale
 
     def qe_tensor(self, device, dtype) -> torch.Tensor:
         return torch.tensor(self.qe_rgb, device=device, dtype=dtype).view(1, 3, 1, 1)
@@ -229,36 +234,53 @@ class Sensor:
         ``readout_e`` adds read noise (float e⁻) and ``dn`` is the quantised ADC output.
         ``generator`` is normalised once by the caller (one generator or a list of B).
         """
-        b, _, h, w = photons_rgb.shape
-        dev, dt = photons_rgb.device, photons_rgb.dtype
-        qe = self.qe_tensor(dev, dt)
+        photons = mosaic(photons_rgb, self.cfa) if self.cfa is not None else photons_rgb
+        return (photons, *self.expose_photons(photons, generator))
+
+    def expose_photons(
+        self, photons: torch.Tensor, generator: GeneratorLike = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean photons at each photodiode (``(B, 1, h, w)`` mosaic with a CFA, else
+        ``(B, 3, h, w)``) → ``(electrons, readout_e, dn)``; see :meth:`expose`."""
+        b, _, h, w = photons.shape
+        dev, dt = photons.device, photons.dtype
         if self.cfa is not None:
-            photons = mosaic(photons_rgb, self.cfa)
-            signal = mosaic(photons_rgb * qe, self.cfa)
+            signal = photons * _qe_map(self.cfa, self.qe_rgb, h, w).to(device=dev, dtype=dt)
         else:
-            photons = photons_rgb
-            signal = photons * qe
+            signal = photons * self.qe_tensor(dev, dt)
+        grad = signal.requires_grad
+        dark_e = self.dark_current_e_per_s * self.exposure_s
         if self.prnu_percent > 0 or self.dsnu_e > 0:
             gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e)
             signal = signal * gain.to(dev, dt)  # PRNU: per-pixel gain
-            dark = (self.dark_current_e_per_s * self.exposure_s + offset.to(dev, dt)).clamp_min(0.0)  # DSNU
+            mean_e = signal + (dark_e + offset.to(dev, dt)).clamp_min(0.0)  # DSNU: per-pixel dark offset
         else:
-            dark = torch.tensor(self.dark_current_e_per_s * self.exposure_s, device=dev, dtype=dt)
-        mean_e = (signal + dark).clamp_min(0.0)
-        electrons = straight_through(mean_e, shot_noise(mean_e.detach(), generator, self.poisson_exact_below_e))
-        electrons = straight_through(electrons, electrons.clamp(max=self.full_well_e))
-        readout = electrons
+            mean_e = signal + dark_e
+        mean_e = mean_e.clamp_min(0.0) if grad else mean_e.clamp_min_(0.0)
+        counts = shot_noise(mean_e.detach(), generator, self.poisson_exact_below_e)
+        if grad:
+            electrons = straight_through(mean_e, counts.clamp(max=self.full_well_e))
+        else:
+            electrons = counts.clamp_(max=self.full_well_e)
         if self.read_noise_e > 0:
-            readout = electrons + self.read_noise_e * randn(electrons.shape, generator, dev, dt)
-        analog = readout * self.conversion_gain + self.black_level_dn
-        dn = straight_through(analog, analog.round().clamp(0.0, float(self.adc_max_dn)))
-        return photons, electrons, readout, dn
+            noise = randn(electrons.shape, generator, dev, dt)
+            readout = electrons + self.read_noise_e * noise if grad else noise.mul_(self.read_noise_e).add_(electrons)
+        else:
+            readout = electrons
+        if grad:
+            analog = readout * self.conversion_gain + self.black_level_dn
+            dn = straight_through(analog, analog.round().clamp(0.0, float(self.adc_max_dn)))
+        else:
+            dn = readout.mul(self.conversion_gain).add_(self.black_level_dn).round_().clamp_(0.0, float(self.adc_max_dn))
+        return electrons, readout, dn
 
-
-def _is_diagonal(m: torch.Tensor) -> bool:
-    return m.shape[0] == m.shape[1] and bool((m - torch.diag(m.diagonal())).abs().max() == 0) and bool(
-        (m.diagonal() == m.diagonal()[0]).all()
-    )
+    def uniform_sampling_area(self, h: int, w: int, sample_pitch_um: float) -> float | None:
+        """Photodiode area (µm²) when every sensor pixel sees exactly one input pixel, else ``None``."""
+        rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
+        side = self.pixel_size_um * math.sqrt(self.fill_factor)
+        _, ay = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
+        _, ax = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        return None if ay is None or ax is None else ay * ax
 
 
 def aperture_matrix(
@@ -272,13 +294,15 @@ def aperture_matrix(
     ``offset + (i + ½) · pixel_um``. The product ``Ay · irradiance · Axᵀ`` integrates the
     irradiance over every photodiode exactly (it is piecewise constant on the input grid).
     """
-    return _aperture_cached(n_in, float(pitch_in_um), n_out, float(pixel_um), float(side_um), float(sensor_um)).to(
-        device=device, dtype=dtype
-    )
+    m, _ = _aperture_cached(n_in, float(pitch_in_um), n_out, float(pixel_um), float(side_um), float(sensor_um))
+    return m.to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=64)
-def _aperture_cached(n_in: int, pitch: float, n_out: int, pixel: float, side: float, sensor: float) -> torch.Tensor:
+def _aperture_cached(
+    n_in: int, pitch: float, n_out: int, pixel: float, side: float, sensor: float
+) -> tuple[torch.Tensor, float | None]:
+    """The overlap matrix and, when it is a multiple of the identity, that multiple (µm)."""
     offset = (n_in * pitch - sensor) / 2.0 + (sensor - n_out * pixel) / 2.0
     centres = offset + (torch.arange(n_out, dtype=torch.float64) + 0.5) * pixel
     lo, hi = (centres - side / 2).view(-1, 1), (centres + side / 2).view(-1, 1)
@@ -286,7 +310,27 @@ def _aperture_cached(n_in: int, pitch: float, n_out: int, pixel: float, side: fl
     a, b = edges[:-1].view(1, -1), edges[1:].view(1, -1)
     m = (torch.minimum(hi, b) - torch.maximum(lo, a)).clamp_min(0.0)
     m[m < 1e-12] = 0.0
-    return m
+    uniform = None
+    if n_in == n_out:
+        d = m.diagonal()
+        tol = 1e-9 * max(pitch, pixel)
+        if float((m - torch.diag(d)).abs().max()) <= tol and float((d - d.mean()).abs().max()) <= tol:
+            uniform = float(d.mean())
+    return m, uniform
+
+
+@lru_cache(maxsize=64)
+def _channel_index(pattern: str, h: int, w: int) -> torch.Tensor:
+    idx = torch.zeros(1, 1, h, w, dtype=torch.long)
+    for k, ch in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        idx[..., dy::2, dx::2] = _CHANNEL[ch]
+    return idx
+
+
+@lru_cache(maxsize=64)
+def _qe_map(pattern: str, qe: tuple[float, float, float], h: int, w: int) -> torch.Tensor:
+    return torch.tensor(qe, dtype=torch.float64)[_channel_index(pattern, h, w)]
 
 
 @lru_cache(maxsize=64)
@@ -304,20 +348,10 @@ def bayer_masks(pattern: str, h: int, w: int, device=None, dtype=torch.float32) 
 
 
 def mosaic(rgb: torch.Tensor, pattern: str = "RGGB") -> torch.Tensor:
-    """Sample ``(B, 3, H, W)`` through a Bayer CFA → ``(B, 1, H, W)`` (strided copies, differentiable)."""
+    """Sample ``(B, 3, H, W)`` through a Bayer CFA → ``(B, 1, H, W)`` (a gather; differentiable)."""
     b, _, h, w = rgb.shape
-    pattern = pattern.upper()
-    parts = [[None, None], [None, None]]
-    for k, ch in enumerate(pattern):
-        dy, dx = divmod(k, 2)
-        parts[dy][dx] = rgb[:, _CHANNEL[ch], dy::2, dx::2]
-    he, we = (h + 1) // 2, (w + 1) // 2
-    padded = [[F.pad(p, (0, we - p.shape[-1], 0, he - p.shape[-2])) for p in row] for row in parts]
-    # interleave: (B, he, 2, we, 2) → (B, 2he, 2we), then crop odd sizes
-    top = torch.stack([padded[0][0], padded[0][1]], dim=-1)
-    bot = torch.stack([padded[1][0], padded[1][1]], dim=-1)
-    full = torch.stack([top, bot], dim=-3).reshape(b, 2 * he, 2 * we)
-    return full[:, :h, :w].unsqueeze(1)
+    idx = _channel_index(pattern.upper(), h, w).to(rgb.device)
+    return torch.gather(rgb, 1, idx.expand(b, 1, h, w))
 
 
 def shot_noise(mean_e: torch.Tensor, generator: GeneratorLike, exact_below_e: float = 100.0) -> torch.Tensor:
@@ -331,16 +365,17 @@ def shot_noise(mean_e: torch.Tensor, generator: GeneratorLike, exact_below_e: fl
         return poisson(mean_e, generator)
     gens = as_generators(generator, mean_e.shape[0])
     z = randn(mean_e.shape, gens, mean_e.device, mean_e.dtype)
-    out = (mean_e + mean_e.sqrt() * z).round().clamp_min(0.0)
+    out = z.mul_(mean_e.sqrt()).add_(mean_e).round_().clamp_min_(0.0)
     low = mean_e < exact_below_e
-    if bool(low.any()):
-        if isinstance(gens, torch.Generator):
-            out[low] = poisson(mean_e[low], gens)
-        else:
-            for i, g in enumerate(gens):
-                li = low[i]
-                if bool(li.any()):
-                    out[i][li] = poisson(mean_e[i][li], g)
+    if isinstance(gens, torch.Generator):
+        idx = low.view(-1).nonzero().squeeze(1)
+        if idx.numel():
+            out.view(-1)[idx] = poisson(mean_e.reshape(-1)[idx], gens)
+    else:
+        for i, g in enumerate(gens):
+            idx = low[i].reshape(-1).nonzero().squeeze(1)
+            if idx.numel():
+                out[i].view(-1)[idx] = poisson(mean_e[i].reshape(-1)[idx], g)
     return out
 
 
