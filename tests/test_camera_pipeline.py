@@ -202,3 +202,19 @@ def test_cli_degrade_with_camera_op_and_bad_parameter(tmp_path, photo_uint8):
     assert main(["degrade", str(src), str(tmp_path / "out.png"), "--op", "defocus", "--severity", "2"]) == 0
     assert Image.open(tmp_path / "out.png").size == (64, 64)
     assert main(["degrade", str(src), str(tmp_path / "bad.png"), "--op", "exposure", "--param", "exposure_s=-1"]) == 2
+
+
+def test_contact_sheet_writes_a_labelled_grid(tmp_path, photo_uint8):
+    from PIL import Image
+
+    from weakspot.camera.contact_sheet import camera_contact_sheet
+
+    img = torch.from_numpy(photo_uint8).permute(2, 0, 1).float() / 255
+    sweeps = (("Defocus", "defocus", "defocus_diopters", (0.0, 3.0), {}),
+              ("Pixel size", "pixel_size", "pixel_size_um", (2.8, 8.0), {}))
+    out = camera_contact_sheet(img, tmp_path / "sheet" / "cam.png", size=64, sweeps=sweeps, title=None, dpi=60)
+    a = np.asarray(Image.open(out).convert("RGB")).astype(float)
+    assert a.shape[0] > 100 and a.shape[1] > 100
+    assert a.std() > 20  # a picture, not a blank canvas
+    with pytest.raises(InvalidParameterError, match="image"):
+        camera_contact_sheet(torch.rand(2, 3, 8, 8), tmp_path / "x.png")
