@@ -7,10 +7,11 @@
 ['dn', 'electrons', 'image', 'photons']
 """
 
+from weakspot.camera.contact_sheet import camera_contact_sheet
 from weakspot.camera.isp import ISP
 from weakspot.camera.optics import Optics
 from weakspot.camera.pipeline import Camera, Capture, resample_to
 from weakspot.camera.scene import Scene
 from weakspot.camera.sensor import Sensor
 
-__all__ = ["Camera", "Capture", "Scene", "Optics", "Sensor", "ISP", "resample_to"]
+__all__ = ["Camera", "Capture", "Scene", "Optics", "Sensor", "ISP", "resample_to", "camera_contact_sheet"]
