@@ -191,10 +191,15 @@ def robustify_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
 ) -> None:
     """Train robust models (constant / incremental / transfer) and print the train × test grid."""
     from weakspot.robustify.commands import robustify_command
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     robustify_command(data=data, root=root, out=out, strategies=strategy or ["constant", "incremental", "transfer"],
                       degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
@@ -217,10 +222,15 @@ def enhance_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
 ) -> None:
     """Train the enhancement front-end before a frozen classifier; table with/without + FLOPs."""
     from weakspot.robustify.commands import enhance_command
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     enhance_command(data=data, root=root, out=out, classifier=classifier, degrade=degrade or _ROBUST_TRAIN,
                     tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
                     kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
