@@ -111,8 +111,10 @@ class RayConfig(_Strict):
     num_gpus: Optional[float] = Field(None, ge=0)
     # CPUs per actor (decoding, degradations and, without a GPU, the forward pass)
     num_cpus: float = Field(1.0, gt=0)
-    # units queued per actor so it never waits for the driver
+    # tasks queued per actor so it never waits for the driver
     tasks_per_actor: int = Field(2, ge=1, le=64)
+    # units (of one shard) per Ray task (default: adaptive, about 0.5 s of work per task)
+    units_per_task: Optional[int] = Field(None, ge=1, le=1024)
     # Ray's fault tolerance: actor restarts and task retries (-1: unlimited)
     max_restarts: int = Field(4, ge=-1)
     max_task_retries: int = Field(4, ge=-1)

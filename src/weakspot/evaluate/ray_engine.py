@@ -15,7 +15,9 @@ How the work is split and who does what:
   applies the keyed degradation and runs the forward pass (:func:`evaluate_unit`, the
   same function the local engine calls). It keeps the last decoded shards and their clean
   top-1 in memory, and the driver sends a shard's units to the actor that already holds
-  it, so a shard is decoded about once however many conditions it has.
+  it, so a shard is decoded about once however many conditions it has. A Ray task carries
+  several units of one shard, as many as make about half a second of work (measured from
+  the first results), so Ray's fixed cost per task (a few ms) stays around 1 %.
 - The **driver only schedules and writes**: it never loads the model nor evaluates an
   image. Finished units come back as rows (+ float16 probabilities) and the driver writes
   each with :func:`write_unit` (temporary file, fsync, rename). We chose driver-side writes
@@ -55,6 +57,7 @@ from weakspot.evaluate.store import CLEAN, ResultsStore
 __all__ = ["RayNotInstalledError", "RayConnectionError", "import_ray", "run_sweep_ray", "RayEngineInfo", "actor_pid"]
 
 INSTALL_HINT = "pip install 'weakspot[ray]'"
+TASK_TARGET_S = 0.5  # seconds of work per Ray task once unit times are known
 
 
 class RayNotInstalledError(WeakspotError):
@@ -195,29 +198,34 @@ class _UnitWorker:
                              degradation=self.built.get(unit.condition_id), amp=c.model.amp,
                              channels_last=c.model.channels_last)
 
-    def run(self, unit, ds_idx, ids, labels, clean_top1):
-        """Evaluate one unit. ``clean_top1`` (per shard row, ``-1`` unknown) comes from the
-        driver when the clean unit is already in the store; otherwise this actor uses (or
-        computes) its own clean predictions of the shard: the same values."""
+    def run(self, units, ds_idx, ids, labels, clean_top1):
+        """Evaluate units of one shard (in order). ``clean_top1`` (per shard row, ``-1``
+        unknown) comes from the driver when the clean unit is already in the store;
+        otherwise this actor uses (or computes) its own clean predictions of the shard: the
+        same values. Returns ``([UnitResult…], pid, seconds busy)``."""
         from weakspot.evaluate.conditions import CLEAN_CONDITION
         from weakspot.evaluate.engine import Unit, _top1_for
 
         if self.error is not None:
             raise ConfigError(self.error)
         t0 = time.perf_counter()
-        entry = self._shard(unit, ds_idx, ids, labels)
-        sh = entry[0]
-        if unit.condition_id == CLEAN:
-            res = self._evaluate(sh, CLEAN_CONDITION, unit, None)
-            entry[1] = _top1_for(res, sh.image_index)
-        else:
-            if clean_top1 is None:
-                if entry[1] is None:
-                    clean_unit = Unit(CLEAN, unit.shard, unit.start, unit.stop)
-                    entry[1] = _top1_for(self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index)
-                clean_top1 = entry[1]
-            res = self._evaluate(sh, self.by_id[unit.condition_id], unit, np.asarray(clean_top1))
-        return res, os.getpid(), time.perf_counter() - t0
+        out = []
+        for unit in units:
+            entry = self._shard(unit, ds_idx, ids, labels)
+            sh = entry[0]
+            if unit.condition_id == CLEAN:
+                res = self._evaluate(sh, CLEAN_CONDITION, unit, None)
+                entry[1] = _top1_for(res, sh.image_index)
+            else:
+                ct = clean_top1
+                if ct is None:
+                    if entry[1] is None:
+                        clean_unit = Unit(CLEAN, unit.shard, unit.start, unit.stop)
+                        entry[1] = _top1_for(self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index)
+                    ct = entry[1]
+                res = self._evaluate(sh, self.by_id[unit.condition_id], unit, np.asarray(ct))
+            out.append(res)
+        return out, os.getpid(), time.perf_counter() - t0
 
 
 def actor_pid(handle) -> int:
@@ -294,20 +302,27 @@ class _Scheduler:
     def __bool__(self) -> bool:
         return any(self.by_shard.values())
 
-    def next_for(self, actor: int):
+    def next_for(self, actor: int, k: int = 1) -> list:
+        """Up to ``k`` units of one shard for ``actor`` (empty when nothing is left)."""
         own = self.owned[actor]
         while own and not self.by_shard[own[0]]:
             own.pop(0)
+        if not own:
+            while self.fresh:
+                s = self.fresh.popleft()
+                if self.by_shard[s]:
+                    own.append(s)
+                    break
         if own:
-            return self.by_shard[own[0]].popleft()
-        while self.fresh:
-            s = self.fresh.popleft()
-            if self.by_shard[s]:
-                own.append(s)
-                return self.by_shard[s].popleft()
-        # steal the last unit of the shard with most left (its clean unit is done by then)
+            q = self.by_shard[own[0]]
+            return [q.popleft() for _ in range(min(k, len(q)))]
+        # help the shard with most units left, from its end (its clean unit is done by then)
         s = max((s for s, q in self.by_shard.items() if q), key=lambda s: len(self.by_shard[s]), default=None)
-        return None if s is None else self.by_shard[s].pop()
+        if s is None:
+            return []
+        q = self.by_shard[s]
+        take = [q.pop() for _ in range(min(k, max(1, len(q) // 2)))]
+        return take[::-1]
 
 
 def run_sweep_ray(
@@ -463,21 +478,31 @@ def run_sweep_ray(
     depth = max(1, rcfg.tasks_per_actor)
     pids: set[int] = set()
     t_fwd = t_deg = 0.0
-    images_done = 0
+    images_done = done_units = 0
     bar = _Progress(progress, console, total=sum(u.n for u in units))
 
+    def units_per_task() -> int:
+        """Enough units per task that Ray's fixed per-task cost (a few ms) stays ~1 % of the work."""
+        if rcfg.units_per_task is not None:
+            return rcfg.units_per_task
+        if info.tasks == 0 or done_units == 0:
+            return 1
+        per_unit = info.worker_busy_s / done_units
+        return int(min(32, max(1, np.ceil(TASK_TARGET_S / max(per_unit, 1e-6)))))
+
     def submit(a: int) -> bool:
-        u = sched.next_for(a)
-        if u is None:
+        batch = sched.next_for(a, units_per_task())
+        if not batch:
             return False
+        u = batch[0]
         ct = None
-        if u.condition_id != CLEAN:
+        if all(v.condition_id != CLEAN for v in batch):
             if u.shard not in clean_known and u.shard in clean_done:
                 clean_known[u.shard] = _clean_top1(store, u.shard, np.arange(u.start, u.stop))
             ct = clean_known.get(u.shard)
-        ref = handles[a].run.remote(u, ds_index[u.start:u.stop], ids_all[u.start:u.stop],
+        ref = handles[a].run.remote(batch, ds_index[u.start:u.stop], ids_all[u.start:u.stop],
                                     labels_all[u.start:u.stop].tolist(), None if ct is None else ct.tolist())
-        in_flight[ref] = (a, u)
+        in_flight[ref] = (a, batch)
         load[a] += 1
         return True
 
@@ -489,10 +514,10 @@ def run_sweep_ray(
             while in_flight:
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in ready:
-                    a, u = in_flight.pop(ref)
+                    a, batch = in_flight.pop(ref)
                     load[a] -= 1
                     try:
-                        res, pid, busy = ray.get(ref)
+                        results, pid, busy = ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:
                         cause = getattr(exc, "cause", None)
                         if isinstance(cause, WeakspotError):
@@ -504,18 +529,20 @@ def run_sweep_ray(
                             f"({exc.__class__.__name__}); finished units are kept: rerun the same command "
                             "to resume, and check the actor logs (e.g. out of memory)"
                         ) from None
-                    write_unit(store, res)
-                    if u.condition_id == CLEAN:
-                        clean_known[u.shard] = _top1_for(res, np.arange(u.start, u.stop))
-                        clean_done.add(u.shard)
+                    for u, res in zip(batch, results):
+                        write_unit(store, res)
+                        if u.condition_id == CLEAN:
+                            clean_known[u.shard] = _top1_for(res, np.arange(u.start, u.stop))
+                            clean_done.add(u.shard)
+                        t_fwd += res.forward_s
+                        t_deg += res.degrade_s
+                        images_done += u.n
+                        done_units += 1
+                        bar.describe(u.condition_id)
+                        bar.advance(u.n)
                     pids.add(pid)
                     info.tasks += 1
                     info.worker_busy_s += busy
-                    t_fwd += res.forward_s
-                    t_deg += res.degrade_s
-                    images_done += u.n
-                    bar.describe(u.condition_id)
-                    bar.advance(u.n)
                     while load[a] < depth and submit(a):
                         pass
     finally:
