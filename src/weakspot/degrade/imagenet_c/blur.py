@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from weakspot.degrade.filters import fft_filter2d, gaussian_blur2d, separable_filter2d
+from weakspot.degrade.filters import fast_gaussian_blur2d, fft_filter2d, separable_filter2d
 from weakspot.degrade.imagenet_c._common import (
     clipped_zoom,
     motion_blur_images,
@@ -29,6 +29,7 @@ __all__ = [
     "disk_kernel",
     "simulate_glass_shuffle",
     "glass_shuffle_map",
+    "glass_blur_from_steps",
 ]
 
 _FAMILY = "imagenet_c"
@@ -107,46 +108,62 @@ def simulate_glass_shuffle(steps: np.ndarray, max_delta_px: int) -> np.ndarray:
 def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
     """The same source map as :func:`simulate_glass_shuffle`, batched, with no loop over pixels.
 
-    ``steps``: ``(B, iterations, H, W, 2)`` int64. Pixel ``p``, visited in reverse raster
-    order, takes the value of ``q = p + step``; if ``q`` was visited earlier in this pass its
-    value is already final, otherwise it is the value from the previous pass. So
-    ``final(p) = final(q)`` along "forward" steps and ``prev(q)`` at a chain's first backward
-    step: following the forward pointers to their end by pointer jumping (⌈log₂ chain⌉
-    gathers) resolves a whole pass at once. Returns ``(B, H·W)`` flat source indices.
+    ``steps``: ``(B, iterations, H, W, 2)`` integer ``(dy, dx)`` in ``[-d, d)``, or the same as
+    one code ``(dy + d)·2d + (dx + d)`` per pixel, ``(B, iterations, H, W)``. Pixel ``p``,
+    visited in reverse raster order, takes the value of ``q = p + step``; if ``q`` was
+    visited earlier in this pass its value is already final, otherwise it is the value from
+    the previous pass. So ``final(p) = final(q)`` along "forward" steps and ``prev(q)`` at a
+    chain's first backward step: following the forward pointers to their end by pointer
+    jumping (⌈log₂ chain⌉ gathers) resolves a whole pass at once. Returns ``(B, H·W)`` flat
+    source indices (int64).
     """
-    b, n_iter, h, w, _ = steps.shape
     d = int(max_delta_px)
+    side = 2 * d
+    if steps.ndim == 5:
+        steps = (steps[..., 0] + d) * side + (steps[..., 1] + d)
+    b, n_iter, h, w = steps.shape
     dev = steps.device
-    yy = torch.arange(h, device=dev).view(h, 1).expand(h, w)
-    xx = torch.arange(w, device=dev).view(1, w).expand(h, w)
-    visited = (yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)
-    flat_ids = (yy * w + xx).reshape(-1)
-    src = flat_ids.expand(b, -1).clone()
+    # per code: flat offset and whether it points to a pixel visited earlier in the pass
+    dy = torch.arange(side * side, device=dev) // side - d
+    dx = torch.arange(side * side, device=dev) % side - d
+    lut_offset = dy * w + dx
+    lut_forward = (dy > 0) | ((dy == 0) & (dx > 0))
+    yy = torch.arange(h, device=dev).view(h, 1)
+    xx = torch.arange(w, device=dev).view(1, w)
+    visited = ((yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)).reshape(-1)
+    # a forward step from a visited pixel lands on a visited one unless it crosses the far
+    # edge of the visited block (rows/columns h-d, w-d)
+    p = torch.arange(h * w, device=dev)
+    src = None
     for it in range(n_iter):
-        dy = torch.where(visited, steps[:, it, ..., 0], 0)
-        dx = torch.where(visited, steps[:, it, ..., 1], 0)
-        qy, qx = yy + dy, xx + dx
-        q_visited = visited[qy.clamp(0, h - 1), qx.clamp(0, w - 1)]
-        forward = (visited & q_visited & ((dy > 0) | ((dy == 0) & (dx > 0)))).reshape(b, -1)
-        q = (qy * w + qx).reshape(b, -1)
-        nxt = torch.where(forward, q, flat_ids)  # forward pointer, or itself at a chain's end
+        code = steps[:, it].reshape(b, -1).long()
+        q = p + torch.where(visited, lut_offset[code], 0)
+        forward = lut_forward[code] & visited & visited[q]
+        nxt = torch.where(forward, q, p)  # forward pointer, or itself at a chain's end
         while True:  # pointer jumping: after k rounds each pointer skips 2^k links
             jumped = nxt.gather(1, nxt)
             if torch.equal(jumped, nxt):
                 break
             nxt = jumped
-        take = q.gather(1, nxt)  # the chain end's (backward or zero) step, from the previous pass
-        src = src.gather(1, take)
-    return src
+        take = q.gather(1, nxt)  # the chain end's (backward or zero) step, into the previous pass
+        src = take if src is None else src.gather(1, take)
+    return src if src is not None else p.expand(b, -1).clone()
 
 
-def _glass_shuffle(images: torch.Tensor, max_delta_px: int, iterations: int, generator: GeneratorLike) -> torch.Tensor:
+def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int) -> torch.Tensor:
+    """Glass blur with given shuffle ``steps``: ``(B, iterations, H, W, 2)`` (dy, dx in ``[-d, d)``)
+    or their codes ``(B, iterations, H, W)`` (see :func:`glass_shuffle_map`).
+
+    Gaussian blur → 8-bit truncation (as the reference) → :func:`glass_shuffle_map` gather →
+    Gaussian blur. :func:`glass_blur` draws the steps; this entry point lets a caller (or a
+    test) supply them. ``(B, C, H, W) -> (B, C, H, W)``.
+    """
     b, c, h, w = images.shape
-    d = int(max_delta_px)
-    steps = randint(-d, d, (b, int(iterations), h, w, 2), generator, images.device)
-    src = glass_shuffle_map(steps, d)  # (B, H*W)
-    flat = images.reshape(b, c, h * w)
-    return flat.gather(2, src.unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
+    x = fast_gaussian_blur2d(images, float(sigma_px), border="replicate")
+    x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
+    src = glass_shuffle_map(steps.to(images.device), int(max_delta_px))  # (B, H*W)
+    x = x.reshape(b, c, h * w).gather(2, src.unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
+    return fast_gaussian_blur2d(x, float(sigma_px), border="replicate").clamp(0.0, 1.0)
 
 
 @register(
@@ -180,10 +197,9 @@ def glass_blur(
     reference's process, not an approximation of it. Differentiable in the image.
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    x = gaussian_blur2d(images, float(sigma_px), border="replicate")
-    x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)  # the reference's uint8 step
-    x = _glass_shuffle(x, max_delta_px, iterations, generator)
-    return gaussian_blur2d(x, float(sigma_px), border="replicate").clamp(0.0, 1.0)
+    d = int(max_delta_px)
+    codes = randint(0, 4 * d * d, (images.shape[0], int(iterations), *images.shape[-2:]), generator, images.device)
+    return glass_blur_from_steps(images, codes, sigma_px, d)
 
 
 @register(
@@ -245,10 +261,12 @@ def zoom_blur(
     ``arange(1, zoom_stop, zoom_step)`` (bilinear). ``(B, C, H, W) -> (B, C, H, W)``.
     """
     factors = zoom_factors(float(zoom_stop), float(zoom_step))
-    acc = images.clone()
+    # channels-last makes bilinear resampling several times faster on the CPU
+    x = images.contiguous(memory_format=torch.channels_last) if images.shape[1] > 1 else images
+    acc = x.clone()
     for z in factors:
-        acc = acc + (images if z == 1.0 else clipped_zoom(images, float(z)))
-    return (acc / (len(factors) + 1)).clamp(0.0, 1.0)
+        acc = acc + (x if z == 1.0 else clipped_zoom(x, float(z)))
+    return (acc / (len(factors) + 1)).clamp(0.0, 1.0).contiguous()
 
 
 @register(
@@ -266,4 +284,4 @@ def gaussian_blur(images: torch.Tensor, *, generator: GeneratorLike = None, sigm
 
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    return gaussian_blur2d(images, float(sigma_px), border="replicate").clamp(0.0, 1.0)
+    return fast_gaussian_blur2d(images, float(sigma_px), border="replicate").clamp(0.0, 1.0)

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from weakspot.degrade.filters import separable_filter2d
+from weakspot.degrade.filters import fast_separable_filter2d
 from weakspot.degrade.registry import Param, register
 from weakspot.random import GeneratorLike, rand
 
@@ -320,7 +320,7 @@ def elastic_transform(
     b, c, h, w = images.shape
     m = float(max_shift_frac) * h
     field = (rand((b, 2, h, w), generator, images.device, images.dtype) * 2 - 1) * m
-    field = separable_filter2d(field, _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h))
+    field = fast_separable_filter2d(field, _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h))
     field = field * float(alpha)
     yy, xx = torch.meshgrid(
         torch.arange(h, device=images.device, dtype=images.dtype),

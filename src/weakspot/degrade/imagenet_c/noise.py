@@ -38,32 +38,59 @@ def gaussian_noise(images: torch.Tensor, *, generator: GeneratorLike = None, sig
     return (images + noise * float(sigma)).clamp(0.0, 1.0)
 
 
+_BINS = 1024
+
+
 @functools.lru_cache(maxsize=16)
-def _poisson_cdf_table(photons: float) -> tuple[torch.Tensor, int]:
-    """Sorted table ``level + CDF_level(k)`` for the 256 8-bit levels, flattened; and K."""
+def _poisson_tables(photons: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Inverse-CDF tables for the 256 8-bit rates ``λ_l = photons · l / 255``.
+
+    For bin ``j`` of the uniform variate (``u ∈ [j, j+1)/_BINS``) and level ``l``:
+    ``start[l·_BINS + j]`` = the smallest ``k`` with ``cdf_l(k) > j/_BINS`` (int16) and
+    ``stop[...] = cdf_l(start)`` (float32): a ``u`` below ``stop`` has the answer ``start``.
+    Also the full CDFs ``(256·K,)`` (float32) for the rare values that need more steps, and K.
+    """
     lam = torch.arange(256, dtype=torch.float64) / 255.0 * photons
     kmax = int(photons + 12 * math.sqrt(photons) + 20)
     k = torch.arange(kmax, dtype=torch.float64)
     logp = k * torch.log(lam.clamp_min(1e-300)).unsqueeze(1) - lam.unsqueeze(1) - torch.lgamma(k + 1)
     logp[0, 1:] = -math.inf  # λ = 0: always 0
     logp[0, 0] = 0.0
-    cdf = torch.exp(logp).cumsum(1).clamp(max=1.0)
-    cdf[:, -1] = 1.0
-    return (cdf + torch.arange(256, dtype=torch.float64).unsqueeze(1)).reshape(-1), kmax
+    cdf = torch.exp(logp).cumsum(1).clamp(max=1.0).float()
+    cdf[:, -1] = 1.0  # float32 CDF: tail probabilities below ~1e-7 are folded into the last count
+    edges = (torch.arange(_BINS, dtype=torch.float32) / _BINS).expand(256, -1).contiguous()
+    start = torch.searchsorted(cdf, edges, right=True).clamp_max(kmax - 1)
+    stop = cdf.gather(1, start)
+    return start.reshape(-1).to(torch.int16), stop.reshape(-1).contiguous(), cdf.reshape(-1).contiguous(), kmax
 
 
 def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike = None) -> torch.Tensor:
-    """Exact Poisson counts with mean ``photons · round(255 x)/255`` (rate on the 8-bit grid).
+    """Poisson counts with mean ``photons · round(255 x)/255`` (the rate on the 8-bit grid).
 
-    Inverse-CDF sampling against a precomputed table (one binary search per pixel), ~5×
+    Inverse-CDF sampling with one float32 uniform per value: a table lookup gives the answer
+    for ~97% of values, and a short loop over the remaining few (those whose bin contains a
+    CDF step) walks up the CDF. Exact up to float32 resolution of the CDF; several times
     faster than ``torch.poisson`` on the CPU. Returns counts as float, shape of ``images``.
     """
-    table, kmax = _poisson_cdf_table(float(photons))
-    level = torch.round(images.detach() * 255).clamp(0, 255).to(torch.float64)
-    u = rand(images.shape, generator, images.device, torch.float64)
-    table = table.to(images.device)
-    idx = torch.searchsorted(table, level + u, right=True)
-    return (idx - level.long() * kmax).to(images.dtype)
+    start, stop, cdf, kmax = _poisson_tables(float(photons))
+    dev = images.device
+    start, stop, cdf = start.to(dev), stop.to(dev), cdf.to(dev)
+    u = rand(images.shape, generator, dev, torch.float32).reshape(-1)
+    level = torch.round(images.detach().reshape(-1) * 255).clamp_(0, 255)
+    cell = (level * _BINS).add_(torch.floor(u * _BINS).clamp_(max=_BINS - 1)).int()
+    k = start.index_select(0, cell).int()
+    cand = (u >= stop.index_select(0, cell)).nonzero().flatten()
+    if cand.numel():
+        lv = level.index_select(0, cand).int() * kmax
+        uc = u.index_select(0, cand)
+        kc = k.index_select(0, cand) + 1
+        live = torch.arange(cand.numel(), device=dev)
+        while live.numel():  # walk up the CDF while it is ≤ u
+            more = uc[live] >= cdf.index_select(0, lv[live] + kc[live])
+            live = live[more]
+            kc[live] += 1
+        k[cand] = kc
+    return k.reshape(images.shape).to(images.dtype)
 
 
 @register(

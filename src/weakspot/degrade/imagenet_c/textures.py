@@ -61,18 +61,23 @@ def fractal_noise(
     batch: int, height: int, width: int, octaves: int = 5, persistence: float = 0.55, base_cells: int = 4,
     generator: GeneratorLike = None,
 ) -> torch.Tensor:
-    """Zero-mean multi-octave value noise ``(B, 1, H, W)`` (bicubic-upsampled Gaussian grids)."""
-    out = torch.zeros(batch, 1, height, width)
+    """Zero-mean multi-octave value noise ``(B, 1, H, W)``.
+
+    Octave ``o`` is a Gaussian grid of ``base_cells·2^o`` cells (along the longer side) with
+    amplitude ``persistence^o``; octaves are summed pyramid-style (each partial sum is
+    bicubically enlarged to the next grid), so only the last enlargement is full-size.
+    """
+    acc = None
     amp, total = 1.0, 0.0
     for o in range(octaves):
         cells = base_cells * 2**o
-        ch = max(2, round(cells * height / max(height, width)))
-        cw = max(2, round(cells * width / max(height, width)))
-        g = randn((batch, 1, ch, cw), generator)
-        out = out + amp * F.interpolate(g, size=(height, width), mode="bicubic", align_corners=False)
+        ch = max(2, min(height, round(cells * height / max(height, width))))
+        cw = max(2, min(width, round(cells * width / max(height, width))))
+        g = randn((batch, 1, ch, cw), generator) * amp
+        acc = g if acc is None else F.interpolate(acc, size=(ch, cw), mode="bicubic", align_corners=False) + g
         total += amp
         amp *= persistence
-    return out / total
+    return F.interpolate(acc, size=(height, width), mode="bicubic", align_corners=False) / total
 
 
 #: (mean RGB, std RGB) of 224² crops of the five frost photographs ImageNet-C draws from

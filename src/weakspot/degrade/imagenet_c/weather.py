@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from weakspot.degrade.filters import filter2d, gaussian_blur2d
+from weakspot.degrade.filters import fast_gaussian_blur2d, shift_filter2d
 from weakspot.degrade.imagenet_c._common import clipped_zoom, gray, motion_blur_images, per_image_uniform
 from weakspot.degrade.imagenet_c.textures import frost_texture, next_power_of_2, plasma_fractal
 from weakspot.degrade.registry import Param, register
@@ -143,24 +143,26 @@ def fog(
 def _edt_truncated(edges: torch.Tensor, cap: int) -> torch.Tensor:
     """Euclidean distance to the nearest ``True`` of ``edges`` ``(B, 1, H, W)``, capped at ``cap``.
 
-    Exact separable squared-distance transform restricted to offsets ≤ ``cap`` (two passes,
-    one loop over the ``2·cap+1`` offsets each).
+    Exact separable transform: the column pass is two running maxima of the last/next edge
+    row (``cummax``); the row pass takes ``min over |dx| ≤ cap of dx² + g(x + dx)`` (a loop
+    over the ``2·cap`` offsets, on int16).
     """
-    big = float(4 * cap * cap + 1)
-    d2 = torch.where(edges, 0.0, big)
-    for dim in (-2, -1):
-        n = d2.shape[dim]
-        pad = [0, 0, 0, 0]
-        pad[(0 if dim == -1 else 2)] = pad[(1 if dim == -1 else 3)] = cap
-        padded = F.pad(d2, pad, value=big)
-        best = d2
-        for off in range(-cap, cap + 1):
-            if off == 0:
-                continue
-            sl = padded.narrow(dim, cap + off, n)
-            best = torch.minimum(best, sl + off * off)
-        d2 = best
-    return d2.sqrt().clamp(max=float(cap))
+    h = edges.shape[-2]
+    big = 2 * (cap + 1) ** 2
+    rows = torch.arange(h, device=edges.device, dtype=torch.int32).view(1, 1, h, 1)
+    none = torch.full_like(rows, -(10**6))
+    last = torch.where(edges, rows, none).cummax(-2).values  # nearest edge row at or above
+    nxt = torch.where(edges, -rows, none).flip(-2).cummax(-2).values.flip(-2)  # -(row at or below)
+    dv = torch.minimum(rows - last, -nxt - rows).clamp_(max=cap + 1)
+    g = (dv * dv).to(torch.int16)
+    w = g.shape[-1]
+    padded = F.pad(g, (cap, cap), value=big)
+    best = g.clone()
+    for off in range(1, cap + 1):
+        sq = off * off
+        best = torch.minimum(best, padded[..., cap + off : cap + off + w] + sq)
+        best = torch.minimum(best, padded[..., cap - off : cap - off + w] + sq)
+    return best.float().sqrt_().clamp_(max=float(cap))
 
 
 def _equalize_hist_u8(img: torch.Tensor) -> torch.Tensor:
@@ -182,8 +184,7 @@ def _equalize_hist_u8(img: torch.Tensor) -> torch.Tensor:
 
 
 def _box3_u8(x: torch.Tensor) -> torch.Tensor:
-    k = torch.full((3, 3), 1 / 9, dtype=x.dtype)
-    return torch.round(filter2d(x, k, border="reflect"))
+    return torch.round(shift_filter2d(x, torch.full((3, 3), 1 / 9), border="reflect"))
 
 
 def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> torch.Tensor:
@@ -195,8 +196,8 @@ def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> t
     Returns a bool edge map.
     """
     sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-    gx = filter2d(img, sx, border="replicate").round().long()
-    gy = filter2d(img, sx.T.contiguous(), border="replicate").round().long()
+    gx = shift_filter2d(img, sx, border="replicate").round().int()
+    gy = shift_filter2d(img, sx.T.contiguous(), border="replicate").round().int()
     mag = gx.abs() + gy.abs()
     mp = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside, as OpenCV's buffer
 
@@ -236,10 +237,10 @@ def _water_shade(field: torch.Tensor) -> torch.Tensor:
     u8 = torch.floor(field * 255).clamp(0, 255)
     edges = canny(u8, 50, 150)
     dist = _edt_truncated(edges, 20)
-    dist = torch.floor(filter2d(dist, torch.full((3, 3), 1 / 9), border="reflect") + 1e-4).clamp(0, 255)
+    dist = torch.floor(shift_filter2d(dist, torch.full((3, 3), 1 / 9), border="reflect") + 1e-4).clamp(0, 255)
     dist = _equalize_hist_u8(dist)
     emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
-    dist = torch.round(filter2d(dist, emboss, border="reflect")).clamp(0, 255)
+    dist = torch.round(shift_filter2d(dist, emboss, border="reflect")).clamp(0, 255)
     dist = _box3_u8(dist)
     m = u8 * dist
     return m / m.flatten(1).amax(1).view(b, 1, 1, 1).clamp_min(1e-12)
@@ -286,7 +287,7 @@ def spatter(
     b, c, h, w = images.shape
     dev, dt = images.device, images.dtype
     field = randn((b, 1, h, w), generator, dtype=torch.float32) * float(liquid_std) + float(liquid_mean)
-    field = gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
+    field = fast_gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
     field = torch.where(field < float(liquid_threshold), torch.zeros_like(field), field)
     if not mud:
         m = _water_shade(field) * float(intensity)
@@ -296,7 +297,7 @@ def spatter(
             add = gray(add.clamp(0, 1))
         return (images + add).clamp(0.0, 1.0)
     mask = (field > float(liquid_threshold)).float()
-    mask = gaussian_blur2d(mask, float(intensity), border="replicate")
+    mask = fast_gaussian_blur2d(mask, float(intensity), border="replicate")
     mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask).to(device=dev, dtype=dt)
     color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=dev, dtype=dt).view(1, 3, 1, 1) * mask
     if c == 1:

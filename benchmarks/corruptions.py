@@ -1,0 +1,133 @@
+"""ImageNet-C speed: the reference package vs weakspot, in one process, on the same real photos.
+
+    .venv/bin/python benchmarks/corruptions.py            # all 19 corruptions × 5 severities
+    .venv/bin/python benchmarks/corruptions.py --quick    # severity 3 only, < 1 min
+
+Prints ms/image of the reference (``imagecorruptions`` 1.1.2, one image at a time, as it
+works) and of weakspot (batch of 32), the speed-up per corruption, each corruption's cost
+relative to a ResNet-18 forward pass (random init, same batch, inference mode) measured in
+the same run, and last a line ``suite speedup: N.Nx`` (total reference time / total weakspot
+time over everything measured). Timings are the minimum over repeats (robust to a shared
+machine). Goals (issue 3): suite ≥ 30×, glass blur ≥ 300×, every corruption ≤ 10% of ResNet-18.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera", "cat", "hubble_deep_field")
+
+
+def real_batch(n: int, size: int = 224) -> torch.Tensor:
+    """``n`` real photos (scikit-image's bundled ones, cycled), centre-cropped, ``size``², 8-bit grid."""
+    import skimage.data
+
+    out = []
+    for name in PHOTOS:
+        a = getattr(skimage.data, name)()
+        if a.ndim == 2:
+            a = np.stack([a] * 3, -1)
+        a = a[..., :3]
+        h, w = a.shape[:2]
+        s = min(h, w)
+        a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().unsqueeze(0) / 255
+        out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    x = torch.cat(out).clamp(0, 1)
+    x = x[torch.arange(n) % len(out)]
+    return torch.round(x * 255) / 255
+
+
+def best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="severity 3 only, fewer repeats (< 1 min)")
+    ap.add_argument("--batch", type=int, default=32, help="weakspot batch size (default 32)")
+    ap.add_argument("--ref-images", type=int, default=None, help="images per reference measurement")
+    ap.add_argument("--only", default=None, help="comma-separated corruption names")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: a per-core comparison with the single-threaded "
+                         "reference; also robust on a shared machine, where 2-thread OpenMP stalls)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from rich.console import Console
+    from rich.table import Table
+    from torchvision.models import resnet18
+
+    import weakspot
+    from weakspot.degrade.imagenet_c import CORRUPTIONS
+    from weakspot.degrade.imagenet_c.reference import run_reference
+
+    console = Console()
+    severities = [3] if args.quick else [1, 2, 3, 4, 5]
+    repeats = 2 if args.quick else 3
+    n_ref = args.ref_images or (1 if args.quick else 3)
+    names = args.only.split(",") if args.only else list(CORRUPTIONS)
+    x = real_batch(args.batch)
+    u8 = (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    import os
+
+    load = os.getloadavg()[0]
+    console.print(f"load average {load:.1f} on {os.cpu_count()} cores"
+                  + (" [yellow](shared machine: absolute times are inflated; ratios are measured in one run)[/]"
+                     if load > (os.cpu_count() or 1) else ""))
+    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+                  f"224² real photos, severities {severities}")
+
+    model = resnet18(weights=None).eval()
+    with torch.inference_mode():
+        model(x)
+        t_resnet = best_time(lambda: model(x), repeats) / len(x)
+    console.print(f"ResNet-18 forward: {t_resnet * 1e3:.1f} ms/image")
+
+    table = Table(title="ImageNet-C: reference vs weakspot (ms per 224² image)")
+    for col in ("corruption", "sev", "reference", "weakspot", "speed-up", "% ResNet-18"):
+        table.add_column(col, justify="right" if col != "corruption" else "left")
+    total_ref = total_ours = 0.0
+    per_name: dict[str, tuple[float, float, float]] = {}
+    for name in names:
+        sum_ref = sum_ours = worst = 0.0
+        for sev in severities:
+            deg = weakspot.get_degradation(f"imagenet_c/{name}", severity=sev)
+            k = 1 if name == "glass_blur" else n_ref  # 1.4 s per image
+            t_ref = best_time(lambda: [run_reference(u8[i], name, sev, seed=i) for i in range(k)], 1) / k
+            fn, params = deg.spec.func, deg.params  # the registered op (the module adds input checks)
+            with torch.inference_mode():
+                fn(x, generator=0, **params)  # warm-up (caches, allocator)
+                t_ours = best_time(lambda: fn(x, generator=0, **params), repeats) / len(x)
+            table.add_row(name, str(sev), f"{t_ref * 1e3:.2f}", f"{t_ours * 1e3:.3f}", f"{t_ref / t_ours:.0f}×",
+                          f"{100 * t_ours / t_resnet:.1f}%")
+            sum_ref += t_ref
+            sum_ours += t_ours
+            worst = max(worst, t_ours)
+        per_name[name] = (sum_ref, sum_ours, worst)
+        total_ref += sum_ref
+        total_ours += sum_ours
+    console.print(table)
+    worst_name = max(per_name, key=lambda n: per_name[n][2])
+    console.print(f"ResNet-18 forward {t_resnet * 1e3:.1f} ms/image; most expensive corruption: {worst_name} "
+                  f"{per_name[worst_name][2] * 1e3:.2f} ms/image = {100 * per_name[worst_name][2] / t_resnet:.1f}%")
+    if "glass_blur" in per_name:
+        r, o, _ = per_name["glass_blur"]
+        console.print(f"glass_blur speedup: {r / o:.0f}x")
+    print(f"suite speedup: {total_ref / total_ours:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
