@@ -130,13 +130,22 @@ class RunConfig(_Strict):
     seed: int = 0
     batch_size: Union[int, Literal["auto"]] = 32
     workers: int = Field(2, ge=0, le=64)
-    # torch intra-op threads for the forward passes (null: torch's default, one per core)
-    threads: Optional[int] = Field(None, ge=1, le=256)
+    # torch intra-op threads for the forward passes: null = torch's default (one per core);
+    # "auto" = 1 when the machine is already busy (1-min load average >= 75 % of the cores,
+    # where extra threads only spin), else torch's default
+    threads: Union[int, Literal["auto"], None] = None
     shard_size: int = Field(64, ge=1)
     store_probs: bool = False
     # skip degradations that are not registered (the demo uses this); a run errors instead
     skip_unknown: bool = False
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v):
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError("threads must be 1…256, 'auto' or null")
+        return v
 
     @field_validator("batch_size")
     @classmethod

@@ -46,6 +46,7 @@ IMAGENET_DEMO: dict[str, Any] = {
     "batch_size": 16,
     "shard_size": 32,
     "workers": 1,
+    "threads": "auto",
     "store_probs": True,
 }
 MNIST_DEMO: dict[str, Any] = {
@@ -56,6 +57,7 @@ MNIST_DEMO: dict[str, Any] = {
     "batch_size": 500,
     "shard_size": 1000,
     "workers": 0,
+    "threads": "auto",
     "store_probs": True,
 }
 

@@ -45,6 +45,7 @@ __all__ = [
     "auto_batch_size",
     "open_run_data",
     "load_run_model",
+    "resolve_threads",
 ]
 
 
@@ -400,6 +401,21 @@ def _has_files(ds) -> bool:
         hasattr(ds, "base") and _has_files(ds.base))
 
 
+def resolve_threads(threads: int | str | None) -> int | None:
+    """torch intra-op threads for a run: an int as given; ``"auto"``: 1 when the 1-minute load
+    average is at least 75 % of the cores (other processes are busy and extra threads would
+    only spin), else ``None`` (torch's default)."""
+    if threads in (None, "auto"):
+        if threads is None:
+            return None
+        try:
+            busy = os.getloadavg()[0] >= 0.75 * (os.cpu_count() or 1)
+        except OSError:
+            busy = False
+        return 1 if busy else None
+    return int(threads)
+
+
 def open_run_data(cfg):
     """The (concatenated) data set a :class:`RunConfig` names, subsets applied."""
     return _open_data(cfg)
@@ -596,8 +612,10 @@ def run_sweep(
     images_done = 0
     bar = _Progress(progress, console, total=sum(u.n for u in units))
     threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = resolve_threads(cfg.threads)
+    if threads:
+        torch.set_num_threads(threads)
+    threads_used = torch.get_num_threads()
     try:
         with bar:
             loader = _loader(_LoadItems(ds, range(len(ds))), batches, loader_workers) if units else []
@@ -628,7 +646,7 @@ def run_sweep(
     finally:
         torch.set_num_threads(threads_before)
         seconds = time.perf_counter() - t_start
-        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s)
+        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads_used)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
@@ -667,7 +685,7 @@ def _clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s) -> None:
+def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads) -> None:
     if not store.exists():
         return
     m = store.manifest()
@@ -689,7 +707,7 @@ def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_d
         "setup_s": round(setup_s, 3), "forward_s": round(t_fwd, 3), "degrade_s": round(t_deg, 3),
         "images_per_s": round(images_done / seconds, 2) if seconds > 0 else None,
         "device": str(torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"),
-        "torch_threads": torch.get_num_threads(), "pid": os.getpid(),
+        "torch_threads": threads, "pid": os.getpid(),
     })
     m.update({
         "status": "complete" if done >= total else "partial",
