@@ -165,6 +165,25 @@ def report_cmd(
     console.print(f"report: {path}  (+ summary.json, report.md, figures/)")
 
 
+@app.command("perceive")
+def perceive_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    max_images: int = typer.Option(32, "--max-images", min=0, help="images sampled per condition (0 = all)"),
+    conditions: Optional[list[str]] = typer.Option(None, "--conditions", help="glob on condition ids (repeatable)"),
+    grid: int = typer.Option(4, min=1, help="cells per side of the patch quality map"),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="bootstrap resamples for the intervals"),
+    overlays: int = typer.Option(4, min=0, help="overlay figures (image, quality map, saliency)"),
+    seed: int = typer.Option(0, help="seed of the image sample and the bootstrap"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Quality (NIQE, BRISQUE) and Grad-CAM vs accuracy: tables and figures in RUN_DIR/perception/."""
+    from weakspot.quality.relations import perceive, print_summary
+
+    res = perceive(run_dir, max_images=max_images, conditions=conditions, grid=grid, n_boot=n_boot,
+                   overlays=overlays, seed=seed, progress=progress, console=console)
+    print_summary(res, console)
+
+
 _ROBUST_TRAIN = ["gaussian_noise:variance=0.001..0.1", "gaussian_blur:sigma_px=0.4..2.0"]
 _ROBUST_TESTS = ["clean", "gaussian_blur:sigma_px=1.0", "gaussian_blur:sigma_px=2.0",
                  "gaussian_noise:variance=0.05", "gaussian_noise:variance=0.1"]

@@ -60,6 +60,7 @@ def deletion_insertion(
     deletion_substrate: float | str = "blur",
     insertion_blur_px: float = 5.0,
     preprocess=None,
+    is_view: bool = False,
 ) -> Faithfulness:
     """Deletion and insertion curves of saliency ``maps`` on ``images``.
 
@@ -73,12 +74,13 @@ def deletion_insertion(
         deletion_substrate: ``"blur"`` (deleted pixels take the blurred image's values,
             default: stays closer to natural images than RISE's black) or a grey level.
         insertion_blur_px: σ (px) of the Gaussian blur insertion starts from.
+        is_view: ``images`` already are the model view: skip resizing.
     """
     from weakspot.degrade.filters import gaussian_blur2d
 
     check_images(images)
     net = as_net(model, preprocess)
-    views = net.view(images).to(net.device)
+    views = (images if is_view else net.view(images)).to(net.device)
     b, c, h, w = views.shape
     if maps.shape != (b, h, w):
         raise InvalidParameterError("maps", tuple(maps.shape), f"(B, h, w) = {(b, h, w)}, the model view's size")

@@ -41,6 +41,7 @@ class Saliency:
         probs: ``(B,)`` softmax probability of the target class on the unperturbed view.
         views: ``(B, C, h, w)`` the model view the maps belong to (for overlays).
         method: ``"grad_cam"`` or ``"occlusion"``.
+        predicted: ``(B,)`` the model's top-1 class on the view.
     """
 
     maps: torch.Tensor
@@ -49,6 +50,7 @@ class Saliency:
     probs: torch.Tensor
     views: torch.Tensor
     method: str
+    predicted: torch.Tensor | None = None
 
     @property
     def strength(self) -> torch.Tensor:
@@ -84,6 +86,7 @@ def grad_cam(
     target_layer: nn.Module | None = None,
     preprocess=None,
     batch_size: int = 32,
+    is_view: bool = False,
 ) -> Saliency:
     """Grad-CAM maps with raw strength.
 
@@ -95,15 +98,16 @@ def grad_cam(
             Explain a degraded image for the clean image's class to compare the two.
         target_layer: overrides the model's; default: the last spatial module.
         batch_size: images per forward/backward pass.
+        is_view: ``images`` already are the model view (:func:`model_view`): skip resizing.
 
     Returns:
         :class:`Saliency` with ``maps (B, h, w)`` ≥ 0 in logit units.
     """
     check_images(images)
     net = as_net(model, preprocess, target_layer)
-    views = net.view(images)
+    views = images if is_view else net.view(images)
     layer = net.target_layer or find_target_layer(net, views)
-    maps, lmaps, tg, pr = [], [], [], []
+    maps, lmaps, tg, pr, top = [], [], [], [], []
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m, _i, out):
@@ -126,10 +130,12 @@ def grad_cam(
             up = F.interpolate(cam[:, None].float(), size=v.shape[-2:], mode="bilinear", align_corners=False)
             maps.append(up[:, 0].cpu())
             tg.append(t.cpu())
+            top.append(logits.detach().argmax(1).cpu())
             pr.append(torch.softmax(logits.detach().float(), 1).gather(1, t[:, None])[:, 0].cpu())
     finally:
         handle.remove()
-    return Saliency(torch.cat(maps), torch.cat(lmaps), torch.cat(tg), torch.cat(pr), views.detach().cpu(), "grad_cam")
+    return Saliency(torch.cat(maps), torch.cat(lmaps), torch.cat(tg), torch.cat(pr), views.detach().cpu(), "grad_cam",
+                    torch.cat(top))
 
 
 def _slice(targets, s: int, n: int, total: int):
@@ -152,6 +158,7 @@ def occlusion(
     baseline: float = 0.5,
     preprocess=None,
     batch_size: int = 64,
+    is_view: bool = False,
 ) -> Saliency:
     """Occlusion sensitivity: the drop in target probability when a window is hidden.
 
@@ -170,7 +177,7 @@ def occlusion(
     check_images(images)
     check_range("baseline", baseline, 0, 1)
     net = as_net(model, preprocess)
-    views = net.view(images).to(net.device)
+    views = (images if is_view else net.view(images)).to(net.device)
     b, c, h, w = views.shape
     stride_px = stride_px or window_px
     if not (1 <= window_px <= min(h, w)) or not (1 <= stride_px <= window_px):
@@ -200,4 +207,4 @@ def occlusion(
         cnt[y : y + window_px, x : x + window_px] += 1
     maps = acc / cnt.clamp_min(1)
     grid = drops.reshape(b, len(tops), len(lefts))
-    return Saliency(maps.cpu(), grid.cpu(), t.cpu(), p0.cpu(), views.cpu(), "occlusion")
+    return Saliency(maps.cpu(), grid.cpu(), t.cpu(), p0.cpu(), views.cpu(), "occlusion", logits.argmax(1).cpu())

@@ -137,7 +137,7 @@ def _scale_features(m: torch.Tensor) -> torch.Tensor:
 def _cells(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     n, hh, ww = x.shape
     h, w = hh // rows, ww // cols
-    return x.reshape(n, rows, h, cols, w).permute(0, 1, 3, 2, 4)
+    return x.reshape(n, rows, h, cols, w).permute(0, 1, 3, 2, 4).contiguous()
 
 
 def cell_features_brisque(gray: torch.Tensor, rows: int = 1, cols: int = 1) -> torch.Tensor:

