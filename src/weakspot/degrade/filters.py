@@ -175,6 +175,17 @@ def convolution_matrix1d(taps: torch.Tensor, n: int, border: str = "reflect") ->
     return m.scatter_add_(1, idx, taps.expand(n, -1).contiguous())
 
 
+def _pad_axis(x: torch.Tensor, r: int, dim: int, border: str) -> torch.Tensor:
+    """Pad ``r`` samples on both ends of axis ``dim`` (-1 or -2) with ``border``."""
+    n = x.shape[dim]
+    if border in ("replicate", "circular") or (border == "reflect" and r < n):
+        pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+        if x.ndim == 4:
+            return F.pad(x, pad, mode=border)
+    idx = border_index(torch.arange(-r, n + r, device=x.device), n, border)
+    return x.index_select(dim, idx)
+
+
 def fast_separable_filter2d(
     images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor | None = None, border: str = "reflect"
 ) -> torch.Tensor:
@@ -194,8 +205,7 @@ def fast_separable_filter2d(
             return x * k[0]
         if k.numel() <= 11:
             r = k.numel() // 2
-            idx = border_index(torch.arange(-r, n + r, device=x.device), n, border)
-            xp = x.index_select(dim, idx)
+            xp = _pad_axis(x, r, dim, border)
             out = xp.narrow(dim, 0, n) * k[0]
             for i in range(1, k.numel()):
                 out.add_(xp.narrow(dim, i, n), alpha=float(k[i]))
@@ -226,9 +236,7 @@ def shift_filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "re
         raise ValueError(f"kernel sides must be odd, got {kh}x{kw}")
     h, w = images.shape[-2:]
     ry, rx = kh // 2, kw // 2
-    iy = border_index(torch.arange(-ry, h + ry, device=images.device), h, border)
-    ix = border_index(torch.arange(-rx, w + rx, device=images.device), w, border)
-    xp = images.index_select(-2, iy).index_select(-1, ix)
+    xp = _pad_axis(_pad_axis(images, rx, -1, border), ry, -2, border)
     out = None
     for i in range(kh):
         for j in range(kw):

@@ -18,7 +18,7 @@ from weakspot.degrade.imagenet_c._common import (
     straight_through,
 )
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike, randint
+from weakspot.random import GeneratorLike, rand
 
 __all__ = [
     "defocus_blur",
@@ -123,31 +123,31 @@ def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
         steps = (steps[..., 0] + d) * side + (steps[..., 1] + d)
     b, n_iter, h, w = steps.shape
     dev = steps.device
-    # per code: flat offset and whether it points to a pixel visited earlier in the pass
+    n = h * w
+    # codes run over (dy, dx) in raster order, so "points to a pixel visited earlier in the
+    # pass" (dy > 0, or dy == 0 and dx > 0) is simply code > d·2d + d
     dy = torch.arange(side * side, device=dev) // side - d
     dx = torch.arange(side * side, device=dev) % side - d
-    lut_offset = dy * w + dx
-    lut_forward = (dy > 0) | ((dy == 0) & (dx > 0))
+    lut_offset = (dy * w + dx).int()
+    first_forward = d * side + d
     yy = torch.arange(h, device=dev).view(h, 1)
     xx = torch.arange(w, device=dev).view(1, w)
-    visited = ((yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)).reshape(-1)
-    # a forward step from a visited pixel lands on a visited one unless it crosses the far
-    # edge of the visited block (rows/columns h-d, w-d)
-    p = torch.arange(h * w, device=dev)
-    src = None
+    visited = ((yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)).reshape(-1).repeat(b)
+    ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
+    src = ids
     for it in range(n_iter):
-        code = steps[:, it].reshape(b, -1).long()
-        q = p + torch.where(visited, lut_offset[code], 0)
-        forward = lut_forward[code] & visited & visited[q]
-        nxt = torch.where(forward, q, p)  # forward pointer, or itself at a chain's end
+        code = steps[:, it].reshape(-1).int()
+        q = torch.where(visited, ids + lut_offset.index_select(0, code), ids)
+        forward = (code > first_forward) & visited & visited.index_select(0, q)
+        nxt = torch.where(forward, q, ids)  # forward pointer, or itself at a chain's end
         while True:  # pointer jumping: after k rounds each pointer skips 2^k links
-            jumped = nxt.gather(1, nxt)
+            jumped = nxt.index_select(0, nxt)
             if torch.equal(jumped, nxt):
                 break
             nxt = jumped
-        take = q.gather(1, nxt)  # the chain end's (backward or zero) step, into the previous pass
-        src = take if src is None else src.gather(1, take)
-    return src if src is not None else p.expand(b, -1).clone()
+        take = q.index_select(0, nxt)  # the chain end's (backward or zero) step, into the previous pass
+        src = take if it == 0 else src.index_select(0, take)
+    return (src.view(b, n) - ids.view(b, n)[:, :1]).long()
 
 
 def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int) -> torch.Tensor:
@@ -198,7 +198,10 @@ def glass_blur(
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     d = int(max_delta_px)
-    codes = randint(0, 4 * d * d, (images.shape[0], int(iterations), *images.shape[-2:]), generator, images.device)
+    shape = (images.shape[0], int(iterations), *images.shape[-2:])
+    # a uniform code in [0, 4d²) per visited pixel and pass: (dy, dx) uniform in [-d, d)², as the
+    # reference draws them (float32 uniforms: exact for these few levels, cheaper than randint)
+    codes = (rand(shape, generator, images.device, torch.float32) * (4 * d * d)).int()
     return glass_blur_from_steps(images, codes, sigma_px, d)
 
 
@@ -265,7 +268,7 @@ def zoom_blur(
     x = images.contiguous(memory_format=torch.channels_last) if images.shape[1] > 1 else images
     acc = x.clone()
     for z in factors:
-        acc = acc + (x if z == 1.0 else clipped_zoom(x, float(z)))
+        acc.add_(x if z == 1.0 else clipped_zoom(x, float(z)))
     return (acc / (len(factors) + 1)).clamp(0.0, 1.0).contiguous()
 
 
