@@ -14,6 +14,8 @@ $(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# opencv-python(-headless) pulled by other packages shadow the contrib build's cv2.quality
+	$(BIN)/python -c "import cv2; cv2.quality.QualityBRISQUE_create" 2>/dev/null || $(BIN)/python -m pip install -q --force-reinstall --no-deps "opencv-contrib-python-headless==5.0.0.93"
 	rm -f $(VENV)/.weakspot-installed-*
 	touch $(STAMP)
 
@@ -25,6 +27,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	@# the report's browser test needs Debian's chromium (idempotent; skipped with a reason if it cannot install)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"
+	@# the BRISQUE reference test uses OpenCV's LIVE model files from Debian's opencv-data
+	@test -f /usr/share/opencv4/quality/brisque_model_live.yml || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-data >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-data >/dev/null)) || echo "opencv-data not installed: the OpenCV BRISQUE test will be skipped"
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

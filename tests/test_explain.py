@@ -52,10 +52,12 @@ def mnist_cnn():
 @pytest.fixture(scope="session")
 def imagenet_photos() -> tuple[torch.Tensor, list[int]]:
     """Four of foolbox's real ImageNet samples (512 px JPEG) and their labels."""
-    import foolbox
+    import importlib.util
+
     from PIL import Image
 
-    files = sorted((Path(foolbox.__file__).parent / "data").glob("imagenet_0[0-3]_*.jpg"))
+    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    files = sorted(folder.glob("imagenet_0[0-3]_*.jpg"))  # read as files; foolbox is not imported
     x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
     return x.float() / 255, [int(f.stem.split("_")[-1]) for f in files]
 
