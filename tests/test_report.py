@@ -144,7 +144,7 @@ def test_without_probabilities_the_report_explains(tmp_path):
     p = write_report(tmp_path / "run", n_boot=50)
     assert p == tmp_path / "run/report/report.html"
     html = p.read_text()
-    assert "store_probs: true" in html and "Top confused pairs" in html
+    assert "store_probs: true" in html and "Most frequent confusions" in html
     s = json.loads((p.parent / "summary.json").read_text())
     assert s["sections"]["confusion"]["auc"] == [] and "store_probs" in s["sections"]["confusion"]["reason"]
 

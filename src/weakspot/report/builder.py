@@ -269,7 +269,7 @@ img.fig{max-width:100%;height:auto;border-radius:6px}.note{color:var(--mute);fon
 .ex{border:1px solid var(--line);border-radius:8px;padding:8px}.ex .pair{display:flex;gap:6px}.ex figure{margin:0;flex:1;text-align:center}
 .ex img{width:100%;image-rendering:auto;border-radius:4px;background:#eee}.ex figcaption{font-size:12px;line-height:1.3}
 .ex .deg{font-size:12px;color:var(--mute);margin-bottom:4px}.bad{color:var(--bad)}.good{color:var(--good)}
-details summary{cursor:pointer;color:var(--acc);font-size:14px}
+details summary{cursor:pointer;color:var(--acc);font-size:14px;margin:10px 0 4px}
 """
 
 

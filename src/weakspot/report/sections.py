@@ -140,7 +140,7 @@ def _classes(ctx: ReportContext) -> SectionOutput | None:
     summ: dict = {"note": NOISY_NOTE.format(n=per_class), "ranked_by": "mean_z", "degradations": {}}
     cols = {"class_name": "class", "mean_z": "mean z", "mean_drop": "mean drop", "acc_drop": "accuracy drop",
             "worst": "worst level: drop [95% CI]"}
-    for deg, r in rank_classes(dd, by="mean_z", k=5).items():
+    for n_deg, (deg, r) in enumerate(rank_classes(dd, by="mean_z", k=5).items()):
         blocks = []
         summ["degradations"][deg] = {}
         for kind in ("worst", "best"):
@@ -157,7 +157,10 @@ def _classes(ctx: ReportContext) -> SectionOutput | None:
             md.append(f"**{deg} — {kind}**\n\n{m}\n")
             summ["degradations"][deg][kind] = t[["class", "class_name", "mean_z", "mean_drop", "acc_drop",
                                                  "worst_level", "worst_level_drop"]]
-        parts.append(f"<h3 style='color:inherit'>{esc(deg)}</h3><div class='two'>{''.join(blocks)}</div>")
+        top = ", ".join(r["worst"].class_name.head(3))
+        opened = " open" if n_deg < 3 else ""
+        parts.append(f"<details{opened}><summary><b>{esc(deg)}</b> — most affected: {esc(top)}</summary>"
+                     f"<div class='two'>{''.join(blocks)}</div></details>")
     return SectionOutput("".join(parts), summ, "\n".join(md))
 
 
@@ -193,8 +196,9 @@ def _examples(ctx: ReportContext) -> SectionOutput | None:
             f'<div class="ex"><div class="deg">{esc(p.degradation)} · <b>{esc(p.level)}</b> · {esc(img_id)}</div>'
             f'<div class="pair"><figure>{clean_html}<figcaption>clean: <b>{esc(c_name)}</b> '
             f"p {_p(p.p_clean)}</figcaption></figure><figure>{deg_html}<figcaption>"
-            f'<b class="{"bad" if changed else ""}">{esc(n_name)}</b> p {_p(float(r.top1_prob))}<br>'
-            f"{esc(c_name)}: {_p(p.p_degraded)}</figcaption></figure></div></div>"
+            f'<b class="{"bad" if changed else ""}">{esc(n_name)}</b> p {_p(float(r.top1_prob))}'
+            + (f"<br>{esc(c_name)}: {_p(p.p_degraded)}" if changed else "")
+            + "</figcaption></figure></div></div>"
         )
         from weakspot.evaluate.store import atomic_write_bytes
 
@@ -230,8 +234,14 @@ def _confusion(ctx: ReportContext) -> SectionOutput | None:
                              {"pairs": [], "auc": [], "reason": "no flips"}, "")
     cols = {"degradation": "degradation", "from_name": "clean top-1", "to_name": "became", "count": "flips",
             "first_level": "first at", "worst_level": "most at", "worst_share": "share there"}
-    t, tm = ctx.table(pairs, cols, {"worst_share": lambda v: f"{v:.0%}"})
-    parts = ["<h3>Top confused pairs (clean prediction → degraded prediction, summed over levels)</h3>", t]
+    fmt = {"worst_share": lambda v: f"{v:.0%}"}
+    top = pairs.sort_values(["count", "degradation", "rank"], ascending=[False, True, True], kind="stable").head(12)
+    t, _ = ctx.table(top, cols, fmt)
+    t_all, tm = ctx.table(pairs, cols, fmt)
+    parts = ["<h3>Most frequent confusions (clean prediction → degraded prediction, summed over levels)</h3>", t]
+    if len(pairs) > len(top):
+        parts.append(f"<details><summary>Top confused pairs of every degradation ({len(pairs)})</summary>"
+                     f"{t_all}</details>")
     md = [tm]
     # flip matrices at the strongest level, restricted to the classes involved in the most flips
     from weakspot.analysis import flip_matrix
