@@ -369,4 +369,12 @@ def builtin_sections() -> list[Section]:
         Section("confusion", "Confusions", _confusion, 60),
         Section("breaking", "Breaking points", _breaking, 70),
         Section("adaptive", "Adaptive breaking points (bisection)", _adaptive, 75),
+        Section("perception", "Perception: image quality and saliency", _perception, 78),
     ]
+
+
+def _perception(ctx: ReportContext) -> SectionOutput | None:
+    """Rendered by weakspot.quality (only when 'weakspot perceive RUN_DIR' has run)."""
+    from weakspot.quality.report_section import render_perception
+
+    return render_perception(ctx)
