@@ -187,6 +187,14 @@ def _box3_u8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(shift_filter2d(x, torch.full((3, 3), 1 / 9), border="reflect"))
 
 
+def _dilate3x3(mask: torch.Tensor) -> torch.Tensor:
+    """Binary 3×3 dilation of a bool ``(B, 1, H, W)`` mask (two separable passes of ORs)."""
+    p = F.pad(mask, (1, 1, 0, 0))
+    rows = p[..., :-2] | p[..., 1:-1] | p[..., 2:]
+    p = F.pad(rows, (0, 0, 1, 1))
+    return p[..., :-2, :] | p[..., 1:-1, :] | p[..., 2:, :]
+
+
 def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> torch.Tensor:
     """OpenCV's ``Canny(img, low, high)`` (3×3 Sobel, L1 magnitude) on ``(B, 1, H, W)`` 8-bit values.
 
@@ -198,14 +206,15 @@ def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> t
     sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     gx = shift_filter2d(img, sx, border="replicate").round().int()
     gy = shift_filter2d(img, sx.T.contiguous(), border="replicate").round().int()
-    mag = gx.abs() + gy.abs()
+    ax, ay = gx.abs(), gy.abs()
+    mag = ax + ay
     mp = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside, as OpenCV's buffer
 
     def at(dy: int, dx: int) -> torch.Tensor:
         h, w = mag.shape[-2:]
         return mp[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
-    ax, ay = gx.abs(), gy.abs() << 15
+    ay = ay << 15
     tg22 = ax * 13573  # round(tan(22.5°) · 2^15)
     tg67 = tg22 + (ax << 16)
     horiz = ay < tg22
@@ -219,7 +228,7 @@ def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> t
     strong = cand & (mag > high)
     weak = cand & ~strong
     for _ in range(max_rounds):
-        grown = strong | (weak & (F.max_pool2d(strong.float(), 3, 1, 1) > 0))
+        grown = strong | (weak & _dilate3x3(strong))
         if torch.equal(grown, strong):
             break
         strong = grown
