@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/camera.py                 # 224² and 512², batch 32
     .venv/bin/python benchmarks/camera.py --sizes 224 --batch 16 --repeats 5
 
-Prints the median wall time of each over ``--repeats`` runs (after one warm-up) and the
-ratio camera / ResNet-18. Both run in the same process on the same device, so the ratio
+Prints the median wall time of each over ``--repeats`` rounds (after one warm-up; the
+functions are timed round-robin so load drift affects all alike) and the ratio camera / ResNet-18. Both run in the same process on the same device, so the ratio
 holds on a loaded machine too. Goal: the default camera costs < 10 % of the forward pass.
 """
 
@@ -20,16 +20,23 @@ import torchvision
 from weakspot.camera import Camera, Optics
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (caches, allocator)
-    times = []
+def _ms(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) * 1e3
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each function, timed round-robin so that load drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up (caches, allocator, PSF)
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            times[k].append(_ms(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -47,11 +54,12 @@ def main() -> None:
     for size in args.sizes:
         g = torch.Generator().manual_seed(0)
         x = torch.rand(args.batch, 3, size, size, generator=g).to(dev)
+        fns = {"resnet18": lambda: net(x)}
+        fns.update({name: (lambda c=cam: c.capture(x, generator=0)) for name, cam in cams.items()})
         with torch.inference_mode():
-            net_ms = median_ms(lambda: net(x), args.repeats)
-            for name, cam in cams.items():
-                cam_ms = median_ms(lambda: cam.capture(x, generator=0), args.repeats)
-                print(f"{size:>5} {name:>15} {cam_ms:>10.1f} {net_ms:>12.1f} {cam_ms / net_ms:>7.3f}")
+            ms = interleaved_medians(fns, args.repeats)
+        for name in cams:
+            print(f"{size:>5} {name:>15} {ms[name]:>10.1f} {ms['resnet18']:>12.1f} {ms[name] / ms['resnet18']:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,17 @@ def test_registered_camera_ops_keep_shape_range_and_are_seeded(photos):
     assert weakspot.get_degradation("defocus", severity=2)(grey, generator=0).shape == grey.shape
 
 
+def test_camera_ops_per_image_generators_ignore_batch_composition(photos):
+    from weakspot.random import keyed_generator
+
+    x = photos[:3, :, :48, :48]
+    for name in ("exposure", "pixel_size"):
+        deg = weakspot.get_degradation(name, severity=3)
+        full = deg(x, [keyed_generator(0, f"img{i}", name) for i in range(3)])
+        part = deg(x[1:], [keyed_generator(0, f"img{i}", name) for i in (1, 2)])
+        assert torch.equal(full[1:], part), name
+
+
 def test_severities_are_monotone(photos):
     x = photos[:2, :, :112, :112]
 

@@ -179,7 +179,9 @@ class Camera:
         cache: dict[str, torch.Tensor] = {}
         if psf.shape[-1] == 1 and area is not None and self.sensor.cfa is not None and not self.scene.per_image_mean:
             white = self.scene.white_luminance(images)
-            gain = self._photometric_gain(images, white) * (area * self.sensor.exposure_s)
+            gain = self._photometric_gain(images, white) * (area * self.sensor.exposure_s)  # (B, 3, 1, 1)
+            if bool((gain == gain[:1]).all()):  # one scale for the batch: a (1, 1, h, w) map
+                gain = gain[:1]
             gain_map = mosaic(gain.expand(-1, -1, h, w), self.sensor.cfa)
             photons = srgb_to_linear(mosaic(images, self.sensor.cfa))
             photons = photons * gain_map if photons.requires_grad else photons.mul_(gain_map)
