@@ -9,7 +9,21 @@ import torch
 
 from weakspot.errors import InvalidParameterError
 
-__all__ = ["robustify_command", "enhance_command", "resolve_classifier"]
+__all__ = ["robustify_command", "enhance_command", "resolve_classifier", "validated"]
+
+
+def validated(cls, **kwargs):
+    """``cls(**kwargs)`` for a pydantic config; a validation error names the CLI option."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**kwargs)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        name = str(e["loc"][0]) if e["loc"] else "option"
+        raise InvalidParameterError(
+            f"--{name.replace('_', '-')} ({name})", e.get("input"), e["msg"].removeprefix("Value error, ")
+        ) from None
 
 
 def _print_table(console, table, title: str) -> None:
@@ -55,10 +69,7 @@ def robustify_command(
 
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
-    try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    except Exception as exc:  # pydantic validation
-        raise InvalidParameterError("training option", str(exc).splitlines()[-1].strip(), "see --help") from None
+    cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     summary = robustify_job(
         split, out, strategies=strategies, train_specs=degrade, test_specs=tests, per_degradation=per_degradation,
         config=cfg, progress=progress, resume=resume, device=_device(device), log=console.print,
@@ -127,14 +138,11 @@ def enhance_command(
     from weakspot.robustify.run import enhance_job
 
     device = _device(device)
+    cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed)
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
     model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
                                      progress=progress, device=device, console=console)
-    try:
-        cfg = EnhanceConfig(epochs=epochs, kernel_size=kernel_size, seed=seed)
-    except Exception as exc:
-        raise InvalidParameterError("enhance option", str(exc).splitlines()[-1].strip(), "see --help") from None
     summary = enhance_job(split, model, out, train_specs=degrade, test_specs=tests, config=cfg,
                           classifier_name=name, progress=progress, device=device, log=console.print)
     _print_table(console, summary["table"], f"accuracy (%) of {name} without / with the front-end")

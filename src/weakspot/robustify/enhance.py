@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from weakspot.degrade.filters import filter2d
@@ -192,6 +192,13 @@ class EnhanceConfig(BaseModel):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     clip_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (3, 5, 7 …) so the kernel has a centre tap")
+        return v
 
 
 @dataclass
