@@ -73,7 +73,7 @@ def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=Tr
     physical = physical or ("gaussian_blur", "blur", "sigma_px", "px", [(v, v) for v in (0.5, 1.0, 2.0, 3.0)])
     deg_name, fam, axis, unit, levels = physical
     for value, strength in levels:
-        conds.append({"condition_id": f"{deg_name}.{axis}={value:g}", "degradation": deg_name,
+        conds.append({"condition_id": f"{deg_name}.{axis}={value}", "degradation": deg_name,
                       "family": fam, "params_json": json.dumps({axis: value}), "severity": None,
                       "axis": axis, "axis_value": value, "axis_unit": unit, "s": strength})
     for sev in range(1, 6):

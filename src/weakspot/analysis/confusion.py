@@ -135,6 +135,12 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
             sel = np.flatnonzero((ref_class == a) | (ref_class == b))
             y = (ref_class[sel] == b).astype(int)
             for cid, level, x, order in conds:
+                if not (y.any() and (1 - y).any()):  # one class has no images: no ROC, no need to load
+                    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+                    rows.append({"degradation": deg, "from_class": a, "to_class": b, "from_name": run.class_name(a),
+                                 "to_name": run.class_name(b), "condition_id": cid, "level": level, "x": x,
+                                 "order": order, "n_pos": n_pos, "n_neg": n_neg, "auc": np.nan})
+                    continue
                 if not run.has_probs(cid):
                     missing.append(cid)
                     continue
