@@ -76,7 +76,7 @@ def test_camera_ops_per_image_generators_ignore_batch_composition(photos):
     from weakspot.random import keyed_generator
 
     x = photos[:3, :, :48, :48]
-    for name in ("exposure", "pixel_size"):
+    for name in ("exposure", "pixel_size", "defocus"):
         deg = weakspot.get_degradation(name, severity=3)
         full = deg(x, [keyed_generator(0, f"img{i}", name) for i in range(3)])
         part = deg(x[1:], [keyed_generator(0, f"img{i}", name) for i in (1, 2)])

@@ -77,15 +77,34 @@ def _photons_per_lux() -> tuple[float, float, float]:
 PHOTONS_PER_LUX: tuple[float, float, float] = _photons_per_lux()
 
 
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """IEC 61966-2-1 sRGB decoding of values in [0, 1] (differentiable, finite gradient at 0)."""
-    # p(max(x, t)) + min(x − t, 0)/12.92 with p the power branch and t = 0.04045: equals the
-    # piecewise definition because p(t) = t/12.92 (the branches meet), and needs no mask
-    y = x.clamp_min(0.04045)
+def _pow_per_image(y: torch.Tensor, exponent: float) -> torch.Tensor:
+    """``y ** exponent``, one image at a time, in place when no gradient is needed.
+
+    Vectorised ``pow`` takes a scalar path for the last few elements of a tensor, which can
+    differ by one ulp; applying it per image makes every image's bytes independent of the
+    batch it came in (per-image generators promise that for the noise; this keeps it true for
+    the rendered image too).
+    """
     if y.requires_grad:
-        return ((y + 0.055) / 1.055) ** 2.4 + (x - 0.04045).clamp_max(0.0) / 12.92
-    y = y.mul_(1 / 1.055).add_(0.055 / 1.055).pow_(2.4)
-    return y.add_(x.clamp_max(0.04045).sub_(0.04045), alpha=1 / 12.92)
+        return torch.cat([t.pow(exponent) for t in y.split(1)]) if y.shape[0] > 1 else y.pow(exponent)
+    for t in y.split(1):
+        t.pow_(exponent)
+    return y
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """IEC 61966-2-1 sRGB decoding of values in [0, 1] (differentiable, finite gradient at 0).
+
+    Computed as ``p(max(x, t)) + min(x − t, 0)/12.92`` with ``p`` the power branch and
+    ``t = 0.04045``: the same as the piecewise definition (the branches meet at ``t`` to within
+    3e-9), without a mask.
+    """
+    y = x.clamp_min(0.04045)
+    below = x.clamp_max(0.04045)
+    if y.requires_grad:
+        return _pow_per_image((y + 0.055) / 1.055, 2.4) + (below - 0.04045) / 12.92
+    y = _pow_per_image(y.mul_(1 / 1.055).add_(0.055 / 1.055), 2.4)
+    return y.add_(below.sub_(0.04045).mul_(1 / 12.92))
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +116,8 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     """
     y = x.clamp_min(0.0031308)
     if y.requires_grad:
-        return torch.minimum(12.92 * x, 1.055 * y ** (1 / 2.4) - 0.055)
-    y = y.pow_(1 / 2.4).mul_(1.055).sub_(0.055)
+        return torch.minimum(12.92 * x, 1.055 * _pow_per_image(y, 1 / 2.4) - 0.055)
+    y = _pow_per_image(y, 1 / 2.4).mul_(1.055).sub_(0.055)
     return torch.minimum(y, x * 12.92, out=y)
 
 

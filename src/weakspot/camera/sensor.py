@@ -217,8 +217,11 @@ class Sensor:
         if area_y is not None and area_x is not None:  # one input pixel per sensor pixel
             return irradiance * (scale * (area_y * area_x))
         ay = ay.to(device=irradiance.device, dtype=irradiance.dtype)
-        ax = ax.to(device=irradiance.device, dtype=irradiance.dtype)
-        return torch.matmul(torch.matmul(ay, irradiance), ax.transpose(0, 1)) * scale
+        axt = ax.to(device=irradiance.device, dtype=irradiance.dtype).transpose(0, 1)
+        # one image at a time: batched GEMMs may block differently for another batch size, and a
+        # sampled value must not depend on which other images share the batch
+        out = torch.stack([torch.matmul(torch.matmul(ay, img), axt) for img in irradiance])
+        return out * scale
 
     def qe_tensor(self, device, dtype) -> torch.Tensor:
         return torch.tensor(self.qe_rgb, device=device, dtype=dtype).view(1, 3, 1, 1)
