@@ -101,8 +101,8 @@ def saturate(
 
     For fixed H and V each channel is ``V − S·V·g(H)``, so the round trip is
     ``V − (S'/S)(V − x)``; grey pixels (S = 0, hue 0 = red by convention, as skimage)
-    become ``(V, V(1−S'), V(1−S'))``. 1-channel images are returned unchanged unless
-    ``shift`` > 0 (then the red channel of that convention). ``(B, C, H, W) -> (B, C, H, W)``.
+    become ``(V, V(1−S'), V(1−S'))``. 1-channel images are returned unchanged (the
+    reference's grey path keeps the red channel, which is V). ``(B, C, H, W) -> (B, C, H, W)``.
     """
     a, b = float(saturation_scale), float(saturation_shift)
     x = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
@@ -248,11 +248,15 @@ def jpeg_exact(images: torch.Tensor, quality: int) -> torch.Tensor:
 
     Batched C++ codec calls (nvJPEG on CUDA); not differentiable. ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    from torchvision.io import decode_jpeg, encode_jpeg
+    import warnings
 
-    u8 = torch.round(images.detach().clamp(0, 1) * 255).to(torch.uint8)
-    data = encode_jpeg(list(u8.unbind(0)), quality=int(quality))
-    dec = decode_jpeg(data, device=images.device)
+    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its codecs to torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import decode_jpeg, encode_jpeg
+
+        u8 = torch.round(images.detach().clamp(0, 1) * 255).to(torch.uint8)
+        data = encode_jpeg(list(u8.unbind(0)), quality=int(quality))
+        dec = decode_jpeg(data, device=images.device)
     return (torch.stack(dec).to(images.dtype) / 255).to(images.device)
 
 
