@@ -543,6 +543,39 @@ def run_sweep(
     workers = cfg.workers if workers is None else workers
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
     store = ResultsStore(out_dir)
+    lock = _lock_run_dir(store.root)  # released when this process ends, however it ends
+    try:
+        return _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, console, max_units)
+    finally:
+        lock.close()
+
+
+def _lock_run_dir(root: Path):
+    """An exclusive ``flock`` on ``root/.lock``: a second run on the same directory is refused
+    (the kernel drops the lock when the process dies, so a killed run never blocks a resume)."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root / ".lock", "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(
+            f"{root} is being written by another weakspot run ({who}); wait for it to finish or "
+            "choose another --out directory"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {platform.node()}")
+    f.flush()
+    return f
+
+
+def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, console, max_units) -> RunSummary:
+    out_dir = store.root
     resumed = store.exists()
     _remove_stale_temporaries(store.root)
     if resumed:
