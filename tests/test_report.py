@@ -230,3 +230,27 @@ def test_adaptive_cli_on_a_real_run_and_its_report_section(mnist_run, tmp_path, 
     html = write_report(mnist_run, tmp_path / "r", n_boot=50, max_examples=0).read_text()
     assert 'id="adaptive"' in html and "saved" in html
     assert main(["breaking", str(mnist_run), "no_such_degradation"]) == 2
+
+
+def test_partial_and_clean_only_runs_still_get_a_report(tmp_path):
+    # a run killed mid-way: one condition has no unit at all, another lost its Parquet file after its
+    # probabilities were written (the store writes probs first, then the Parquet file)
+    make_store(tmp_path / "partial", n_classes=4, per_class=3)
+    preds = tmp_path / "partial/predictions"
+    for f in (preds / "gaussian_blur.sigma_px=3.0").iterdir():
+        f.unlink()
+    (preds / "contrast_drop.sev=5/shard-00001.parquet").unlink()
+    run = A.load_run(tmp_path / "partial")
+    assert run.pending == ["gaussian_blur.sigma_px=3.0"]
+    assert np.isnan(run.probs("contrast_drop.sev=5")[-1]).all()  # unfinished shard: NaN rows, no crash
+    html = write_report(tmp_path / "partial", n_boot=50).read_text()
+    assert "Partial run: 1 condition(s)" in html
+    acc = A.accuracy_table(run).set_index("condition_id")
+    assert acc.loc["contrast_drop.sev=5", "n"] == 6 and "gaussian_blur.sigma_px=3.0" not in acc.index
+
+    make_store(tmp_path / "clean", n_classes=3, per_class=2)
+    for d in (tmp_path / "clean/predictions").iterdir():
+        if d.name != "clean":
+            shutil.rmtree(d)
+    html = write_report(tmp_path / "clean", n_boot=50).read_text()
+    assert 'id="overview"' in html and 'id="accuracy"' not in html

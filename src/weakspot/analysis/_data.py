@@ -71,7 +71,10 @@ def _direction(degradation: str, axis: str | None, xs: np.ndarray) -> int:
 
 @dataclass
 class RunData:
-    """A run loaded once; the analyses take this or anything :func:`load_run` accepts."""
+    """A run loaded once; the analyses take this or anything :func:`load_run` accepts.
+
+    ``conditions`` holds the conditions that have predictions; ``pending`` lists the ids of
+    those that have none yet (a partial run), which every analysis leaves out."""
 
     store: ResultsStore
     classes: list[str]
@@ -79,6 +82,7 @@ class RunData:
     conditions: pd.DataFrame
     rows: pd.DataFrame
     manifest: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)
     _probs: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ properties
@@ -155,6 +159,11 @@ def load_run(store: StoreLike) -> RunData:
             ignore_index=True,
         )
 
+    # a partial run (killed or still running): analyse the conditions that have predictions
+    evaluated = set(preds.condition_id)
+    pending = sorted(set(conds.condition_id) - evaluated)
+    conds = conds[conds.condition_id.isin(evaluated)].reset_index(drop=True)
+
     # level on the x-axis and mild -> severe order, per degradation
     conds["x"] = conds["axis_value"].astype(float)
     sev = conds["severity"].astype(float)
@@ -187,4 +196,5 @@ def load_run(store: StoreLike) -> RunData:
     rows["labelled"] = rows["label"] >= 0
     rows["agree"] = rows["top1"] == rows["clean_top1"]
     rows["hit"] = np.where(rows["labelled"], rows["correct1"], rows["agree"])
-    return RunData(store=store, classes=classes, images=images, conditions=conds, rows=rows, manifest=manifest)
+    return RunData(store=store, classes=classes, images=images, conditions=conds, rows=rows, manifest=manifest,
+                   pending=pending)

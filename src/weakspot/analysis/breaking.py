@@ -137,4 +137,6 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
                 "breaking_x": x, "status": status, "label": label, "final_value": vs[-1] if vs else np.nan,
                 "final_level": conds["level"].iloc[-1], "clean_x": cx,
             })
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=["degradation", "family", "axis", "axis_unit", "class", "class_name", "metric",
+                                      "clean_value", "threshold", "breaking_x", "status", "label", "final_value",
+                                      "final_level", "clean_x"])

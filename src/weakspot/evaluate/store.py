@@ -274,6 +274,8 @@ class ResultsStore:
         out = np.full((n, k), np.nan, dtype=np.float32)
         pdir = self.root / "predictions" / condition_id
         for f in sorted((self.root / "probs" / condition_id).glob("shard-*.npy")):
+            if not (pdir / f"{f.stem}.parquet").is_file():  # unit killed between its two writes: not done
+                continue
             rows = pq.read_table(pdir / f"{f.stem}.parquet", columns=["image_index"]).column(0).to_numpy()
             out[rows] = np.load(f, allow_pickle=False).astype(np.float32)
         return out

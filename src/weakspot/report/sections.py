@@ -56,6 +56,11 @@ def _overview(ctx: ReportContext) -> SectionOutput:
         cards.append((f"{a.mce['mce']:.1%}", f"mCE vs {a.mce['reference']} ({a.mce['n_degradations']} corruptions)"))
     html = '<div class="kpis">' + "".join(f'<div class="kpi"><b>{esc(v)}</b><span>{esc(t)}</span></div>'
                                           for v, t in cards) + "</div>"
+    if run.pending:
+        kpis["pending_conditions"] = list(run.pending)
+        html += (f'<p class="note bad">Partial run: {len(run.pending)} condition(s) have no predictions yet and are '
+                 f"left out ({esc(', '.join(run.pending[:5]))}{' …' if len(run.pending) > 5 else ''}); "
+                 "<code>weakspot run</code> with the same --out resumes it.</p>")
     items = "".join(f'<li><span class="tag">{esc(r.kind)}</span>{esc(r.text)}</li>' for r in a.findings.itertuples())
     html += f'<h3>Findings</h3><ul class="findings">{items or "<li>No degradation changed a prediction.</li>"}</ul>'
     md = "\n".join(f"- **{r.kind}**: {r.text}" for r in a.findings.itertuples())
