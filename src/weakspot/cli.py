@@ -159,6 +159,7 @@ def report_cmd(
     examples: int = typer.Option(8, "--examples", min=0, help="number of clean-vs-degraded example pairs"),
 ) -> None:
     """Write the weakness report (HTML, summary.json, Markdown) of a finished run."""
+    import weakspot.robustify.report_section  # noqa: F401  (the fix before/after section)
     from weakspot.report import write_report
 
     path = write_report(run_dir, out, baseline=baseline, max_examples=examples)
@@ -254,6 +255,30 @@ def enhance_cmd(
                     tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
                     kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
                     console=console)
+
+
+@app.command("fix")
+def fix_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (weakspot run CONFIG --out RUN_DIR)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/fix)"),
+    top: int = typer.Option(2, min=1, help="how many of the worst degradations to fix"),
+    method: str = typer.Option("auto", help="auto | robust (fine-tune) | frontend (enhancement front-end)"),
+    epochs: int = typer.Option(3, min=1, help="training epochs of the fix"),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="labelled training images KIND[:ROOT] "
+                                             "when the run's data has no training split"),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+) -> None:
+    """Fix the worst weaknesses of a run, re-run the same sweep, add before/after to the report."""
+    from weakspot.robustify.commands import fix_command
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    fix_command(run_dir, out=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
+                progress=progress, console=console)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,3 +151,16 @@ def enhance_command(
                   f"({100 * f['front_end'] / max(f['classifier'], 1):.1f}%)")
     console.print(f"wrote {out / 'enhance.md'}, {out / 'enhance.parquet'}, {out / 'front_end.pt'}")
     return summary
+
+
+def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console) -> dict[str, Any]:
+    from weakspot.robustify.fix import fix_run
+
+    s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
+                progress=progress, log=console.print)
+    t = s["table"].copy()
+    t.index.name = "condition"
+    _print_table(console, t, f"top-1 accuracy (%) before / after the {s['method']} fix")
+    where = s.get("report") or (Path(out) if out else Path(run_dir) / "fix")
+    console.print(f"fixed model: {s['fixed_model']}; before/after: {where}")
+    return s

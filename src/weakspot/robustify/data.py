@@ -84,12 +84,10 @@ def split_indices(labels: torch.Tensor, test_fraction: float, seed: int) -> tupl
 def _from_dataset(source: str, root: str | None, split: str, limit: int | None):
     from weakspot.data import open_dataset  # the evaluation pipeline's loader
 
-    ds = open_dataset(source, root=root, split=split) if root is not None else open_dataset(source, split=split)
-    n = len(ds) if limit is None else min(limit, len(ds))
+    ds = open_dataset(root, source, split=split, limit=limit)
     xs, ys = [], []
-    for i in range(n):
-        item = ds[i]
-        img, lab = (item["image"], item["label"]) if isinstance(item, dict) else (item[0], item[1])
+    for i in range(len(ds)):
+        img, lab = ds[i][0], ds[i][1]
         img = torch.as_tensor(img)
         if img.is_floating_point():
             img = (img.clamp(0, 1) * 255).round().to(torch.uint8)
