@@ -105,10 +105,12 @@ class Capture:
     @property
     def photons_rgb(self) -> torch.Tensor:
         cam = self.camera
-        return self._get(
-            "photons_rgb",
-            lambda: cam.sensor.collect(self.blurred_linear, self.sample_pitch_um, gain=cam._photometric_gain(self.srgb, self.white_luminance_cd_m2)),
-        )
+
+        def compute() -> torch.Tensor:
+            gain = cam._photometric_gain(self.srgb, self.white_luminance_cd_m2)
+            return cam.sensor.collect(self.blurred_linear, self.sample_pitch_um, gain=gain)
+
+        return self._get("photons_rgb", compute)
 
     @property
     def raw(self) -> torch.Tensor:
@@ -123,8 +125,8 @@ class Camera:
     """A physically based camera built from four inspectable stages.
 
     ``Camera()`` is the default camera: a 100 cd/m² scene, a 6 mm f/2.8 lens in focus
-    (diffraction off, see :class:`Optics`), ISETCam's 2.8 µm APS pixel behind an RGGB Bayer filter at 1/80 s (the
-    reference white fills ≈ 90 % of the well), and an sRGB ISP.
+    (diffraction off, see :class:`Optics`), ISETCam's 2.8 µm APS pixel behind an RGGB Bayer
+    filter at 1/80 s (the reference white fills ≈ 90 % of the well), and an sRGB ISP.
     """
 
     scene: Scene = field(default_factory=Scene)

@@ -78,15 +78,19 @@ PHOTONS_PER_LUX: tuple[float, float, float] = _photons_per_lux()
 
 
 def _pow_per_image(y: torch.Tensor, exponent: float) -> torch.Tensor:
-    """``y ** exponent``, one image at a time, in place when no gradient is needed.
+    """``y ** exponent`` whose bytes for one image never depend on the rest of the batch.
 
-    Vectorised ``pow`` takes a scalar path for the last few elements of a tensor, which can
-    differ by one ulp; applying it per image makes every image's bytes independent of the
-    batch it came in (per-image generators promise that for the noise; this keeps it true for
-    the rendered image too).
+    A vectorised CPU ``pow`` takes a scalar path (which may differ by one ulp) for the tail of
+    every thread's chunk. When an image's element count is a multiple of 32 × threads (224²,
+    256², 512² …) no element of any batch falls in a tail and the batched call is safe; otherwise
+    (28 × 28, 299² …) it runs image by image. In place when no gradient is needed.
     """
+    n = y[0].numel() if y.shape[0] else 0
+    batched = y.shape[0] <= 1 or y.device.type != "cpu" or n % (32 * torch.get_num_threads()) == 0
     if y.requires_grad:
-        return torch.cat([t.pow(exponent) for t in y.split(1)]) if y.shape[0] > 1 else y.pow(exponent)
+        return y.pow(exponent) if batched else torch.cat([t.pow(exponent) for t in y.split(1)])
+    if batched:
+        return y.pow_(exponent)
     for t in y.split(1):
         t.pow_(exponent)
     return y
