@@ -94,8 +94,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         import pickle
 
+        import warnings
+
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # plain pickles (not torch.save) warn about their protocol
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise ModelLoadError(
                 f"refusing to load {path}: it is not a plain weights file (weights_only=True failed: "
