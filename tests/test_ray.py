@@ -194,6 +194,15 @@ def test_bad_address_and_engine_are_one_line_errors(cluster, tmp_path, capsys):
         assert main(["run", cfg, "--out", str(tmp_path / "o"), "--no-progress", *args]) == 2, args
         err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the terminal width
         assert err.startswith("error: ") and words in err and "Traceback" not in err, err
+    # one writer per run directory: a run holding it (local or Ray) refuses a second one
+    from weakspot.evaluate.engine import _lock_run_dir
+
+    held = _lock_run_dir(tmp_path / "busy")
+    try:
+        with pytest.raises(ConfigError, match="being written by another weakspot run"):
+            run_sweep_ray(_small_cfg(tmp_path), tmp_path / "busy", progress=False)
+    finally:
+        held.close()
     with pytest.raises(ConfigError, match="no GPU"):
         run_sweep_ray(_small_cfg(tmp_path, model={"name": "mnist_cnn", "device": "cuda"}), tmp_path / "g",
                       progress=False)

@@ -360,12 +360,9 @@ def run_sweep_ray(
         RayConnectionError: ``address`` cannot be reached.
         ConfigError / DataError: as the local engine (bad config, a different run in ``out_dir``…).
     """
-    ray = import_ray()
-    from weakspot.evaluate.conditions import CLEAN_CONDITION
-    from weakspot.evaluate.config import RunConfig, expand_conditions, load_config, parse_config
-    from weakspot.evaluate.engine import (RunSummary, _clean_top1, _config_hash, _finish_manifest,
-                                          _Progress, _remove_stale_temporaries, _setup, _top1_for,
-                                          open_run_data, plan_units, write_unit)
+    import_ray()
+    from weakspot.evaluate.config import RunConfig, load_config, parse_config
+    from weakspot.evaluate.engine import _lock_run_dir
 
     t_start = time.perf_counter()
     if isinstance(config, (str, Path)):
@@ -374,6 +371,24 @@ def run_sweep_ray(
         cfg = config
     else:
         cfg = parse_config(dict(config))
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)  # before anything is written
+    lock = _lock_run_dir(Path(out_dir))  # one writer per run directory, local or Ray
+    try:
+        return _run_ray(cfg, Path(out_dir), t_start, address=address, actors=actors, progress=progress,
+                        console=console, max_units=max_units, on_actors=on_actors)
+    finally:
+        lock.close()
+
+
+def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, console, max_units, on_actors):
+    ray = import_ray()
+    from weakspot.evaluate.conditions import CLEAN_CONDITION
+    from weakspot.evaluate.config import expand_conditions
+    from weakspot.evaluate.engine import (RunSummary, _clean_top1, _config_hash, _finish_manifest,
+                                          _Progress, _remove_stale_temporaries, _setup, _top1_for,
+                                          open_run_data, plan_units, write_unit)
+
     rcfg = cfg.ray
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
     store = ResultsStore(out_dir)
@@ -393,7 +408,8 @@ def run_sweep_ray(
         if actors is not None:
             n_actors = int(actors)
         device = "cuda" if num_gpus > 0 else "cpu"
-        threads = cfg.threads or max(1, int(num_cpus))
+        # torch threads per actor: the config's number, else one per CPU the actor holds
+        threads = cfg.threads if isinstance(cfg.threads, int) else max(1, int(num_cpus))
 
         def start_actors() -> list[dict]:
             """Start the actors (each loads the model and opens the data) and wait until they are up."""
@@ -550,7 +566,8 @@ def run_sweep_ray(
         if own_connection:
             ray.shutdown()
         seconds = time.perf_counter() - t_start
-        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s)
+        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s,
+                         info.actors[0]["torch_threads"] if info is not None and info.actors else None)
         if info is not None:
             info.actor_pids_seen = len(pids)
             _record_session(store, info)
