@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console()
     severities = [3] if args.quick else [1, 2, 3, 4, 5]
-    repeats = 2 if args.quick else 3
+    repeats = 1 if args.quick else 3
     n_ref = args.ref_images or (1 if args.quick else 3)
     names = args.only.split(",") if args.only else list(CORRUPTIONS)
     x = real_batch(args.batch)
@@ -92,16 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     model = resnet18(weights=None).eval()
     with torch.inference_mode():
         model(x)
-        t_resnet = best_time(lambda: model(x), repeats) / len(x)
-    console.print(f"ResNet-18 forward: {t_resnet * 1e3:.1f} ms/image")
+        t_resnet_start = best_time(lambda: model(x), repeats) / len(x)
+    console.print(f"ResNet-18 forward: {t_resnet_start * 1e3:.1f} ms/image")
 
     table = Table(title="ImageNet-C: reference vs weakspot (ms per 224² image)")
-    for col in ("corruption", "sev", "reference", "weakspot", "speed-up", "% ResNet-18"):
+    for col in ("corruption", "sev", "reference", "weakspot", "speed-up", "% ResNet-18 fwd"):
         table.add_column(col, justify="right" if col != "corruption" else "left")
     total_ref = total_ours = 0.0
     per_name: dict[str, tuple[float, float, float]] = {}
     for name in names:
         sum_ref = sum_ours = worst = 0.0
+        # full run: ResNet-18 again next to each corruption (on a shared machine the load drifts;
+        # the ratio should compare timings taken under the same conditions)
+        t_resnet = t_resnet_start
+        if not args.quick:
+            with torch.inference_mode():
+                t_resnet = best_time(lambda: model(x), 2) / len(x)
         for sev in severities:
             deg = weakspot.get_degradation(f"imagenet_c/{name}", severity=sev)
             k = 1 if name == "glass_blur" else n_ref  # 1.4 s per image
@@ -116,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
                           f"{100 * t_ours / t_resnet:.1f}%")
             sum_ref += t_ref
             sum_ours += t_ours
-            worst = max(worst, t_ours)
+            worst = max(worst, t_ours / t_resnet)
         per_name[name] = (sum_ref, sum_ours, worst)
         total_ref += sum_ref
         total_ours += sum_ours
     console.print(table)
     worst_name = max(per_name, key=lambda n: per_name[n][2])
-    console.print(f"ResNet-18 forward {t_resnet * 1e3:.1f} ms/image; most expensive corruption: {worst_name} "
-                  f"{per_name[worst_name][2] * 1e3:.2f} ms/image = {100 * per_name[worst_name][2] / t_resnet:.1f}%")
+    console.print(f"most expensive corruption relative to ResNet-18: {worst_name} at "
+                  f"{100 * per_name[worst_name][2]:.1f}% of a forward pass (goal ≤ 10%)")
     if "glass_blur" in per_name:
         r, o, _ = per_name["glass_blur"]
         console.print(f"glass_blur speedup: {r / o:.0f}x")
