@@ -85,8 +85,12 @@ def _pow_per_image(y: torch.Tensor, exponent: float) -> torch.Tensor:
     256², 512² …) no element of any batch falls in a tail and the batched call is safe; otherwise
     (28 × 28, 299² …) it runs image by image. In place when no gradient is needed.
     """
-    n = y[0].numel() if y.shape[0] else 0
-    batched = y.shape[0] <= 1 or y.device.type != "cpu" or n % (32 * torch.get_num_threads()) == 0
+    batched = (
+        y.ndim == 0
+        or y.shape[0] <= 1
+        or y.device.type != "cpu"
+        or y[0].numel() % (32 * torch.get_num_threads()) == 0
+    )
     if y.requires_grad:
         return y.pow(exponent) if batched else torch.cat([t.pow(exponent) for t in y.split(1)])
     if batched:
