@@ -58,6 +58,10 @@ def test_warp_matches_the_per_image_reference(small_photos):
     out = apply_enhancement(small_photos, m, t, k)
     ref = apply_enhancement_reference(small_photos, m, t, k)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    from weakspot.robustify.enhance import _filter_unfold  # the path used when exporting (tracing)
+
+    y = torch.einsum("bij,bjhw->bihw", m, small_photos) + t[:, :, None, None]
+    torch.testing.assert_close(_filter_unfold(y, k).clamp(0, 1), ref, rtol=1e-5, atol=1e-6)
     # a single-image call gives the same as inside the batch (no cross-talk between samples)
     torch.testing.assert_close(apply_enhancement(small_photos[2:3], m[2:3], t[2:3], k[2:3]), out[2:3])
 

@@ -266,6 +266,8 @@ def fix_cmd(
     epochs: int = typer.Option(3, min=1, help="training epochs of the fix"),
     train_data: Optional[str] = typer.Option(None, "--train-data", help="labelled training images KIND[:ROOT] "
                                              "when the run's data has no training split"),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=10, help="use a stratified subset of "
+                                              "N training images (quick checks)"),
     seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
@@ -278,7 +280,7 @@ def fix_cmd(
 
         torch.set_num_threads(threads)
     fix_command(run_dir, out=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                progress=progress, console=console)
+                progress=progress, console=console, train_limit=train_limit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,11 +153,11 @@ def enhance_command(
     return summary
 
 
-def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console) -> dict[str, Any]:
+def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console, train_limit=None) -> dict[str, Any]:
     from weakspot.robustify.fix import fix_run
 
     s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                progress=progress, log=console.print)
+                train_limit=train_limit, progress=progress, log=console.print)
     t = s["table"].copy()
     t.index.name = "condition"
     _print_table(console, t, f"top-1 accuracy (%) before / after the {s['method']} fix")

@@ -68,7 +68,21 @@ def apply_enhancement(
     gradients inside [0, 1]).
     """
     y = torch.einsum("bij,bjhw->bihw", color_matrix, images) + color_shift[:, :, None, None]
+    if torch.jit.is_tracing():  # the grouped conv bakes groups = B·C into a trace
+        return _filter_unfold(y, kernel).clamp(0.0, 1.0)
     return filter2d(y, kernel, border="reflect").clamp(0.0, 1.0)
+
+
+def _filter_unfold(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Per-sample correlation as unfold + weighted sum: batch-size generic under tracing
+    (TorchScript export); same result as the grouped convolution."""
+    k = int(kernel.shape[-1])  # fixed by the network: a constant in the trace
+    r = k // 2
+    yp = F.pad(y, (r, r, r, r), mode="reflect")
+    cols = F.unfold(yp.flatten(0, 1).unsqueeze(1), k)  # (B·C, k·k, H·W)
+    cols = cols.reshape(y.shape[0], y.shape[1], k * k, -1)
+    out = (cols * kernel.reshape(kernel.shape[0], 1, k * k, 1)).sum(2)
+    return out.reshape(y.shape)
 
 
 def apply_enhancement_reference(images, color_matrix, color_shift, kernel) -> torch.Tensor:

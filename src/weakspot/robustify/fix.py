@@ -204,6 +204,7 @@ def fix_run(
     epochs: int = 3,
     train_data: str | None = None,
     p_clean: float = 0.2,
+    train_limit: int | None = None,
     seed: int = 0,
     progress: bool = True,
     report: bool = True,
@@ -237,6 +238,10 @@ def fix_run(
                        class_names=mc.class_names, preprocess=mc.preprocess)
     split = _training_split(manifest, train_data, seed)
     chosen = choose_method(model, split is not None) if method == "auto" else method
+    if split is not None and train_limit is not None and train_limit < len(split.train_labels):
+        keep = split_indices(split.train_labels, train_limit / len(split.train_labels), seed)[1]
+        split = Split(split.train_images[keep], split.train_labels[keep], split.test_images, split.test_labels,
+                      split.class_names, split.name)
     if split is None:
         raise DataError(
             f"no labelled training images for the {chosen} fix of {run_dir}: give --train-data KIND[:ROOT] "
