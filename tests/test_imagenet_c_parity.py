@@ -190,7 +190,7 @@ def _reference_frost_texture(index: int):
         np.random.randint = orig
 
 
-@pytest.mark.parametrize("severity", [1, 3, 5])
+@pytest.mark.parametrize("severity", [1, 5])
 def test_frost_statistics_match_reference(two_photos, severity):
     # averaged over the reference's five frost photos (forced in turn) vs our five tints
     refs, ours = [], []
