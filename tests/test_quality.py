@@ -145,8 +145,8 @@ def test_niqe_batch_invariant_and_gray(nss_photos):
     one = torch.cat([q.niqe(x[i : i + 1]) for i in range(2)])
     torch.testing.assert_close(both, one)
     # one channel is used as luma directly: the same image as gray gives the same score
-    w = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
-    gray = (x * w).sum(1, keepdim=True)
+    w = torch.tensor([0.2989, 0.5870, 0.1140], dtype=torch.float64).view(1, 3, 1, 1)
+    gray = (x.double() * w).sum(1, keepdim=True)
     torch.testing.assert_close(q.niqe(gray), both, rtol=1e-4, atol=1e-4)
 
 

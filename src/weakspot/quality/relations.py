@@ -476,9 +476,9 @@ def print_summary(res: PerceptionResult, console=None) -> None:
     console = console or Console()
     t = Table(title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
               title_justify="left")
-    t.add_column("relation", no_wrap=True)
+    t.add_column("relation", overflow="fold")
     for c in ("measure", "level", "statistic", "value", "95% interval", "n"):
-        t.add_column(c, no_wrap=True)
+        t.add_column(c, no_wrap=True, min_width=len(c))
     for _, r in res.correlations.iterrows():
         ci = "—" if math.isnan(r.lo) else f"[{r.lo:.2f}, {r.hi:.2f}]"
         val = "—" if math.isnan(r.value) else f"{r.value:.3f}"
