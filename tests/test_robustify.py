@@ -131,15 +131,20 @@ def test_mix_is_keyed_per_image_and_reproducible(digits):
     assert torch.equal(masked[4:], x[4:])
 
 
-def test_integer_parameters_sample_every_integer():
-    # any registered integer parameter works the same way; use the registry to find one
-    ints = [(s.name, p) for s in weakspot.list_specs() for p in s.params if p.type is int and p.high and p.high >= 10]
-    if not ints:
-        pytest.skip("no integer-valued degradation registered yet")
-    name, p = ints[0]
-    lo = max(1, int(p.low or 1))
-    r = LevelRange(name, p.name, lo, lo + 9)
-    assert r.grid().tolist() == [float(v) for v in range(lo, lo + 10)]
+def test_pixel_defect_counts_are_drawn_per_image():
+    """``dead_pixels:count=1..10``: every integer is on the grid, and each image of a flat grey
+    batch has exactly its sampled number of dead (zero) pixels."""
+    if "dead_pixels" not in weakspot.list_degradations():
+        pytest.skip("dead_pixels is not registered in this checkout")
+    r = parse_spec("dead_pixels:count=1..10")
+    assert r.grid().tolist() == [float(v) for v in range(1, 11)]
+    mix = RandomDegradation([r])
+    gens = [keyed_generator(2, i) for i in range(12)]
+    _, value = mix.sample(12, [keyed_generator(2, i) for i in range(12)])
+    out = mix(torch.full((12, 1, 32, 32), 0.5), gens)
+    dead = (out == 0).flatten(1).sum(1)
+    assert dead.tolist() == [int(v) for v in value.tolist()]
+    assert len(set(dead.tolist())) > 3
 
 
 # ---------------------------------------------------------------- strategies and nets

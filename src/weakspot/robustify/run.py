@@ -10,7 +10,7 @@ degradation), evaluates the train × test grid and writes to ``out_dir``::
 
 ``enhance_job`` trains the front-end in front of a frozen classifier and
 evaluates with and without it per condition and per class (``enhance.parquet``,
-``enhance.md``, ``front_end.pt``, ``summary.json``).
+``enhance.md``, ``front_end.pt``, ``enhance.json``).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def enhance_job(
         "seconds": time.perf_counter() - t0,
         "device": str(device),
     }
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / "enhance.json", summary)
     summary["table"] = table
     summary["markdown"] = md + "\n" + flops_md
     return summary
