@@ -109,13 +109,24 @@ def _connect(ray, address: str | None) -> bool:
         return False
     import logging
 
+    kw: dict[str, Any] = {}
+    if not (address or "").startswith("ray://"):  # Ray Client takes only the address
+        kw["logging_level"] = logging.WARNING
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            kw["include_dashboard"] = False  # a local cluster just for this run
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 configure_logging=True)
+        ray.init(address=address, **kw)
     except ConnectionError as exc:
         raise RayConnectionError(f"cannot connect to a Ray cluster at {address or 'RAY_ADDRESS'}: {exc}; "
                                  f"{_ADDRESS_HELP}") from None
     return True
+
+
+def _cluster_address(ray, address: str | None) -> str:
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # noqa: BLE001 - Ray Client sessions do not expose it
+        return address or "local"
 
 
 # ----------------------------------------------------------------------------- the actor
@@ -475,7 +486,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
             units = units[:max_units]
         if units and not infos:
             infos = start_actors()
-        info = RayEngineInfo(address=ray.get_runtime_context().gcs_address,
+        info = RayEngineInfo(address=_cluster_address(ray, address),
                              actors=[{k: i[k] for k in ("pid", "node", "device", "torch_threads")} for i in infos],
                              num_gpus_per_actor=num_gpus, num_cpus_per_actor=num_cpus)
     except BaseException:
