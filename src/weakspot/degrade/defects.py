@@ -76,7 +76,7 @@ def _apply(images: torch.Tensor, kind: str, count: int, density: float, map_seed
 _COMMON = [
     Param("count", 10, "px", 0, 1e8, "number of defective pixels (used when density is 0)", type=int),
     Param("density", 0.0, "", 0.0, 1.0, "fraction of defective pixels; wins over count when > 0"),
-    Param("map_seed", 0, "", 0, 2**62, "sensor identity: same seed → same defect positions", type=int),
+    Param("map_seed", 0, "", 0, 2**31 - 1, "sensor identity: same seed → same defect positions", type=int),
 ]
 
 
