@@ -117,6 +117,14 @@ def test_gradients_reach_the_input_through_optics_and_isp(photos):
     assert support > 20
 
 
+@pytest.mark.parametrize("name", ["pixel_size", "exposure", "defocus"])
+def test_registered_camera_ops_are_differentiable(name, photos):
+    x = photos[:1, :, :32, :32].clone().requires_grad_(True)
+    weakspot.get_degradation(name, severity=3)(x, generator=0).mean().backward()
+    assert weakspot.get_spec(name).differentiable
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
 def test_optics_and_isp_gradients_are_exact():
     torch.manual_seed(0)
     k = Optics(defocus_diopters=1.0).psf(2.8, dtype=torch.float64)
