@@ -195,6 +195,8 @@ def robustify_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="output folder (checkpoints, grid.md, grid.parquet)"),
     data: str = typer.Option("mnist", "--data", help="'mnist' (bundled 5000 digits) or an open_dataset kind"),
     root: Optional[str] = typer.Option(None, "--root", help="data folder for kinds that need one"),
+    model: Optional[str] = typer.Option(None, "--model", help="fine-tune this model (weakspot.models.load_model "
+                                        "name or file) instead of training the built-in SmallCNN"),
     strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="constant | incremental | transfer "
                                                  "(repeatable; default all three; 'clean' is always trained)"),
     degrade: Optional[list[str]] = typer.Option(None, "--degrade", help="training degradation, e.g. "
@@ -223,7 +225,7 @@ def robustify_cmd(
     robustify_command(data=data, root=root, out=out, strategies=strategy or ["constant", "incremental", "transfer"],
                       degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
-                      progress=progress, device=device, limit=limit, console=console)
+                      progress=progress, device=device, limit=limit, console=console, model=model)
 
 
 @app.command("enhance")

@@ -62,6 +62,7 @@ def robustify_command(
     device: str,
     limit: int | None,
     console,
+    model: str | None = None,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.run import robustify_job
@@ -70,9 +71,14 @@ def robustify_command(
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
     cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    pretrained = None
+    if model is not None:
+        pretrained = _loaded_module(model, split)
+        console.print(f"model: {model} (fine-tuned by every strategy; the clean row is the model as loaded)")
     summary = robustify_job(
         split, out, strategies=strategies, train_specs=degrade, test_specs=tests, per_degradation=per_degradation,
         config=cfg, progress=progress, resume=resume, device=_device(device), log=console.print,
+        pretrained=pretrained,
     )
     _print_table(console, summary["table"], "accuracy (%) — trained on (rows) × tested on (columns)")
     console.print(f"wrote {out / 'grid.md'}, {out / 'grid.parquet'}, checkpoints under {out / 'models'} "
@@ -92,16 +98,19 @@ def resolve_classifier(spec: str, split, out: Path, *, epochs: int, seed: int, p
         return model, "small-cnn (clean-trained here)"
     if spec.endswith(".pt") and Path(spec).is_file():
         return load_small_cnn(spec, split), spec
+    return _loaded_module(spec, split), spec
+
+
+def _loaded_module(spec: str, split) -> torch.nn.Module:
+    """A model name/file for :func:`weakspot.models.load_model` as a trainable module on images in [0, 1]."""
     from weakspot.models import load_model
 
     loaded = load_model(spec)
     if loaded.num_classes != split.num_classes:
-        raise InvalidParameterError(
-            "--classifier", spec, f"a model with {split.num_classes} classes for data '{split.name}'"
-        )
+        raise InvalidParameterError("--model", spec, f"a model with {split.num_classes} classes for '{split.name}'")
     if not loaded.differentiable:
-        raise InvalidParameterError("--classifier", spec, "a differentiable (PyTorch) model; ONNX cannot train a front-end")
-    return _Wrapped(loaded), loaded.name
+        raise InvalidParameterError("--model", spec, "a PyTorch model (ONNX models cannot be trained)")
+    return _Wrapped(loaded)
 
 
 class _Wrapped(torch.nn.Module):

@@ -101,8 +101,13 @@ def robustify_job(
     resume: bool = True,
     device="cpu",
     log: Callable[[str], None] = print,
+    pretrained: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Train the clean baseline and the robust models, evaluate the grid, write results.
+
+    ``pretrained`` (a module on images in [0, 1], e.g. a loaded model with its
+    preprocessing): the ``clean`` row is that model as it is, and every strategy
+    fine-tunes a copy of it instead of training a :class:`SmallCNN` from scratch.
 
     ``train_specs`` (text forms of :mod:`weakspot.robustify.mix`) make one training
     mix (each image gets one of them at a random level); with ``per_degradation``
@@ -124,7 +129,11 @@ def robustify_job(
     history: dict[str, Any] = {}
     mix_label = "mix" if len(ranges) > 1 else (_label(ranges[0]) if ranges else "none")
 
-    clean, hist = train_or_load_clean(split, out_dir, base, progress=progress, resume=resume, device=device, log=log)
+    if pretrained is None:
+        clean, hist = train_or_load_clean(split, out_dir, base, progress=progress, resume=resume, device=device,
+                                          log=log)
+    else:
+        clean, hist = pretrained.to(device).eval(), []
     models["clean"] = clean
     history["clean"] = {"strategy": "clean", "train": "clean", "history": hist}
 
@@ -139,7 +148,7 @@ def robustify_job(
             model = copy.deepcopy(clean)
             cfg = base.model_copy(update={"strategy": "transfer", "epochs": transfer_epochs or max(1, base.epochs // 2)})
         else:
-            model = small_cnn_for(split, base.seed)
+            model = small_cnn_for(split, base.seed) if pretrained is None else copy.deepcopy(clean)
             cfg = base.model_copy(update={"strategy": strategy})
         res = train_classifier(
             model, split.train_images, split.train_labels, mix, cfg,
