@@ -245,3 +245,22 @@ def test_grid_matches_direct_counts(digits, tiny_models):
         assert int(per[per.cls == "3"].correct.iloc[0]) == int(ok[y == 3].sum())
     t = grid_table(df)
     assert list(t.index) == ["clean", "blur"] and list(t.columns) == [c.spec for c in conds]
+
+
+def test_robustify_job_fine_tunes_a_loaded_model(tmp_path):
+    """``pretrained``: the clean row is the loaded model as it is (checked against its own
+    ``predict_proba``), and the strategies fine-tune copies of it."""
+    from weakspot.models import bundled
+    from weakspot.robustify import robustify_job
+    from weakspot.robustify.commands import _loaded_module
+
+    split = load_split("mnist", limit=250)
+    net = _loaded_module("mnist_cnn", split)
+    s = robustify_job(split, tmp_path, strategies=["constant"], train_specs=["gaussian_blur:sigma_px=0.4..2.0"],
+                      test_specs=["clean", "gaussian_blur:sigma_px=2.0"], config=TrainConfig(epochs=1),
+                      pretrained=net, progress=False, log=lambda *a: None)
+    ref = bundled("mnist_cnn")
+    direct = ref.predict_proba(split.test_images.float() / 255).argmax(1)
+    assert s["table"].loc["clean", "clean"] == pytest.approx(100 * float((direct == split.test_labels).float().mean()))
+    assert list(s["table"].index) == ["clean", "constant-gaussian_blur"]
+    assert not (tmp_path / "models" / "clean").exists()  # nothing trained for the clean row
