@@ -134,11 +134,13 @@ def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
     xx = torch.arange(w, device=dev).view(1, w)
     visited = ((yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)).reshape(-1).repeat(b)
     ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
+    # unvisited pixels keep their value: give them the zero step (code d·2d + d), once
+    codes = steps.reshape(b, n_iter, n).int().masked_fill(~visited.view(b, 1, n), first_forward)
     src = ids
     for it in range(n_iter):
-        code = steps[:, it].reshape(-1).int()
-        q = torch.where(visited, ids + lut_offset.index_select(0, code), ids)
-        forward = (code > first_forward) & visited & visited.index_select(0, q)
+        code = codes[:, it].reshape(-1)
+        q = ids + lut_offset.index_select(0, code)
+        forward = (code > first_forward) & visited.index_select(0, q)
         nxt = torch.where(forward, q, ids)  # forward pointer, or itself at a chain's end
         while True:  # pointer jumping: after k rounds each pointer skips 2^k links
             jumped = nxt.index_select(0, nxt)
@@ -160,10 +162,13 @@ def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: f
     """
     b, c, h, w = images.shape
     x = fast_gaussian_blur2d(images, float(sigma_px), border="replicate")
-    x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
+    if x.requires_grad and torch.is_grad_enabled():
+        x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
+    else:  # the same, in place (no fresh buffers)
+        x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
     src = glass_shuffle_map(steps.to(images.device), int(max_delta_px))  # (B, H*W)
     x = x.reshape(b, c, h * w).gather(2, src.unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
-    return fast_gaussian_blur2d(x, float(sigma_px), border="replicate").clamp(0.0, 1.0)
+    return fast_gaussian_blur2d(x, float(sigma_px), border="replicate").clamp_(0.0, 1.0)
 
 
 @register(
