@@ -166,12 +166,10 @@ class EnhanceNet(nn.Module):
         sigma = estimate_noise_sigma(x)
         feats = torch.cat([self.features(x - 0.5).flatten(1), sigma * 10.0], dim=1)
         out = self.head(feats)
-        k2 = self.kernel_size**2
         matrix = self.eye + out[:, : c * c].reshape(b, c, c)
         shift = out[:, c * c : c * c + c]
         r = out[:, c * c + c :].reshape(b, self.kernel_size, self.kernel_size)
         kernel = self.delta + r - r.mean(dim=(1, 2), keepdim=True)
-        assert out.shape[1] == c * c + c + k2
         return matrix, shift, kernel
 
     def enhance(self, images: torch.Tensor) -> torch.Tensor:

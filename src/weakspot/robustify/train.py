@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from tqdm.auto import tqdm
 
 from weakspot.errors import ConfigError, InvalidParameterError
 from weakspot.evaluate.store import atomic_write_bytes
@@ -192,9 +194,6 @@ def train_classifier(
         sched.load_state_dict(state["scheduler"])
         result.history = list(state["history"])
         start = result.resumed_from_epoch = int(state["epoch"])
-
-    from tqdm.auto import tqdm
-    import time
 
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
