@@ -264,3 +264,22 @@ def test_robustify_job_fine_tunes_a_loaded_model(tmp_path):
     assert s["table"].loc["clean", "clean"] == pytest.approx(100 * float((direct == split.test_labels).float().mean()))
     assert list(s["table"].index) == ["clean", "constant-gaussian_blur"]
     assert not (tmp_path / "models" / "clean").exists()  # nothing trained for the clean row
+
+
+def test_severity_ranges_draw_registry_rows_with_zero_as_clean(digits):
+    from weakspot.robustify.mix import SeverityRange, parse_specs
+
+    r = parse_spec("gaussian_blur@0..5")
+    assert isinstance(r, SeverityRange) and r.grid().tolist() == [0, 1, 2, 3, 4, 5]
+    x = digits.test_images[:30].float() / 255
+    mix = RandomDegradation([r])
+    _, sev = mix.sample(30, 4)
+    out = mix(x, 4)
+    for i, s in enumerate(sev.long().tolist()):
+        ref = x[i : i + 1] if s == 0 else weakspot.get_degradation("gaussian_blur", severity=s)(x[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], ref, rtol=0, atol=1e-6)
+    assert {0, 5} <= set(sev.long().tolist())
+    names = [s.name for s in parse_specs("gaussian_*@1..3")]
+    assert names == weakspot.list_degradations("gaussian_*")
+    with pytest.raises(InvalidParameterError, match="0..5"):
+        parse_spec("gaussian_blur@0..9")

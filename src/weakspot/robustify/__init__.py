@@ -21,7 +21,15 @@ from weakspot.robustify.enhance import (
     train_enhancer,
 )
 from weakspot.robustify.grid import degrade_test_set, evaluate_grid, grid_table, markdown_table, predict
-from weakspot.robustify.mix import Condition, LevelRange, RandomDegradation, parse_condition, parse_spec
+from weakspot.robustify.mix import (
+    Condition,
+    LevelRange,
+    RandomDegradation,
+    SeverityRange,
+    parse_condition,
+    parse_spec,
+    parse_specs,
+)
 from weakspot.robustify.nets import SmallCNN, replace_head
 from weakspot.robustify.run import enhance_job, robustify_job
 from weakspot.robustify.train import STRATEGIES, TrainConfig, degraded_share, load_checkpoint, train_classifier
@@ -46,6 +54,8 @@ __all__ = [
     "RandomDegradation",
     "parse_condition",
     "parse_spec",
+    "parse_specs",
+    "SeverityRange",
     "SmallCNN",
     "replace_head",
     "enhance_job",

@@ -17,6 +17,8 @@ Text form (CLI ``--degrade``/``--test``), parsed by :func:`parse_spec`::
     gaussian_noise:variance=0.001..0.05      a range: level drawn per image
     gaussian_blur:sigma_px=1.5               a fixed level
     gaussian_blur@4                          severity 4 of the registry table
+    imagenet_c/fog@0..5                      severity drawn per image, 0 = clean
+    imagenet_c/*@1..5                        (parse_specs) every matching entry
     gaussian_blur                            registry default
     clean                                    no degradation
 """
@@ -35,7 +37,8 @@ from weakspot.degrade.registry import Degradation, get_degradation, get_spec
 from weakspot.errors import InvalidParameterError
 from weakspot.random import GeneratorLike, as_generators, rand
 
-__all__ = ["LevelRange", "RandomDegradation", "Condition", "parse_spec", "parse_condition", "CLEAN_NAME"]
+__all__ = ["LevelRange", "SeverityRange", "RandomDegradation", "Condition", "parse_spec", "parse_specs",
+           "parse_condition", "CLEAN_NAME"]
 
 CLEAN_NAME = "clean"
 
@@ -95,6 +98,43 @@ class LevelRange:
         extra = "".join(f",{k}={v}" for k, v in sorted(self.fixed.items()))
         lvl = f"{self.low:g}" if self.low == self.high else f"{self.low:g}..{self.high:g}"
         return f"{self.name}:{self.param}={lvl}{extra}"
+
+
+class _Identity(nn.Module):
+    def forward(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
+        return images
+
+
+@dataclass(frozen=True)
+class SeverityRange:
+    """Degradation ``name`` at a registry severity drawn from the integers ``low..high``;
+    severity 0 is clean. Works for every entry, also those whose severity rows set
+    several parameters (``imagenet_c/fog``)."""
+
+    name: str
+    low: int = 0
+    high: int = 5
+
+    def __post_init__(self) -> None:
+        levels = sorted(get_spec(self.name).severities)
+        ok = {0, *levels}
+        if self.low not in ok or self.high not in ok or self.low > self.high:
+            raise InvalidParameterError(
+                f"{self.name} severity", f"{self.low}..{self.high}", f"LOW..HIGH within 0..{max(levels)}"
+            )
+
+    is_int = True
+
+    def grid(self, levels: int = 16) -> torch.Tensor:
+        return torch.arange(self.low, self.high + 1, dtype=torch.float64)
+
+    def build(self, value: float) -> nn.Module:
+        sev = int(round(value))
+        return _Identity() if sev == 0 else get_degradation(self.name, severity=sev)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.low}..{self.high}"
 
 
 class RandomDegradation(nn.Module):
@@ -205,11 +245,18 @@ def _num(text: str, where: str) -> float:
         raise InvalidParameterError(where, text, "a number or a range LOW..HIGH, e.g. 0.001..0.05") from None
 
 
-def parse_spec(text: str) -> LevelRange | None:
+def parse_spec(text: str) -> LevelRange | SeverityRange | None:
     """Parse one ``--degrade``/``--test`` item (see the module docstring); ``clean`` → None."""
     text = text.strip()
     if not text or text == CLEAN_NAME:
         return None
+    if "@" in text and ".." in text.split("@", 1)[1]:
+        name, sev = text.split("@", 1)
+        lo, hi = sev.split("..", 1)
+        try:
+            return SeverityRange(get_spec(name.strip()).name, int(lo), int(hi))
+        except ValueError:
+            raise InvalidParameterError("severity", sev, "integers LOW..HIGH, e.g. 0..5 (0 = clean)") from None
     if "@" in text:
         name, sev = text.split("@", 1)
         spec = get_spec(name.strip())
@@ -253,6 +300,22 @@ def parse_spec(text: str) -> LevelRange | None:
     k, lo, hi = varied
     spec.param(k)  # unknown parameter → suggestion
     return LevelRange(spec.name, k, lo, hi, fixed)
+
+
+def parse_specs(text: str) -> list[LevelRange | SeverityRange]:
+    """Like :func:`parse_spec`, but a glob in the name expands to every matching registry
+    entry: ``imagenet_c/*@0..5`` is each ImageNet-C corruption at a random severity."""
+    from weakspot.degrade.registry import list_degradations
+
+    name = text.strip().split("@", 1)[0].split(":", 1)[0]
+    if any(ch in name for ch in "*?["):
+        names = list_degradations(name)
+        if not names:
+            raise InvalidParameterError("--degrade", text, "a pattern that matches registered degradations")
+        rest = text.strip()[len(name):]
+        return [r for n in names if (r := parse_spec(n + rest)) is not None]
+    r = parse_spec(text)
+    return [] if r is None else [r]
 
 
 def parse_condition(text: str) -> Condition:

@@ -33,7 +33,7 @@ from weakspot.random import keyed_seed
 from weakspot.robustify.data import Split
 from weakspot.robustify.enhance import EnhanceConfig, EnhancedClassifier, count_flops, train_enhancer
 from weakspot.robustify.grid import evaluate_grid, grid_table, markdown_table
-from weakspot.robustify.mix import Condition, LevelRange, RandomDegradation, parse_condition, parse_spec
+from weakspot.robustify.mix import Condition, LevelRange, RandomDegradation, parse_condition, parse_specs
 from weakspot.robustify.nets import SmallCNN
 from weakspot.robustify.train import STRATEGIES, TrainConfig, load_checkpoint, train_classifier
 
@@ -120,7 +120,7 @@ def robustify_job(
     for s in strategies:
         if s not in STRATEGIES:
             raise InvalidParameterError("--strategy", s, " | ".join(STRATEGIES))
-    ranges = [r for r in (parse_spec(t) for t in train_specs) if r is not None]
+    ranges = [r for t in train_specs for r in parse_specs(t)]
     if not ranges and any(s != "clean" for s in strategies):
         raise InvalidParameterError("--degrade", list(train_specs), "at least one training degradation, e.g. gaussian_blur:sigma_px=0.4..1.0")
     tests = [parse_condition(t) for t in test_specs]
@@ -209,7 +209,7 @@ def enhance_job(
     → logits) and evaluate with/without it per condition and class."""
     out_dir = Path(out_dir)
     cfg = config or EnhanceConfig()
-    ranges = [r for r in (parse_spec(t) for t in train_specs) if r is not None]
+    ranges = [r for t in train_specs for r in parse_specs(t)]
     if not ranges:
         raise InvalidParameterError("--degrade", list(train_specs), "at least one training degradation")
     tests: list[Condition] = [parse_condition(t) for t in test_specs]
