@@ -100,21 +100,30 @@ class UnitResult:
     skipped: list[dict[str, Any]]
     degrade_s: float = 0.0
     forward_s: float = 0.0
+    degrade_cpu_s: float = 0.0  # process CPU time: robust to other processes on the machine
+    forward_cpu_s: float = 0.0  # preprocessing + network + softmax
+    model_cpu_s: float = 0.0  # the network's forward alone
 
     @property
     def top1(self) -> np.ndarray:
         return np.asarray(self.rows["top1"], dtype=np.int64)
 
 
-def _forward(model, batch: list[torch.Tensor], amp: bool, channels_last: bool) -> torch.Tensor:
+def _forward(model, batch: list[torch.Tensor], amp: bool, channels_last: bool,
+             timing: list[float] | None = None) -> torch.Tensor:
     x = model.preprocess(batch)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    c0 = time.process_time()
     if amp and x.device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.float16):
             logits = model.module(x)
     else:
         logits = model.module(x)
+    if timing is not None:
+        if logits.device.type == "cuda":
+            torch.cuda.synchronize()
+        timing[0] += time.process_time() - c0
     return torch.softmax(logits.float(), dim=1).cpu()
 
 
@@ -175,14 +184,15 @@ def evaluate_unit(
     deg = degradation if degradation is not None or is_clean else condition.build()
     probs_parts: list[torch.Tensor] = []
     rows_kept: list[int] = []
-    t_deg = t_fwd = 0.0
+    t_deg = t_fwd = c_deg = c_fwd = 0.0
+    c_model = [0.0]
     pos, bs = 0, max(1, int(batch_size))
     with torch.inference_mode():
         while pos < len(keep):
             chunk = keep[pos : pos + bs]
             imgs = [shard.images[i] for i in chunk]
             ids = [shard.image_ids[i] for i in chunk]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ok_rows, batch = list(chunk), imgs
             if not is_clean:
                 try:
@@ -196,11 +206,12 @@ def evaluate_unit(
                         except WeakspotError as exc:
                             skipped.append({"image_id": iid, "condition_id": unit.condition_id,
                                             "reason": f"degradation failed: {exc}"})
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             t_deg += t1 - t0
+            c_deg += c1 - c0
             if batch:
                 try:
-                    p = _forward(model, batch, amp, channels_last)
+                    p = _forward(model, batch, amp, channels_last, c_model)
                 except Exception as exc:  # noqa: BLE001
                     if _is_oom(exc) and bs > 1:
                         bs = max(1, bs // 2)
@@ -211,6 +222,7 @@ def evaluate_unit(
                 probs_parts.append(p)
                 rows_kept += ok_rows
             t_fwd += time.perf_counter() - t1
+            c_fwd += time.process_time() - c1
             pos += len(chunk)
     k = model.num_classes
     probs = torch.cat(probs_parts).numpy() if probs_parts else np.zeros((0, k), np.float32)
@@ -224,7 +236,8 @@ def evaluate_unit(
         shard.labels[rows_kept],
         None if is_clean else np.asarray(clean_top1)[rows_kept],
     )
-    return UnitResult(unit, rows, probs.astype(np.float16) if store_probs else None, skipped, t_deg, t_fwd)
+    return UnitResult(unit, rows, probs.astype(np.float16) if store_probs else None, skipped, t_deg, t_fwd,
+                      c_deg, c_fwd, c_model[0])
 
 
 def rows_from_probs(
@@ -359,6 +372,10 @@ class RunSummary:
     resumed: bool
     unknown_degradations: list[str]
     setup_s: float = 0.0
+    loop_cpu_s: float = 0.0  # process CPU time of the evaluation loop (this process only)
+    forward_cpu_s: float = 0.0
+    degrade_cpu_s: float = 0.0
+    model_cpu_s: float = 0.0
 
     def accuracy(self):
         """Top-1 accuracy (labelled images) and agreement with the clean top-1, per condition."""
@@ -640,8 +657,9 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
     loader_workers = workers if _has_files(ds) else 0
     # positions in the loader are dataset indices; map back to image_index
     pos_of = {d: i for i, d in enumerate(ds_index)}
-    t_fwd = t_deg = 0.0
+    t_fwd = t_deg = c_fwd = c_deg = c_mod = 0.0
     setup_s = time.perf_counter() - t_start
+    cpu_loop0 = time.process_time()
     images_done = 0
     bar = _Progress(progress, console, total=sum(u.n for u in units))
     threads_before = torch.get_num_threads()
@@ -674,16 +692,20 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
                         clean_top1 = _top1_for(res, idx)
                     t_fwd += res.forward_s
                     t_deg += res.degrade_s
+                    c_fwd += res.forward_cpu_s
+                    c_deg += res.degrade_cpu_s
+                    c_mod += res.model_cpu_s
                     images_done += u.n
                     bar.advance(u.n)
     finally:
         torch.set_num_threads(threads_before)
         seconds = time.perf_counter() - t_start
+        loop_cpu = time.process_time() - cpu_loop0
         _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads_used)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
-                      skipped, resumed, unknown, setup_s)
+                      skipped, resumed, unknown, setup_s, loop_cpu, c_fwd, c_deg, c_mod)
 
 
 def _remove_stale_temporaries(root: Path) -> None:
