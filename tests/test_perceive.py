@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory):
     cfg = parse_config({
         "name": "perceive-test",
         "model": {"name": "efficientnet_lite0"},
-        "data": {"kind": "foolbox", "subset": "imagenet", "limit": 5},
+        "data": {"kind": "foolbox", "subset": "imagenet", "limit": 4},
         "seed": 3,
         "batch_size": 8,
         "workers": 0,
@@ -49,7 +49,7 @@ def test_tables_files_and_regeneration(run_dir, perception):
     for name in ("images", "conditions", "correlations"):
         assert (out / f"{name}.parquet").is_file()
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["n_images"] == 5 and meta["top1_mismatches"] == 0 and meta["patch_map"]
+    assert meta["n_images"] == 4 and meta["top1_mismatches"] == 0 and meta["patch_map"]
     figs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "brisque_vs_top1.png" in figs and sum(f.startswith("overlay_") for f in figs) == 2
     from PIL import Image
@@ -57,7 +57,7 @@ def test_tables_files_and_regeneration(run_dir, perception):
     for f in (out / "figures").glob("*.png"):
         Image.open(f).verify()
     t = pd.read_parquet(out / "images.parquet")
-    assert len(t) == 5 * 4 and set(t.condition_id) == set(perception.conditions.condition_id)
+    assert len(t) == 4 * 4 and set(t.condition_id) == set(perception.conditions.condition_id)
     # the regenerated degraded images (engine's apply_condition, keyed generators) make the
     # model give exactly the top-1 classes the run recorded, image by image
     assert (t.top1_regenerated == t.top1).all()
@@ -114,8 +114,21 @@ def test_cli_perceive_and_user_errors(run_dir, tmp_path, capsys):
     assert main(["perceive", str(run_dir), "--max-images", "2", "--n-boot", "0", "--overlays", "0",
                  "--conditions", "gaussian_noise*", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "quality_vs_prob_drop" in out and "perception" in out
+    assert "perception: 2 images × 2 conditions" in out and "spearman" in out and "correlations.parquet" in out
     assert main(["perceive", str(tmp_path)]) == 2
     assert "is not a weakspot run" in " ".join(capsys.readouterr().err.split())  # one line, rich-wrapped
     assert main(["perceive", str(run_dir), "--conditions", "nothing*", "--no-progress"]) == 2
     assert "invalid value for 'conditions'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_report_gains_the_perception_section(run_dir, perception, tmp_path):
+    from weakspot.report import write_report
+
+    write_report(run_dir, tmp_path / "report", max_examples=0)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    sec = summary["sections"]["perception"]
+    got = pd.DataFrame(sec["correlations"]).set_index(["relation", "measure"]).value
+    want = perception.correlations.set_index(["relation", "measure"]).value
+    np.testing.assert_allclose(got.loc[want.index].astype(float), want, equal_nan=True)
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Perception: image quality and saliency" in html and html.count("data:image/png") >= 3
