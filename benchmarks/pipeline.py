@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     work = Path(tempfile.mkdtemp(prefix="weakspot-bench-"))
-    print(f"torch threads {torch.get_num_threads()}; overhead = (pipeline loop - degradations - network) / network; network = module(x) inside the run")
+    print(f"torch threads {torch.get_num_threads()}; overhead = (pipeline loop - degradations - network) / network, "
+          "network = module(x) inside the run")
     print(f"{'scenario':14} {'img×cond':>8} | {'CPU s: loop':>11} {'degrade':>7} {'network':>7} {'overhead':>8} "
           f"{'bare fwd':>8} {'vs bare':>7} {'workers':>7} | {'wall s: loop':>12} {'degrade':>7} {'bare fwd':>8} "
           f"{'overhead':>8} | {'setup':>5}")
