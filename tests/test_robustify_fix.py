@@ -90,6 +90,14 @@ def test_frontend_fix_exports_a_working_model(run_dir, tmp_path):
     assert s["method"] == "frontend" and (tmp_path / "fe" / "fixed_model.ts").is_file()
     ba = [r for r in s["before_after"] if r["cls"] == "all"]
     assert {r["condition_id"] for r in ba} == set(ResultsStore(run_dir).conditions().condition_id)
+    # a second fix into the same folder replaces the re-run (no stale predictions of the first model)
+    s2 = fix_run(run_dir, out_dir=tmp_path / "fe", method="frontend", epochs=1, train_limit=128, top=1, seed=5,
+                 progress=False, log=lambda *a: None)
+    from weakspot.models import load_model
+
+    after = ResultsStore(tmp_path / "fe" / "run")
+    m = load_model(s2["fixed_model"], preprocess=after.manifest()["config"]["model"]["preprocess"])
+    assert after.manifest()["model"]["weights_sha256"] == m.weights_sha256
 
 
 def test_fix_user_errors(tmp_path, capsys):

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from weakspot.errors import DataError, InvalidParameterError, WeakspotError
+from weakspot.errors import ConfigError, DataError, InvalidParameterError, WeakspotError
 from weakspot.evaluate.store import CLEAN, atomic_write_bytes, atomic_write_json
 from weakspot.robustify.data import Split, split_indices
 from weakspot.robustify.mix import LevelRange, RandomDegradation
@@ -255,8 +256,14 @@ def fix_run(
     if chosen == "robust":
         net = _Preprocessed(model)
         tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed)
-        hist = train_classifier(net, split.train_images, split.train_labels, mix, tcfg,
-                                checkpoint_dir=out / "checkpoint", progress=progress, desc="fix").history
+        ckpt = out / "checkpoint"
+        try:  # resume an interrupted fix; a checkpoint of different settings is replaced
+            hist = train_classifier(net, split.train_images, split.train_labels, mix, tcfg,
+                                    checkpoint_dir=ckpt, progress=progress, desc="fix").history
+        except ConfigError:
+            shutil.rmtree(ckpt)
+            hist = train_classifier(net, split.train_images, split.train_labels, mix, tcfg,
+                                    checkpoint_dir=ckpt, progress=progress, desc="fix").history
         export = model.module
     else:
         clf = _Preprocessed(model)
@@ -273,6 +280,8 @@ def fix_run(
                     "preprocess": pre.to_dict()}
     new["name"] = f"{manifest.get('name') or run_dir.name} (fixed: {chosen})"
     log("re-running the same sweep with the fixed model …")
+    if (out / "run").exists():  # predictions of an earlier fixed model under the same file name
+        shutil.rmtree(out / "run")
     run_sweep(new, out / "run", progress=progress)
     ba = before_after(run_dir, out / "run", store.classes())
     summary = {
