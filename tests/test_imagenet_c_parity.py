@@ -135,7 +135,7 @@ def test_noise_statistics_match_reference(two_photos, name, severity):
     _assert_spectrum(ours - clean, ref - clean, name)
 
 
-@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("severity", [1, 3, 5])  # all five: test_glass_blur_with_the_same_steps_*
 def test_glass_blur_statistics_match_reference(two_photos, severity):
     # the reference takes ~1.4 s per 224² image: compare on 112² centre crops
     x = two_photos[:, :, 56:168, 56:168].contiguous()
