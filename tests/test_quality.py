@@ -139,6 +139,7 @@ def test_niqe_monotone_in_blur_and_noise(niqe_scores):
     assert (noise[1:] > noise[:1]).all(), noise
 
 
+@pytest.mark.filterwarnings("ignore:NIQE of a 192")
 def test_niqe_batch_invariant_and_gray(nss_photos):
     x = nss_photos[:2, :, :192, :192]
     both = q.niqe(x)
@@ -284,6 +285,8 @@ def test_grid_pool_matches_cell_means():
 def test_user_mistakes_raise_clear_errors():
     with pytest.raises(InvalidImageError, match="at least two 96"):
         q.niqe(torch.rand(1, 3, 100, 100))
+    with pytest.warns(UserWarning, match="rests on 4 patches.*erratic"):
+        q.niqe(torch.rand(1, 3, 224, 224))
     with pytest.raises(InvalidImageError, match="at least 32"):
         q.brisque(torch.rand(1, 3, 20, 40))
     with pytest.raises(InvalidImageError, match=r"\[0, 1\]"):

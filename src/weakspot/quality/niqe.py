@@ -25,6 +25,8 @@ __all__ = ["niqe", "niqe_features", "niqe_params", "cell_features_niqe", "PATCH_
 
 #: Patch side (px) the pristine model was fitted with.
 PATCH_PX = 96
+#: Below this many patches per image NIQE's sample covariance is too poor (a warning says so).
+RELIABLE_PATCHES = 9
 
 
 @lru_cache(maxsize=1)
@@ -103,6 +105,15 @@ def niqe_features(images: torch.Tensor, patch_px: int = PATCH_PX) -> torch.Tenso
         raise InvalidImageError(
             f"NIQE needs at least two {patch_px}×{patch_px} patches, got a {h}×{w} image; "
             f"use images of at least {2 * patch_px}×{patch_px} px (upsample small images first)"
+        )
+    if rows * cols < RELIABLE_PATCHES:
+        import warnings
+
+        warnings.warn(
+            f"NIQE of a {h}×{w} image rests on {rows * cols} patches of {patch_px} px: its sample covariance is "
+            f"nearly singular and scores are erratic (the reference implementation agrees); use images of at "
+            f"least {3 * patch_px}×{3 * patch_px} px (e.g. the native resolution) for reliable NIQE",
+            stacklevel=3,
         )
     gray = luminance(images)[:, : rows * patch_px, : cols * patch_px]
     return cell_features_niqe(gray, rows, cols).reshape(b, rows * cols, 36)
