@@ -35,9 +35,11 @@ def check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     if images.numel() == 0:
         raise InvalidImageError(f"'{name}' is empty: shape {tuple(images.shape)}")
     with torch.no_grad():
-        if not torch.isfinite(images).all():
-            raise InvalidImageError(f"'{name}' contains NaN or Inf values")
-        lo, hi = float(images.min()), float(images.max())
+        # one pass: NaN propagates into min/max, and Inf lands outside [0, 1]
+        lo_t, hi_t = torch.aminmax(images.detach())
+        lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InvalidImageError(f"'{name}' contains NaN or Inf values")
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         raise InvalidImageError(
             f"'{name}' must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
