@@ -122,13 +122,14 @@ def test_cli_perceive_and_user_errors(run_dir, tmp_path, capsys):
 
 
 def test_report_gains_the_perception_section(run_dir, perception, tmp_path):
+    from weakspot.quality.relations import load_perception
     from weakspot.report import write_report
 
     write_report(run_dir, tmp_path / "report", max_examples=0)
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     sec = summary["sections"]["perception"]
     got = pd.DataFrame(sec["correlations"]).set_index(["relation", "measure"]).value
-    want = perception.correlations.set_index(["relation", "measure"]).value
+    want = load_perception(run_dir).correlations.set_index(["relation", "measure"]).value  # latest perceive
     np.testing.assert_allclose(got.loc[want.index].astype(float), want, equal_nan=True)
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Perception: image quality and saliency" in html and html.count("data:image/png") >= 3

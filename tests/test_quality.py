@@ -92,8 +92,13 @@ def _by_set(scores: np.ndarray, names: list[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- NIQE
 def _skvideo_niqe():
     """scikit-video's NIQE with the minimal shims for current SciPy/NumPy."""
-    import scipy.misc
+    import warnings
+
     from PIL import Image
+
+    with warnings.catch_warnings():  # scipy.misc is deprecated; the reference still uses it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import scipy.misc
 
     def imresize(img, size, interp="bicubic", mode="F"):
         h, w = img.shape
