@@ -53,11 +53,9 @@ def filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "reflect"
     kernel = kernel.to(device=images.device, dtype=images.dtype)
     x = pad2d(images, (kw // 2, kw // 2, kh // 2, kh // 2), border)
     x = x.reshape(1, b * c, h + kh - 1, w + kw - 1)
+    # one grouped (depthwise) convolution over the merged batch; on CPU this is ~20x
+    # faster than a batch of single-channel convolutions (benchmarks/filters.py)
     weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)  # (B*C, 1, kh, kw)
-    if kernel.shape[0] == 1 or bool((kernel == kernel[:1]).all()):
-        # one shared kernel: a plain depthwise conv over the merged batch is faster
-        x = x.reshape(b * c, 1, h + kh - 1, w + kw - 1)
-        return F.conv2d(x, weight[:1]).reshape(b, c, h, w)
     return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)
 
 
@@ -97,8 +95,7 @@ def separable_filter2d(
             x = pad2d(x, (0, 0, r, r), border)
             shape = (1, -1, k.shape[-1], 1)
         if k.shape[0] == 1:
-            xb = x.reshape(b * c, 1, *x.shape[-2:])
-            return F.conv2d(xb, k.reshape(shape).reshape(1, 1, *shape[2:])).reshape(b, c, hh, ww)
+            k = k.expand(b, -1)
         weight = k.repeat_interleave(c, dim=0).reshape(b * c, 1, *shape[2:])
         xb = x.reshape(1, b * c, *x.shape[-2:])
         return F.conv2d(xb, weight, groups=b * c).reshape(b, c, hh, ww)
