@@ -358,12 +358,12 @@ def test_conditions_round_trip_through_the_store(tmp_path, photos):
 
 
 def test_a_second_writer_on_the_same_directory_is_refused(tmp_path):
-    from weakspot.evaluate.engine import _lock_run_dir
+    from weakspot.evaluate.engine import lock_run_dir
 
-    held = _lock_run_dir(tmp_path / "busy")
+    held = lock_run_dir(tmp_path / "busy")
     try:
         with pytest.raises(ConfigError, match=f"being written by another weakspot run \\(pid {os.getpid()}"):
             run_sweep(_cfg(), tmp_path / "busy", progress=False)
     finally:
         held.close()
-    _lock_run_dir(tmp_path / "busy").close()  # free again once the holder is gone
+    lock_run_dir(tmp_path / "busy").close()  # free again once the holder is gone

@@ -195,9 +195,9 @@ def test_bad_address_and_engine_are_one_line_errors(cluster, tmp_path, capsys):
         err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the terminal width
         assert err.startswith("error: ") and words in err and "Traceback" not in err, err
     # one writer per run directory: a run holding it (local or Ray) refuses a second one
-    from weakspot.evaluate.engine import _lock_run_dir
+    from weakspot.evaluate.engine import lock_run_dir
 
-    held = _lock_run_dir(tmp_path / "busy")
+    held = lock_run_dir(tmp_path / "busy")
     try:
         with pytest.raises(ConfigError, match="being written by another weakspot run"):
             run_sweep_ray(_small_cfg(tmp_path), tmp_path / "busy", progress=False)

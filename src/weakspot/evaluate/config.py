@@ -228,6 +228,15 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 # ----------------------------------------------------------------------------- expansion
+def as_run_config(config: "RunConfig | dict[str, Any] | str | Path") -> RunConfig:
+    """A validated :class:`RunConfig` from a config object, a mapping or a YAML/TOML/JSON path."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    return parse_config(dict(config))
+
+
 def _axis_of(spec, params: dict[str, Any], grid_keys: list[str]) -> tuple[str | None, float | None, str | None]:
     axis = grid_keys[0] if len(grid_keys) == 1 else (spec.axis if not grid_keys else None)
     if axis is None:

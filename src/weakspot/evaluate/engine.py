@@ -46,6 +46,16 @@ __all__ = [
     "open_run_data",
     "load_run_model",
     "resolve_threads",
+    # the engine toolkit: what another engine (evaluate/ray_engine.py) shares with this one
+    "LoadItems",
+    "UnitProgress",
+    "setup_run",
+    "finish_manifest",
+    "lock_run_dir",
+    "remove_stale_temporaries",
+    "stored_clean_top1",
+    "top1_for",
+    "config_hash",
 ]
 
 
@@ -286,7 +296,7 @@ def write_unit(store: ResultsStore, result: UnitResult) -> None:
 
 
 # ----------------------------------------------------------------------------- local engine
-class _LoadItems(torch.utils.data.Dataset):
+class LoadItems(torch.utils.data.Dataset):
     """Dataset wrapper used by worker processes: never raises for a bad file."""
 
     def __init__(self, ds, ds_index: Sequence[int], probe: bool = False):
@@ -454,7 +464,7 @@ def _label_map(ds, model) -> Callable[[int], int]:
     return lambda y: y
 
 
-def _setup(cfg, store: ResultsStore, ds, model, conditions: list[Condition], workers: int, console) -> dict:
+def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], workers: int, console) -> dict:
     """Probe every image (decode, shape, content hash), write classes, images, conditions and
     the manifest. Returns the manifest."""
     n = len(ds)
@@ -463,7 +473,7 @@ def _setup(cfg, store: ResultsStore, ds, model, conditions: list[Condition], wor
     digests = [""] * n
     errors: list[str | None] = [None] * n
     use_workers = workers if _has_files(ds) else 0
-    for items in _loader(_LoadItems(ds, range(n), probe=True), batches, use_workers):
+    for items in _loader(LoadItems(ds, range(n), probe=True), batches, use_workers):
         for i, shape, digest, err in items:
             shapes[i], digests[i], errors[i] = shape, digest, err
     relabel = _label_map(ds, model)
@@ -526,7 +536,7 @@ def _write_conditions(store: ResultsStore, conditions: list[Condition]) -> None:
     store.write_conditions({k: [r[k] for r in rows] for k in rows[0]})
 
 
-def _config_hash(obj: Any) -> str:
+def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -548,26 +558,21 @@ def run_sweep(
         workers: override ``config.workers`` (data-loading processes).
         max_units: stop after this many units (for tests and benchmarks).
     """
-    from weakspot.evaluate.config import RunConfig, expand_conditions, load_config, parse_config
+    from weakspot.evaluate.config import as_run_config, expand_conditions
 
     t_start = time.perf_counter()
-    if isinstance(config, (str, Path)):
-        cfg = load_config(config)
-    elif isinstance(config, RunConfig):
-        cfg = config
-    else:
-        cfg = parse_config(dict(config))
+    cfg = as_run_config(config)
     workers = cfg.workers if workers is None else workers
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
     store = ResultsStore(out_dir)
-    lock = _lock_run_dir(store.root)  # released when this process ends, however it ends
+    lock = lock_run_dir(store.root)  # released when this process ends, however it ends
     try:
         return _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, console, max_units)
     finally:
         lock.close()
 
 
-def _lock_run_dir(root: Path):
+def lock_run_dir(root: Path):
     """An exclusive ``flock`` on ``root/.lock``: a second run on the same directory is refused
     (the kernel drops the lock when the process dies, so a killed run never blocks a resume)."""
     import fcntl
@@ -594,10 +599,10 @@ def _lock_run_dir(root: Path):
 def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, console, max_units) -> RunSummary:
     out_dir = store.root
     resumed = store.exists()
-    _remove_stale_temporaries(store.root)
+    remove_stale_temporaries(store.root)
     if resumed:
         old = store.manifest()
-        if _config_hash(old.get("identity")) != _config_hash(cfg.identity()):
+        if config_hash(old.get("identity")) != config_hash(cfg.identity()):
             raise ConfigError(
                 f"{out_dir} holds a different run (model, data, seed, shard_size or store_probs changed); "
                 "choose a new --out directory, or delete the old one to start over"
@@ -630,7 +635,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
         ds = _open_data(cfg)
         if progress and console is not None:
             console.print(f"[dim]checking {len(ds)} images…[/]")
-        manifest = _setup(cfg, store, ds, model, conditions, workers, console)
+        manifest = setup_run(cfg, store, ds, model, conditions, workers, console)
         ds_index = manifest["data"]["dataset_index"]
     if cfg.store_probs:
         n_bytes = len(ds_index) * (len(conditions) + 1) * model.num_classes * 2
@@ -661,7 +666,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
     setup_s = time.perf_counter() - t_start
     cpu_loop0 = time.process_time()
     images_done = 0
-    bar = _Progress(progress, console, total=sum(u.n for u in units))
+    bar = UnitProgress(progress, console, total=sum(u.n for u in units))
     threads_before = torch.get_num_threads()
     threads = resolve_threads(cfg.threads)
     if threads:
@@ -669,7 +674,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
     threads_used = torch.get_num_threads()
     try:
         with bar:
-            loader = _loader(_LoadItems(ds, range(len(ds))), batches, loader_workers) if units else []
+            loader = _loader(LoadItems(ds, range(len(ds))), batches, loader_workers) if units else []
             for shard, items in zip(shards, loader):
                 idx = np.array([pos_of[i] for i, _, _ in items], dtype=np.int64)
                 order = np.argsort(idx, kind="stable")
@@ -681,7 +686,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
                 for u in pending[shard]:
                     cond = CLEAN_CONDITION if u.condition_id == CLEAN else by_id[u.condition_id]
                     if not cond.is_clean and clean_top1 is None:
-                        clean_top1 = _clean_top1(store, shard, idx)
+                        clean_top1 = stored_clean_top1(store, shard, idx)
                     bar.describe(u.condition_id)
                     res = evaluate_unit(model, sh, cond, u, seed=cfg.seed, batch_size=batch_size,
                                         clean_top1=clean_top1, store_probs=cfg.store_probs,
@@ -689,7 +694,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
                                         channels_last=cfg.model.channels_last)
                     write_unit(store, res)
                     if cond.is_clean:
-                        clean_top1 = _top1_for(res, idx)
+                        clean_top1 = top1_for(res, idx)
                     t_fwd += res.forward_s
                     t_deg += res.degrade_s
                     c_fwd += res.forward_cpu_s
@@ -701,14 +706,14 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
         torch.set_num_threads(threads_before)
         seconds = time.perf_counter() - t_start
         loop_cpu = time.process_time() - cpu_loop0
-        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads_used)
+        finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads_used)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
                       skipped, resumed, unknown, setup_s, loop_cpu, c_fwd, c_deg, c_mod)
 
 
-def _remove_stale_temporaries(root: Path) -> None:
+def remove_stale_temporaries(root: Path) -> None:
     """Temporary files of a killed earlier session (never renamed, so never part of the store)."""
     for sub in ("predictions", "probs", "skipped"):
         d = Path(root) / sub
@@ -717,7 +722,7 @@ def _remove_stale_temporaries(root: Path) -> None:
                 f.unlink(missing_ok=True)
 
 
-def _top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
+def top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
     out = np.full(len(idx), -1, dtype=np.int64)
     pos = {int(i): j for j, i in enumerate(idx)}
     for ii, t in zip(res.rows["image_index"], res.rows["top1"]):
@@ -725,7 +730,7 @@ def _top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.ndarray:
+def stored_clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.ndarray:
     import pyarrow.parquet as pq
 
     path = store.unit_path(CLEAN, shard)
@@ -740,7 +745,7 @@ def _clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads) -> None:
+def finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads) -> None:
     if not store.exists():
         return
     m = store.manifest()
@@ -776,7 +781,7 @@ def _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_d
     store.write_manifest(m)
 
 
-class _Progress:
+class UnitProgress:
     """A rich progress bar with ETA over images × conditions (no-op when disabled)."""
 
     def __init__(self, enabled: bool, console, total: int):

@@ -180,13 +180,13 @@ class _UnitWorker:
         return out
 
     def _shard(self, unit, ds_idx, ids, labels):
-        from weakspot.evaluate.engine import ShardImages, _LoadItems
+        from weakspot.evaluate.engine import ShardImages, LoadItems
 
         hit = self.cache.get(unit.shard)
         if hit is not None:
             self.cache.move_to_end(unit.shard)
             return hit
-        loader = _LoadItems(self.ds, ds_idx)
+        loader = LoadItems(self.ds, ds_idx)
         imgs, errs = [], []
         for k in range(len(ds_idx)):
             _, img, err = loader[k]
@@ -215,7 +215,7 @@ class _UnitWorker:
         otherwise this actor uses (or computes) its own clean predictions of the shard: the
         same values. Returns ``([UnitResult…], pid, seconds busy)``."""
         from weakspot.evaluate.conditions import CLEAN_CONDITION
-        from weakspot.evaluate.engine import Unit, _top1_for
+        from weakspot.evaluate.engine import Unit, top1_for
 
         if self.error is not None:
             raise ConfigError(self.error)
@@ -226,13 +226,13 @@ class _UnitWorker:
             sh = entry[0]
             if unit.condition_id == CLEAN:
                 res = self._evaluate(sh, CLEAN_CONDITION, unit, None)
-                entry[1] = _top1_for(res, sh.image_index)
+                entry[1] = top1_for(res, sh.image_index)
             else:
                 ct = clean_top1
                 if ct is None:
                     if entry[1] is None:
                         clean_unit = Unit(CLEAN, unit.shard, unit.start, unit.stop)
-                        entry[1] = _top1_for(self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index)
+                        entry[1] = top1_for(self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index)
                     ct = entry[1]
                 res = self._evaluate(sh, self.by_id[unit.condition_id], unit, np.asarray(ct))
             out.append(res)
@@ -372,19 +372,14 @@ def run_sweep_ray(
         ConfigError / DataError: as the local engine (bad config, a different run in ``out_dir``…).
     """
     import_ray()
-    from weakspot.evaluate.config import RunConfig, load_config, parse_config
-    from weakspot.evaluate.engine import _lock_run_dir
+    from weakspot.evaluate.config import as_run_config
+    from weakspot.evaluate.engine import lock_run_dir
 
     t_start = time.perf_counter()
-    if isinstance(config, (str, Path)):
-        cfg = load_config(config)
-    elif isinstance(config, RunConfig):
-        cfg = config
-    else:
-        cfg = parse_config(dict(config))
+    cfg = as_run_config(config)
     if address not in (None, "auto", "local"):
         _check_reachable(address)  # before anything is written
-    lock = _lock_run_dir(Path(out_dir))  # one writer per run directory, local or Ray
+    lock = lock_run_dir(Path(out_dir))  # one writer per run directory, local or Ray
     try:
         return _run_ray(cfg, Path(out_dir), t_start, address=address, actors=actors, progress=progress,
                         console=console, max_units=max_units, on_actors=on_actors)
@@ -396,20 +391,20 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
     ray = import_ray()
     from weakspot.evaluate.conditions import CLEAN_CONDITION
     from weakspot.evaluate.config import expand_conditions
-    from weakspot.evaluate.engine import (RunSummary, _clean_top1, _config_hash, _finish_manifest,
-                                          _Progress, _remove_stale_temporaries, _setup, _top1_for,
+    from weakspot.evaluate.engine import (RunSummary, stored_clean_top1, config_hash, finish_manifest,
+                                          UnitProgress, remove_stale_temporaries, setup_run, top1_for,
                                           open_run_data, plan_units, write_unit)
 
     rcfg = cfg.ray
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
     store = ResultsStore(out_dir)
     resumed = store.exists()
-    if resumed and _config_hash(store.manifest().get("identity")) != _config_hash(cfg.identity()):
+    if resumed and config_hash(store.manifest().get("identity")) != config_hash(cfg.identity()):
         raise ConfigError(
             f"{out_dir} holds a different run (model, data, seed, shard_size or store_probs changed); "
             "choose a new --out directory, or delete the old one to start over"
         )
-    _remove_stale_temporaries(store.root)
+    remove_stale_temporaries(store.root)
 
     own_connection = _connect(ray, address)
     handles: list = []
@@ -469,7 +464,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
                                          num_classes=len(meta["class_names"]), describe=lambda: meta["describe"])
             if progress and console is not None:
                 console.print(f"[dim]checking {len(ds)} images…[/]")
-            manifest = _setup(cfg, store, ds, model_meta, conditions, cfg.workers, console)
+            manifest = setup_run(cfg, store, ds, model_meta, conditions, cfg.workers, console)
             ds_index = manifest["data"]["dataset_index"]
             num_classes = model_meta.num_classes
         if cfg.store_probs:
@@ -506,7 +501,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
     pids: set[int] = set()
     t_fwd = t_deg = 0.0
     images_done = done_units = 0
-    bar = _Progress(progress, console, total=sum(u.n for u in units))
+    bar = UnitProgress(progress, console, total=sum(u.n for u in units))
 
     def units_per_task() -> int:
         """Enough units per task that Ray's fixed per-task cost (a few ms) stays ~1 % of the work."""
@@ -525,7 +520,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         ct = None
         if all(v.condition_id != CLEAN for v in batch):
             if u.shard not in clean_known and u.shard in clean_done:
-                clean_known[u.shard] = _clean_top1(store, u.shard, np.arange(u.start, u.stop))
+                clean_known[u.shard] = stored_clean_top1(store, u.shard, np.arange(u.start, u.stop))
             ct = clean_known.get(u.shard)
         ref = handles[a].run.remote(batch, ds_index[u.start:u.stop], ids_all[u.start:u.stop],
                                     labels_all[u.start:u.stop].tolist(), None if ct is None else ct.tolist())
@@ -559,7 +554,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
                     for u, res in zip(batch, results):
                         write_unit(store, res)
                         if u.condition_id == CLEAN:
-                            clean_known[u.shard] = _top1_for(res, np.arange(u.start, u.stop))
+                            clean_known[u.shard] = top1_for(res, np.arange(u.start, u.stop))
                             clean_done.add(u.shard)
                         t_fwd += res.forward_s
                         t_deg += res.degrade_s
@@ -577,7 +572,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         if own_connection:
             ray.shutdown()
         seconds = time.perf_counter() - t_start
-        _finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s,
+        finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s,
                          info.actors[0]["torch_threads"] if info is not None and info.actors else None)
         if info is not None:
             info.actor_pids_seen = len(pids)
@@ -597,7 +592,7 @@ def _kill(ray, handles) -> None:
 
 
 def _record_session(store: ResultsStore, info: RayEngineInfo) -> None:
-    """Mark the session ``_finish_manifest`` just appended as a Ray session."""
+    """Mark the session ``finish_manifest`` just appended as a Ray session."""
     if not store.exists():
         return
     m = store.manifest()
