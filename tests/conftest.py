@@ -32,3 +32,13 @@ def photos() -> torch.Tensor:
         t = torch.nn.functional.interpolate(t, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
         out.append(t.clamp(0, 1))
     return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's training tests on one torch thread (two OpenMP threads spin against
+    each other when the 2-core machine is shared), restoring the count afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

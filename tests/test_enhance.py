@@ -30,12 +30,7 @@ from weakspot.robustify.enhance import apply_enhancement_reference
 from weakspot.robustify.grid import degrade_test_set
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
