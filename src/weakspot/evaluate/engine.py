@@ -56,6 +56,7 @@ __all__ = [
     "stored_clean_top1",
     "top1_for",
     "config_hash",
+    "plan_pending",
 ]
 
 
@@ -572,6 +573,29 @@ def run_sweep(
         lock.close()
 
 
+def plan_pending(
+    cfg, store: ResultsStore, conditions: list[Condition], n_images: int, num_classes: int,
+    max_units: int | None = None,
+) -> tuple[np.ndarray, list[str], list[Unit]]:
+    """Labels, image ids and the units still to do for a set-up run (any engine).
+
+    Refuses (:class:`ConfigError`) a ``store_probs`` run that would write more than 8 GiB.
+    """
+    if cfg.store_probs:
+        n_bytes = n_images * (len(conditions) + 1) * num_classes * 2
+        if n_bytes > 8 * 2**30:
+            raise ConfigError(
+                f"store_probs would write {n_bytes / 2**30:.1f} GiB of probabilities; set store_probs: false "
+                "or use fewer images/conditions"
+            )
+    images_df = store.images()
+    ids_all = images_df.image_id.tolist()
+    units = plan_units(len(ids_all), [c.condition_id for c in conditions], cfg.shard_size, store.done_units())
+    if max_units is not None:
+        units = units[:max_units]
+    return images_df.label.to_numpy(), ids_all, units
+
+
 def lock_run_dir(root: Path):
     """An exclusive ``flock`` on ``root/.lock``: a second run on the same directory is refused
     (the kernel drops the lock when the process dies, so a killed run never blocks a resume)."""
@@ -637,20 +661,8 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
             console.print(f"[dim]checking {len(ds)} images…[/]")
         manifest = setup_run(cfg, store, ds, model, conditions, workers, console)
         ds_index = manifest["data"]["dataset_index"]
-    if cfg.store_probs:
-        n_bytes = len(ds_index) * (len(conditions) + 1) * model.num_classes * 2
-        if n_bytes > 8 * 2**30:
-            raise ConfigError(
-                f"store_probs would write {n_bytes / 2**30:.1f} GiB of probabilities; set store_probs: false "
-                "or use fewer images/conditions"
-            )
-    images_df = store.images()
-    labels_all = images_df.label.to_numpy()
-    ids_all = images_df.image_id.tolist()
+    labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), model.num_classes, max_units)
     n = len(ids_all)
-    units = plan_units(n, [c.condition_id for c in conditions], cfg.shard_size, store.done_units())
-    if max_units is not None:
-        units = units[:max_units]
     by_id = {c.condition_id: c for c in conditions}
     built = {c.condition_id: c.build() for c in conditions}
     batch_size = auto_batch_size(model) if cfg.batch_size == "auto" else int(cfg.batch_size)

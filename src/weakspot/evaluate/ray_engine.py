@@ -391,9 +391,9 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
     ray = import_ray()
     from weakspot.evaluate.conditions import CLEAN_CONDITION
     from weakspot.evaluate.config import expand_conditions
-    from weakspot.evaluate.engine import (RunSummary, stored_clean_top1, config_hash, finish_manifest,
-                                          UnitProgress, remove_stale_temporaries, setup_run, top1_for,
-                                          open_run_data, plan_units, write_unit)
+    from weakspot.evaluate.engine import (RunSummary, UnitProgress, config_hash, finish_manifest, open_run_data,
+                                          plan_pending, plan_units, remove_stale_temporaries, setup_run,
+                                          stored_clean_top1, top1_for, write_unit)
 
     rcfg = cfg.ray
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
@@ -467,18 +467,8 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
             manifest = setup_run(cfg, store, ds, model_meta, conditions, cfg.workers, console)
             ds_index = manifest["data"]["dataset_index"]
             num_classes = model_meta.num_classes
-        if cfg.store_probs:
-            n_bytes = len(ds_index) * (len(conditions) + 1) * num_classes * 2
-            if n_bytes > 8 * 2**30:
-                raise ConfigError(f"store_probs would write {n_bytes / 2**30:.1f} GiB of probabilities; set "
-                                  "store_probs: false or use fewer images/conditions")
-        images_df = store.images()
-        labels_all = images_df.label.to_numpy()
-        ids_all = images_df.image_id.tolist()
+        labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), num_classes, max_units)
         n = len(ids_all)
-        units = plan_units(n, [c.condition_id for c in conditions], cfg.shard_size, store.done_units())
-        if max_units is not None:
-            units = units[:max_units]
         if units and not infos:
             infos = start_actors()
         info = RayEngineInfo(address=_cluster_address(ray, address),
