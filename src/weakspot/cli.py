@@ -24,6 +24,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _set_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count when the user asked for one (``--threads``)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _parse_params(items: list[str] | None) -> dict[str, str]:
     from weakspot.errors import InvalidParameterError
 
@@ -218,10 +226,7 @@ def robustify_cmd(
     """Train robust models (constant / incremental / transfer) and print the train × test grid."""
     from weakspot.robustify.commands import robustify_command
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     robustify_command(data=data, root=root, out=out, strategies=strategy or ["constant", "incremental", "transfer"],
                       degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
@@ -249,10 +254,7 @@ def enhance_cmd(
     """Train the enhancement front-end before a frozen classifier; table with/without + FLOPs."""
     from weakspot.robustify.commands import enhance_command
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     enhance_command(data=data, root=root, out=out, classifier=classifier, degrade=degrade or _ROBUST_TRAIN,
                     tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
                     kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
@@ -277,10 +279,7 @@ def fix_cmd(
     """Fix the worst weaknesses of a run, re-run the same sweep, add before/after to the report."""
     from weakspot.robustify.commands import fix_command
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     fix_command(run_dir, out=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
                 progress=progress, console=console, train_limit=train_limit)
 
