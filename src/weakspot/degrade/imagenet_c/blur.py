@@ -122,39 +122,68 @@ def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
     if steps.ndim == 5:
         steps = (steps[..., 0] + d) * side + (steps[..., 1] + d)
     b, n_iter, h, w = steps.shape
-    dev = steps.device
+    src = _shuffle_map_from_planes(_code_planes(steps.transpose(0, 1)), d)
+    ids0 = torch.arange(0, b * h * w, h * w, device=src.device, dtype=torch.int32).view(b, 1)
+    return (src.view(b, h * w) - ids0).long()
+
+
+def _code_planes(codes: torch.Tensor) -> torch.Tensor:
+    """``(iterations, B, H, W)`` codes (integers, or non-negative floats to truncate) -> a fresh
+    contiguous int32 copy in which the unvisited border holds the zero step (code d·2d + d)."""
+    out = torch.empty(codes.shape, dtype=torch.int32, device=codes.device)
+    out.copy_(codes)  # float -> int32 truncates, as .int()
+    return out
+
+
+def _shuffle_map_from_planes(codes: torch.Tensor, d: int) -> torch.Tensor:
+    """:func:`glass_shuffle_map` on :func:`_code_planes` output (overwritten): batch-global int32
+    flat source ids ``(B·H·W,)``."""
+    n_iter, b, h, w = codes.shape
+    dev = codes.device
+    side = 2 * d
     n = h * w
-    # codes run over (dy, dx) in raster order, so "points to a pixel visited earlier in the
-    # pass" (dy > 0, or dy == 0 and dx > 0) is simply code > d·2d + d
-    dy = torch.arange(side * side, device=dev) // side - d
-    dx = torch.arange(side * side, device=dev) % side - d
-    lut_offset = (dy * w + dx).int()
+    # unvisited pixels keep their value: give them the zero step (code d·2d + d)
     first_forward = d * side + d
-    yy = torch.arange(h, device=dev).view(h, 1)
-    xx = torch.arange(w, device=dev).view(1, w)
-    visited = ((yy > d) & (yy <= h - d) & (xx > d) & (xx <= w - d)).reshape(-1).repeat(b)
+    codes[:, :, : d + 1].fill_(first_forward)
+    codes[:, :, h - d + 1 :].fill_(first_forward)
+    codes[:, :, :, : d + 1].fill_(first_forward)
+    codes[:, :, :, w - d + 1 :].fill_(first_forward)
+    codes = codes.view(n_iter, b * n)
+    # codes run over (dy, dx) in raster order, so "points to a pixel visited earlier in the
+    # pass" (dy > 0, or dy == 0 and dx > 0) is simply code > d·2d + d. A forward step into the
+    # unvisited border needs no special case: that pixel points to itself and keeps its value.
+    code_ids = torch.arange(side * side, device=dev)
+    lut_step = ((code_ids // side - d) * w + (code_ids % side - d)).int()
+    lut_forward = torch.where(code_ids > first_forward, lut_step, 0).int()
     ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
-    # unvisited pixels keep their value: give them the zero step (code d·2d + d), once
-    codes = steps.reshape(b, n_iter, n).int().masked_fill(~visited.view(b, 1, n), first_forward)
-    src = ids
+    nxt = torch.empty_like(ids)
+    q = torch.empty_like(ids)
+    forward = torch.empty(b * n, device=dev, dtype=torch.bool)
+    src = None
     for it in range(n_iter):
-        code = codes[:, it].reshape(-1)
-        q = ids + lut_offset.index_select(0, code)
-        forward = (code > first_forward) & visited.index_select(0, q)
-        nxt = torch.where(forward, q, ids)  # forward pointer, or itself at a chain's end
-        while True:  # pointer jumping: after k rounds each pointer skips 2^k links
-            jumped = nxt.index_select(0, nxt)
-            if torch.equal(jumped, nxt):
-                break
-            nxt = jumped
-        take = q.index_select(0, nxt)  # the chain end's (backward or zero) step, into the previous pass
-        src = take if it == 0 else src.index_select(0, take)
-    return (src.view(b, n) - ids.view(b, n)[:, :1]).long()
+        code = codes[it]
+        torch.index_select(lut_forward, 0, code, out=nxt).add_(ids)  # forward pointer, or itself at a chain's end
+        torch.gt(code, first_forward, out=forward)
+        # pointer jumping, only on the pointers that have not reached their chain's end (few:
+        # chains of k forward links are exponentially rare): each round doubles the skip
+        pending = forward.index_select(0, nxt).nonzero().view(-1)
+        while pending.numel():
+            jumped = nxt.index_select(0, nxt.index_select(0, pending))
+            nxt.index_copy_(0, pending, jumped)
+            pending = pending[forward.index_select(0, jumped)]
+        torch.index_select(lut_step, 0, code, out=q).add_(ids)
+        if src is None:  # the chain end's (backward or zero) step, into the previous pass
+            src = q.index_select(0, nxt)
+        else:
+            take = torch.index_select(q, 0, nxt, out=code)  # this pass's codes are no longer needed
+            src = src.index_select(0, take)
+    return src
 
 
 def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int) -> torch.Tensor:
     """Glass blur with given shuffle ``steps``: ``(B, iterations, H, W, 2)`` (dy, dx in ``[-d, d)``)
-    or their codes ``(B, iterations, H, W)`` (see :func:`glass_shuffle_map`).
+    or their codes ``(B, iterations, H, W)`` (see :func:`glass_shuffle_map`; non-negative float
+    codes are truncated to integers, as ``.int()``).
 
     Gaussian blur → 8-bit truncation (as the reference) → :func:`glass_shuffle_map` gather →
     Gaussian blur. :func:`glass_blur` draws the steps; this entry point lets a caller (or a
@@ -166,8 +195,13 @@ def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: f
         x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
     else:  # the same, in place (no fresh buffers)
         x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
-    src = glass_shuffle_map(steps.to(images.device), int(max_delta_px))  # (B, H*W)
-    x = x.reshape(b, c, h * w).gather(2, src.unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
+    d = int(max_delta_px)
+    steps = steps.to(images.device)
+    if steps.ndim == 5:
+        steps = (steps[..., 0] + d) * (2 * d) + (steps[..., 1] + d)
+    src = _shuffle_map_from_planes(_code_planes(steps.transpose(0, 1)), d)  # (B*H*W,) batch-global
+    src = src.view(b, h * w) - torch.arange(0, b * h * w, h * w, device=src.device, dtype=torch.int32).view(b, 1)
+    x = x.reshape(b, c, h * w).gather(2, src.long().unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
     return fast_gaussian_blur2d(x, float(sigma_px), border="replicate").clamp_(0.0, 1.0)
 
 
@@ -206,7 +240,7 @@ def glass_blur(
     shape = (images.shape[0], int(iterations), *images.shape[-2:])
     # a uniform code in [0, 4d²) per visited pixel and pass: (dy, dx) uniform in [-d, d)², as the
     # reference draws them (float32 uniforms: exact for these few levels, cheaper than randint)
-    codes = (rand(shape, generator, images.device, torch.float32) * (4 * d * d)).int()
+    codes = rand(shape, generator, images.device, torch.float32).mul_(4 * d * d)  # truncated to int below
     return glass_blur_from_steps(images, codes, sigma_px, d)
 
 
