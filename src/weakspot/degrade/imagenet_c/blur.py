@@ -6,11 +6,17 @@ they are not rescaled for other sizes (pass explicit parameters to do so).
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import torch
 
-from weakspot.degrade.filters import fast_gaussian_blur2d, fft_filter2d, separable_filter2d
+from weakspot.degrade.filters import (
+    fast_gaussian_blur2d,
+    fft_filter2d,
+    gaussian_kernel1d,
+    separable_filter2d,
+)
 from weakspot.degrade.imagenet_c._common import (
     clipped_zoom,
     motion_blur_images,
@@ -122,23 +128,23 @@ def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
     if steps.ndim == 5:
         steps = (steps[..., 0] + d) * side + (steps[..., 1] + d)
     b, n_iter, h, w = steps.shape
-    src = _shuffle_map_from_planes(_code_planes(steps.transpose(0, 1)), d)
-    ids0 = torch.arange(0, b * h * w, h * w, device=src.device, dtype=torch.int32).view(b, 1)
-    return (src.view(b, h * w) - ids0).long()
+    src = _shuffle_map_from_codes(_owned_codes(steps), d)
+    return src.view(b, h * w).sub_(_batch_base(b, h * w, src.device)).long()
 
 
-def _code_planes(codes: torch.Tensor) -> torch.Tensor:
-    """``(iterations, B, H, W)`` codes (integers, or non-negative floats to truncate) -> a fresh
-    contiguous int32 copy in which the unvisited border holds the zero step (code d·2d + d)."""
-    out = torch.empty(codes.shape, dtype=torch.int32, device=codes.device)
-    out.copy_(codes)  # float -> int32 truncates, as .int()
-    return out
+def _owned_codes(steps: torch.Tensor) -> torch.Tensor:
+    """A fresh int32 copy ``(B, iterations, H, W)`` of step codes (floats are truncated, as ``.int()``)."""
+    return torch.empty(steps.shape, dtype=torch.int32, device=steps.device).copy_(steps)
 
 
-def _shuffle_map_from_planes(codes: torch.Tensor, d: int) -> torch.Tensor:
-    """:func:`glass_shuffle_map` on :func:`_code_planes` output (overwritten): batch-global int32
-    flat source ids ``(B·H·W,)``."""
-    n_iter, b, h, w = codes.shape
+def _batch_base(b: int, n: int, device) -> torch.Tensor:
+    return torch.arange(0, b * n, n, device=device, dtype=torch.int32).view(b, 1)
+
+
+def _shuffle_map_from_codes(codes: torch.Tensor, d: int) -> torch.Tensor:
+    """:func:`glass_shuffle_map` on int32 codes ``(B, iterations, H, W)``, which it overwrites:
+    batch-global int32 flat source ids ``(B·H·W,)``."""
+    b, n_iter, h, w = codes.shape
     dev = codes.device
     side = 2 * d
     n = h * w
@@ -148,7 +154,6 @@ def _shuffle_map_from_planes(codes: torch.Tensor, d: int) -> torch.Tensor:
     codes[:, :, h - d + 1 :].fill_(first_forward)
     codes[:, :, :, : d + 1].fill_(first_forward)
     codes[:, :, :, w - d + 1 :].fill_(first_forward)
-    codes = codes.view(n_iter, b * n)
     # codes run over (dy, dx) in raster order, so "points to a pixel visited earlier in the
     # pass" (dy > 0, or dy == 0 and dx > 0) is simply code > d·2d + d. A forward step into the
     # unvisited border needs no special case: that pixel points to itself and keeps its value.
@@ -156,12 +161,14 @@ def _shuffle_map_from_planes(codes: torch.Tensor, d: int) -> torch.Tensor:
     lut_step = ((code_ids // side - d) * w + (code_ids % side - d)).int()
     lut_forward = torch.where(code_ids > first_forward, lut_step, 0).int()
     ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
+    # working buffers, allocated once (fresh large allocations cost page faults on the CPU)
+    code = torch.empty_like(ids)
     nxt = torch.empty_like(ids)
     q = torch.empty_like(ids)
+    src, spare = torch.empty_like(ids), torch.empty_like(ids)
     forward = torch.empty(b * n, device=dev, dtype=torch.bool)
-    src = None
     for it in range(n_iter):
-        code = codes[it]
+        code.view(b, n).copy_(codes[:, it].reshape(b, n))  # this pass's plane, contiguous
         torch.index_select(lut_forward, 0, code, out=nxt).add_(ids)  # forward pointer, or itself at a chain's end
         torch.gt(code, first_forward, out=forward)
         # pointer jumping, only on the pointers that have not reached their chain's end (few:
@@ -172,11 +179,13 @@ def _shuffle_map_from_planes(codes: torch.Tensor, d: int) -> torch.Tensor:
             nxt.index_copy_(0, pending, jumped)
             pending = pending[forward.index_select(0, jumped)]
         torch.index_select(lut_step, 0, code, out=q).add_(ids)
-        if src is None:  # the chain end's (backward or zero) step, into the previous pass
-            src = q.index_select(0, nxt)
+        # the chain end's (backward or zero) step, into the previous pass
+        if it == 0:
+            torch.index_select(q, 0, nxt, out=src)
         else:
             take = torch.index_select(q, 0, nxt, out=code)  # this pass's codes are no longer needed
-            src = src.index_select(0, take)
+            torch.index_select(src, 0, take, out=spare)
+            src, spare = spare, src
     return src
 
 
@@ -189,20 +198,80 @@ def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: f
     Gaussian blur. :func:`glass_blur` draws the steps; this entry point lets a caller (or a
     test) supply them. ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    b, c, h, w = images.shape
-    x = fast_gaussian_blur2d(images, float(sigma_px), border="replicate")
-    if x.requires_grad and torch.is_grad_enabled():
-        x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
-    else:  # the same, in place (no fresh buffers)
-        x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
     d = int(max_delta_px)
     steps = steps.to(images.device)
     if steps.ndim == 5:
         steps = (steps[..., 0] + d) * (2 * d) + (steps[..., 1] + d)
-    src = _shuffle_map_from_planes(_code_planes(steps.transpose(0, 1)), d)  # (B*H*W,) batch-global
-    src = src.view(b, h * w) - torch.arange(0, b * h * w, h * w, device=src.device, dtype=torch.int32).view(b, 1)
-    x = x.reshape(b, c, h * w).gather(2, src.long().unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
-    return fast_gaussian_blur2d(x, float(sigma_px), border="replicate").clamp_(0.0, 1.0)
+    return _glass_blur(images, _owned_codes(steps), float(sigma_px), d)
+
+
+def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int) -> torch.Tensor:
+    """:func:`glass_blur_from_steps` on int32 codes ``(B, iterations, H, W)``, which it overwrites."""
+    b, c, h, w = images.shape
+    n = h * w
+    blur = _ReplicateBlur(images, sigma)
+    if not blur.ok:  # generic path (autograd, long kernels)
+        x = fast_gaussian_blur2d(images, sigma, border="replicate")
+        if x.requires_grad and torch.is_grad_enabled():
+            x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
+        else:  # the same, in place (no fresh buffers)
+            x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
+        src = _shuffle_map_from_codes(codes, d).view(b, n).sub_(_batch_base(b, n, images.device))
+        x = x.reshape(b, c, n).gather(2, src.long().unsqueeze(1).expand(b, c, n)).reshape(b, c, h, w)
+        return fast_gaussian_blur2d(x, sigma, border="replicate").clamp_(0.0, 1.0)
+    # the same operations, with buffers reused: blur -> 8-bit truncation -> gather (into the
+    # blur's padded buffer) -> blur (into the first blur's output, which is returned)
+    x = blur(images)
+    x.clamp_(0, 1).mul_(255).floor_().div_(255)
+    src = _shuffle_map_from_codes(codes, d).view(b, n).sub_(_batch_base(b, n, images.device))
+    gathered = blur.pad_h.view(b, c, -1).narrow(2, 0, n)
+    torch.gather(x.view(b, c, n), 2, src.long().unsqueeze(1).expand(b, c, n), out=gathered)
+    return blur(blur.pad_h.narrow(-2, 0, h), out=x).clamp_(0.0, 1.0)
+
+
+class _ReplicateBlur:
+    """:func:`fast_gaussian_blur2d` (``border="replicate"``, 3…11 taps) with the same operations
+    in the same order, so bit-identical, but with its padded buffers allocated once and shared
+    by both of glass blur's blurs (and the horizontal pass written straight into the vertical
+    pass's padded buffer): fewer fresh allocations and copies. ``ok`` is False (use the generic
+    function) for other tap counts and when autograd records."""
+
+    def __init__(self, like: torch.Tensor, sigma: float) -> None:
+        self.ok = False
+        if sigma <= 0 or (like.requires_grad and torch.is_grad_enabled()):
+            return
+        radius = max(1, int(math.ceil(4.0 * sigma)))
+        k = gaussian_kernel1d(sigma, radius, like.device, like.dtype)
+        if not 1 < k.numel() <= 11:
+            return
+        b, c, h, w = like.shape
+        if radius >= min(h, w):
+            return
+        self.ok, self.k, self.r = True, k, radius
+        self.alphas = [float(t) for t in k[1:]]
+        self.pad_w = torch.empty((b, c, h, w + 2 * radius), device=like.device, dtype=like.dtype)
+        self.pad_h = torch.empty((b, c, h + 2 * radius, w), device=like.device, dtype=like.dtype)
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Blur ``x`` (which may be a view of ``pad_h``'s top rows) into a fresh tensor or ``out``."""
+        r, k, pw, ph = self.r, self.k, self.pad_w, self.pad_h
+        h, w = x.shape[-2:]
+        pw[..., r : r + w].copy_(x)
+        pw[..., :r].copy_(x[..., :1].expand(*x.shape[:-1], r))
+        pw[..., r + w :].copy_(x[..., -1:].expand(*x.shape[:-1], r))
+        mid = ph[..., r : r + h, :]
+        torch.mul(pw.narrow(-1, 0, w), k[0], out=mid)
+        for i, a in enumerate(self.alphas, 1):
+            mid.add_(pw.narrow(-1, i, w), alpha=a)
+        ph[..., :r, :].copy_(mid[..., :1, :].expand(*x.shape[:-2], r, w))
+        ph[..., r + h :, :].copy_(mid[..., -1:, :].expand(*x.shape[:-2], r, w))
+        if out is None:
+            out = ph.narrow(-2, 0, h) * k[0]
+        else:
+            torch.mul(ph.narrow(-2, 0, h), k[0], out=out)
+        for i, a in enumerate(self.alphas, 1):
+            out.add_(ph.narrow(-2, i, h), alpha=a)
+        return out
 
 
 @register(
@@ -240,8 +309,9 @@ def glass_blur(
     shape = (images.shape[0], int(iterations), *images.shape[-2:])
     # a uniform code in [0, 4d²) per visited pixel and pass: (dy, dx) uniform in [-d, d)², as the
     # reference draws them (float32 uniforms: exact for these few levels, cheaper than randint)
-    codes = rand(shape, generator, images.device, torch.float32).mul_(4 * d * d)  # truncated to int below
-    return glass_blur_from_steps(images, codes, sigma_px, d)
+    u = rand(shape, generator, images.device, torch.float32).mul_(4 * d * d)
+    codes = u.view(torch.int32).copy_(u)  # truncated to int32 in place (as .int(), no second buffer)
+    return _glass_blur(images, codes, float(sigma_px), d)
 
 
 @register(
