@@ -128,7 +128,7 @@ def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
     if steps.ndim == 5:
         steps = (steps[..., 0] + d) * side + (steps[..., 1] + d)
     b, n_iter, h, w = steps.shape
-    src = _shuffle_map_from_codes(_owned_codes(steps), d)
+    src = _shuffle_map_from_codes(_owned_codes(steps), d)[0]
     return src.view(b, h * w).sub_(_batch_base(b, h * w, src.device)).long()
 
 
@@ -163,8 +163,8 @@ def _shuffle_map_from_codes(codes: torch.Tensor, d: int) -> torch.Tensor:
     ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
     # working buffers, allocated once (fresh large allocations cost page faults on the CPU)
     code = torch.empty_like(ids)
-    nxt = torch.empty_like(ids)
-    q = torch.empty_like(ids)
+    pair = torch.empty(2 * b * n, device=dev, dtype=torch.int32)  # (the caller's int64 index afterwards)
+    nxt, q = pair[: b * n], pair[b * n :]
     src, spare = torch.empty_like(ids), torch.empty_like(ids)
     forward = torch.empty(b * n, device=dev, dtype=torch.bool)
     for it in range(n_iter):
@@ -186,7 +186,7 @@ def _shuffle_map_from_codes(codes: torch.Tensor, d: int) -> torch.Tensor:
             take = torch.index_select(q, 0, nxt, out=code)  # this pass's codes are no longer needed
             torch.index_select(src, 0, take, out=spare)
             src, spare = spare, src
-    return src
+    return src, pair
 
 
 def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int) -> torch.Tensor:
@@ -216,25 +216,28 @@ def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int)
             x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
         else:  # the same, in place (no fresh buffers)
             x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
-        src = _shuffle_map_from_codes(codes, d).view(b, n).sub_(_batch_base(b, n, images.device))
+        src = _shuffle_map_from_codes(codes, d)[0].view(b, n).sub_(_batch_base(b, n, images.device))
         x = x.reshape(b, c, n).gather(2, src.long().unsqueeze(1).expand(b, c, n)).reshape(b, c, h, w)
         return fast_gaussian_blur2d(x, sigma, border="replicate").clamp_(0.0, 1.0)
-    # the same operations, with buffers reused: blur -> 8-bit truncation -> gather (into the
-    # blur's padded buffer) -> blur (into the first blur's output, which is returned)
-    x = blur(images)
+    # the same operations, on two buffers: blur (images -> tmp -> x) -> 8-bit truncation ->
+    # gather (x -> tmp) -> blur (tmp -> x -> tmp, returned)
+    tmp, x = (torch.empty(images.shape, device=images.device, dtype=images.dtype) for _ in range(2))
+    blur(images, tmp, x)
     x.clamp_(0, 1).mul_(255).floor_().div_(255)
-    src = _shuffle_map_from_codes(codes, d).view(b, n).sub_(_batch_base(b, n, images.device))
-    gathered = blur.pad_h.view(b, c, -1).narrow(2, 0, n)
-    torch.gather(x.view(b, c, n), 2, src.long().unsqueeze(1).expand(b, c, n), out=gathered)
-    return blur(blur.pad_h.narrow(-2, 0, h), out=x).clamp_(0.0, 1.0)
+    src, scratch = _shuffle_map_from_codes(codes, d)
+    src = src.view(b, n).sub_(_batch_base(b, n, images.device))
+    index = scratch.view(torch.int64).view(b, n).copy_(src)  # int64 for gather, in freed buffers
+    torch.gather(x.view(b, c, n), 2, index.unsqueeze(1).expand(b, c, n), out=tmp.view(b, c, n))
+    blur(tmp, x, tmp)
+    return tmp.clamp_(0.0, 1.0)
 
 
 class _ReplicateBlur:
     """:func:`fast_gaussian_blur2d` (``border="replicate"``, 3…11 taps) with the same operations
-    in the same order, so bit-identical, but with its padded buffers allocated once and shared
-    by both of glass blur's blurs (and the horizontal pass written straight into the vertical
-    pass's padded buffer): fewer fresh allocations and copies. ``ok`` is False (use the generic
-    function) for other tap counts and when autograd records."""
+    per pixel in the same order, so bit-identical, but with no padded copies: each shifted tap
+    is one multiply-add on the overlapping part plus the edge rows/columns from a broadcast edge.
+    The caller supplies the buffers. ``ok`` is False (use the generic function) for other tap
+    counts and when autograd records."""
 
     def __init__(self, like: torch.Tensor, sigma: float) -> None:
         self.ok = False
@@ -242,35 +245,34 @@ class _ReplicateBlur:
             return
         radius = max(1, int(math.ceil(4.0 * sigma)))
         k = gaussian_kernel1d(sigma, radius, like.device, like.dtype)
-        if not 1 < k.numel() <= 11:
-            return
-        b, c, h, w = like.shape
-        if radius >= min(h, w):
+        if not 1 < k.numel() <= 11 or radius >= min(like.shape[-2:]):
             return
         self.ok, self.k, self.r = True, k, radius
         self.alphas = [float(t) for t in k[1:]]
-        self.pad_w = torch.empty((b, c, h, w + 2 * radius), device=like.device, dtype=like.dtype)
-        self.pad_h = torch.empty((b, c, h + 2 * radius, w), device=like.device, dtype=like.dtype)
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Blur ``x`` (which may be a view of ``pad_h``'s top rows) into a fresh tensor or ``out``."""
-        r, k, pw, ph = self.r, self.k, self.pad_w, self.pad_h
-        h, w = x.shape[-2:]
-        pw[..., r : r + w].copy_(x)
-        pw[..., :r].copy_(x[..., :1].expand(*x.shape[:-1], r))
-        pw[..., r + w :].copy_(x[..., -1:].expand(*x.shape[:-1], r))
-        mid = ph[..., r : r + h, :]
-        torch.mul(pw.narrow(-1, 0, w), k[0], out=mid)
-        for i, a in enumerate(self.alphas, 1):
-            mid.add_(pw.narrow(-1, i, w), alpha=a)
-        ph[..., :r, :].copy_(mid[..., :1, :].expand(*x.shape[:-2], r, w))
-        ph[..., r + h :, :].copy_(mid[..., -1:, :].expand(*x.shape[:-2], r, w))
-        if out is None:
-            out = ph.narrow(-2, 0, h) * k[0]
-        else:
-            torch.mul(ph.narrow(-2, 0, h), k[0], out=out)
-        for i, a in enumerate(self.alphas, 1):
-            out.add_(ph.narrow(-2, i, h), alpha=a)
+    def _taps(self, src: torch.Tensor, dst: torch.Tensor, dim: int) -> None:
+        n, r = src.shape[dim], self.r
+        first, last = src.narrow(dim, 0, 1), src.narrow(dim, n - 1, 1)
+        for i in range(2 * r + 1):
+            s = i - r
+            lo, hi = max(0, -s), min(n, n - s)  # dst[lo:hi] reads src[lo+s:hi+s]; the rest, an edge
+            parts = [(dst.narrow(dim, lo, hi - lo), src.narrow(dim, lo + s, hi - lo))]
+            if lo > 0:
+                edge = dst.narrow(dim, 0, lo)
+                parts.append((edge, first.expand_as(edge)))
+            if hi < n:
+                edge = dst.narrow(dim, hi, n - hi)
+                parts.append((edge, last.expand_as(edge)))
+            for out, tap in parts:
+                if i == 0:
+                    torch.mul(tap, self.k[0], out=out)
+                else:
+                    out.add_(tap, alpha=self.alphas[i - 1])
+
+    def __call__(self, x: torch.Tensor, mid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Blur ``x`` along rows into ``mid``, then along columns into ``out`` (``out`` may be ``x``)."""
+        self._taps(x, mid, -1)
+        self._taps(mid, out, -2)
         return out
 
 
