@@ -141,9 +141,12 @@ def _batch_base(b: int, n: int, device) -> torch.Tensor:
     return torch.arange(0, b * n, n, device=device, dtype=torch.int32).view(b, 1)
 
 
-def _shuffle_map_from_codes(codes: torch.Tensor, d: int) -> torch.Tensor:
+def _shuffle_map_from_codes(
+    codes: torch.Tensor, d: int, work: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`glass_shuffle_map` on int32 codes ``(B, iterations, H, W)``, which it overwrites:
-    batch-global int32 flat source ids ``(B·H·W,)``."""
+    batch-global int32 flat source ids ``(B·H·W,)`` (in ``work``, a free int32 buffer of at
+    least ``3·B·H·W`` if given) and a free int32 buffer of ``2·B·H·W``."""
     b, n_iter, h, w = codes.shape
     dev = codes.device
     side = 2 * d
@@ -162,10 +165,11 @@ def _shuffle_map_from_codes(codes: torch.Tensor, d: int) -> torch.Tensor:
     lut_forward = torch.where(code_ids > first_forward, lut_step, 0).int()
     ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
     # working buffers, allocated once (fresh large allocations cost page faults on the CPU)
-    code = torch.empty_like(ids)
+    if work is None or work.numel() < 3 * b * n:
+        work = torch.empty(3 * b * n, device=dev, dtype=torch.int32)
+    code, src, spare = work[: b * n], work[b * n : 2 * b * n], work[2 * b * n : 3 * b * n]
     pair = torch.empty(2 * b * n, device=dev, dtype=torch.int32)  # (the caller's int64 index afterwards)
     nxt, q = pair[: b * n], pair[b * n :]
-    src, spare = torch.empty_like(ids), torch.empty_like(ids)
     forward = torch.empty(b * n, device=dev, dtype=torch.bool)
     for it in range(n_iter):
         code.view(b, n).copy_(codes[:, it].reshape(b, n))  # this pass's plane, contiguous
@@ -224,7 +228,7 @@ def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int)
     tmp, x = (torch.empty(images.shape, device=images.device, dtype=images.dtype) for _ in range(2))
     blur(images, tmp, x)
     x.clamp_(0, 1).mul_(255).floor_().div_(255)
-    src, scratch = _shuffle_map_from_codes(codes, d)
+    src, scratch = _shuffle_map_from_codes(codes, d, tmp.view(-1).view(torch.int32))  # tmp is free meanwhile
     src = src.view(b, n).sub_(_batch_base(b, n, images.device))
     index = scratch.view(torch.int64).view(b, n).copy_(src)  # int64 for gather, in freed buffers
     torch.gather(x.view(b, c, n), 2, index.unsqueeze(1).expand(b, c, n), out=tmp.view(b, c, n))
