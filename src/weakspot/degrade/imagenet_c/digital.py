@@ -163,7 +163,8 @@ def pixelate(images: torch.Tensor, *, generator: GeneratorLike = None, scale: fl
     small = torch.matmul(ay, torch.matmul(images, ax.T))  # (B, C, sh, sw)
     iy = _pil_nearest_index(sh, h).to(images.device)
     ix = _pil_nearest_index(sw, w).to(images.device)
-    return small.index_select(-2, iy).index_select(-1, ix)
+    # columns first, while there are few rows (a per-element gather), then whole rows (copies)
+    return small.index_select(-1, ix).index_select(-2, iy)
 
 
 # ---------------------------------------------------------------- JPEG
