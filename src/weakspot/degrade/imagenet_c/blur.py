@@ -384,7 +384,7 @@ def zoom_blur(
     acc = x.clone()
     for z in factors:
         acc.add_(x if z == 1.0 else clipped_zoom(x, float(z)))
-    return (acc / (len(factors) + 1)).clamp(0.0, 1.0).contiguous()
+    return acc.div_(len(factors) + 1).clamp_(0.0, 1.0).contiguous()  # in place: no fresh buffers
 
 
 @register(
