@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from weakspot.degrade.filters import (
+    convolution_matrix1d,
     fast_gaussian_blur2d,
     fft_filter2d,
     gaussian_kernel1d,
@@ -237,11 +238,11 @@ def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int)
 
 
 class _ReplicateBlur:
-    """:func:`fast_gaussian_blur2d` (``border="replicate"``, 3…11 taps) with the same operations
-    per pixel in the same order, so bit-identical, but with no padded copies: each shifted tap
-    is one multiply-add on the overlapping part plus the edge rows/columns from a broadcast edge.
-    The caller supplies the buffers. ``ok`` is False (use the generic function) for other tap
-    counts and when autograd records."""
+    """:func:`fast_gaussian_blur2d` (``border="replicate"``) with the same operations per pixel
+    in the same order, so bit-identical, into buffers the caller supplies: up to 11 taps with no
+    padded copies (each shifted tap is one multiply-add on the overlapping part plus the edge
+    rows/columns from a broadcast edge), longer kernels as the same band-matrix products.
+    ``ok`` is False (use the generic function) for a single tap and when autograd records."""
 
     def __init__(self, like: torch.Tensor, sigma: float) -> None:
         self.ok = False
@@ -249,7 +250,11 @@ class _ReplicateBlur:
             return
         radius = max(1, int(math.ceil(4.0 * sigma)))
         k = gaussian_kernel1d(sigma, radius, like.device, like.dtype)
-        if not 1 < k.numel() <= 11 or radius >= min(like.shape[-2:]):
+        self.gemm = None
+        if k.numel() > 11:  # fast_separable_filter2d's band-matrix products, into given buffers
+            h, w = like.shape[-2:]
+            self.gemm = (convolution_matrix1d(k, w, "replicate").T, convolution_matrix1d(k, h, "replicate"))
+        elif k.numel() == 1 or radius >= min(like.shape[-2:]):
             return
         self.ok, self.k, self.r = True, k, radius
         self.alphas = [float(t) for t in k[1:]]
@@ -275,6 +280,9 @@ class _ReplicateBlur:
 
     def __call__(self, x: torch.Tensor, mid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Blur ``x`` along rows into ``mid``, then along columns into ``out`` (``out`` may be ``x``)."""
+        if self.gemm is not None:
+            torch.matmul(x, self.gemm[0], out=mid)
+            return torch.matmul(self.gemm[1], mid, out=out)
         self._taps(x, mid, -1)
         self._taps(mid, out, -2)
         return out
