@@ -176,19 +176,21 @@ def _shuffle_map_from_codes(
         code.view(b, n).copy_(codes[:, it].reshape(b, n))  # this pass's plane, contiguous
         torch.index_select(lut_forward, 0, code, out=nxt).add_(ids)  # forward pointer, or itself at a chain's end
         torch.gt(code, first_forward, out=forward)
-        # pointer jumping, only on the pointers that have not reached their chain's end (few:
-        # chains of k forward links are exponentially rare): each round doubles the skip
-        pending = forward.index_select(0, nxt).nonzero().view(-1)
-        while pending.numel():
-            jumped = nxt.index_select(0, nxt.index_select(0, pending))
-            nxt.index_copy_(0, pending, jumped)
-            pending = pending[forward.index_select(0, jumped)]
         torch.index_select(lut_step, 0, code, out=q).add_(ids)
+        # pointer jumping: one round on every pointer (each skips two links), then only on the
+        # pointers that have not reached their chain's end (few: chains of k forward links are
+        # exponentially rare); each round doubles the skip
+        end = torch.index_select(nxt, 0, nxt, out=code)  # this pass's codes are no longer needed
+        pending = forward.index_select(0, end).nonzero().view(-1)
+        while pending.numel():
+            jumped = end.index_select(0, end.index_select(0, pending))
+            end.index_copy_(0, pending, jumped)
+            pending = pending[forward.index_select(0, jumped)]
         # the chain end's (backward or zero) step, into the previous pass
         if it == 0:
-            torch.index_select(q, 0, nxt, out=src)
+            torch.index_select(q, 0, end, out=src)
         else:
-            take = torch.index_select(q, 0, nxt, out=code)  # this pass's codes are no longer needed
+            take = torch.index_select(q, 0, end, out=nxt)
             torch.index_select(src, 0, take, out=spare)
             src, spare = spare, src
     return src, pair
