@@ -42,3 +42,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The bundled EfficientNet-Lite0 with its real ImageNet weights (loaded once per session)."""
+    from weakspot.models import bundled
+
+    return bundled("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn():
+    """The bundled MNIST CNN of digit-recognizer-py (loaded once per session)."""
+    from weakspot.models import bundled
+
+    return bundled("mnist_cnn")

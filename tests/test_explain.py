@@ -36,20 +36,6 @@ from weakspot.explain import (
 
 
 @pytest.fixture(scope="session")
-def lite0():
-    from weakspot.models import bundled
-
-    return bundled("efficientnet_lite0")
-
-
-@pytest.fixture(scope="session")
-def mnist_cnn():
-    from weakspot.models import bundled
-
-    return bundled("mnist_cnn")
-
-
-@pytest.fixture(scope="session")
 def imagenet_photos() -> tuple[torch.Tensor, list[int]]:
     """Four of foolbox's real ImageNet samples (512 px JPEG) and their labels."""
     import importlib.util

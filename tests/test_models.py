@@ -16,16 +16,6 @@ from weakspot.models import Preprocess, bundled, load_model
 
 
 @pytest.fixture(scope="session")
-def lite0():
-    return bundled("efficientnet_lite0")
-
-
-@pytest.fixture(scope="session")
-def mnist_cnn():
-    return bundled("mnist_cnn")
-
-
-@pytest.fixture(scope="session")
 def foolbox_imagenet():
     ds = open_dataset(kind="foolbox", subset="imagenet")
     return [ds[i][0] for i in range(len(ds))], torch.tensor(ds.labels)
