@@ -229,3 +229,15 @@ def test_bad_sensor_parameters_raise_clear_errors():
         Scene(mean_luminance_cd_m2=-1)
     with pytest.raises(InvalidParameterError, match="output"):
         ISP(output="jpeg")
+
+
+@pytest.mark.parametrize("exact_below_e", [100.0, float("inf")])
+def test_shot_noise_follows_the_poisson_law_at_low_counts(exact_below_e):
+    """P(0) = e^-λ and var = mean at λ = 0.5 and 3 e⁻, on both sampling paths."""
+    for lam in (0.5, 3.0):
+        mean = torch.full((2, 1, 200, 200), lam)
+        s = shot_noise(mean, torch.Generator().manual_seed(1), exact_below_e=exact_below_e)
+        assert torch.equal(s, s.round()) and float(s.min()) >= 0
+        assert float((s == 0).float().mean()) == pytest.approx(math.exp(-lam), abs=0.01)
+        assert float(s.mean()) == pytest.approx(lam, rel=0.02)
+        assert float(s.var()) == pytest.approx(lam, rel=0.03)
