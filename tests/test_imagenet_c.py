@@ -219,6 +219,32 @@ def test_glass_shuffle_map_equals_the_sequential_scan():
             np.testing.assert_array_equal(ours[b].numpy(), simulate_glass_shuffle(steps[b].numpy(), d).ravel())
 
 
+def test_zoom_stack_matrix_equals_scipy_zooms_and_the_resampling_path():
+    """The cached sparse zoom matrix (the CPU fast path) against the reference's geometry run
+    in SciPy (``ndimage.zoom``, order 1, corner-aligned) and against the per-factor path."""
+    from scipy import ndimage
+
+    from weakspot.degrade.imagenet_c.blur import zoom_blur, zoom_blur_resampled, zoom_factors, zoom_stack_matrix
+
+    gen = torch.Generator().manual_seed(3)
+    for (h, w), (stop, step) in (((33, 37), (1.31, 0.03)), ((64, 48), (1.16, 0.01)), ((40, 40), (1.26, 0.02))):
+        x = torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64)
+        factors = tuple(float(z) for z in zoom_factors(stop, step))
+        m = zoom_stack_matrix(h, w, factors, torch.float64)
+        np.testing.assert_allclose(m.to_dense().sum(1).numpy(), 1.0, atol=1e-12)  # a weighted mean
+        ref = x[0, 0].numpy().copy()
+        for z in factors:
+            ch, cw = int(np.ceil(h / z)), int(np.ceil(w / z))
+            top, left = (h - ch) // 2, (w - cw) // 2
+            zoomed = ndimage.zoom(x[0, 0].numpy()[top : top + ch, left : left + cw], z, order=1)[:h, :w]
+            zoomed = np.pad(zoomed, ((0, h - zoomed.shape[0]), (0, w - zoomed.shape[1])), mode="edge")
+            ref += zoomed
+        ref = np.clip(ref / (len(factors) + 1), 0, 1)
+        fast = zoom_blur(x, zoom_stop=stop, zoom_step=step)
+        np.testing.assert_allclose(fast[0, 0].numpy(), ref, atol=1e-6)
+        np.testing.assert_allclose(fast.numpy(), zoom_blur_resampled(x, factors).numpy(), atol=1e-9)
+
+
 def test_filters_agree_with_direct_convolution():
     from weakspot.degrade.filters import (
         fast_gaussian_blur2d,

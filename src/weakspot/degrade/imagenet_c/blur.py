@@ -6,7 +6,9 @@ they are not rescaled for other sizes (pass explicit parameters to do so).
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -37,6 +39,8 @@ __all__ = [
     "simulate_glass_shuffle",
     "glass_shuffle_map",
     "glass_blur_from_steps",
+    "zoom_blur_resampled",
+    "zoom_stack_matrix",
 ]
 
 _FAMILY = "imagenet_c"
@@ -387,14 +391,82 @@ def zoom_blur(
 ) -> torch.Tensor:
     """Zoom (radial) blur: the mean of the image and its centre zooms by every factor in
     ``arange(1, zoom_stop, zoom_step)`` (bilinear). ``(B, C, H, W) -> (B, C, H, W)``.
+
+    The whole zoom stack is one linear map of each plane, which depends only on ``H×W`` and
+    the factors. On the CPU (no autograd, up to ~500² px) it is built once as a sparse
+    matrix (:func:`zoom_stack_matrix`, cached) and applied to all planes in one sparse × dense
+    product, 5–10× faster than one bilinear resampling per factor; elsewhere the resamplings
+    are summed (:func:`zoom_blur_resampled`). Both give the same values up to float rounding.
     """
-    factors = zoom_factors(float(zoom_stop), float(zoom_step))
-    # channels-last makes bilinear resampling several times faster on the CPU
-    x = images.contiguous(memory_format=torch.channels_last) if images.shape[1] > 1 else images
-    acc = x.clone()
+    factors = tuple(float(z) for z in zoom_factors(float(zoom_stop), float(zoom_step)))
+    b, c, h, w = images.shape
+    use_matrix = (
+        images.device.type == "cpu"
+        and not (images.requires_grad and torch.is_grad_enabled())
+        and images.dtype in (torch.float32, torch.float64)
+        and h * w * 4 * (len(factors) + 1) <= _ZOOM_MATRIX_MAX_NNZ
+    )
+    if not use_matrix:
+        return zoom_blur_resampled(images, factors)
+    m = zoom_stack_matrix(h, w, factors, images.dtype)
+    planes = images.reshape(b * c, h * w).t().contiguous()  # (H·W, B·C): each row one pixel of every plane
+    out = torch.mm(m, planes)
+    return out.clamp_(0.0, 1.0).t().reshape(b, c, h, w).contiguous()
+
+
+#: above this many non-zeros (4 per pixel and factor, 8 bytes each) the zoom matrix is not built
+_ZOOM_MATRIX_MAX_NNZ = 16_000_000
+
+
+def zoom_blur_resampled(images: torch.Tensor, factors) -> torch.Tensor:
+    """:func:`zoom_blur` as the mean of the image and one :func:`clipped_zoom` per factor in
+    ``factors`` (a factor of 1 is the image itself). Differentiable, any device."""
+    acc = images.clone()
     for z in factors:
-        acc.add_(x if z == 1.0 else clipped_zoom(x, float(z)))
-    return acc.div_(len(factors) + 1).clamp_(0.0, 1.0).contiguous()  # in place: no fresh buffers
+        acc = acc + images if z == 1.0 else acc + clipped_zoom(images, float(z))
+    return (acc / (len(factors) + 1)).clamp(0.0, 1.0)
+
+
+def _zoom_axis_taps(n: int, zoom: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For one axis of length ``n``, :func:`clipped_zoom`'s two source indices per output
+    position and the weight of the second, ``(n,)`` each: the central ``ceil(n/zoom)`` samples
+    resized to ``round(·×zoom)`` with corner-aligned linear interpolation (coordinates in
+    ``dtype``, as ``F.interpolate`` computes them), the first ``n`` kept, a short output
+    edge-replicated."""
+    crop = int(math.ceil(n / zoom))
+    start = (n - crop) // 2
+    size = int(round(crop * zoom))
+    dst = torch.arange(n).clamp(max=size - 1).to(dtype)  # past the end: the edge (replicated)
+    scale = (crop - 1) / (size - 1) if size > 1 else 0.0
+    src = dst * torch.tensor(scale, dtype=dtype)
+    i0 = src.floor().long().clamp(max=crop - 1)
+    i1 = (i0 + 1).clamp(max=crop - 1)
+    return i0 + start, i1 + start, (src - i0).double()
+
+
+@functools.lru_cache(maxsize=6)
+def zoom_stack_matrix(h: int, w: int, factors: tuple[float, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The zoom stack of :func:`zoom_blur` as a sparse CSR matrix ``(H·W, H·W)`` on the CPU:
+    row ``p`` holds the bilinear weights, over the source pixels, of output pixel ``p``
+    averaged over the identity and each factor (duplicates summed; ≤ 4 per factor)."""
+    pix = torch.arange(h * w)
+    yy, xx = pix // w, pix % w
+    rows, cols, vals = [pix], [pix], [torch.ones(h * w, dtype=torch.float64)]
+    for z in factors:
+        if z == 1.0:
+            rows.append(pix), cols.append(pix), vals.append(torch.ones(h * w, dtype=torch.float64))
+            continue
+        r0, r1, a = _zoom_axis_taps(h, z, dtype)
+        c0, c1, bw = _zoom_axis_taps(w, z, dtype)
+        for ri, wr in ((r0, 1 - a), (r1, a)):
+            for ci, wc in ((c0, 1 - bw), (c1, bw)):
+                rows.append(pix), cols.append(ri[yy] * w + ci[xx]), vals.append(wr[yy] * wc[xx])
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore")
+        coo = torch.sparse_coo_tensor(
+            torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals) / (len(factors) + 1), (h * w, h * w)
+        ).coalesce()
+        return coo.to_sparse_csr().to(dtype)
 
 
 @register(
