@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from weakspot.degrade.filters import (
+    SHIFT_SUM_MAX_TAPS,
     convolution_matrix1d,
     fast_gaussian_blur2d,
     fft_filter2d,
@@ -245,7 +246,8 @@ def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int)
 
 class _ReplicateBlur:
     """:func:`fast_gaussian_blur2d` (``border="replicate"``) with the same operations per pixel
-    in the same order, so bit-identical, into buffers the caller supplies: up to 11 taps with no
+    in the same order, so bit-identical, into buffers the caller supplies: up to
+    :data:`~weakspot.degrade.filters.SHIFT_SUM_MAX_TAPS` taps with no
     padded copies (each shifted tap is one multiply-add on the overlapping part plus the edge
     rows/columns from a broadcast edge), longer kernels as the same band-matrix products.
     ``ok`` is False (use the generic function) for a single tap and when autograd records."""
@@ -257,7 +259,7 @@ class _ReplicateBlur:
         radius = max(1, int(math.ceil(4.0 * sigma)))
         k = gaussian_kernel1d(sigma, radius, like.device, like.dtype)
         self.gemm = None
-        if k.numel() > 11:  # fast_separable_filter2d's band-matrix products, into given buffers
+        if k.numel() > SHIFT_SUM_MAX_TAPS:  # fast_separable_filter2d's band-matrix products, into given buffers
             h, w = like.shape[-2:]
             self.gemm = (convolution_matrix1d(k, w, "replicate").T, convolution_matrix1d(k, h, "replicate"))
         elif k.numel() == 1 or radius >= min(like.shape[-2:]):
