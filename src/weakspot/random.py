@@ -92,6 +92,16 @@ def randn(shape: Sequence[int], generator: GeneratorLike = None, device=None, dt
     return _draw(torch.randn, tuple(shape), generator, device, dtype)
 
 
+def random_bits(shape: Sequence[int], generator: GeneratorLike = None, device=None) -> torch.Tensor:
+    """int32 words of 31 uniform random bits (bit 31 is 0) of ``shape`` (first dim = batch):
+    one generator draw a word, for callers that cut several small codes from each."""
+
+    def fill(*size, generator, dtype, device=None):
+        return torch.empty(size, dtype=dtype, device=device).random_(generator=generator)
+
+    return _draw(fill, tuple(shape), generator, device, torch.int32)
+
+
 def randint(
     low: int, high: int, shape: Sequence[int], generator: GeneratorLike = None, device=None
 ) -> torch.Tensor:

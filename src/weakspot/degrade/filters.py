@@ -140,11 +140,32 @@ def fft_filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "refl
     while k.ndim < 4:
         k = k.unsqueeze(0 if k.ndim == 2 else 1)  # (kh,kw)->(1,kh,kw)->(B,1,kh,kw)
     # correlation = convolution with the flipped kernel; put the kernel centre at the origin
+    # transform at fast (5-smooth) lengths: the kept outputs read only the first hp×wp
+    # samples, so the zeros beyond them never wrap into the result
+    n, m = next_fast_len(hp), next_fast_len(wp)
     k = torch.flip(k, (-2, -1))
-    k = F.pad(k, (0, wp - kw, 0, hp - kh))
+    k = F.pad(k, (0, m - kw, 0, n - kh))
     k = torch.roll(k, shifts=(-rh, -rw), dims=(-2, -1))
-    out = torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(k), s=(hp, wp))
+    spec, kspec = torch.fft.rfft2(x, s=(n, m)), torch.fft.rfft2(k)
+    spec = spec.mul_(kspec) if not (spec.requires_grad or kspec.requires_grad) else spec * kspec
+    out = torch.fft.irfft2(spec, s=(n, m))
     return out[..., rh : rh + h, rw : rw + w]
+
+
+def next_fast_len(n: int) -> int:
+    """Smallest 5-smooth integer (2^a·3^b·5^c) ≥ ``n``: a fast FFT length."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def border_index(idx: torch.Tensor, n: int, border: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from weakspot.degrade.filters import next_fast_len
 from weakspot.random import GeneratorLike, rand
 
 #: ITU-R BT.601 luma weights, as OpenCV's ``COLOR_RGB2GRAY`` uses them.
@@ -80,22 +81,6 @@ def motion_kernel(
     return flat.reshape(-1, k, k).to(dtype)
 
 
-def next_fast_len(n: int) -> int:
-    """Smallest 5-smooth integer (2^a·3^b·5^c) ≥ ``n``: a fast FFT length."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
-
-
 def fft_correlate(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """``out(p) = Σ_q k(q)·x(p + q)`` with per-image kernels ``(B, K, K)`` centred at ``K//2``.
 
@@ -114,11 +99,15 @@ def fft_correlate(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     x0, x1 = int(cols[0]) - r, int(cols[-1]) - r
     k = kernels[:, y0 + r : y1 + r + 1, x0 + r : x1 + r + 1].to(images.device, images.dtype)
     top, bottom, left, right = max(0, -y0), max(0, y1), max(0, -x0), max(0, x1)
-    xp = F.pad(images, (left, right, top, bottom), mode="replicate") if top + bottom + left + right else images
-    n, m = next_fast_len(xp.shape[-2]), next_fast_len(xp.shape[-1])
+    n, m = next_fast_len(h + top + bottom), next_fast_len(w + left + right)
+    # one replicate pad straight to the FFT size: the kept outputs read only the first
+    # h+top+bottom rows and w+left+right columns, so what fills the rest never matters
+    xp = F.pad(images, (left, right + m - (w + left + right), top, bottom + n - (h + top + bottom)), mode="replicate")
     kp = F.pad(k, (0, m - k.shape[-1], 0, n - k.shape[-2]))
     kp = torch.roll(kp, shifts=(y0, x0), dims=(-2, -1))  # tap q at index q mod (n, m)
-    spec = torch.fft.rfft2(xp, s=(n, m)) * torch.conj(torch.fft.rfft2(kp)).unsqueeze(1)
+    spec = torch.fft.rfft2(xp)
+    kspec = torch.conj(torch.fft.rfft2(kp)).unsqueeze(1)
+    spec = spec.mul_(kspec) if not (spec.requires_grad or kspec.requires_grad) else spec * kspec
     out = torch.fft.irfft2(spec, s=(n, m))
     return out[..., top : top + h, left : left + w]
 

@@ -28,7 +28,7 @@ from weakspot.degrade.imagenet_c._common import (
     straight_through,
 )
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike, rand
+from weakspot.random import GeneratorLike, rand, random_bits
 
 __all__ = [
     "defocus_blur",
@@ -182,6 +182,13 @@ def _shuffle_map_from_codes(
         torch.index_select(lut_forward, 0, code, out=nxt).add_(ids)  # forward pointer, or itself at a chain's end
         torch.gt(code, first_forward, out=forward)
         torch.index_select(lut_step, 0, code, out=q).add_(ids)
+        if side == 2:  # d = 1: no step points forward, every chain ends where it starts
+            if it == 0:
+                src.copy_(q)
+            else:
+                torch.index_select(src, 0, q, out=spare)
+                src, spare = spare, src
+            continue
         # pointer jumping: one round on every pointer (each skips two links), then only on the
         # pointers that have not reached their chain's end (few: chains of k forward links are
         # exponentially rare); each round doubles the skip
@@ -329,11 +336,24 @@ def glass_blur(
     """
     d = int(max_delta_px)
     shape = (images.shape[0], int(iterations), *images.shape[-2:])
-    # a uniform code in [0, 4d²) per visited pixel and pass: (dy, dx) uniform in [-d, d)², as the
-    # reference draws them (float32 uniforms: exact for these few levels, cheaper than randint)
-    u = rand(shape, generator, images.device, torch.float32).mul_(4 * d * d)
-    codes = u.view(torch.int32).copy_(u)  # truncated to int32 in place (as .int(), no second buffer)
-    return _glass_blur(images, codes, float(sigma_px), d)
+    return _glass_blur(images, _glass_step_codes(shape, d, generator, images.device), float(sigma_px), d)
+
+
+def _glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike, device) -> torch.Tensor:
+    """A uniform step code in ``[0, 4d²)`` per pixel and pass, int32 ``(B, iterations, H, W)``:
+    ``(dy, dx)`` uniform in ``[-d, d)²``, as the reference draws them."""
+    levels = 4 * d * d
+    b, per_image = shape[0], math.prod(shape[1:])
+    if levels & (levels - 1) == 0 and levels <= 128:
+        # a power of two of at most 7 bits (d = 1, 2, 4): the low bits of each byte of a
+        # 31-bit random word are uniform, so one draw gives four codes
+        words = random_bits((b, -(-per_image // 4)), generator, device)
+        codes = torch.empty(shape, dtype=torch.int32, device=words.device)
+        torch.bitwise_and(words.view(torch.uint8)[:, :per_image], levels - 1, out=codes.view(b, per_image))
+        return codes
+    # otherwise float32 uniforms scaled to the levels (24-bit: bias below 1e-5 for these few levels)
+    u = rand(shape, generator, device, torch.float32).mul_(levels)
+    return u.view(torch.int32).copy_(u)  # truncated to int32 in place (as .int(), no second buffer)
 
 
 @register(
