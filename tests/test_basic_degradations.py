@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -61,3 +63,21 @@ def test_keyed_seed_is_the_documented_sha256_and_separates_keys():
     assert torch.equal(base, deg(x, [keyed_generator(0, "img7", "cond")]))
     for other in [(1, "img7", "cond"), (0, "img8", "cond"), (0, "img7", "cond2")]:
         assert not torch.equal(base, deg(x, [keyed_generator(*other)])), other
+
+
+def test_random_bits_are_31_uniform_bits_per_word_and_keyed():
+    """Each byte of a ``random_bits`` word must be usable as an independent uniform code
+    (glass blur cuts four step codes from every word): chi-square on each of the 31 bits."""
+    from weakspot.random import random_bits
+
+    words = random_bits((2, 100_000), 5)
+    assert words.dtype == torch.int32 and words.min() >= 0  # bit 31 is never set
+    assert torch.equal(words, random_bits((2, 100_000), 5))
+    per_image = random_bits((2, 100_000), [keyed_generator(5, 0), keyed_generator(5, 1)])
+    assert torch.equal(per_image[1:], random_bits((1, 100_000), [keyed_generator(5, 1)]))
+    bits = (words.reshape(-1, 1) >> torch.arange(31, dtype=torch.int32)) & 1
+    ones = bits.sum(0).double()
+    n = words.numel()
+    z = (ones - n / 2) / math.sqrt(n / 4)  # each bit a fair coin
+    assert z.abs().max() < 5, z
+    assert (words >> 30).any()  # the top usable bit is used
