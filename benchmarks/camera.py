@@ -45,7 +45,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc as it is (by default the run reuses freed pages, as the CLI does)")
     args = ap.parse_args()
+    if not args.default_malloc:
+        from weakspot.runtime import keep_freed_memory
+
+        keep_freed_memory()
     dev = torch.device(args.device)
     net = torchvision.models.resnet18().eval().to(dev)
     cams = {"default (0 D)": Camera(), "defocus 2 D": Camera(optics=Optics(defocus_diopters=2.0))}

@@ -66,9 +66,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads (default: all cores, as the goals are stated for the whole "
                          "2-core machine; 1 gives a per-core comparison with the single-threaded reference "
                          "and is steadier on a machine shared with other jobs)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc as it is; by default the run reuses freed pages "
+                         "(weakspot.runtime.keep_freed_memory, as the weakspot CLI does)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from weakspot.runtime import keep_freed_memory
+
+    kept = False if args.default_malloc else keep_freed_memory()
 
     from rich.console import Console
     from rich.table import Table
@@ -92,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (" [yellow](shared machine: absolute times are inflated; ratios are measured in one run)[/]"
                      if load > (os.cpu_count() or 1) else ""))
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-                  f"224² real photos, severities {severities}")
+                  f"224² real photos, severities {severities}, "
+                  + ("malloc keeps freed pages" if kept else "default malloc"))
 
     model = resnet18(weights=None).eval()
     with torch.inference_mode():

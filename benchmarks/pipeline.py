@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from weakspot.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does
     n_mnist = 1000 if args.quick else 5000
     scenarios = {
         "lite0-foolbox": {

@@ -81,3 +81,30 @@ def test_random_bits_are_31_uniform_bits_per_word_and_keyed():
     z = (ones - n / 2) / math.sqrt(n / 4)  # each bit a fair coin
     assert z.abs().max() < 5, z
     assert (words >> 30).any()  # the top usable bit is used
+
+
+def test_keep_freed_memory_stops_page_faults_on_repeated_batches():
+    """After ``keep_freed_memory`` a repeated large allocation reuses mapped pages: almost no
+    minor page faults, where fresh mmaps fault in every page (glibc only)."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc malloc tuning")
+    code = (
+        "import resource, sys, torch, weakspot\n"
+        "from weakspot.runtime import keep_freed_memory\n"
+        "if sys.argv[1] == 'on': assert keep_freed_memory()\n"
+        "x = torch.rand(32, 3, 224, 224)\n"
+        "deg = weakspot.get_degradation('imagenet_c/shot_noise', severity=3)\n"
+        "for _ in range(2): deg(x, generator=0)\n"
+        "r = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(3): deg(x, generator=0)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r)\n"
+    )
+    faults = {m: int(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, check=True)
+                     .stdout.split()[-1]) for m in ("off", "on")}
+    batch_pages = 32 * 3 * 224 * 224 * 4 // 4096  # one 19 MB float32 batch
+    assert faults["off"] > 3 * batch_pages, faults  # each call faults in several batch-sized buffers
+    assert faults["on"] < faults["off"] / 4, faults

@@ -287,7 +287,9 @@ def fix_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     from weakspot.errors import WeakspotError
+    from weakspot.runtime import keep_freed_memory
 
+    keep_freed_memory()  # an application: reuse freed pages of large tensors (see weakspot.runtime)
     try:
         app(args=argv, standalone_mode=False)
     except WeakspotError as exc:

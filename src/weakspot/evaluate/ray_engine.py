@@ -141,8 +141,11 @@ class _UnitWorker:
     def __init__(self, cfg_json: dict, device: str, threads: int | None):
         import torch
 
+        from weakspot.runtime import keep_freed_memory
+
         self.error: str | None = None
         self.device = device
+        keep_freed_memory()  # a long-lived worker process: reuse freed pages (as the CLI does)
         if threads:
             torch.set_num_threads(threads)
         try:
