@@ -240,11 +240,14 @@ def fast_separable_filter2d(
     return along(along(images, kx, -1, w), ky, -2, h)
 
 
-def fast_gaussian_blur2d(images: torch.Tensor, sigma: float, truncate: float = 4.0, border: str = "reflect") -> torch.Tensor:
-    """:func:`gaussian_blur2d` for one scalar ``sigma`` (px) via :func:`fast_separable_filter2d`."""
+def fast_gaussian_blur2d(
+    images: torch.Tensor, sigma: float, truncate: float = 4.0, border: str = "reflect", radius: int | None = None
+) -> torch.Tensor:
+    """:func:`gaussian_blur2d` for one scalar ``sigma`` (px) via :func:`fast_separable_filter2d`
+    (``radius`` in px overrides ``⌈truncate·σ⌉``)."""
     if sigma <= 0:
         return images
-    radius = max(1, int(math.ceil(truncate * float(sigma))))
+    radius = max(1, int(math.ceil(truncate * float(sigma)))) if radius is None else max(1, int(radius))
     k = gaussian_kernel1d(float(sigma), radius, images.device, images.dtype)
     return fast_separable_filter2d(images, k, border=border)
 

@@ -228,16 +228,18 @@ def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int)
     """:func:`glass_blur_from_steps` on int32 codes ``(B, iterations, H, W)``, which it overwrites."""
     b, c, h, w = images.shape
     n = h * w
-    blur = _ReplicateBlur(images, sigma)
+    # the reference's skimage/SciPy kernel radius ⌊4σ + 0.5⌋ (9 taps at σ = 1.1, not ⌈4σ⌉'s 11)
+    radius = max(1, int(4.0 * sigma + 0.5))
+    blur = _ReplicateBlur(images, sigma, radius)
     if not blur.ok:  # generic path (autograd, long kernels)
-        x = fast_gaussian_blur2d(images, sigma, border="replicate")
+        x = fast_gaussian_blur2d(images, sigma, border="replicate", radius=radius)
         if x.requires_grad and torch.is_grad_enabled():
             x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
         else:  # the same, in place (no fresh buffers)
             x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
         src = _shuffle_map_from_codes(codes, d)[0].view(b, n).sub_(_batch_base(b, n, images.device))
         x = x.reshape(b, c, n).gather(2, src.long().unsqueeze(1).expand(b, c, n)).reshape(b, c, h, w)
-        return fast_gaussian_blur2d(x, sigma, border="replicate").clamp_(0.0, 1.0)
+        return fast_gaussian_blur2d(x, sigma, border="replicate", radius=radius).clamp_(0.0, 1.0)
     # the same operations, on two buffers: blur (images -> tmp -> x) -> 8-bit truncation ->
     # gather (x -> tmp) -> blur (tmp -> x -> tmp, returned)
     tmp, x = (torch.empty(images.shape, device=images.device, dtype=images.dtype) for _ in range(2))
@@ -259,11 +261,10 @@ class _ReplicateBlur:
     rows/columns from a broadcast edge), longer kernels as the same band-matrix products.
     ``ok`` is False (use the generic function) for a single tap and when autograd records."""
 
-    def __init__(self, like: torch.Tensor, sigma: float) -> None:
+    def __init__(self, like: torch.Tensor, sigma: float, radius: int) -> None:
         self.ok = False
         if sigma <= 0 or (like.requires_grad and torch.is_grad_enabled()):
             return
-        radius = max(1, int(math.ceil(4.0 * sigma)))
         k = gaussian_kernel1d(sigma, radius, like.device, like.dtype)
         self.gemm = None
         if k.numel() > SHIFT_SUM_MAX_TAPS:  # fast_separable_filter2d's band-matrix products, into given buffers
