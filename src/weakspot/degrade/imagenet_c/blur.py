@@ -444,9 +444,9 @@ _ZOOM_MATRIX_MAX_NNZ = 16_000_000
 def zoom_blur_resampled(images: torch.Tensor, factors) -> torch.Tensor:
     """:func:`zoom_blur` as the mean of the image and one :func:`clipped_zoom` per factor in
     ``factors`` (a factor of 1 is the image itself). Differentiable, any device."""
-    acc = images.clone()
+    acc = images
     for z in factors:
-        acc = acc + images if z == 1.0 else acc + clipped_zoom(images, float(z))
+        acc = acc + (images if z == 1.0 else clipped_zoom(images, float(z)))
     return (acc / (len(factors) + 1)).clamp(0.0, 1.0)
 
 
