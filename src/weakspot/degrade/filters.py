@@ -147,8 +147,7 @@ def fft_filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "refl
     k = F.pad(k, (0, m - kw, 0, n - kh))
     k = torch.roll(k, shifts=(-rh, -rw), dims=(-2, -1))
     spec, kspec = torch.fft.rfft2(x, s=(n, m)), torch.fft.rfft2(k)
-    spec = spec.mul_(kspec) if not (spec.requires_grad or kspec.requires_grad) else spec * kspec
-    out = torch.fft.irfft2(spec, s=(n, m))
+    out = torch.fft.irfft2(spec * kspec, s=(n, m))
     return out[..., rh : rh + h, rw : rw + w]
 
 

@@ -107,8 +107,7 @@ def fft_correlate(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     kp = torch.roll(kp, shifts=(y0, x0), dims=(-2, -1))  # tap q at index q mod (n, m)
     spec = torch.fft.rfft2(xp)
     kspec = torch.conj(torch.fft.rfft2(kp)).unsqueeze(1)
-    spec = spec.mul_(kspec) if not (spec.requires_grad or kspec.requires_grad) else spec * kspec
-    out = torch.fft.irfft2(spec, s=(n, m))
+    out = torch.fft.irfft2(spec * kspec, s=(n, m))
     return out[..., top : top + h, left : left + w]
 
 
