@@ -67,7 +67,7 @@ def test_keyed_seed_is_the_documented_sha256_and_separates_keys():
 
 def test_random_bits_are_31_uniform_bits_per_word_and_keyed():
     """Each byte of a ``random_bits`` word must be usable as an independent uniform code
-    (glass blur cuts four step codes from every word): chi-square on each of the 31 bits."""
+    (glass blur cuts several step codes from every word): chi-square on each of the 31 bits."""
     from weakspot.random import random_bits
 
     words = random_bits((2, 100_000), 5)

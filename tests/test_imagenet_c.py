@@ -219,6 +219,54 @@ def test_glass_shuffle_map_equals_the_sequential_scan():
             np.testing.assert_array_equal(ours[b].numpy(), simulate_glass_shuffle(steps[b].numpy(), d).ravel())
 
 
+def test_glass_step_codes_are_uniform_steps_and_keyed_per_image():
+    """The drawn codes decode to steps uniform on [-d, d)² (chi-square over the 4d² steps, for
+    bit-field and base-2d digit extraction) and an image's codes come from its own generator."""
+    from weakspot.degrade.imagenet_c.glass import _code_base, glass_step_codes
+
+    for d in (1, 2, 3, 4, 5):
+        codes = glass_step_codes((3, 2, 60, 70), d, 11).long()
+        base = _code_base(d)
+        dy, dx = codes // base - d, codes % base - d
+        assert dy.min() == -d and dy.max() == d - 1 and dx.min() == -d and dx.max() == d - 1
+        counts = torch.bincount(((dy + d) * 2 * d + dx + d).view(-1), minlength=4 * d * d).double()
+        expected = codes.numel() / (4 * d * d)
+        chi2 = ((counts - expected) ** 2 / expected).sum().item()
+        dof = 4 * d * d - 1
+        assert chi2 < dof + 6 * (2 * dof) ** 0.5, (d, chi2)
+        batch = glass_step_codes((3, 2, 60, 70), d, [keyed_generator(4, i) for i in range(3)])
+        assert torch.equal(batch[2], glass_step_codes((1, 2, 60, 70), d, [keyed_generator(4, 2)])[0])
+        assert torch.equal(glass_step_codes((2, 1, 9, 9), d, 5), glass_step_codes((2, 1, 9, 9), d, 5))
+
+
+def test_glass_blur_tiles_do_not_change_a_byte(photos):
+    """The CPU pipeline runs in cache-sized tiles of images: one image per tile, the default
+    and the whole batch in one tile must give identical bytes."""
+    from weakspot.degrade.imagenet_c.glass import glass_blur_codes, glass_step_codes
+
+    x = torch.nn.functional.interpolate(photos[:3], size=(50, 61), mode="area").clamp(0, 1)
+    for sigma, d, iters in ((0.7, 1, 2), (1.0, 2, 3), (1.1, 3, 2)):
+        codes = glass_step_codes((3, iters, 50, 61), d, 2)
+        whole = glass_blur_codes(x, codes.clone(), sigma, d, tile_bytes=1 << 40)
+        assert torch.equal(glass_blur_codes(x, codes.clone(), sigma, d, tile_bytes=1), whole)
+        assert torch.equal(glass_blur_codes(x, codes.clone(), sigma, d), whole)
+
+
+def test_glass_blur_fast_path_matches_the_autograd_path(photos):
+    """The buffered CPU pipeline (blur taps with summed edge weights, the 8-bit scale folded
+    into the blur weights) against the generic differentiable path on the same codes: equal
+    up to float rounding, apart from rare 8-bit truncations that land on the other level."""
+    from weakspot.degrade.imagenet_c.glass import glass_blur_codes, glass_step_codes
+
+    x = photos[:2, :, 60:124, 50:130].contiguous()
+    for sigma, d, iters in ((0.7, 1, 2), (1.5, 4, 2)):
+        codes = glass_step_codes((2, iters, 64, 80), d, 3)
+        fast = glass_blur_codes(x, codes.clone(), sigma, d)
+        slow = glass_blur_codes(x.clone().requires_grad_(), codes.clone(), sigma, d).detach()
+        diff = (fast - slow).abs()
+        assert (diff > 1e-5).float().mean() < 0.01 and diff.max() < 2 / 255, (sigma, diff.max())
+
+
 def test_zoom_stack_matrix_equals_scipy_zooms_and_the_resampling_path():
     """The cached sparse zoom matrix (the CPU fast path) against the reference's geometry run
     in SciPy (``ndimage.zoom``, order 1, corner-aligned) and against the per-factor path."""

@@ -14,21 +14,24 @@ import numpy as np
 import torch
 
 from weakspot.degrade.filters import (
-    SHIFT_SUM_MAX_TAPS,
-    convolution_matrix1d,
     fast_gaussian_blur2d,
     fft_filter2d,
-    gaussian_kernel1d,
     separable_filter2d,
 )
 from weakspot.degrade.imagenet_c._common import (
     clipped_zoom,
     motion_blur_images,
     per_image_uniform,
-    straight_through,
+)
+from weakspot.degrade.imagenet_c.glass import (
+    glass_blur_codes,
+    glass_blur_from_steps,
+    glass_shuffle_map,
+    glass_step_codes,
+    simulate_glass_shuffle,
 )
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike, rand, random_bits
+from weakspot.random import GeneratorLike
 
 __all__ = [
     "defocus_blur",
@@ -97,213 +100,6 @@ def defocus_blur(
     return fft_filter2d(images, k, border="reflect").clamp(0.0, 1.0)
 
 
-def simulate_glass_shuffle(steps: np.ndarray, max_delta_px: int) -> np.ndarray:
-    """ImageNet-C's sequential local pixel "swap", run literally (slow; for tests only).
-
-    ``steps``: ``(iterations, H, W, 2)`` integer ``(dy, dx)`` in ``[-d, d)``, the step drawn for
-    each visited pixel. Returns the source index map ``(H, W)`` (flat ``y·W + x``): the
-    final image is ``x.flat[map]``. The reference writes ``x[h, w], x[h', w'] = x[h', w'],
-    x[h, w]`` on NumPy row views, which copies ``x[h', w']`` into ``x[h, w]`` and leaves
-    ``x[h', w']`` unchanged, so values are duplicated along chains, not permuted.
-    """
-    d = int(max_delta_px)
-    n_iter, h, w = steps.shape[:3]
-    src = np.arange(h * w).reshape(h, w)
-    for it in range(n_iter):
-        for y in range(h - d, d, -1):
-            for x in range(w - d, d, -1):
-                dy, dx = steps[it, y, x]
-                src[y, x] = src[y + dy, x + dx]
-    return src
-
-
-def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
-    """The same source map as :func:`simulate_glass_shuffle`, batched, with no loop over pixels.
-
-    ``steps``: ``(B, iterations, H, W, 2)`` integer ``(dy, dx)`` in ``[-d, d)``, or the same as
-    one code ``(dy + d)·2d + (dx + d)`` per pixel, ``(B, iterations, H, W)``. Pixel ``p``,
-    visited in reverse raster order, takes the value of ``q = p + step``; if ``q`` was
-    visited earlier in this pass its value is already final, otherwise it is the value from
-    the previous pass. So ``final(p) = final(q)`` along "forward" steps and ``prev(q)`` at a
-    chain's first backward step: following the forward pointers to their end by pointer
-    jumping (⌈log₂ chain⌉ gathers) resolves a whole pass at once. Returns ``(B, H·W)`` flat
-    source indices (int64).
-    """
-    d = int(max_delta_px)
-    side = 2 * d
-    if steps.ndim == 5:
-        steps = (steps[..., 0] + d) * side + (steps[..., 1] + d)
-    b, n_iter, h, w = steps.shape
-    src = _shuffle_map_from_codes(_owned_codes(steps), d)[0]
-    return src.view(b, h * w).sub_(_batch_base(b, h * w, src.device)).long()
-
-
-def _owned_codes(steps: torch.Tensor) -> torch.Tensor:
-    """A fresh int32 copy ``(B, iterations, H, W)`` of step codes (floats are truncated, as ``.int()``)."""
-    return torch.empty(steps.shape, dtype=torch.int32, device=steps.device).copy_(steps)
-
-
-def _batch_base(b: int, n: int, device) -> torch.Tensor:
-    return torch.arange(0, b * n, n, device=device, dtype=torch.int32).view(b, 1)
-
-
-def _shuffle_map_from_codes(
-    codes: torch.Tensor, d: int, work: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`glass_shuffle_map` on int32 codes ``(B, iterations, H, W)``, which it overwrites:
-    batch-global int32 flat source ids ``(B·H·W,)`` (in ``work``, a free int32 buffer of at
-    least ``3·B·H·W`` if given) and a free int32 buffer of ``2·B·H·W``."""
-    b, n_iter, h, w = codes.shape
-    dev = codes.device
-    side = 2 * d
-    n = h * w
-    # unvisited pixels keep their value: give them the zero step (code d·2d + d)
-    first_forward = d * side + d
-    codes[:, :, : d + 1].fill_(first_forward)
-    codes[:, :, h - d + 1 :].fill_(first_forward)
-    codes[:, :, :, : d + 1].fill_(first_forward)
-    codes[:, :, :, w - d + 1 :].fill_(first_forward)
-    # codes run over (dy, dx) in raster order, so "points to a pixel visited earlier in the
-    # pass" (dy > 0, or dy == 0 and dx > 0) is simply code > d·2d + d. A forward step into the
-    # unvisited border needs no special case: that pixel points to itself and keeps its value.
-    code_ids = torch.arange(side * side, device=dev)
-    lut_step = ((code_ids // side - d) * w + (code_ids % side - d)).int()
-    lut_forward = torch.where(code_ids > first_forward, lut_step, 0).int()
-    ids = torch.arange(b * n, device=dev, dtype=torch.int32)  # batch-global flat ids (int32: fast gathers)
-    # working buffers, allocated once (fresh large allocations cost page faults on the CPU)
-    if work is None or work.numel() < 3 * b * n:
-        work = torch.empty(3 * b * n, device=dev, dtype=torch.int32)
-    code, src, spare = work[: b * n], work[b * n : 2 * b * n], work[2 * b * n : 3 * b * n]
-    pair = torch.empty(2 * b * n, device=dev, dtype=torch.int32)  # (the caller's int64 index afterwards)
-    nxt, q = pair[: b * n], pair[b * n :]
-    forward = torch.empty(b * n, device=dev, dtype=torch.bool)
-    for it in range(n_iter):
-        code.view(b, n).copy_(codes[:, it].reshape(b, n))  # this pass's plane, contiguous
-        torch.index_select(lut_forward, 0, code, out=nxt).add_(ids)  # forward pointer, or itself at a chain's end
-        torch.gt(code, first_forward, out=forward)
-        torch.index_select(lut_step, 0, code, out=q).add_(ids)
-        if side == 2:  # d = 1: no step points forward, every chain ends where it starts
-            if it == 0:
-                src.copy_(q)
-            else:
-                torch.index_select(src, 0, q, out=spare)
-                src, spare = spare, src
-            continue
-        # pointer jumping: one round on every pointer (each skips two links), then only on the
-        # pointers that have not reached their chain's end (few: chains of k forward links are
-        # exponentially rare); each round doubles the skip
-        end = torch.index_select(nxt, 0, nxt, out=code)  # this pass's codes are no longer needed
-        pending = forward.index_select(0, end).nonzero().view(-1)
-        while pending.numel():
-            jumped = end.index_select(0, end.index_select(0, pending))
-            end.index_copy_(0, pending, jumped)
-            pending = pending[forward.index_select(0, jumped)]
-        # the chain end's (backward or zero) step, into the previous pass
-        if it == 0:
-            torch.index_select(q, 0, end, out=src)
-        else:
-            take = torch.index_select(q, 0, end, out=nxt)
-            torch.index_select(src, 0, take, out=spare)
-            src, spare = spare, src
-    return src, pair
-
-
-def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int) -> torch.Tensor:
-    """Glass blur with given shuffle ``steps``: ``(B, iterations, H, W, 2)`` (dy, dx in ``[-d, d)``)
-    or their codes ``(B, iterations, H, W)`` (see :func:`glass_shuffle_map`; non-negative float
-    codes are truncated to integers, as ``.int()``).
-
-    Gaussian blur → 8-bit truncation (as the reference) → :func:`glass_shuffle_map` gather →
-    Gaussian blur. :func:`glass_blur` draws the steps; this entry point lets a caller (or a
-    test) supply them. ``(B, C, H, W) -> (B, C, H, W)``.
-    """
-    d = int(max_delta_px)
-    steps = steps.to(images.device)
-    if steps.ndim == 5:
-        steps = (steps[..., 0] + d) * (2 * d) + (steps[..., 1] + d)
-    return _glass_blur(images, _owned_codes(steps), float(sigma_px), d)
-
-
-def _glass_blur(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int) -> torch.Tensor:
-    """:func:`glass_blur_from_steps` on int32 codes ``(B, iterations, H, W)``, which it overwrites."""
-    b, c, h, w = images.shape
-    n = h * w
-    # the reference's skimage/SciPy kernel radius ⌊4σ + 0.5⌋ (9 taps at σ = 1.1, not ⌈4σ⌉'s 11)
-    radius = max(1, int(4.0 * sigma + 0.5))
-    blur = _ReplicateBlur(images, sigma, radius)
-    if not blur.ok:  # generic path (autograd, long kernels)
-        x = fast_gaussian_blur2d(images, sigma, border="replicate", radius=radius)
-        if x.requires_grad and torch.is_grad_enabled():
-            x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
-        else:  # the same, in place (no fresh buffers)
-            x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
-        src = _shuffle_map_from_codes(codes, d)[0].view(b, n).sub_(_batch_base(b, n, images.device))
-        x = x.reshape(b, c, n).gather(2, src.long().unsqueeze(1).expand(b, c, n)).reshape(b, c, h, w)
-        return fast_gaussian_blur2d(x, sigma, border="replicate", radius=radius).clamp_(0.0, 1.0)
-    # the same operations, on two buffers: blur (images -> tmp -> x) -> 8-bit truncation ->
-    # gather (x -> tmp) -> blur (tmp -> x -> tmp, returned)
-    tmp, x = (torch.empty(images.shape, device=images.device, dtype=images.dtype) for _ in range(2))
-    blur(images, tmp, x)
-    x.clamp_(0, 1).mul_(255).floor_().div_(255)
-    src, scratch = _shuffle_map_from_codes(codes, d, tmp.view(-1).view(torch.int32))  # tmp is free meanwhile
-    src = src.view(b, n).sub_(_batch_base(b, n, images.device))
-    index = scratch.view(torch.int64).view(b, n).copy_(src)  # int64 for gather, in freed buffers
-    torch.gather(x.view(b, c, n), 2, index.unsqueeze(1).expand(b, c, n), out=tmp.view(b, c, n))
-    blur(tmp, x, tmp)
-    return tmp.clamp_(0.0, 1.0)
-
-
-class _ReplicateBlur:
-    """:func:`fast_gaussian_blur2d` (``border="replicate"``) with the same operations per pixel
-    in the same order, so bit-identical, into buffers the caller supplies: up to
-    :data:`~weakspot.degrade.filters.SHIFT_SUM_MAX_TAPS` taps with no
-    padded copies (each shifted tap is one multiply-add on the overlapping part plus the edge
-    rows/columns from a broadcast edge), longer kernels as the same band-matrix products.
-    ``ok`` is False (use the generic function) for a single tap and when autograd records."""
-
-    def __init__(self, like: torch.Tensor, sigma: float, radius: int) -> None:
-        self.ok = False
-        if sigma <= 0 or (like.requires_grad and torch.is_grad_enabled()):
-            return
-        k = gaussian_kernel1d(sigma, radius, like.device, like.dtype)
-        self.gemm = None
-        if k.numel() > SHIFT_SUM_MAX_TAPS:  # fast_separable_filter2d's band-matrix products, into given buffers
-            h, w = like.shape[-2:]
-            self.gemm = (convolution_matrix1d(k, w, "replicate").T, convolution_matrix1d(k, h, "replicate"))
-        elif k.numel() == 1 or radius >= min(like.shape[-2:]):
-            return
-        self.ok, self.k, self.r = True, k, radius
-        self.alphas = [float(t) for t in k[1:]]
-
-    def _taps(self, src: torch.Tensor, dst: torch.Tensor, dim: int) -> None:
-        n, r = src.shape[dim], self.r
-        first, last = src.narrow(dim, 0, 1), src.narrow(dim, n - 1, 1)
-        for i in range(2 * r + 1):
-            s = i - r
-            lo, hi = max(0, -s), min(n, n - s)  # dst[lo:hi] reads src[lo+s:hi+s]; the rest, an edge
-            parts = [(dst.narrow(dim, lo, hi - lo), src.narrow(dim, lo + s, hi - lo))]
-            if lo > 0:
-                edge = dst.narrow(dim, 0, lo)
-                parts.append((edge, first.expand_as(edge)))
-            if hi < n:
-                edge = dst.narrow(dim, hi, n - hi)
-                parts.append((edge, last.expand_as(edge)))
-            for out, tap in parts:
-                if i == 0:
-                    torch.mul(tap, self.k[0], out=out)
-                else:
-                    out.add_(tap, alpha=self.alphas[i - 1])
-
-    def __call__(self, x: torch.Tensor, mid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Blur ``x`` along rows into ``mid``, then along columns into ``out`` (``out`` may be ``x``)."""
-        if self.gemm is not None:
-            torch.matmul(x, self.gemm[0], out=mid)
-            return torch.matmul(self.gemm[1], mid, out=out)
-        self._taps(x, mid, -1)
-        self._taps(mid, out, -2)
-        return out
-
-
 @register(
     "imagenet_c/glass_blur",
     params=[
@@ -337,24 +133,7 @@ def glass_blur(
     """
     d = int(max_delta_px)
     shape = (images.shape[0], int(iterations), *images.shape[-2:])
-    return _glass_blur(images, _glass_step_codes(shape, d, generator, images.device), float(sigma_px), d)
-
-
-def _glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike, device) -> torch.Tensor:
-    """A uniform step code in ``[0, 4d²)`` per pixel and pass, int32 ``(B, iterations, H, W)``:
-    ``(dy, dx)`` uniform in ``[-d, d)²``, as the reference draws them."""
-    levels = 4 * d * d
-    b, per_image = shape[0], math.prod(shape[1:])
-    if levels & (levels - 1) == 0 and levels <= 128:
-        # a power of two of at most 7 bits (d = 1, 2, 4): the low bits of each byte of a
-        # 31-bit random word are uniform, so one draw gives four codes
-        words = random_bits((b, -(-per_image // 4)), generator, device)
-        codes = torch.empty(shape, dtype=torch.int32, device=words.device)
-        torch.bitwise_and(words.view(torch.uint8)[:, :per_image], levels - 1, out=codes.view(b, per_image))
-        return codes
-    # otherwise float32 uniforms scaled to the levels (24-bit: bias below 1e-5 for these few levels)
-    u = rand(shape, generator, device, torch.float32).mul_(levels)
-    return u.view(torch.int32).copy_(u)  # truncated to int32 in place (as .int(), no second buffer)
+    return glass_blur_codes(images, glass_step_codes(shape, d, generator, images.device), float(sigma_px), d)
 
 
 @register(
