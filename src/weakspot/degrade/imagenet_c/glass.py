@@ -169,10 +169,11 @@ class _GlassShuffle:
             forward = code.sub_(zero_step + 1).bitwise_right_shift_(31).add_(1)
             torch.mul(step, forward, out=nxt).add_(ids)  # forward pointer, or itself at a chain's end
             exit_ = q.mul_(2).add_(forward)  # the step's target and its forward flag in one word
-            # pointer jumping: one round on every pointer (each skips two links), then only on
-            # the pointers that have not reached their chain's end (a few %: chains of k
-            # forward links are exponentially rare); each round doubles the skip
-            end = torch.index_select(nxt, 0, nxt, out=step)
+            # pointer jumping: two rounds on every pointer (each then skips four links), then
+            # only on the pointers that have not reached their chain's end (about 1%: chains
+            # of k forward links are exponentially rare); each round doubles the skip
+            torch.index_select(nxt, 0, nxt, out=step)
+            end = torch.index_select(step, 0, step, out=src if it == 0 else spare)
             take = torch.index_select(exit_, 0, end, out=nxt)
             first = pending = torch.bitwise_and(take, 1, out=code).nonzero().view(-1)
             while pending.numel():
