@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from weakspot.degrade.filters import fast_gaussian_blur2d, shift_filter2d
+from weakspot.degrade.filters import fast_gaussian_blur2d, fast_separable_filter2d, shift_filter2d
 from weakspot.degrade.imagenet_c._common import clipped_zoom, gray, motion_blur_images, per_image_uniform
 from weakspot.degrade.imagenet_c.textures import frost_texture, next_power_of_2, plasma_fractal
 from weakspot.degrade.registry import Param, register
@@ -160,11 +160,10 @@ def _edt_truncated(edges: torch.Tensor, cap: int) -> torch.Tensor:
     g = dv * dv
     big = 2 * far**2
     padded = F.pad(g, (cap, cap), value=big)
-    best = g.clone()
-    for off in range(1, cap + 1):
-        sq = off * off
-        torch.minimum(best, padded[..., cap + off : cap + off + w] + sq, out=best)
-        torch.minimum(best, padded[..., cap - off : cap - off + w] + sq, out=best)
+    best, nearer = g.clone(), torch.empty_like(g)
+    for off in range(1, cap + 1):  # the nearer of the two columns at ±off, plus off²
+        torch.minimum(padded[..., cap + off : cap + off + w], padded[..., cap - off : cap - off + w], out=nearer)
+        torch.minimum(best, nearer.add_(off * off), out=best)
     return best.float().sqrt_().clamp_(max=float(cap))
 
 
@@ -186,8 +185,15 @@ def _equalize_hist_u8(img: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, v).reshape(img.shape).to(img.dtype)
 
 
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """3×3 mean with mirrored borders (OpenCV's ``blur``): the sum of the nine values (exact for
+    integer values), times 1/9."""
+    ones = torch.ones(3, dtype=x.dtype)
+    return fast_separable_filter2d(x, ones, ones, border="reflect").mul_(1 / 9)
+
+
 def _box3_u8(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(shift_filter2d(x, torch.full((3, 3), 1 / 9), border="reflect"))
+    return _box3(x).round_()
 
 
 def _dilate3x3(mask: torch.Tensor) -> torch.Tensor:
@@ -206,9 +212,9 @@ def canny(img: torch.Tensor, low: float, high: float, max_rounds: int = 64) -> t
     strong edges into weak ones (up to ``max_rounds``, a loop over rounds, not pixels).
     Returns a bool edge map.
     """
-    sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-    gx = shift_filter2d(img, sx, border="replicate").round().int()
-    gy = shift_filter2d(img, sx.T.contiguous(), border="replicate").round().int()
+    diff, smooth = torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([1.0, 2.0, 1.0])  # Sobel = smooth ⊗ diff
+    gx = fast_separable_filter2d(img, diff, smooth, border="replicate").round_().int()
+    gy = fast_separable_filter2d(img, smooth, diff, border="replicate").round_().int()
     ax, ay = gx.abs(), gy.abs()
     mag = ax + ay
     mp = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside, as OpenCV's buffer
@@ -246,16 +252,15 @@ def _water_shade(field: torch.Tensor) -> torch.Tensor:
     equalisation → emboss → 3×3 box, times the field, normalised by its maximum.
     """
     b = field.shape[0]
-    u8 = torch.floor(field * 255).clamp(0, 255)
+    u8 = field.mul(255).floor_().clamp_(0, 255)
     edges = canny(u8, 50, 150)
     dist = _edt_truncated(edges, 20)
-    dist = torch.floor(shift_filter2d(dist, torch.full((3, 3), 1 / 9), border="reflect") + 1e-4).clamp(0, 255)
+    dist = _box3(dist).add_(1e-4).floor_().clamp_(0, 255)
     dist = _equalize_hist_u8(dist)
     emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
-    dist = torch.round(shift_filter2d(dist, emboss, border="reflect")).clamp(0, 255)
-    dist = _box3_u8(dist)
-    m = u8 * dist
-    return m / m.flatten(1).amax(1).view(b, 1, 1, 1).clamp_min(1e-12)
+    dist = shift_filter2d(dist, emboss, border="reflect").round_().clamp_(0, 255)
+    m = _box3_u8(dist).mul_(u8)
+    return m.div_(m.flatten(1).amax(1).view(b, 1, 1, 1).clamp_min(1e-12))
 
 
 @register(
@@ -298,16 +303,16 @@ def spatter(
     """
     b, c, h, w = images.shape
     dev, dt = images.device, images.dtype
-    field = randn((b, 1, h, w), generator, dtype=torch.float32) * float(liquid_std) + float(liquid_mean)
+    field = randn((b, 1, h, w), generator, dtype=torch.float32).mul_(float(liquid_std)).add_(float(liquid_mean))
     field = fast_gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
-    field = torch.where(field < float(liquid_threshold), torch.zeros_like(field), field)
+    field = field.masked_fill_(field < float(liquid_threshold), 0.0)
     if not mud:
         m = _water_shade(field) * float(intensity)
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255]).view(1, 3, 1, 1)
         add = (m * color).to(device=dev, dtype=dt)
         if c == 1:
             add = gray(add.clamp(0, 1))
-        return (images + add).clamp(0.0, 1.0)
+        return torch.add(images, add).clamp_(0.0, 1.0)
     mask = (field > float(liquid_threshold)).float()
     mask = fast_gaussian_blur2d(mask, float(intensity), border="replicate")
     mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask).to(device=dev, dtype=dt)
