@@ -203,6 +203,11 @@ def test_canny_equalize_and_distance_equal_opencv_and_scipy(photo_uint8):
     t = torch.from_numpy(grey).float()[None, None]
     edges = canny(t, 50, 150)[0, 0].numpy()
     np.testing.assert_array_equal(edges, cv2.Canny(grey, 50, 150) > 0)
+    # a batch: each image's edges on its own (the edge candidates are gathered batch-wide)
+    others = [np.ascontiguousarray(grey[::-1, ::-1]), cv2.cvtColor(photo_uint8, cv2.COLOR_RGB2GRAY)[60:180, 40:190]]
+    batch = canny(torch.from_numpy(np.stack([grey, *others])).float()[:, None], 30, 90)
+    for i, g in enumerate([grey, *others]):
+        np.testing.assert_array_equal(batch[i, 0].numpy(), cv2.Canny(g, 30, 90) > 0)
     np.testing.assert_array_equal(_equalize_hist_u8(t)[0, 0].numpy(), cv2.equalizeHist(grey))
     dist = _edt_truncated(torch.from_numpy(edges)[None, None], 20)[0, 0].numpy()
     ref = np.minimum(ndimage.distance_transform_edt(~edges), 20)
