@@ -46,8 +46,9 @@ def _poisson_tables(photons: float) -> tuple[torch.Tensor, torch.Tensor, torch.T
     """Inverse-CDF tables for the 256 8-bit rates ``λ_l = photons · l / 255``.
 
     For bin ``j`` of the uniform variate (``u ∈ [j, j+1)/_BINS``) and level ``l``:
-    ``start[l·_BINS + j]`` = the smallest ``k`` with ``cdf_l(k) > j/_BINS`` (int16) and
-    ``stop[...] = cdf_l(start)`` (float32): a ``u`` below ``stop`` has the answer ``start``.
+    ``start[l·_BINS + j]`` = the smallest ``k`` with ``cdf_l(k) > j/_BINS`` and
+    ``stop[...] = cdf_l(start)`` (both float32, 1-D: the fastest gathers): a ``u`` below
+    ``stop`` has the answer ``start``.
     Also the full CDFs ``(256·K,)`` (float32) for the rare values that need more steps, and K.
     """
     lam = torch.arange(256, dtype=torch.float64) / 255.0 * photons
@@ -61,7 +62,7 @@ def _poisson_tables(photons: float) -> tuple[torch.Tensor, torch.Tensor, torch.T
     edges = (torch.arange(_BINS, dtype=torch.float32) / _BINS).expand(256, -1).contiguous()
     start = torch.searchsorted(cdf, edges, right=True).clamp_max(kmax - 1)
     stop = cdf.gather(1, start)
-    return start.reshape(-1).to(torch.int16), stop.reshape(-1).contiguous(), cdf.reshape(-1).contiguous(), kmax
+    return start.reshape(-1).float(), stop.reshape(-1).contiguous(), cdf.reshape(-1).contiguous(), kmax
 
 
 def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike = None) -> torch.Tensor:
@@ -76,20 +77,21 @@ def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike 
     dev = images.device
     start, stop, cdf = start.to(dev), stop.to(dev), cdf.to(dev)
     u = rand(images.shape, generator, dev, torch.float32).reshape(-1)
-    level = torch.round(images.detach().reshape(-1) * 255).clamp_(0, 255)
-    cell = (level * _BINS).add_(torch.floor(u * _BINS).clamp_(max=_BINS - 1)).int()
-    k = start.index_select(0, cell).int()
+    # cell = level·_BINS + ⌊u·_BINS⌋ (u < 1, so the truncation is the floor and stays below _BINS)
+    cell = images.detach().reshape(-1).mul(255).round_().clamp_(0, 255).int().mul_(_BINS)
+    cell.add_(u.mul(_BINS).int())
+    k = start.index_select(0, cell)
     cand = (u >= stop.index_select(0, cell)).nonzero().flatten()
     if cand.numel():
-        lv = level.index_select(0, cand).int() * kmax
+        lv = cell.index_select(0, cand).div_(_BINS, rounding_mode="floor").mul_(kmax)
         uc = u.index_select(0, cand)
-        kc = k.index_select(0, cand) + 1
+        kc = k.index_select(0, cand).int() + 1
         live = torch.arange(cand.numel(), device=dev)
         while live.numel():  # walk up the CDF while it is ≤ u
             more = uc[live] >= cdf.index_select(0, lv[live] + kc[live])
             live = live[more]
             kc[live] += 1
-        k[cand] = kc
+        k[cand] = kc.float()
     return k.reshape(images.shape).to(images.dtype)
 
 
@@ -111,7 +113,7 @@ def shot_noise(images: torch.Tensor, *, generator: GeneratorLike = None, photons
     through (∂E[out]/∂x = 1). ``(B, C, H, W) -> (B, C, H, W)``.
     """
     counts = poisson_8bit(images, photons, generator)
-    return straight_through(images, (counts / float(photons)).clamp(0.0, 1.0))
+    return straight_through(images, counts.div_(float(photons)).clamp_(0.0, 1.0))
 
 
 @register(
