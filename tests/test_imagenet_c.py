@@ -245,8 +245,8 @@ def test_glass_step_codes_are_uniform_steps_and_keyed_per_image():
 
 
 def test_glass_blur_tiles_do_not_change_a_byte(photos):
-    """The CPU pipeline runs in cache-sized tiles of images: one image per tile, the default
-    and the whole batch in one tile must give identical bytes."""
+    """The CPU pipeline runs in cache-sized tiles of images: one image per tile, a last tile
+    shorter than the others, the default and the whole batch in one tile give identical bytes."""
     from weakspot.degrade.imagenet_c.glass import glass_blur_codes, glass_step_codes
 
     x = torch.nn.functional.interpolate(photos[:3], size=(50, 61), mode="area").clamp(0, 1)
@@ -254,6 +254,8 @@ def test_glass_blur_tiles_do_not_change_a_byte(photos):
         codes = glass_step_codes((3, iters, 50, 61), d, 2)
         whole = glass_blur_codes(x, codes.clone(), sigma, d, tile_bytes=1 << 40)
         assert torch.equal(glass_blur_codes(x, codes.clone(), sigma, d, tile_bytes=1), whole)
+        two_images = 2 * x[0].numel() * x.element_size()  # tiles of 2 and 1
+        assert torch.equal(glass_blur_codes(x, codes.clone(), sigma, d, tile_bytes=two_images), whole)
         assert torch.equal(glass_blur_codes(x, codes.clone(), sigma, d), whole)
 
 
