@@ -217,7 +217,7 @@ def test_canny_equalize_and_distance_equal_opencv_and_scipy(photo_uint8):
 def test_glass_shuffle_map_equals_the_sequential_scan():
     from weakspot.degrade.imagenet_c.blur import glass_shuffle_map, simulate_glass_shuffle
 
-    for d, iters in ((1, 2), (2, 3), (4, 2)):
+    for d, iters in ((1, 2), (2, 3), (3, 2), (4, 2), (9, 1)):  # d = 3: P = 8 > 2d; d = 9: int16 codes
         steps = torch.randint(-d, d, (2, iters, 30, 27, 2), generator=torch.Generator().manual_seed(d))
         ours = glass_shuffle_map(steps, d)
         for b in range(2):
@@ -229,7 +229,7 @@ def test_glass_step_codes_are_uniform_steps_and_keyed_per_image():
     bit-field and base-2d digit extraction) and an image's codes come from its own generator."""
     from weakspot.degrade.imagenet_c.glass import _code_base, glass_step_codes
 
-    for d in (1, 2, 3, 4, 5):
+    for d in (1, 2, 3, 4, 5, 9):  # d = 9: int16 codes
         codes = glass_step_codes((3, 2, 60, 70), d, 11).long()
         base = _code_base(d)
         dy, dx = codes // base - d, codes % base - d

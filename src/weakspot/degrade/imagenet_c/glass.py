@@ -120,7 +120,7 @@ def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = 
         words.bitwise_and_((1 << bits) - 1)
     digits = digits.view(b, -1)
     codes = torch.empty((b, per_image), dtype=dtype, device=words.device)
-    torch.mul(digits[:, :per_image], base, out=codes).add_(digits[:, per_image : 2 * per_image])
+    codes.copy_(digits[:, :per_image]).mul_(base).add_(digits[:, per_image : 2 * per_image])  # in the codes' dtype
     return codes.view(shape)
 
 
