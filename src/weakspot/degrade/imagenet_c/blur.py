@@ -126,9 +126,11 @@ def glass_blur(
     """Frosted glass: Gaussian blur, local pixel shuffle, Gaussian blur again.
 
     The reference moves pixels one by one in a sequential scan (1.4 s per 224² image). The
-    same random steps are drawn here and the scan's outcome is resolved exactly, for the
-    whole batch at once, by pointer jumping (:func:`glass_shuffle_map`); the result is the
-    reference's process, not an approximation of it. Differentiable in the image.
+    same random steps are drawn here and the scan's outcome is resolved exactly, for all
+    pixels of the batch at once, by pointer jumping (:func:`glass_shuffle_map`); the result is
+    the reference's process, not an approximation of it. On the CPU the batch runs in tiles
+    of a few images that fit the cache (:mod:`weakspot.degrade.imagenet_c.glass`).
+    Differentiable in the image.
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     d = int(max_delta_px)
