@@ -59,14 +59,9 @@ def _cfg(**over):
     return cfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run beside other work on 2 shared cores, where torch's 2 intra-op threads
-    are many times slower than 1; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# these tests run beside other work on 2 shared cores, where torch's 2 intra-op threads are
+# many times slower than 1 (conftest's fixture restores the setting afterwards)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")
