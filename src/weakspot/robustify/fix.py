@@ -146,9 +146,18 @@ def _open_run(run_dir: Path) -> _OpenedRun:
     cfg = parse_config(manifest["config"], f"{run_dir}/manifest.json")
     data = open_run_data(cfg)
     index = [int(i) for i in manifest.get("data", {}).get("dataset_index", [])]
+    changed = DataError(f"the data of {run_dir} changed since it was run (files added, removed or edited), so its "
+                        "evaluated images cannot be told apart from training images; re-run it with 'weakspot run'")
     if not index or max(index) >= len(data):
-        raise DataError(f"the data of {run_dir} changed since it was run (or its manifest lacks dataset_index); "
-                        "re-run it with 'weakspot run'")
+        raise changed
+    if [data.image_ids[i] for i in index] != list(store.images().sort_values("image_index").image_id):
+        raise changed
+    recorded = manifest.get("data", {}).get("sha256")
+    if recorded is not None:
+        from weakspot.data import fingerprint
+
+        if fingerprint(data) != recorded:
+            raise changed
     return _OpenedRun(Path(run_dir), manifest, cfg, load_run_model(cfg), data, index, store.classes())
 
 
@@ -508,7 +517,7 @@ def fix_run(
         "after_run": str(out / "run"),
         "min_images": MIN_IMAGES_FOR_FIX_CLAIM,
         "summary": lines,
-        "before_after": json.loads(ba.to_json(orient="records")),
+        "before_after": json.loads(ba.to_json(orient="records", double_precision=15)),
     }
     atomic_write_json(out / "fix.json", summary)
     overall = ba[ba.cls == "all"].drop(columns="cls").set_index("condition_id")
