@@ -265,6 +265,16 @@ def test_imagefolder_copies_and_bad_files(tmp_path, digits_csv):
     assert _pixels(train2.images).isdisjoint(evaluated)
     assert info2["n_overlap"] == n_eval + 2 and len(train2) == 82 - n_eval - 2
 
+    # folders named by a subset of the model's classes, in another order: the run's label mapping
+    # (by name) gives the model's class index, not the folder's position
+    part = tmp_path / "part"
+    for c in ("7", "3"):
+        shutil.copytree(root / c, part / c)
+    (part / "3" / "broken.png").unlink()
+    train3, _ = training_images(d, train_data=f"imagefolder:{part}")
+    assert sorted(set(train3.labels.tolist())) == [3, 7]
+    assert all(int(i.split("/")[0]) == y for i, y in zip(train3.image_ids, train3.labels.tolist()))
+
     # the run's own folder changed after the run: its evaluated images can no longer be identified
     Image.open(evaluated_files[1]).save(root / "1" / "late.png")
     with pytest.raises(DataError, match="changed since it was run"):

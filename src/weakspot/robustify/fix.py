@@ -428,7 +428,7 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
     res = train_enhancer(_Preprocessed(model), train.images, train.labels, mix,
                          EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed), progress=progress,
                          device=device, on_epoch=on_epoch)
-    return _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std), res.history
+    return _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std).to(device), res.history
 
 
 def fix_run(
