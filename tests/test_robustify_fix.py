@@ -282,8 +282,9 @@ def test_imagefolder_copies_and_bad_files(tmp_path, digits_csv):
 
 
 def test_all_images_evaluated_asks_for_training_data(tmp_path, digits_csv):
-    from weakspot.errors import DataError
     from PIL import Image
+
+    from weakspot.errors import DataError
 
     digits, labels = digits_csv
     root = tmp_path / "folder"

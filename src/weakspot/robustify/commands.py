@@ -166,7 +166,7 @@ def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, pr
                 allow_overlap: bool = False) -> dict[str, Any]:
     from rich.table import Table
 
-    from weakspot.robustify.fix import format_table, fix_run
+    from weakspot.robustify.fix import fix_run, format_table
 
     s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
                 train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print)

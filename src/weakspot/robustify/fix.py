@@ -3,15 +3,18 @@
 1. From the results store (:mod:`weakspot.analysis`), the degradations with the largest
    top-1 accuracy drop against clean (at their worst level) are the weaknesses; each
    becomes a training range spanning the levels the run swept.
-2. The fix: **robust training** (fine-tune the model on training images degraded by
-   those ranges, a share kept clean) where training images and a trainable model are
-   available; otherwise the **enhancement front-end** in front of the frozen model.
-   Training images: for ``mnist_5k`` runs the bundled digits *not* evaluated in the run;
-   for idx/CIFAR runs their ``train`` split; else ``--train-data KIND[:ROOT]``.
-3. The fixed model is saved as TorchScript and the *same* run config (data, conditions,
-   seed) is re-run with it into ``RUN_DIR/fix/run``; ``RUN_DIR/fix/fix.json`` holds the
-   before/after accuracies per condition and per class, which the report's
-   "Fix: before / after" section renders.
+2. Training images are loaded as ``weakspot run`` loads images (its loader, label mapping,
+   bad-file skipping; mixed sizes resized by the model's preprocessing): the data the run
+   subsampled, the ``train`` split of idx/CIFAR runs, or ``--train-data KIND[:ROOT]``. Any of
+   them whose content equals an evaluated image is dropped unless ``allow_overlap``.
+3. The fix: **robust training** (fine-tune the model on training images degraded by
+   those ranges, a share kept clean) where the model is trainable; otherwise the
+   **enhancement front-end** in front of the frozen model.
+4. The fixed model is saved as TorchScript and the *same* run config (data, conditions,
+   seed) is re-run with it into ``RUN_DIR/fix/run``. Before and after are compared on the
+   same images (exact McNemar, Newcombe's paired interval, Holm across conditions) with a
+   verdict per row; ``RUN_DIR/fix/fix.json`` holds it all, and the report's
+   "Fix: before / after" section renders it.
 """
 
 from __future__ import annotations
@@ -359,8 +362,8 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
     lines = []
     if (overall.verdict == "too few images").all():
         n = int(overall.n.max())
-        return [f"too few images ({n} per condition, fewer than {MIN_IMAGES_FOR_FIX_CLAIM}) to tell any "
-                "before/after difference from chance: no gain or cost is claimed"]
+        return [(f"too few images ({n} per condition, fewer than {MIN_IMAGES_FOR_FIX_CLAIM}) to tell any "
+                 "before/after difference from chance: no gain or cost is claimed")]
     gained = []
     for w in weaknesses:
         r = overall.loc[w["worst_condition"]]
