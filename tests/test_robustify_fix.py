@@ -319,3 +319,23 @@ def test_frontend_fix_exports_a_working_model(run_dir, tmp_path):
 def test_fix_user_errors(tmp_path, capsys):
     assert main(["fix", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert "weakspot run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_foolbox_imagenet_fix_says_too_few_images(tmp_path, capsys):
+    """The 20 foolbox ImageNet photos with EfficientNet-Lite0, end to end through the CLI: every
+    candidate training image is an evaluated one, so fix refuses; with --allow-overlap it trains,
+    and the report claims nothing ("too few images")."""
+    cfg = {"model": {"name": "efficientnet_lite0"}, "data": {"kind": "foolbox", "subset": "imagenet"},
+           "seed": 0, "batch_size": 20, "workers": 0,
+           "conditions": [{"degradation": "gaussian_blur", "severities": [5]}]}
+    d = _sweep(cfg, tmp_path / "run")
+    assert main(["fix", str(d), "--epochs", "1", "--no-progress"]) == 2
+    assert "--train-data" in capsys.readouterr().err
+    assert main(["fix", str(d), "--epochs", "1", "--no-progress", "--allow-overlap"]) == 0
+    fx = fixmod.load_fix(d)
+    assert {r["verdict"] for r in fx["before_after"]} == {"too few images"}
+    assert fx["training_data"]["allow_overlap"] and fx["training_data"]["n_overlap"] == 20
+    assert fx["summary"][0].startswith("too few images (20 per condition")
+    html = (d / "report" / "report.html").read_text()
+    assert "too few images" in html and "after-fix accuracy is optimistic" in html

@@ -197,7 +197,7 @@ def _training_source(run: _OpenedRun, train_data: str | None):
             ds = open_dataset(d.root, ds.kind, split="train")
             names.append(f"{ds.kind} train split")
         else:
-            names.append(f"{ds.kind} images not evaluated")
+            names.append(f"{ds.kind} (the run's data set)")
         parts.append(ds)
     return (parts[0] if len(parts) == 1 else ConcatImageDataset(parts)), " + ".join(names)
 
