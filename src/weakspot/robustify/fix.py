@@ -366,6 +366,9 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
                  "before/after difference from chance: no gain or cost is claimed")]
     gained = []
     for w in weaknesses:
+        if w["worst_condition"] not in overall.index:
+            lines.append(f"no comparison for {w['degradation']}: {w['worst_condition']} was not re-run")
+            continue
         r = overall.loc[w["worst_condition"]]
         what = (f"{w['degradation']} at {w['worst_condition']}: {100 * r.before:.1f}% → {100 * r.after:.1f}% "
                 f"({_pts(r.gain)}, 95% CI {_pts(r.gain_lo)} … {_pts(r.gain_hi)}, Holm p = {r.p_holm:.2g})")
