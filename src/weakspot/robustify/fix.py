@@ -287,8 +287,8 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
 
 
 #: fewer evaluated images than this per condition (or class) and ``fix`` claims nothing for it.
-#: With 20 images (the foolbox ImageNet samples) a gain of 20 points (12/20 → 16/20, 4 images
-#: flipped to right) has a paired 95 % interval of about −3 … +41 points and McNemar p = 0.22;
+#: With 20 images (the foolbox ImageNet samples) a gain of 20 points (12/20 → 16/20: 5 images
+#: turn right, 1 turns wrong) has a paired 95 % interval of about −3 … +41 points, McNemar p = 0.22;
 #: a set that small can only tell near-complete flips from chance
 MIN_IMAGES_FOR_FIX_CLAIM = 30
 
