@@ -273,6 +273,8 @@ def fix_cmd(
     train_limit: Optional[int] = typer.Option(None, "--train-limit", min=10, help="use a stratified subset of "
                                               "N training images (quick checks)"),
     seed: int = typer.Option(0),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="train also on images the run evaluated "
+                                       "(the after-fix accuracy is then optimistic)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
 ) -> None:
@@ -281,7 +283,7 @@ def fix_cmd(
 
     _set_threads(threads)
     fix_command(run_dir, out=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                progress=progress, console=console, train_limit=train_limit)
+                progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap)
 
 
 def main(argv: list[str] | None = None) -> int:

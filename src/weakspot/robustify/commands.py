@@ -162,14 +162,25 @@ def enhance_command(
     return summary
 
 
-def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console, train_limit=None) -> dict[str, Any]:
-    from weakspot.robustify.fix import fix_run
+def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console, train_limit=None,
+                allow_overlap: bool = False) -> dict[str, Any]:
+    from rich.table import Table
+
+    from weakspot.robustify.fix import fix_run, format_table
 
     s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                train_limit=train_limit, progress=progress, log=console.print)
-    t = s["table"].copy()
-    t.index.name = "condition"
-    _print_table(console, t, f"top-1 accuracy (%) before / after the {s['method']} fix")
+                train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print)
+    t = format_table(s["table"])
+    table = Table(title=f"top-1 accuracy before / after the {s['method']} fix (same images, paired)",
+                  title_justify="left")
+    table.add_column("condition", overflow="fold")
+    for c in t.columns:
+        table.add_column(str(c), justify="left" if c == "verdict" else "right", overflow="fold",
+                         no_wrap=c == "verdict")
+    for idx, row in t.iterrows():
+        table.add_row(str(idx), *row.tolist())
+    console.print(table)
+    console.print(f"[bold]{s['summary'][0]}[/]")
     where = s.get("report") or (Path(out) if out else Path(run_dir) / "fix")
     console.print(f"fixed model: {s['fixed_model']}; before/after: {where}")
     return s

