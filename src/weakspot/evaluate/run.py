@@ -47,6 +47,7 @@ __all__ = [
     "RunDataInfo",
     "RunImages",
     "prepare_run_dir",
+    "check_run_dir_name",
     "lock_run_dir",
     "setup_run",
     "finish_manifest",
@@ -366,17 +367,22 @@ def _sync_conditions(store: ResultsStore, conditions: list[Condition]) -> None:
 
 
 # ----------------------------------------------------------------------------- the directory
+def check_run_dir_name(out_dir: str | Path | None) -> Path:
+    """``out_dir`` as a Path; :class:`ConfigError` if it is empty."""
+    if out_dir is None or str(out_dir).strip() == "":
+        raise ConfigError("the run directory (--out) is empty; give one, e.g. --out runs/my-run")
+    return Path(out_dir)
+
+
 def prepare_run_dir(out_dir: str | Path) -> Path:
     """Create the run directory ``out_dir`` (or accept an existing one) and check it is writable.
 
     Raises :class:`ConfigError` with a one-line message when ``out_dir`` is empty, is a file,
     cannot be created (permission, name too long, a parent is a file) or is not writable."""
-    if out_dir is None or str(out_dir).strip() == "":
-        raise ConfigError("the run directory (--out) is empty; give one, e.g. --out runs/my-run")
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--out {root} is a file, not a directory; choose a directory for the run")
+    root = check_run_dir_name(out_dir)
     try:
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"--out {root} is a file, not a directory; choose a directory for the run")
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _dir_error(root, exc) from None
