@@ -195,7 +195,7 @@ class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         # (condition_id, shard) -> the (size, mtime_ns) of its files when last found intact
-        self._checked: dict[tuple[str, int], tuple] = {}
+        self._checked: dict[tuple[str, int, bool], tuple] = {}
 
     # ------------------------------------------------------------------ paths
     @property
@@ -259,7 +259,8 @@ class ResultsStore:
         record["parquet"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         atomic_write_json(self.checksum_path(condition_id, shard), record)
         atomic_write_bytes(self.unit_path(condition_id, shard), data)
-        self._checked.pop((condition_id, shard), None)
+        self._checked.pop((condition_id, shard, True), None)
+        self._checked.pop((condition_id, shard, False), None)
 
     # ----------------------------------------------------------------- reading
     def exists(self) -> bool:
@@ -329,19 +330,21 @@ class ResultsStore:
                 out.append(None)
         return tuple(out)
 
-    def check_unit(self, condition_id: str, shard: int) -> str | None:
+    def check_unit(self, condition_id: str, shard: int, probs: bool = True) -> str | None:
         """Why the finished unit ``(condition_id, shard)`` cannot be trusted, or ``None`` if its
-        files match their checksum record (size, SHA-256, row count). Hashes are computed once
-        per file version (size and modification time) and store object."""
+        files match their checksum record (size, SHA-256). ``probs=False`` checks the Parquet
+        file only. Hashes are computed once per file version (size and modification time)
+        and store object."""
         stamp = self._stamp(condition_id, shard)
-        if self._checked.get((condition_id, shard)) == stamp:
+        key = (condition_id, shard, probs)
+        if self._checked.get(key) == stamp or (not probs and self._checked.get(key[:2] + (True,)) == stamp):
             return None
-        reason = self._check_unit(condition_id, shard)
+        reason = self._check_unit(condition_id, shard, probs)
         if reason is None:
-            self._checked[(condition_id, shard)] = stamp
+            self._checked[key] = stamp
         return reason
 
-    def _check_unit(self, condition_id: str, shard: int) -> str | None:
+    def _check_unit(self, condition_id: str, shard: int, with_probs: bool) -> str | None:
         path = self.unit_path(condition_id, shard)
         ppath = self.probs_path(condition_id, shard)
         size = path.stat().st_size
@@ -353,7 +356,7 @@ class ResultsStore:
                 rows = pq.read_metadata(path).num_rows
             except Exception:  # noqa: BLE001 - any pyarrow error means the file is unusable
                 return "unreadable parquet (no checksum record)"
-            if ppath.is_file():
+            if with_probs and ppath.is_file():
                 try:
                     shape = np.load(ppath, mmap_mode="r", allow_pickle=False).shape
                 except Exception:  # noqa: BLE001
@@ -370,7 +373,7 @@ class ResultsStore:
             return "truncated parquet"
         if size != want["bytes"] or file_sha256(path) != want["sha256"]:
             return "parquet does not match its checksum"
-        if rec.get("probs"):
+        if with_probs and rec.get("probs"):
             want = rec["probs"]
             if not ppath.is_file():
                 return "probabilities (.npy) missing"
@@ -392,16 +395,17 @@ class ResultsStore:
                 out[(cid, shard)] = reason
         return out
 
-    def verify(self, condition_ids: Iterable[str] | None = None) -> None:
+    def verify(self, condition_ids: Iterable[str] | None = None, probs: bool = False) -> None:
         """Raise :class:`DataError` naming the first damaged unit file (of ``condition_ids``,
-        default all) and the command that recomputes it."""
+        default all; ``probs``: their probability files too) and the command that recomputes it."""
         wanted = None if condition_ids is None else set(condition_ids)
         for cid, shard in sorted(self.done_units()):
             if wanted is not None and cid not in wanted:
                 continue
-            reason = self.check_unit(cid, shard)
+            reason = self.check_unit(cid, shard, probs)
             if reason:
-                raise DataError(f"{self.unit_path(cid, shard)} is damaged ({reason}); {repair_hint(self.root)}")
+                path = self.probs_path(cid, shard) if "probabilities" in reason else self.unit_path(cid, shard)
+                raise DataError(f"{path} is damaged ({reason}); {repair_hint(self.root)}")
 
     def predictions(self, condition_ids: Iterable[str] | None = None):
         """All finished predictions as one pandas DataFrame with a ``condition_id`` column,
@@ -438,7 +442,7 @@ class ResultsStore:
                 f"full probabilities were not stored for condition '{condition_id}' in {self.root}; "
                 "set 'store_probs: true' in the run config"
             )
-        self.verify([condition_id])
+        self.verify([condition_id], probs=True)
         n = len(self.images())
         k = len(self.classes())
         out = np.full((n, k), np.nan, dtype=np.float32)
