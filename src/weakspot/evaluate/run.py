@@ -567,6 +567,8 @@ def plan_pending(
 
 
 def stored_clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.ndarray:
+    """The stored clean top-1 class of each ``image_index`` in ``idx`` (``-1`` where unknown),
+    read from the shard's clean unit (repaired before any engine reads it)."""
     import pyarrow.parquet as pq
 
     path = store.unit_path(CLEAN, shard)
@@ -582,6 +584,8 @@ def stored_clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.nd
 
 
 def finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads) -> None:
+    """End a session: status (``complete`` when every unit is done and intact, else
+    ``partial``), units done/total, every skipped input, and a ``sessions`` entry with timings."""
     if not store.exists():
         return
     m = store.manifest()

@@ -265,6 +265,7 @@ def write_unit(store: ResultsStore, result: UnitResult) -> None:
 
 
 def top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
+    """The top-1 class of ``res`` for each ``image_index`` in ``idx`` (``-1`` where skipped)."""
     out = np.full(len(idx), -1, dtype=np.int64)
     pos = {int(i): j for j, i in enumerate(idx)}
     for ii, t in zip(res.rows["image_index"], res.rows["top1"]):
