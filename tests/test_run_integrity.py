@@ -315,7 +315,15 @@ def test_run_rebuilds_model_data_conditions_and_the_degraded_images(ref_run):
     assert run.pending_units() == []
 
 
-def test_pending_units_are_the_missing_ones(ref_run, tmp_path):
+def test_pending_units_are_the_missing_ones(ref_run, wrong_digits, tmp_path):
+    from weakspot.errors import ConfigError
+
     run = Run.open(_copy(ref_run, tmp_path))
+    held = run.lock()
+    try:
+        with pytest.raises(ConfigError, match="being written by another weakspot run"):
+            run_sweep(_cfg(wrong_digits[0]), run.root, progress=False)
+    finally:
+        held.close()
     run.store.unit_path(NOISE, 2).unlink()
     assert [(u.condition_id, u.shard) for u in run.pending_units()] == [(NOISE, 2)]

@@ -296,6 +296,11 @@ class Run:
         return lines
 
     # ------------------------------------------------------------------ life cycle
+    def lock(self):
+        """An exclusive lock on the run directory (:func:`lock_run_dir`): a second writer is
+        refused with a :class:`ConfigError`. ``close()`` the returned file to release it."""
+        return lock_run_dir(self.root)
+
     @classmethod
     def create(cls, cfg: RunConfig, out_dir: str | Path, ds, model, conditions: list[Condition], workers: int,
                console=None) -> Run:
