@@ -100,7 +100,7 @@ def degrade_cmd(
 @app.command("run")
 def run_cmd(
     config: Path = typer.Argument(..., help="run config (.yaml/.toml): model, data, conditions, seed"),
-    out: Path = typer.Option(..., "--out", "-o", help="run directory (resumed if it holds the same run)"),
+    out: str = typer.Option(..., "--out", "-o", help="run directory (resumed if it holds the same run)"),
     workers: Optional[int] = typer.Option(None, help="data-loading processes (overrides the config)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar with ETA"),
     engine: str = typer.Option("local", "--engine", help="'local' (this machine) or 'ray' (a Ray cluster; "

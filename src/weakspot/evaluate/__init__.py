@@ -2,9 +2,10 @@
 
 Typical use::
 
-    from weakspot.evaluate import run_sweep, ResultsStore
+    from weakspot.evaluate import run_sweep, ResultsStore, Run
     summary = run_sweep("examples/mnist_defects.yaml", "runs/mnist")
     ResultsStore("runs/mnist").predictions()
+    run = Run.open("runs/mnist")            # conditions, model, data, degraded images of the run
 """
 
 from weakspot.evaluate.conditions import (  # noqa: F401
@@ -36,37 +37,18 @@ from weakspot.evaluate.engine import (  # noqa: F401
     run_sweep,
     write_unit,
 )
+from weakspot.evaluate.run import Run, RunImages, RunManifest  # noqa: F401
 from weakspot.evaluate.store import CLEAN, ResultsStore  # noqa: F401
 
 
 def load_run_conditions(run_dir) -> dict[str, Condition]:
-    """The :class:`Condition` of every condition of a finished run, by condition_id, so that
-    others can regenerate exactly the degraded images the run evaluated::
+    """The :class:`Condition` of every condition of a run, by condition_id (``Run.open(run_dir)
+    .conditions()`` as a dict), so that others can regenerate exactly the degraded images::
 
         conds = load_run_conditions(run_dir)
-        seed = ResultsStore(run_dir).manifest()["seed"]
-        degraded = apply_condition(conds[cid], images, image_ids, seed)
+        degraded = apply_condition(conds[cid], images, image_ids, Run.open(run_dir).seed)
     """
-    import json
-
-    import pyarrow.parquet as pq
-
-    store = ResultsStore(run_dir)
-    path = store._require(store.root / "conditions.parquet")
-    out: dict[str, Condition] = {}
-    for r in pq.read_table(path).to_pylist():
-        if r["condition_id"] == CLEAN:
-            out[CLEAN] = CLEAN_CONDITION
-            continue
-        params = json.loads(r["params_json"])
-        if isinstance(params, list):
-            steps = tuple(Step(name=p.pop("name"), params=p) for p in params)
-        else:
-            steps = (Step(name=r["degradation"].split("+")[0], params=params, severity=r["severity"]),)
-        out[r["condition_id"]] = Condition(
-            condition_id=r["condition_id"], steps=steps, family=r["family"], severity=r["severity"],
-            axis=r["axis"], axis_value=r["axis_value"], axis_unit=r["axis_unit"])
-    return out
+    return {c.condition_id: c for c in Run(run_dir).conditions()}
 
 
 __all__ = [
@@ -96,4 +78,7 @@ __all__ = [
     "run_sweep",
     "auto_batch_size",
     "ResultsStore",
+    "Run",
+    "RunManifest",
+    "RunImages",
 ]

@@ -224,65 +224,40 @@ def adaptive_breaking_points(
     return df
 
 
-class _RunImages:
-    """The images of a finished run, re-opened from its data config, with the run's labels
-    (already mapped to the model's classes by the engine). Duck-types ImageDataset."""
+class _RunSubset:
+    """Some images of a run's :class:`~weakspot.evaluate.run.RunImages` (duck-types ImageDataset)."""
 
-    def __init__(self, run_dir, limit_per_class: int | None = None):
-        from weakspot.data import open_dataset
-        from weakspot.errors import DataError
-        from weakspot.evaluate.store import ResultsStore
-
-        store = ResultsStore(run_dir)
-        m = store.manifest()
-        cfg = m.get("config") or {}
-        data = cfg.get("data")
-        data = [data] if isinstance(data, dict) else list(data or [])
-        if not data:
-            raise DataError(f"{run_dir}/manifest.json has no data config; was it written by 'weakspot run'?")
-        by_id = {}
-        for d in data:
-            kw = {k: d[k] for k in ("split", "subset", "names", "per_class", "limit") if d.get(k) is not None}
-            ds = open_dataset(d.get("root"), d.get("kind", "auto"), seed=int(cfg.get("seed", m.get("seed", 0))), **kw)
-            for i, iid in enumerate(ds.image_ids):
-                by_id.setdefault(str(iid), (ds, i))
-        imgs = store.images()
-        imgs = imgs[imgs.image_id.astype(str).isin(by_id)]
-        if limit_per_class is not None:
-            imgs = imgs.groupby("label", group_keys=False).head(limit_per_class)
-        if imgs.empty:
-            raise DataError(f"none of the images of {run_dir} could be found again; has the data moved?")
-        self.image_ids = [str(i) for i in imgs.image_id]
-        self.labels = [int(x) for x in imgs.label]
-        self._where = [by_id[i] for i in self.image_ids]
-        self.seed = int(m.get("seed", 0))
-        self.model_cfg = dict(cfg.get("model") or {})
+    def __init__(self, data, positions: list[int]):
+        self.data, self.positions = data, positions
+        self.image_ids = [data.image_ids[i] for i in positions]
+        self.labels = [data.labels[i] for i in positions]
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self.positions)
 
     def load(self, i: int) -> torch.Tensor:
-        ds, j = self._where[i]
-        return ds.load(j)
+        return self.data.load(self.positions[i])
 
 
 def adaptive_from_run(run_dir, degradation: str, *, per_class: int | None = None, **kwargs) -> pd.DataFrame:
     """:func:`adaptive_breaking_points` with the model, images, labels and seed of a finished run
-    (its ``manifest.json`` config). ``per_class`` caps the images per class. The result is also
+    (re-opened through :class:`~weakspot.evaluate.run.Run`). ``per_class`` caps the images per class. The result is also
     written to ``RUN_DIR/adaptive/<degradation>.parquet`` (attrs in the Parquet metadata)."""
     import json
 
     from weakspot.evaluate.store import atomic_write_bytes
-    from weakspot.models import load_model
 
-    images = _RunImages(run_dir, per_class)
-    mc = images.model_cfg
-    model = load_model(mc.get("name", "efficientnet_lite0"), source=mc.get("source", "auto"),
-                       weights=mc.get("weights"), num_classes=mc.get("num_classes"),
-                       class_names=mc.get("class_names"), preprocess=mc.get("preprocess"),
-                       device=mc.get("device", "cpu"))
-    kwargs.setdefault("seed", images.seed)
-    df = adaptive_breaking_points(model, images, degradation, **kwargs)
+    from weakspot.evaluate.run import Run
+
+    run = Run.open(run_dir)
+    data = run.open_data()  # the evaluated images, with the run's (model-mapped) labels
+    positions, per_label = [], {}
+    for i, label in enumerate(data.labels):  # the first ``per_class`` images of each class
+        per_label[label] = per_label.get(label, 0) + 1
+        if per_class is None or per_label[label] <= per_class:
+            positions.append(i)
+    kwargs.setdefault("seed", run.seed)
+    df = adaptive_breaking_points(run.load_model(), _RunSubset(data, positions), degradation, **kwargs)
     import io
 
     import pyarrow as pa

@@ -32,7 +32,9 @@ def run_command(config: Path, out: Path, *, workers=None, progress=True, console
                 engine: str = "local", address: str | None = None, per_class: int | None = None,
                 limit: int | None = None) -> None:
     from weakspot.errors import ConfigError
+    from weakspot.evaluate.run import check_run_dir_name
 
+    out = check_run_dir_name(out)  # --out "" (a Path would read it as "."); the engines check the rest
     if per_class is not None or limit is not None:
         from weakspot.evaluate.config import load_config, parse_config
 

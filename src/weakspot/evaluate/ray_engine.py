@@ -51,7 +51,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from weakspot.errors import ConfigError, DataError, WeakspotError
+from weakspot.errors import ConfigError, WeakspotError
 from weakspot.evaluate.store import CLEAN, ResultsStore
 
 __all__ = ["RayNotInstalledError", "RayConnectionError", "import_ray", "run_sweep_ray", "RayEngineInfo", "actor_pid"]
@@ -376,13 +376,13 @@ def run_sweep_ray(
     """
     import_ray()
     from weakspot.evaluate.config import as_run_config
-    from weakspot.evaluate.engine import lock_run_dir
+    from weakspot.evaluate.run import lock_run_dir, prepare_run_dir
 
     t_start = time.perf_counter()
     cfg = as_run_config(config)
     if address not in (None, "auto", "local"):
         _check_reachable(address)  # before anything is written
-    lock = lock_run_dir(Path(out_dir))  # one writer per run directory, local or Ray
+    lock = lock_run_dir(prepare_run_dir(out_dir))  # one writer per run directory, local or Ray
     try:
         return _run_ray(cfg, Path(out_dir), t_start, address=address, actors=actors, progress=progress,
                         console=console, max_units=max_units, on_actors=on_actors)
@@ -392,21 +392,19 @@ def run_sweep_ray(
 
 def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, console, max_units, on_actors):
     ray = import_ray()
-    from weakspot.evaluate.conditions import CLEAN_CONDITION
     from weakspot.evaluate.config import expand_conditions
-    from weakspot.evaluate.engine import (RunSummary, UnitProgress, config_hash, finish_manifest, open_run_data,
-                                          plan_pending, plan_units, remove_stale_temporaries, setup_run,
-                                          stored_clean_top1, top1_for, write_unit)
+    from weakspot.evaluate.engine import RunSummary
+    from weakspot.evaluate.loading import open_run_data
+    from weakspot.evaluate.progress import UnitProgress
+    from weakspot.evaluate.run import Run, plan_pending, remove_stale_temporaries, stored_clean_top1
+    from weakspot.evaluate.unit import plan_units, top1_for, write_unit
 
     rcfg = cfg.ray
     conditions, unknown = expand_conditions(cfg.conditions, skip_unknown=cfg.skip_unknown)
     store = ResultsStore(out_dir)
     resumed = store.exists()
-    if resumed and config_hash(store.manifest().get("identity")) != config_hash(cfg.identity()):
-        raise ConfigError(
-            f"{out_dir} holds a different run (model, data, seed, shard_size or store_probs changed); "
-            "choose a new --out directory, or delete the old one to start over"
-        )
+    if resumed:
+        Run.open(out_dir).check_identity(cfg)
     remove_stale_temporaries(store.root)
 
     own_connection = _connect(ray, address)
@@ -441,25 +439,11 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         # ------------------------------------------------ set-up / resume (as the local engine)
         ds = open_run_data(cfg)
         infos: list[dict] = []
+        repaired: list[str] = []
         if resumed:  # no model needed: actors start only if units are left
-            manifest = store.manifest()
-            try:
-                prior = store.conditions()
-            except DataError:
-                prior = None
-            known = {c.condition_id for c in conditions}
-            have = set(prior.condition_id) if prior is not None else set()
-            extra = [] if prior is None else [
-                r for _, r in prior.iterrows() if r.condition_id not in known and r.condition_id != CLEAN]
-            if not have >= known | {CLEAN} or extra:  # keep an earlier config's conditions (rows stay valid)
-                rows = [CLEAN_CONDITION.store_row()] + [c.store_row() for c in conditions]
-                rows += [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.to_dict().items()}
-                         for r in extra]
-                store.write_conditions({k: [r[k] for r in rows] for k in rows[0]})
-            ds_index = manifest["data"]["dataset_index"]
-            if max(ds_index, default=-1) >= len(ds):
-                raise ConfigError(f"the data of {out_dir} changed since the run started; use a new --out directory")
-            num_classes = len(store.classes())
+            run = Run.resume(cfg, out_dir, conditions, len(ds))
+            repaired = run.repair(console)
+            num_classes = len(run.classes())
         else:  # the driver probes the images; the model's names/classes come from an actor
             infos = start_actors()
             meta = infos[0]["model"]
@@ -467,9 +451,9 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
                                          num_classes=len(meta["class_names"]), describe=lambda: meta["describe"])
             if progress and console is not None:
                 console.print(f"[dim]checking {len(ds)} images…[/]")
-            manifest = setup_run(cfg, store, ds, model_meta, conditions, cfg.workers, console)
-            ds_index = manifest["data"]["dataset_index"]
+            run = Run.create(cfg, out_dir, ds, model_meta, conditions, cfg.workers, console)
             num_classes = model_meta.num_classes
+        ds_index = run.manifest.data.dataset_index
         labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), num_classes, max_units)
         n = len(ids_all)
         if units and not infos:
@@ -565,15 +549,15 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         if own_connection:
             ray.shutdown()
         seconds = time.perf_counter() - t_start
-        finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s,
-                         info.actors[0]["torch_threads"] if info is not None and info.actors else None)
+        run.finish(conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s,
+                   info.actors[0]["torch_threads"] if info is not None and info.actors else None)
         if info is not None:
             info.actor_pids_seen = len(pids)
             _record_session(store, info)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
     return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
-                      skipped, resumed, unknown, setup_s)
+                      skipped, resumed, unknown, setup_s, repaired=repaired)
 
 
 def _kill(ray, handles) -> None:

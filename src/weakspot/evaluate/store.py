@@ -1,6 +1,6 @@
 """The results store of a run: Parquet files plus a JSON manifest, written atomically.
 
-Layout of ``RUN_DIR`` (schema version 1)::
+Layout of ``RUN_DIR`` (schema version 2)::
 
     manifest.json            config, versions, seed, data/weights hashes, skipped inputs
     classes.json             ["tench", "goldfish", …]   class names, index = class id
@@ -15,16 +15,31 @@ Layout of ``RUN_DIR`` (schema version 1)::
                              label:int32  p_label:float32 (NaN if unlabelled)
                              clean_top1:int32  p_clean_top1:float32
                              correct1:bool  correct5:bool  (false if unlabelled)
-    probs/<condition_id>/shard-00000.npy   optional float16 (rows, K), same row order
+    probs/<condition_id>/shard-00000.npy   optional float32 (rows, K), same row order
+                             (float16 in schema version 1 runs; still read)
+    checksums/<condition_id>/shard-00000.json
+                             {"rows": n, "parquet": {"bytes", "sha256"}, "probs": {…} | null}
 
 A *unit* of work is one ``(condition_id, shard)``; its Parquet file appears
 only when the unit is complete (write to a temporary name, fsync, rename), so a
 run killed at any moment leaves whole units or nothing, and redoing a unit
 replaces its file: no duplicate rows. The clean condition has id ``"clean"``.
+
+Each unit's row count and the size and SHA-256 of its files are recorded in its
+checksum file, written after the probabilities and before the Parquet file. A
+unit counts as done only when its files match that record (:meth:`ResultsStore.check_unit`):
+a truncated, emptied or altered file is *damaged*. ``weakspot run`` recomputes
+damaged units; every read (:meth:`~ResultsStore.predictions`, :meth:`~ResultsStore.probs`,
+:meth:`~ResultsStore.sql`) raises a :class:`~weakspot.errors.DataError` naming the
+file and the repairing command. Units of schema-1 runs (no checksum file) are
+checked by reading their Parquet footer and ``.npy`` header.
+
+Files are created with the permissions of the process umask (``0644`` under ``022``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,7 +54,7 @@ import pyarrow.parquet as pq
 
 from weakspot.errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: float32 probabilities, per-unit checksum files
 CLEAN = "clean"
 _ID_RE = re.compile(r"^[A-Za-z0-9._=,+-]+$")
 
@@ -91,6 +106,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_condition_id",
+    "file_sha256",
+    "repair_hint",
 ]
 
 
@@ -114,12 +131,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The file gets the permissions an ordinary ``open(path, "w")`` would (``0666 & ~umask``;
+    ``mkstemp`` alone would leave ``0600``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -135,6 +169,20 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def repair_hint(root: Path) -> str:
+    """The command that recomputes the damaged units of the run in ``root``."""
+    return f"run 'weakspot run CONFIG --out {root}' with the run's config to recompute it"
+
+
 def _table_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -146,6 +194,8 @@ class ResultsStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        # (condition_id, shard) -> the (size, mtime_ns) of its files when last found intact
+        self._checked: dict[tuple[str, int, bool], tuple] = {}
 
     # ------------------------------------------------------------------ paths
     @property
@@ -157,6 +207,9 @@ class ResultsStore:
 
     def probs_path(self, condition_id: str, shard: int) -> Path:
         return self.root / "probs" / check_condition_id(condition_id) / f"shard-{shard:05d}.npy"
+
+    def checksum_path(self, condition_id: str, shard: int) -> Path:
+        return self.root / "checksums" / check_condition_id(condition_id) / f"shard-{shard:05d}.json"
 
     # ----------------------------------------------------------------- writing
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -183,19 +236,31 @@ class ResultsStore:
         rows: dict[str, Any] | pa.Table,
         probs: np.ndarray | None = None,
     ) -> None:
-        """Write one finished unit. ``probs`` (rows, K) go first, the Parquet file last."""
+        """Write one finished unit: ``probs`` ``(rows, K)`` (float32) first, then the checksum
+        record, the Parquet file last (its presence marks the unit done)."""
         table = rows if isinstance(rows, pa.Table) else pa.table(rows, schema=PREDICTIONS_SCHEMA)
         table = table.cast(PREDICTIONS_SCHEMA)
+        record: dict[str, Any] = {"rows": table.num_rows, "probs": None}
         if probs is not None:
-            probs = np.asarray(probs, dtype=np.float16)
+            probs = np.asarray(probs, dtype=np.float32)
             if probs.shape[0] != table.num_rows:
                 raise ValueError(f"probs has {probs.shape[0]} rows, predictions {table.num_rows}")
             import io
 
             buf = io.BytesIO()
             np.save(buf, probs, allow_pickle=False)
-            atomic_write_bytes(self.probs_path(condition_id, shard), buf.getvalue())
-        atomic_write_bytes(self.unit_path(condition_id, shard), _table_bytes(table))
+            data = buf.getvalue()
+            record["probs"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                               "shape": list(probs.shape), "dtype": "float32"}
+            atomic_write_bytes(self.probs_path(condition_id, shard), data)
+        else:
+            self.probs_path(condition_id, shard).unlink(missing_ok=True)
+        data = _table_bytes(table)
+        record["parquet"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_json(self.checksum_path(condition_id, shard), record)
+        atomic_write_bytes(self.unit_path(condition_id, shard), data)
+        self._checked.pop((condition_id, shard, True), None)
+        self._checked.pop((condition_id, shard, False), None)
 
     # ----------------------------------------------------------------- reading
     def exists(self) -> bool:
@@ -209,19 +274,37 @@ class ResultsStore:
             )
         return path
 
+    def _damaged(self, path: Path, exc: BaseException) -> DataError:
+        return DataError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
+                         f"delete {self.root} and run 'weakspot run CONFIG --out {self.root}' again")
+
+    def _json(self, path: Path):
+        try:
+            return json.loads(self._require(path).read_text())
+        except ValueError as exc:
+            raise self._damaged(path, exc) from None
+
+    def _parquet(self, path: Path):
+        try:
+            return pq.read_table(self._require(path)).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise self._damaged(path, exc) from None
+
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self._require(self.manifest_path).read_text())
+        return self._json(self.manifest_path)
 
     def classes(self) -> list[str]:
-        return json.loads(self._require(self.root / "classes.json").read_text())
+        return self._json(self.root / "classes.json")
 
     def images(self):
         """Images as a pandas DataFrame (one row per image_index)."""
-        return pq.read_table(self._require(self.root / "images.parquet")).to_pandas()
+        return self._parquet(self.root / "images.parquet")
 
     def conditions(self):
         """Conditions as a pandas DataFrame, including ``clean``."""
-        return pq.read_table(self._require(self.root / "conditions.parquet")).to_pandas()
+        return self._parquet(self.root / "conditions.parquet")
 
     def done_units(self) -> set[tuple[str, int]]:
         """``(condition_id, shard)`` of every finished unit."""
@@ -235,6 +318,95 @@ class ResultsStore:
     def has_unit(self, condition_id: str, shard: int) -> bool:
         return self.unit_path(condition_id, shard).is_file()
 
+    # --------------------------------------------------------------- integrity
+    def _stamp(self, condition_id: str, shard: int) -> tuple:
+        out = []
+        for p in (self.unit_path(condition_id, shard), self.probs_path(condition_id, shard),
+                  self.checksum_path(condition_id, shard)):
+            try:
+                st = p.stat()
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def check_unit(self, condition_id: str, shard: int, probs: bool = True) -> str | None:
+        """Why the finished unit ``(condition_id, shard)`` cannot be trusted, or ``None`` if its
+        files match their checksum record (size, SHA-256). ``probs=False`` checks the Parquet
+        file only. Hashes are computed once per file version (size and modification time)
+        and store object."""
+        stamp = self._stamp(condition_id, shard)
+        key = (condition_id, shard, probs)
+        if self._checked.get(key) == stamp or (not probs and self._checked.get(key[:2] + (True,)) == stamp):
+            return None
+        reason = self._check_unit(condition_id, shard, probs)
+        if reason is None:
+            self._checked[key] = stamp
+        return reason
+
+    def _check_unit(self, condition_id: str, shard: int, with_probs: bool) -> str | None:
+        path = self.unit_path(condition_id, shard)
+        ppath = self.probs_path(condition_id, shard)
+        size = path.stat().st_size
+        if size == 0:
+            return "empty parquet"
+        cpath = self.checksum_path(condition_id, shard)
+        if not cpath.is_file():  # a schema-1 unit: read the footer and the .npy header
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except Exception:  # noqa: BLE001 - any pyarrow error means the file is unusable
+                return "unreadable parquet (no checksum record)"
+            if with_probs and ppath.is_file():
+                try:
+                    shape = np.load(ppath, mmap_mode="r", allow_pickle=False).shape
+                except Exception:  # noqa: BLE001
+                    return "unreadable probabilities (.npy)"
+                if shape[0] != rows:
+                    return f"probabilities have {shape[0]} rows, predictions {rows}"
+            return None
+        try:
+            rec = json.loads(cpath.read_text())
+            want = rec["parquet"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "unreadable checksum record"
+        if size < want["bytes"]:
+            return "truncated parquet"
+        if size != want["bytes"] or file_sha256(path) != want["sha256"]:
+            return "parquet does not match its checksum"
+        if with_probs and rec.get("probs"):
+            want = rec["probs"]
+            if not ppath.is_file():
+                return "probabilities (.npy) missing"
+            psize = ppath.stat().st_size
+            if psize == 0:
+                return "empty probabilities (.npy)"
+            if psize < want["bytes"]:
+                return "truncated probabilities (.npy)"
+            if psize != want["bytes"] or file_sha256(ppath) != want["sha256"]:
+                return "probabilities (.npy) do not match their checksum"
+        return None
+
+    def damaged_units(self) -> dict[tuple[str, int], str]:
+        """Every finished unit whose files are damaged, with the reason."""
+        out = {}
+        for cid, shard in sorted(self.done_units()):
+            reason = self.check_unit(cid, shard)
+            if reason:
+                out[(cid, shard)] = reason
+        return out
+
+    def verify(self, condition_ids: Iterable[str] | None = None, probs: bool = False) -> None:
+        """Raise :class:`DataError` naming the first damaged unit file (of ``condition_ids``,
+        default all; ``probs``: their probability files too) and the command that recomputes it."""
+        wanted = None if condition_ids is None else set(condition_ids)
+        for cid, shard in sorted(self.done_units()):
+            if wanted is not None and cid not in wanted:
+                continue
+            reason = self.check_unit(cid, shard, probs)
+            if reason:
+                path = self.probs_path(cid, shard) if "probabilities" in reason else self.unit_path(cid, shard)
+                raise DataError(f"{path} is damaged ({reason}); {repair_hint(self.root)}")
+
     def predictions(self, condition_ids: Iterable[str] | None = None):
         """All finished predictions as one pandas DataFrame with a ``condition_id`` column,
         sorted by (condition_id, image_index)."""
@@ -242,6 +414,7 @@ class ResultsStore:
 
         base = self._require(self.root / "predictions")
         wanted = None if condition_ids is None else set(condition_ids)
+        self.verify(wanted)
         frames = []
         for cdir in sorted(p for p in base.iterdir() if p.is_dir()):
             if wanted is not None and cdir.name not in wanted:
@@ -269,6 +442,7 @@ class ResultsStore:
                 f"full probabilities were not stored for condition '{condition_id}' in {self.root}; "
                 "set 'store_probs: true' in the run config"
             )
+        self.verify([condition_id], probs=True)
         n = len(self.images())
         k = len(self.classes())
         out = np.full((n, k), np.nan, dtype=np.float32)
@@ -288,6 +462,7 @@ class ResultsStore:
         """
         import duckdb
 
+        self.verify()
         con = duckdb.connect()
         pred_glob = str(self.root / "predictions" / "*" / "shard-*.parquet")
         con.execute(

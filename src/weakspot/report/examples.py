@@ -1,10 +1,10 @@
 """Example pairs (clean vs degraded) chosen from the biggest probability drops.
 
 The degraded image is regenerated exactly as the run evaluated it, through the
-evaluation engine's :func:`weakspot.evaluate.conditions.apply_condition` (per-image
-keyed generators from the run's seed, image id and condition id). Images come from
-the run's data sources (re-opened from the manifest's config) or, failing that,
-from the file paths in ``images.parquet``.
+evaluation engine's :func:`weakspot.evaluate.conditions.degrade_images` (per-image
+keyed generators from the run's seed, image id and condition id). The run is
+re-opened through :class:`weakspot.evaluate.Run` (conditions, seed, data sources);
+failing that, images come from the file paths in ``images.parquet``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+
+from weakspot.errors import WeakspotError
 
 __all__ = ["pick_examples", "ImageSource", "render_pair"]
 
@@ -33,88 +35,49 @@ def pick_examples(image_damage: pd.DataFrame, k: int = 8, per_degradation: int =
     return d.sort_values("max_drop", ascending=False).head(k).reset_index(drop=True)
 
 
-def _opt(v):
-    return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
-
-
-def _condition_from_row(row: dict):
-    """The engine's ``Condition`` from a ``conditions.parquet`` row (only the parameters matter
-    for regenerating the image; the keyed generators come from ``apply_condition``)."""
-    import json
-
-    from weakspot.evaluate.conditions import Condition, Step
-
-    params = json.loads(row.get("params_json") or "{}")
-    sev = _opt(row.get("severity"))
-    if isinstance(params, list):
-        steps = tuple(Step(name=p["name"], params={k: v for k, v in p.items() if k != "name"}) for p in params)
-    else:
-        steps = (Step(name=row["degradation"], params=params),)
-    value = _opt(row.get("axis_value"))
-    return Condition(condition_id=row["condition_id"], steps=steps, family=_opt(row.get("family")) or "clean",
-                     severity=None if sev is None else int(sev), axis=_opt(row.get("axis")),
-                     axis_value=None if value is None else float(value), axis_unit=_opt(row.get("axis_unit")))
-
-
 class ImageSource:
-    """Finds the original image of an ``image_id``: the run's data sets, else the file path."""
+    """The original and degraded images of a run, through :class:`weakspot.evaluate.Run`
+    (its data sources re-opened from the manifest's config); when the data cannot be
+    re-opened, the file paths in ``images.parquet`` (``note`` says why)."""
 
     def __init__(self, run):
+        from weakspot.evaluate.run import Run
+
         self.run = run
-        self._by_id: dict[str, tuple[Any, int]] | None = None
-        self._conditions: dict | None = None
+        self.handle = Run(run.root)
+        self._data = None
+        self._tried = False
         self.note = ""
 
     def condition(self, condition_id: str):
-        """The engine's ``Condition`` of a run condition (via ``load_run_conditions``)."""
-        if self._conditions is None:
-            from weakspot.evaluate import load_run_conditions
+        """The engine's ``Condition`` of a run condition."""
+        return self.handle.condition(condition_id)
 
+    @property
+    def seed(self) -> int:
+        try:
+            return self.handle.seed
+        except WeakspotError:
+            return 0
+
+    def _run_data(self):
+        if not self._tried:
+            self._tried = True
             try:
-                self._conditions = load_run_conditions(self.run.root)
-            except Exception:  # e.g. missing strings read back as NaN (pandas 3): rebuild from the rows
-                self._conditions = {}
-        if condition_id not in self._conditions:
-            self._conditions[condition_id] = _condition_from_row(
-                self.run.conditions[self.run.conditions.condition_id == condition_id].iloc[0].to_dict())
-        return self._conditions[condition_id]
-
-    def _index(self) -> dict:
-        if self._by_id is not None:
-            return self._by_id
-        self._by_id = {}
-        m = self.run.manifest or {}
-        cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
-        data = cfg.get("data", m.get("data"))
-        if isinstance(data, dict):
-            data = [data]
-        if isinstance(data, list):
-            from weakspot.data import open_dataset
-
-            for d in data:
-                if not isinstance(d, dict) or "kind" not in d:
-                    continue
-                try:
-                    kw = {k: d[k] for k in ("root", "kind", "split", "subset", "names", "per_class", "limit")
-                          if d.get(k) is not None}
-                    ds = open_dataset(seed=int(m.get("seed", cfg.get("seed", 0)) or 0), **kw)
-                except Exception as exc:  # the data may have moved: fall back to the paths
-                    self.note = f"could not re-open data source {d.get('kind')}: {exc}"
-                    continue
-                for i, iid in enumerate(ds.image_ids):
-                    self._by_id.setdefault(str(iid), (ds, i))
-        return self._by_id
+                self._data = self.handle.open_data()
+            except WeakspotError as exc:  # the data may have moved: fall back to the paths
+                self.note = f"could not re-open the run's data: {exc}"
+        return self._data
 
     def load(self, image_index: int) -> torch.Tensor | None:
         """``(C, H, W)`` float in [0, 1] or ``None`` when the image cannot be found."""
-        img = self.run.images.set_index("image_index").loc[int(image_index)]
-        hit = self._index().get(str(img.image_id))
-        if hit is not None:
-            ds, i = hit
+        data = self._run_data()
+        if data is not None:
             try:
-                return ds.load(i)
-            except Exception:
+                return data.load(int(image_index))
+            except (WeakspotError, OSError):
                 return None
+        img = self.run.images.set_index("image_index").loc[int(image_index)]
         from pathlib import Path
 
         if img.path and Path(str(img.path)).is_file():
@@ -122,7 +85,7 @@ class ImageSource:
 
             try:
                 return load_image(img.path)
-            except Exception:
+            except (WeakspotError, OSError):
                 return None
         return None
 
@@ -147,14 +110,13 @@ def _png(img: torch.Tensor, max_side: int = 224) -> bytes:
 
 def render_pair(run, source: ImageSource, row: Any) -> tuple[bytes, bytes] | None:
     """PNG bytes of the clean and the degraded image of one example row, or ``None``."""
-    from weakspot.evaluate.conditions import apply_condition
+    from weakspot.evaluate.conditions import degrade_images
 
     img = source.load(int(row.image_index))
     if img is None:
         return None
     cond = source.condition(row.condition_id)
     image_id = str(run.images.set_index("image_index").loc[int(row.image_index)].image_id)
-    seed = int((run.manifest or {}).get("seed", 0) or 0)
-    with torch.inference_mode():
-        deg = apply_condition(cond, img.unsqueeze(0), [image_id], seed)[0]
+    with torch.inference_mode():  # the engine's keyed path (as Run.degraded_images)
+        deg = degrade_images(cond, [img], [image_id], source.seed)[0]
     return _png(img), _png(deg)
