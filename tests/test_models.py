@@ -183,3 +183,89 @@ def test_torchscript_and_onnx_give_the_same_predictions(tmp_path, mnist_cnn):
 def test_unknown_bundled_name_suggests():
     with pytest.raises(UnknownNameError, match="efficientnet_lite0"):
         bundled("efficientnet_lite")
+
+
+# The documented defaults of a model loaded without `preprocess` (docs/own_model.md), written
+# out here as literal numbers so that a change (or a swap of mean and std) in the code fails.
+DOC_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+DOC_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def lite0_exports(tmp_path_factory, lite0):
+    """The bundled EfficientNet-Lite0 exported to ONNX (static 1×3×224×224, the usual export)
+    and TorchScript (traced)."""
+    pytest.importorskip("onnxruntime")
+    d = tmp_path_factory.mktemp("lite0_export")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(lite0.module, torch.zeros(1, 3, 224, 224), str(d / "lite0.onnx"), dynamo=False,
+                          input_names=["image"], output_names=["logits"])
+        torch.jit.save(torch.jit.trace(lite0.module, torch.zeros(1, 3, 224, 224)), str(d / "lite0.pt"))
+    return d / "lite0.onnx", d / "lite0.pt"
+
+
+def _documented_imagenet_input(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's own Resize(256) + CenterCrop(224) + Normalize(documented constants)."""
+    from torchvision.transforms import v2
+
+    t = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224), v2.Normalize(DOC_IMAGENET_MEAN, DOC_IMAGENET_STD)])
+    return torch.stack([t(im) for im in images])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_model_without_preprocess_gets_the_documented_defaults(fmt, lite0, lite0_exports, foolbox_imagenet):
+    path = lite0_exports[0] if fmt == "onnx" else lite0_exports[1]
+    m = load_model(str(path))
+    assert m.source == fmt and m.num_classes == 1000 and m.class_names[0] == "tench"
+    p = m.preprocess_config
+    assert p.size == (224, 224) and p.resize_px == 256 and p.channels == 3 and p.interpolation == "bilinear"
+    assert p.mean == pytest.approx(DOC_IMAGENET_MEAN, abs=1e-12) and p.std == pytest.approx(DOC_IMAGENET_STD, abs=1e-12)
+    # end to end: the exported model's logits through the loader equal the PyTorch module's
+    # logits on the same real photos preprocessed by torchvision with the documented constants
+    images = foolbox_imagenet[0][:3]  # native sizes (512 px and larger)
+    with torch.no_grad():
+        got = m(images)
+        want = lite0.module(_documented_imagenet_input(images))
+    assert got.shape == (3, 1000)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)
+    # a swapped mean/std would be a different input: far from the reference logits
+    swapped = Preprocess(mean=DOC_IMAGENET_STD, std=DOC_IMAGENET_MEAN)
+    with torch.no_grad():
+        assert (m.module(swapped(images)) - want).abs().max() > 1.0
+
+
+def test_onnx_defaults_follow_the_graph_input(tmp_path, mnist_cnn):
+    """A 1-channel static 28×28 graph: 1 channel, mean = std = 0.5, shorter side → 32 then the
+    28² crop; a graph with dynamic height/width: the 224² ImageNet default with its channels."""
+    pytest.importorskip("onnxruntime")
+    from weakspot.models import onnx_default_preprocess
+
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mnist_cnn.module, torch.zeros(1, 1, 28, 28), str(path), dynamo=False)
+    m = load_model(str(path))
+    p = m.preprocess_config
+    assert (p.channels, p.size, p.resize_px, p.mean, p.std) == (1, (28, 28), 32, (0.5,), (0.5,))
+    # a static batch of 1 still evaluates a batch of 5 (run in slices), equal to the module
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(m.module(x), mnist_cnn.module(x), rtol=1e-4, atol=1e-4)
+    q = onnx_default_preprocess(["batch", 3, "height", "width"])
+    assert (q.size, q.resize_px, q.channels, q.mean, q.std) == ((224, 224), 256, 3, DOC_IMAGENET_MEAN, DOC_IMAGENET_STD)
+    assert onnx_default_preprocess(["n", 1, None, None]).mean == (0.5,)
+
+
+def test_torchscript_that_rejects_the_default_input_is_a_clear_error(tmp_path, mnist_cnn):
+    """A 1-channel TorchScript model loaded without preprocess cannot take the RGB 224² default:
+    a ModelLoadError that asks for preprocess, not a TorchScript traceback."""
+    path = tmp_path / "cnn.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(mnist_cnn.module, torch.zeros(1, 1, 28, 28)), str(path))
+    with pytest.raises(ModelLoadError, match=r"does not accept a \(1, 3, 224, 224\) input.*preprocess"):
+        load_model(str(path))
+    m = load_model(str(path), preprocess={"size": 28, "resize_px": None, "mean": [0.1307], "std": [0.3081],
+                                          "channels": 1})
+    assert m.num_classes == 10
