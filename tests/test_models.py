@@ -269,3 +269,62 @@ def test_torchscript_that_rejects_the_default_input_is_a_clear_error(tmp_path, m
     m = load_model(str(path), preprocess={"size": 28, "resize_px": None, "mean": [0.1307], "std": [0.3081],
                                           "channels": 1})
     assert m.num_classes == 10
+
+
+def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, photos, capsys):
+    """docs/own_model.md stays true: its export recipe runs offline as written (exec'd in a
+    tmp dir), its YAML blocks equal examples/own_*.yaml, every example loads the recipe's
+    files and gives the exported module's logits (reference: the recipe's own PyTorch module
+    on torchvision-preprocessed photos), and `weakspot run` on the ONNX example finishes."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from PIL import Image
+
+    from weakspot.cli import main
+    from weakspot.evaluate.config import load_config
+    from weakspot.evaluate.engine import load_run_model
+
+    pytest.importorskip("onnxruntime")
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "own_model.md").read_text()
+    recipe = re.search(r"<!-- export-recipe -->\s*```python\n(.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    ns: dict = {}
+    exec(compile(recipe, "docs/own_model.md", "exec"), ns)
+    for f in ("my_model.onnx", "my_model.pt", "my_resnet18.pth", "my_classes.txt"):
+        assert (tmp_path / f).is_file(), f
+    blocks = re.findall(r"<!-- config: (\S+) -->\s*```yaml\n(.*?)```", doc, re.S)
+    assert sorted(n for n, _ in blocks) == ["own_onnx.yaml", "own_timm.yaml", "own_torchscript.yaml",
+                                            "own_torchvision.yaml"]
+    keys = {"name", "source", "weights", "num_classes", "class_names", "preprocess", "device"}
+    pre_keys = {"size", "resize_px", "interpolation", "mean", "std", "channels"}
+    x = photos[:2]
+    with torch.no_grad():
+        want = ns["model"](_documented_imagenet_input(x))
+    for name, block in blocks:
+        text = (root / "examples" / name).read_text()
+        example = yaml.safe_load(text)
+        assert block == text if "data" in yaml.safe_load(block) else yaml.safe_load(block)["model"] == example["model"]
+        assert keys <= set(example["model"]) and set(example["model"]["preprocess"]) == pre_keys, name
+        (tmp_path / name).write_text(text)
+        if example["model"]["source"] == "timm":
+            pytest.importorskip("timm")
+        m = load_run_model(load_config(tmp_path / name))
+        assert m.source == example["model"]["source"] and m.num_classes == 10 and m.class_names[3] == "class_3"
+        assert m.preprocess_config.mean == pytest.approx(DOC_IMAGENET_MEAN)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want, rtol=1e-4, atol=1e-4, msg=name)
+    # the user's images: my_images/<class>/<image>, then the ONNX example end to end
+    for k, img in enumerate(photos[:2]):
+        d = tmp_path / "my_images" / f"class_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(d / f"{k}.png")
+    assert main(["run", str(tmp_path / "own_onnx.yaml"), "--out", str(tmp_path / "runs" / "mine"), "--no-progress"]) == 0
+    capsys.readouterr()
+    from weakspot.evaluate import ResultsStore
+
+    pred = ResultsStore(tmp_path / "runs" / "mine").predictions()
+    assert len(pred) == 2 * 6 and set(pred.label) == {0, 1}
