@@ -125,7 +125,7 @@ def test_grad_cam_finds_a_target_layer_for_a_plain_module(mnist_cnn, digits):
     assert (auto.maps >= 0).all() and (auto.strength >= 0).all()
 
 
-@pytest.mark.parametrize("window, stride", [(7, 7), (8, 4)])
+@pytest.mark.parametrize("window, stride", [(7, 7), (8, 4), (7, 5)])  # (7, 5) does not tile 28 px
 def test_occlusion_equals_captum(mnist_cnn, digits, window, stride):
     from captum.attr import Occlusion
 
@@ -141,6 +141,40 @@ def test_occlusion_equals_captum(mnist_cnn, digits, window, stride):
         s.views, sliding_window_shapes=(1, window, window), strides=(1, stride, stride), baselines=0.5, target=y[:8]
     )
     torch.testing.assert_close(s.maps, ref[:, 0].float(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_occlusion_of_exported_models_equals_captum_on_the_pytorch_module(tmp_path, mnist_cnn, digits, fmt):
+    """Occlusion is gradient-free: on the ONNX (onnxruntime) and TorchScript exports of the MNIST
+    CNN it equals Captum's Occlusion on the original PyTorch module (same windows, stride,
+    baseline, targets), and Grad-CAM refuses them with a message that names occlusion."""
+    import warnings
+
+    from captum.attr import Occlusion
+
+    from weakspot.models import load_model
+
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / ("cnn.onnx" if fmt == "onnx" else "cnn.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            torch.onnx.export(mnist_cnn.module, torch.zeros(2, 1, 28, 28), str(path), dynamo=False,
+                              input_names=["x"], dynamic_axes={"x": {0: "b"}})
+        else:
+            torch.jit.save(torch.jit.trace(mnist_cnn.module, torch.zeros(1, 1, 28, 28)), str(path))
+    exported = load_model(str(path), preprocess=mnist_cnn.preprocess_config.to_dict())
+    x, y = digits
+    x = x[:6]
+    s = occlusion(exported, x, targets=y[:6], window_px=6, stride_px=3, baseline=0.5, batch_size=40)
+    net = as_net(mnist_cnn)
+    ref = Occlusion(lambda v: torch.softmax(net.logits_of_view(v), 1)).attribute(
+        x, sliding_window_shapes=(1, 6, 6), strides=(1, 3, 3), baselines=0.5, target=y[:6])
+    torch.testing.assert_close(s.maps, ref[:, 0].float(), rtol=1e-4, atol=1e-5)
+    assert s.maps.abs().amax() > 0.01  # the digits' strokes matter: a real map, not zeros
+    if fmt == "onnx":
+        with pytest.raises(InvalidParameterError, match="occlusion"):
+            grad_cam(exported, x)
 
 
 def test_grad_cam_beats_random_map_on_deletion_and_insertion(lite0, imagenet_photos, lite0_cam):

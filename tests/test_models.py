@@ -183,3 +183,148 @@ def test_torchscript_and_onnx_give_the_same_predictions(tmp_path, mnist_cnn):
 def test_unknown_bundled_name_suggests():
     with pytest.raises(UnknownNameError, match="efficientnet_lite0"):
         bundled("efficientnet_lite")
+
+
+# The documented defaults of a model loaded without `preprocess` (docs/own_model.md), written
+# out here as literal numbers so that a change (or a swap of mean and std) in the code fails.
+DOC_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+DOC_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def lite0_exports(tmp_path_factory, lite0):
+    """The bundled EfficientNet-Lite0 exported to ONNX (static 1×3×224×224, the usual export)
+    and TorchScript (traced)."""
+    pytest.importorskip("onnxruntime")
+    d = tmp_path_factory.mktemp("lite0_export")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(lite0.module, torch.zeros(1, 3, 224, 224), str(d / "lite0.onnx"), dynamo=False,
+                          input_names=["image"], output_names=["logits"])
+        torch.jit.save(torch.jit.trace(lite0.module, torch.zeros(1, 3, 224, 224)), str(d / "lite0.pt"))
+    return d / "lite0.onnx", d / "lite0.pt"
+
+
+def _documented_imagenet_input(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's own Resize(256) + CenterCrop(224) + Normalize(documented constants)."""
+    from torchvision.transforms import v2
+
+    t = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224), v2.Normalize(DOC_IMAGENET_MEAN, DOC_IMAGENET_STD)])
+    return torch.stack([t(im) for im in images])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_model_without_preprocess_gets_the_documented_defaults(fmt, lite0, lite0_exports, foolbox_imagenet):
+    path = lite0_exports[0] if fmt == "onnx" else lite0_exports[1]
+    m = load_model(str(path))
+    assert m.source == fmt and m.num_classes == 1000 and m.class_names[0] == "tench"
+    p = m.preprocess_config
+    assert p.size == (224, 224) and p.resize_px == 256 and p.channels == 3 and p.interpolation == "bilinear"
+    assert p.mean == pytest.approx(DOC_IMAGENET_MEAN, abs=1e-12) and p.std == pytest.approx(DOC_IMAGENET_STD, abs=1e-12)
+    # end to end: the exported model's logits through the loader equal the PyTorch module's
+    # logits on the same real photos preprocessed by torchvision with the documented constants
+    images = foolbox_imagenet[0][:3]  # native sizes (512 px and larger)
+    with torch.no_grad():
+        got = m(images)
+        want = lite0.module(_documented_imagenet_input(images))
+    assert got.shape == (3, 1000)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)
+    # a swapped mean/std would be a different input: far from the reference logits
+    swapped = Preprocess(mean=DOC_IMAGENET_STD, std=DOC_IMAGENET_MEAN)
+    with torch.no_grad():
+        assert (m.module(swapped(images)) - want).abs().max() > 1.0
+
+
+def test_onnx_defaults_follow_the_graph_input(tmp_path, mnist_cnn):
+    """A 1-channel static 28×28 graph: 1 channel, mean = std = 0.5, shorter side → 32 then the
+    28² crop; a graph with dynamic height/width: the 224² ImageNet default with its channels."""
+    pytest.importorskip("onnxruntime")
+    from weakspot.models import onnx_default_preprocess
+
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mnist_cnn.module, torch.zeros(1, 1, 28, 28), str(path), dynamo=False)
+    m = load_model(str(path))
+    p = m.preprocess_config
+    assert (p.channels, p.size, p.resize_px, p.mean, p.std) == (1, (28, 28), 32, (0.5,), (0.5,))
+    # a static batch of 1 still evaluates a batch of 5 (run in slices), equal to the module
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(m.module(x), mnist_cnn.module(x), rtol=1e-4, atol=1e-4)
+    q = onnx_default_preprocess(["batch", 3, "height", "width"])
+    assert (q.size, q.resize_px, q.channels, q.mean, q.std) == ((224, 224), 256, 3, DOC_IMAGENET_MEAN, DOC_IMAGENET_STD)
+    assert onnx_default_preprocess(["n", 1, None, None]).mean == (0.5,)
+
+
+def test_torchscript_that_rejects_the_default_input_is_a_clear_error(tmp_path, mnist_cnn):
+    """A 1-channel TorchScript model loaded without preprocess cannot take the RGB 224² default:
+    a ModelLoadError that asks for preprocess, not a TorchScript traceback."""
+    path = tmp_path / "cnn.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(mnist_cnn.module, torch.zeros(1, 1, 28, 28)), str(path))
+    with pytest.raises(ModelLoadError, match=r"does not accept a \(1, 3, 224, 224\) input.*preprocess"):
+        load_model(str(path))
+    m = load_model(str(path), preprocess={"size": 28, "resize_px": None, "mean": [0.1307], "std": [0.3081],
+                                          "channels": 1})
+    assert m.num_classes == 10
+
+
+def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, photos, capsys):
+    """docs/own_model.md stays true: its export recipe runs offline as written (exec'd in a
+    tmp dir), its YAML blocks equal examples/own_*.yaml, every example loads the recipe's
+    files and gives the exported module's logits (reference: the recipe's own PyTorch module
+    on torchvision-preprocessed photos), and `weakspot run` on the ONNX example finishes."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from PIL import Image
+
+    from weakspot.cli import main
+    from weakspot.evaluate.config import load_config
+    from weakspot.evaluate.engine import load_run_model
+
+    pytest.importorskip("onnxruntime")
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "own_model.md").read_text()
+    recipe = re.search(r"<!-- export-recipe -->\s*```python\n(.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    ns: dict = {}
+    exec(compile(recipe, "docs/own_model.md", "exec"), ns)
+    for f in ("my_model.onnx", "my_model.pt", "my_resnet18.pth", "my_classes.txt"):
+        assert (tmp_path / f).is_file(), f
+    blocks = re.findall(r"<!-- config: (\S+) -->\s*```yaml\n(.*?)```", doc, re.S)
+    assert sorted(n for n, _ in blocks) == ["own_onnx.yaml", "own_timm.yaml", "own_torchscript.yaml",
+                                            "own_torchvision.yaml"]
+    keys = {"name", "source", "weights", "num_classes", "class_names", "preprocess", "device"}
+    pre_keys = {"size", "resize_px", "interpolation", "mean", "std", "channels"}
+    x = photos[:2]
+    with torch.no_grad():
+        want = ns["model"](_documented_imagenet_input(x))
+    for name, block in blocks:
+        text = (root / "examples" / name).read_text()
+        example = yaml.safe_load(text)
+        assert block == text if "data" in yaml.safe_load(block) else yaml.safe_load(block)["model"] == example["model"]
+        assert keys <= set(example["model"]) and set(example["model"]["preprocess"]) == pre_keys, name
+        (tmp_path / name).write_text(text)
+        if example["model"]["source"] == "timm":
+            pytest.importorskip("timm")
+        m = load_run_model(load_config(tmp_path / name))
+        assert m.source == example["model"]["source"] and m.num_classes == 10 and m.class_names[3] == "class_3"
+        assert m.preprocess_config.mean == pytest.approx(DOC_IMAGENET_MEAN)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want, rtol=1e-4, atol=1e-4, msg=name)
+    # the user's images: my_images/<class>/<image>, then the ONNX example end to end
+    for k, img in enumerate(photos[:2]):
+        d = tmp_path / "my_images" / f"class_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(d / f"{k}.png")
+    assert main(["run", str(tmp_path / "own_onnx.yaml"), "--out", str(tmp_path / "runs" / "mine"), "--no-progress"]) == 0
+    capsys.readouterr()
+    from weakspot.evaluate import ResultsStore
+
+    pred = ResultsStore(tmp_path / "runs" / "mine").predictions()
+    assert len(pred) == 2 * 6 and set(pred.label) == {0, 1}

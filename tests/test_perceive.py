@@ -133,3 +133,99 @@ def test_report_gains_the_perception_section(run_dir, perception, tmp_path):
     np.testing.assert_allclose(got.loc[want.index].astype(float), want, equal_nan=True)
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Perception: image quality and saliency" in html and html.count("data:image/png") >= 3
+
+
+# ---------------------------------------------------------------- ONNX and TorchScript runs
+@pytest.fixture(scope="module")
+def exported_runs(tmp_path_factory):
+    """Tiny runs (32 real MNIST digits, clean + one blur) with the bundled MNIST CNN exported
+    to ONNX and to TorchScript, as a user brings them: a file plus its preprocess."""
+    import warnings
+
+    import torch
+
+    from weakspot.evaluate import parse_config, run_sweep
+    from weakspot.models import bundled
+
+    pytest.importorskip("onnxruntime")
+    d = tmp_path_factory.mktemp("exported")
+    cnn = bundled("mnist_cnn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(cnn.module, torch.zeros(2, 1, 28, 28), str(d / "cnn.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "b"}})
+        torch.jit.save(torch.jit.trace(cnn.module, torch.zeros(1, 1, 28, 28)), str(d / "cnn.pt"))
+    runs = {}
+    for fmt, f in (("onnx", "cnn.onnx"), ("torchscript", "cnn.pt")):
+        cfg = parse_config({
+            "name": f"perceive-{fmt}",
+            "model": {"name": str(d / f), "preprocess": cnn.preprocess_config.to_dict()},
+            "data": {"kind": "mnist_5k", "limit": 32},
+            "seed": 1, "batch_size": 32, "workers": 0,
+            "conditions": [{"degradation": "gaussian_blur", "grid": {"sigma_px": [1.5]}}],
+        })
+        run_sweep(cfg, d / fmt, progress=False)
+        runs[fmt] = (d / fmt, cfg)
+    return runs
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_perceive_on_onnx_and_torchscript_runs_uses_occlusion(exported_runs, fmt, capsys):
+    """`perceive` on a run of an ONNX / TorchScript model: quality needs no gradients, saliency
+    is occlusion (auto). The clean occlusion strength per image equals Captum's Occlusion on the
+    original PyTorch module (window = stride = 28 // 7 = 4 px, grey 0.5 baseline, positive part)."""
+    import torch
+    from captum.attr import Occlusion
+
+    from weakspot.evaluate.engine import open_run_data
+    from weakspot.explain import as_net
+    from weakspot.models import bundled
+    from weakspot.quality.relations import perceive
+
+    run, cfg = exported_runs[fmt]
+    res = perceive(run, max_images=8, n_boot=50, overlays=1, progress=False)
+    assert res.meta["saliency"] == "occlusion" and res.meta["occlusion_window_px"] == 4
+    assert res.meta["top1_mismatches"] == 0 and res.meta["n_images"] == 8
+    t = res.images
+    assert set(t.condition_id) == {"clean", "gaussian_blur.sigma_px=1.5"} and len(t) == 16
+    assert (t.top1_regenerated == t.top1).all()
+    assert t.niqe.isna().all() and t.brisque.isna().all()  # 28×28: too small for both measures
+    assert (res.correlations.measure == "occlusion").any()
+    # independent reference: Captum on the PyTorch module the file was exported from
+    clean = t[t.condition_id == "clean"]
+    ds = open_run_data(cfg)
+    pos = {str(i): k for k, i in enumerate(ds.image_ids)}
+    x = torch.stack([ds.load(pos[str(i)]) for i in clean.image_id])
+    cnn = bundled("mnist_cnn")
+    net = as_net(cnn)
+    ref = Occlusion(lambda v: torch.softmax(net.logits_of_view(v), 1)).attribute(
+        net.view(x), sliding_window_shapes=(1, 4, 4), strides=(1, 4, 4), baselines=0.5,
+        target=torch.tensor(clean.top1.to_numpy(dtype=np.int64)))
+    want = ref[:, 0].clamp_min(0).mean(dim=(-2, -1)).numpy()
+    np.testing.assert_allclose(clean.saliency_strength.to_numpy(), want, rtol=1e-4, atol=1e-6)
+    assert want.max() > 1e-2  # a real map: hiding strokes lowers the probability of the digit
+    deg = t[t.condition_id != "clean"]
+    # blur makes the CNN less sure, so hiding a window costs more probability on average
+    assert deg.saliency_strength.mean() > clean.saliency_strength.mean()
+    # the CLI: auto works, Grad-CAM is refused in one line, 'none' skips saliency
+    assert main(["perceive", str(run), "--max-images", "4", "--n-boot", "0", "--overlays", "0", "--no-progress"]) == 0
+    assert "occlusion" in capsys.readouterr().out
+    assert main(["perceive", str(run), "--saliency", "gradcam", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--saliency occlusion" in " ".join(err.split())
+    assert main(["perceive", str(run), "--saliency", "none", "--max-images", "4", "--n-boot", "0",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    meta = json.loads((run / "perception" / "meta.json").read_text())
+    t2 = pd.read_parquet(run / "perception" / "images.parquet")
+    assert meta["saliency"] == "none" and t2.saliency_strength.isna().all() and (t2.top1_regenerated == t2.top1).all()
+
+
+def test_saliency_choice(lite0, mnist_cnn):
+    from weakspot.errors import InvalidParameterError
+    from weakspot.quality.relations import choose_saliency
+
+    assert choose_saliency(lite0) == choose_saliency(mnist_cnn) == "grad_cam"
+    assert choose_saliency(mnist_cnn, "occlusion") == "occlusion" and choose_saliency(lite0, "none") == "none"
+    with pytest.raises(InvalidParameterError, match="gradcam"):
+        choose_saliency(lite0, "lime")

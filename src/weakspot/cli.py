@@ -19,9 +19,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "weakspot[ray]" keeps its brackets
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from weakspot import __version__
+
+        console.print(f"weakspot {__version__}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True,
+                                 callback=_version_callback),
+) -> None:
+    """Find where an image classifier breaks under real image-system degradations."""
 
 
 def _set_threads(threads: int | None) -> None:
@@ -57,7 +74,7 @@ def list_cmd(
 
     specs = list_specs(pattern, family)
     if not specs:
-        err_console.print(f"no degradation matches {pattern or ''} {family or ''}".strip())
+        err_console.print(f"no degradation matches {pattern or ''} {family or ''}".strip(), markup=False)
         raise typer.Exit(1)
     for spec in specs:
         t = Table(title=f"[bold]{spec.name}[/] ({spec.family}) — {spec.summary}", title_justify="left")
@@ -183,13 +200,15 @@ def perceive_cmd(
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="bootstrap resamples for the intervals"),
     overlays: int = typer.Option(4, min=0, help="overlay figures (image, quality map, saliency)"),
     seed: int = typer.Option(0, help="seed of the image sample and the bootstrap"),
+    saliency: str = typer.Option("auto", "--saliency", help="gradcam | occlusion | none (default auto: "
+                                 "Grad-CAM for a PyTorch module with a conv layer, else occlusion)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Quality (NIQE, BRISQUE) and Grad-CAM vs accuracy: tables and figures in RUN_DIR/perception/."""
+    """Quality (NIQE, BRISQUE) and saliency vs accuracy: tables and figures in RUN_DIR/perception/."""
     from weakspot.quality.relations import perceive, print_summary
 
     res = perceive(run_dir, max_images=max_images, conditions=conditions, grid=grid, n_boot=n_boot,
-                   overlays=overlays, seed=seed, progress=progress, console=console)
+                   overlays=overlays, seed=seed, saliency=saliency, progress=progress, console=console)
     print_summary(res, console)
 
 
@@ -286,18 +305,48 @@ def fix_cmd(
                 progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap)
 
 
+def _click_exception_types() -> tuple[type, ...]:
+    """Click's exception base class, and typer's vendored copy of it (typer ≥ 0.2x)."""
+    import click
+
+    types: list[type] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        types.append(TyperClickException)
+    except ImportError:  # pragma: no cover - typer without a vendored click
+        pass
+    return tuple(types)
+
+
+def _usage_error(exc) -> int:
+    """One line saying what was wrong, one line saying where the help is; exit 2."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "weakspot"
+    msg = " ".join(str(exc.format_message()).split())  # one line whatever the message
+    err_console.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"Try '{path} --help' for help.", markup=False, highlight=False, soft_wrap=True)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    A user mistake never shows a traceback: a :class:`~weakspot.errors.WeakspotError` prints
+    its message, a usage mistake (unknown command or option, missing argument, bad value)
+    prints click's message and where the help is; both exit 2.
+    """
     from weakspot.errors import WeakspotError
     from weakspot.runtime import keep_freed_memory
 
     keep_freed_memory()  # an application: reuse freed pages of large tensors (see weakspot.runtime)
+    click_errors = _click_exception_types()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, prog_name="weakspot", standalone_mode=False)
     except WeakspotError as exc:
         from rich.markup import escape
 
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # keep "[ray]", paths with [ ]
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # keep "[ray]", paths with [ ]
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -307,14 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is kept")
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except click_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'weakspot': the help itself
             exc.show()
-            return exc.exit_code
-        raise
-    return 0
+            return 0
+        if type(exc).__name__ in ("UsageError", "NoSuchOption", "BadOptionUsage", "BadArgumentUsage",
+                                  "MissingParameter", "BadParameter"):
+            return _usage_error(exc)
+        exc.show()  # e.g. FileError
+        return exc.exit_code
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

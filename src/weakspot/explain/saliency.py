@@ -11,7 +11,9 @@ Grad-CAM (Selvaraju et al. 2017): ``w_k`` is the spatial mean of ∂y_c/∂A_k o
 target layer's activations ``A``; the map is upsampled bilinearly (half-pixel
 centres) to the model view. Occlusion (Zeiler & Fergus 2014) is gradient-free:
 each window of the view is replaced by ``baseline`` and the per-pixel map is the
-mean probability drop over the windows that cover the pixel (Captum's definition).
+mean probability drop over the windows that cover the pixel (Captum's definition,
+including its last window per side, clipped at the border when the stride does not
+tile the view, so every pixel is covered).
 """
 
 from __future__ import annotations
@@ -187,8 +189,10 @@ def occlusion(
     logits = net.logits_of_view(views)
     t = _targets(targets, logits)
     p0 = torch.softmax(logits.float(), 1).gather(1, t[:, None])[:, 0]
-    tops = range(0, h - window_px + 1, stride_px)
-    lefts = range(0, w - window_px + 1, stride_px)
+    # Captum's windows: ceil((side - window) / stride) + 1 per side, the last one clipped at
+    # the border, so every pixel is covered even when the stride does not tile the view
+    tops = [i * stride_px for i in range(-(-(h - window_px) // stride_px) + 1)]
+    lefts = [i * stride_px for i in range(-(-(w - window_px) // stride_px) + 1)]
     boxes = [(y, x) for y in tops for x in lefts]
     drops = torch.empty(b, len(boxes), device=views.device)
     per_pass = max(1, batch_size // b)

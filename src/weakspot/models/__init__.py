@@ -17,6 +17,7 @@ from weakspot.errors import ModelLoadError
 from weakspot.models.base import LoadedModel, file_sha256
 from weakspot.models.bundled import LITE0_PREPROCESS, MNIST_PREPROCESS, bundled, list_bundled
 from weakspot.models.loaders import (
+    DEFAULT_PREPROCESS,
     find_target_layer,
     imagenet_class_names,
     load_onnx,
@@ -24,6 +25,7 @@ from weakspot.models.loaders import (
     load_timm,
     load_torchscript,
     load_torchvision,
+    onnx_default_preprocess,
 )
 from weakspot.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess_images
 
@@ -46,6 +48,8 @@ __all__ = [
     "IMAGENET_STD",
     "LITE0_PREPROCESS",
     "MNIST_PREPROCESS",
+    "DEFAULT_PREPROCESS",
+    "onnx_default_preprocess",
 ]
 
 SOURCES = ("auto", "bundled", "torchvision", "timm", "torchscript", "onnx")

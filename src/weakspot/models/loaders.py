@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,8 @@ __all__ = [
     "imagenet_class_names",
     "resolve_class_names",
     "find_target_layer",
+    "DEFAULT_PREPROCESS",
+    "onnx_default_preprocess",
 ]
 
 
@@ -330,7 +333,13 @@ def load_torchscript(
     class_names: str | Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
 ) -> LoadedModel:
-    """A TorchScript file (``torch.jit.save``); the preprocessing must be given or is ImageNet's."""
+    """A TorchScript file (``torch.jit.save``).
+
+    Without ``preprocess`` the documented default is ImageNet's (:data:`DEFAULT_PREPROCESS`):
+    RGB, shorter side → 256 px, centre crop 224², mean ``IMAGENET_MEAN``, std
+    ``IMAGENET_STD``. A model that does not accept that input raises
+    :class:`ModelLoadError` asking for ``preprocess``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"TorchScript file not found: {path}")
@@ -343,8 +352,8 @@ def load_torchscript(
     except (RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"{path} is not a TorchScript file: {str(exc).splitlines()[0][:200]}") from None
     module.eval()
-    preprocess = preprocess or Preprocess()
-    num_classes = num_classes or _probe_classes(module, preprocess)
+    preprocess = preprocess or DEFAULT_PREPROCESS
+    num_classes = num_classes or _probe_classes(module, preprocess, path)
     return LoadedModel(
         module=module,
         preprocess_config=preprocess,
@@ -357,12 +366,40 @@ def load_torchscript(
     )
 
 
-def _probe_classes(module: nn.Module, p: Preprocess) -> int:
-    with torch.inference_mode():
-        out = module(torch.zeros(1, p.channels, *p.size))
+def _probe_classes(module: nn.Module, p: Preprocess, path: str | Path = "the model") -> int:
+    """Number of outputs, from one forward pass on a zero image of the preprocessed shape."""
+    try:
+        with torch.inference_mode():
+            out = module(torch.zeros(1, p.channels, *p.size))
+    except Exception as exc:  # TorchScript/onnxruntime raise their own types for a wrong input shape
+        first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"{path} does not accept a (1, {p.channels}, {p.size[0]}, {p.size[1]}) input ({first}); give the "
+            "model's preprocess (size, channels, mean, std; see docs/own_model.md)"
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        raise ModelLoadError(f"{path} returns {type(out).__name__}; a classifier must return a (B, classes) tensor")
     if out.ndim != 2:
         raise ModelLoadError(f"the model returns shape {tuple(out.shape)}; a classifier must return (B, classes)")
     return int(out.shape[1])
+
+
+#: Preprocessing of a TorchScript or ONNX model loaded without ``preprocess`` (ImageNet's).
+DEFAULT_PREPROCESS = Preprocess(size=(224, 224), resize_px=256, interpolation="bilinear", mean=IMAGENET_MEAN,
+                                std=IMAGENET_STD, channels=3)
+
+
+def onnx_default_preprocess(input_shape: Sequence) -> Preprocess:
+    """The default :class:`Preprocess` for an ONNX graph input of shape ``(N, C, H, W)``
+    (entries may be symbolic names or ``None``); see :func:`load_onnx`."""
+    shape = list(input_shape)
+    c = shape[1] if len(shape) == 4 and isinstance(shape[1], int) and shape[1] in (1, 3) else 3
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ((0.5,), (0.5,))
+    if len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape[2:]):
+        h, w = shape[2:]
+        return Preprocess(size=(h, w), resize_px=int(round(min(h, w) / 0.875)), mean=mean, std=std, channels=c)
+    return Preprocess(size=DEFAULT_PREPROCESS.size, resize_px=DEFAULT_PREPROCESS.resize_px, mean=mean, std=std,
+                      channels=c)
 
 
 class OnnxModule(nn.Module):
@@ -383,8 +420,15 @@ class OnnxModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        out = self.session.run(None, {self.input_name: arr})[0]
-        return torch.from_numpy(out).to(x.device)
+        fixed = self.input_shape[0] if self.input_shape and isinstance(self.input_shape[0], int) else None
+        if fixed and fixed > 0 and arr.shape[0] != fixed and arr.shape[0] % fixed == 0:
+            # a graph exported with a static batch (often 1): run it in slices of that size
+            parts = [self.session.run(None, {self.input_name: arr[i : i + fixed]})[0]
+                     for i in range(0, arr.shape[0], fixed)]
+            out = np.concatenate(parts)
+        else:
+            out = self.session.run(None, {self.input_name: arr})[0]
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
 
     def __getstate__(self):  # sessions do not pickle; rebuild in worker processes
         state = self.__dict__.copy()
@@ -405,8 +449,15 @@ def load_onnx(
     class_names: str | Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
 ) -> LoadedModel:
-    """An ONNX classifier run by onnxruntime (CPU). Input size is read from the graph when
-    static; preprocessing otherwise defaults to ImageNet's."""
+    """An ONNX classifier run by onnxruntime (CPU).
+
+    Without ``preprocess`` (the documented defaults, docs/own_model.md): channels and input
+    size come from the graph's input when static. 3 channels get ImageNet's mean/std
+    (``IMAGENET_MEAN``, ``IMAGENET_STD``), 1 channel mean = std = 0.5; the shorter side is
+    resized to ``round(size / 0.875)`` before the centre crop (256 for 224). Dynamic
+    height/width give the 224² default (:data:`DEFAULT_PREPROCESS`, with the graph's
+    channel count when that is static).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"ONNX file not found: {path}")
@@ -419,14 +470,8 @@ def load_onnx(
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
     if preprocess is None:
-        shape = module.input_shape
-        if len(shape) == 4 and all(isinstance(s, int) for s in shape[1:]):
-            c, h, w = shape[1:]
-            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ((0.5,), (0.5,))
-            preprocess = Preprocess(size=(h, w), resize_px=int(round(min(h, w) / 0.875)), mean=mean, std=std, channels=c)
-        else:
-            preprocess = Preprocess()
-    num_classes = num_classes or _probe_classes(module, preprocess)
+        preprocess = onnx_default_preprocess(module.input_shape)
+    num_classes = num_classes or _probe_classes(module, preprocess, path)
     return LoadedModel(
         module=module,
         preprocess_config=preprocess,

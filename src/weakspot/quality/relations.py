@@ -8,8 +8,10 @@ generators), then measures
 
 * image quality: NIQE and BRISQUE at the image's native resolution (where the
   degradation was applied), higher = worse;
-* saliency: Grad-CAM (raw strength) on the model view, explained for the clean
-  image's top-1 class so clean and degraded maps are comparable;
+* saliency on the model view, explained for the clean image's top-1 class so clean
+  and degraded maps are comparable: Grad-CAM (raw strength) for a PyTorch module
+  with a spatial layer, otherwise occlusion (gradient-free: ONNX, TorchScript), or
+  none (``saliency="none"``); see :func:`choose_saliency`;
 * spatial agreement: a BRISQUE patch map on the model view against the saliency
   pooled to the same cells (Pearson, Spearman, top-k% overlap);
 * saliency movement under the degradation: centroid shift (fraction of the
@@ -40,7 +42,7 @@ import torch
 from weakspot.errors import DataError, InvalidImageError, InvalidParameterError, WeakspotError
 
 __all__ = ["perceive", "PerceptionResult", "load_perception", "spearman_ci", "quality_relations", "TABLES",
-           "PERCEPTION_DIR"]
+           "PERCEPTION_DIR", "SALIENCY_METHODS", "choose_saliency", "occlusion_window_px"]
 
 PERCEPTION_DIR = "perception"
 #: Tables written under ``RUN_DIR/perception/``.
@@ -50,6 +52,8 @@ TABLES = {
     "correlations": "one row per relation: Spearman rho (or AUC / mean) with a bootstrap 95% interval",
 }
 MEASURES = ("niqe", "brisque")
+#: Values of ``perceive(saliency=...)`` / ``weakspot perceive --saliency``.
+SALIENCY_METHODS = ("auto", "gradcam", "occlusion", "none")
 
 
 @dataclass
@@ -123,8 +127,12 @@ def _mean_ci(v, n_boot: int, seed: int) -> tuple[float, float, float, int]:
     return float(m[0]), float(lo[0]), float(hi[0]), len(v)
 
 
-def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                      saliency: str = "grad_cam") -> pd.DataFrame:
     """The correlation table from the per-image and per-condition tables.
+
+    ``saliency`` names the saliency method of the map columns (``grad_cam``,
+    ``occlusion`` or ``none``); it is the ``measure`` of the saliency rows.
 
     Rows: ``relation``, ``measure``, ``level`` (image/condition/cell), ``statistic``
     (spearman/auc/mean), ``value``, ``lo``, ``hi``, ``n``, ``note``.
@@ -156,11 +164,11 @@ def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: in
                 spearman_ci(conditions[f"mean_{m}"], conditions[acc], n_boot, seed),
                 "across conditions (the MOS-vs-accuracy view)")
     add("quality_map_vs_saliency", "brisque", "cell", "mean", _mean_ci(images.map_saliency_pearson, n_boot, seed),
-        "mean per-image Pearson r between the BRISQUE cell map and pooled Grad-CAM; 0 = unrelated")
+        f"mean per-image Pearson r between the BRISQUE cell map and pooled {saliency}; 0 = unrelated")
     add("worst_quality_cells_in_salient_cells", "brisque", "cell", "mean",
         _mean_ci(images.map_saliency_topk, n_boot, seed),
         "share of the worst-quality 25% cells among the most salient 25%; chance = 0.25")
-    add("saliency_shift_vs_prob_drop", "grad_cam", "image", "spearman",
+    add("saliency_shift_vs_prob_drop", saliency, "image", "spearman",
         spearman_ci(deg.saliency_shift, deg.prob_drop, n_boot, seed), "centroid shift vs probability drop")
     return pd.DataFrame(rows)
 
@@ -203,6 +211,113 @@ def _table_bytes(df: pd.DataFrame) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+@dataclass
+class _RunParts:
+    store: Any
+    manifest: dict
+    config: Any
+    seed: int
+    model: Any
+    data: Any
+    conditions: dict
+
+
+def _open_run(run_dir: str | Path) -> _RunParts:
+    """Everything :func:`perceive` reads from a run directory, in one place (the store, its
+    config, seed, model, data and conditions), so a future ``Run`` object can replace it."""
+    from weakspot.evaluate import ResultsStore, load_run_conditions, parse_config
+    from weakspot.evaluate.engine import load_run_model, open_run_data
+
+    store = ResultsStore(run_dir)
+    if not store.exists():
+        raise DataError(f"{run_dir} is not a weakspot run (no manifest.json); run 'weakspot run CONFIG --out DIR' first")
+    manifest = store.manifest()
+    if "config" not in manifest:
+        raise DataError(f"{store.manifest_path} has no 'config': this run cannot be regenerated")
+    cfg = parse_config(manifest["config"], source=str(store.manifest_path))
+    run_seed = int(manifest.get("seed", cfg.seed))
+    model = load_run_model(cfg).to("cpu")
+    return _RunParts(store, manifest, cfg, run_seed, model, open_run_data(cfg), load_run_conditions(run_dir))
+
+
+def _gradcam_layer_or_reason(model, views: torch.Tensor):
+    """``(layer, None)`` when Grad-CAM can run on ``model``, else ``(None, why not)``."""
+    from weakspot.explain import as_net
+    from weakspot.explain._net import find_target_layer
+
+    if not getattr(model, "differentiable", True):
+        return None, f"the {getattr(model, 'source', '')} model is not differentiable (no gradients)".replace("  ", " ")
+    module = getattr(model, "module", model)
+    if isinstance(module, torch.jit.ScriptModule):
+        return None, "a TorchScript module cannot be hooked for its activations"
+    net = as_net(model)
+    if net.target_layer is not None:
+        return net.target_layer, None
+    try:
+        return find_target_layer(net, views[:1]), None
+    except WeakspotError:
+        return None, "the model has no spatial (B, C, h, w) layer"
+
+
+def choose_saliency(model, saliency: str = "auto", views: torch.Tensor | None = None) -> str:
+    """The saliency method :func:`perceive` uses: ``grad_cam``, ``occlusion`` or ``none``.
+
+    ``auto`` is Grad-CAM for a differentiable PyTorch module with a spatial (conv) layer
+    and occlusion otherwise (ONNX, TorchScript, a model without a conv layer); asking for
+    ``gradcam`` on a model that cannot do it raises :class:`InvalidParameterError`.
+    ``views``: an example model view (needed to find a layer when the model names none).
+    """
+    key = str(saliency).lower().replace("-", "").replace("_", "")
+    if key not in {m.replace("_", "") for m in SALIENCY_METHODS}:
+        raise InvalidParameterError("saliency", saliency, " | ".join(SALIENCY_METHODS))
+    if key == "none":
+        return "none"
+    if key == "occlusion":
+        return "occlusion"
+    if views is None:
+        from weakspot.models import LoadedModel
+
+        p = model.preprocess_config if isinstance(model, LoadedModel) else None
+        views = torch.rand(1, p.channels if p else 3, *(p.size if p else (64, 64)))
+    _, why = _gradcam_layer_or_reason(model, views)
+    if why is None:
+        return "grad_cam"
+    if key == "gradcam":
+        raise InvalidParameterError("saliency", saliency, "occlusion or none for this model",
+                                    f"Grad-CAM needs gradients and a conv layer: {why}; use --saliency occlusion")
+    return "occlusion"
+
+
+def occlusion_window_px(h: int, w: int) -> int:
+    """Side of the occluding window :func:`perceive` uses on an ``h × w`` model view: a
+    seventh of the shorter side (32 px at 224², 4 px at 28²), stride = window."""
+    return max(1, min(h, w) // 7)
+
+
+def _saliency_of(method: str, model, views: torch.Tensor, targets: torch.Tensor, batch_size: int, window_px: int):
+    """``(maps (B, h, w) ≥ 0 or None, predicted top-1 (B,))`` on the model views.
+
+    Occlusion maps keep only the positive part (hiding the window lowered the clean
+    class's probability), the counterpart of Grad-CAM's ReLU."""
+    from weakspot.explain import as_net, grad_cam, occlusion
+
+    if method == "grad_cam":
+        sal = grad_cam(model, views, targets, batch_size=batch_size, is_view=True)
+        return sal.maps, sal.predicted
+    if method == "occlusion":
+        maps, top = [], []
+        for s in range(0, views.shape[0], batch_size):
+            sal = occlusion(model, views[s : s + batch_size], targets[s : s + batch_size], window_px=window_px,
+                            stride_px=window_px, baseline=0.5, batch_size=max(64, batch_size), is_view=True)
+            maps.append(sal.maps.clamp_min(0))
+            top.append(sal.predicted)
+        return torch.cat(maps), torch.cat(top)
+    net = as_net(model)
+    with torch.inference_mode():
+        top = [net.logits_of_view(views[s : s + batch_size]).argmax(1).cpu() for s in range(0, views.shape[0], batch_size)]
+    return None, torch.cat(top)
+
+
 def perceive(
     run_dir: str | Path,
     *,
@@ -213,6 +328,7 @@ def perceive(
     overlays: int = 4,
     seed: int = 0,
     batch_size: int = 16,
+    saliency: str = "auto",
     progress: bool = True,
     console=None,
 ) -> PerceptionResult:
@@ -226,34 +342,28 @@ def perceive(
         n_boot: bootstrap resamples for the intervals (0 = no intervals).
         overlays: number of (image, condition) overlay figures (largest probability drops).
         seed: seed of the image sample and the bootstrap.
-        batch_size: images per Grad-CAM pass.
+        batch_size: images per Grad-CAM pass (occlusion: per call, 64+ occluded views a pass).
+        saliency: ``auto`` (Grad-CAM where possible, else occlusion), ``gradcam``,
+            ``occlusion`` or ``none`` (quality only); see :func:`choose_saliency`.
 
     Returns:
         :class:`PerceptionResult`; the tables are also written to ``RUN_DIR/perception/``.
     """
-    from weakspot.evaluate import ResultsStore, degrade_images, load_run_conditions, parse_config
-    from weakspot.evaluate.engine import load_run_model, open_run_data
+    from weakspot.evaluate import degrade_images
     from weakspot.evaluate.store import atomic_write_bytes, atomic_write_json
-    from weakspot.explain import as_net, centroid_shift, cosine_distance, grad_cam, pearson, spearman, topk_overlap
+    from weakspot.explain import as_net, centroid_shift, cosine_distance, pearson, spearman, topk_overlap
     from weakspot.quality.maps import brisque_map, grid_box, grid_pool
 
     t0 = time.perf_counter()
-    store = ResultsStore(run_dir)
-    if not store.exists():
-        raise DataError(f"{run_dir} is not a weakspot run (no manifest.json); run 'weakspot run CONFIG --out DIR' first")
-    manifest = store.manifest()
-    if "config" not in manifest:
-        raise DataError(f"{store.manifest_path} has no 'config': this run cannot be regenerated")
-    cfg = parse_config(manifest["config"], source=str(store.manifest_path))
-    run_seed = int(manifest.get("seed", cfg.seed))
-    model = load_run_model(cfg).to("cpu")
-    ds = open_run_data(cfg)
+    if str(saliency).lower().replace("-", "").replace("_", "") not in ("auto", "gradcam", "occlusion", "none"):
+        raise InvalidParameterError("saliency", saliency, " | ".join(SALIENCY_METHODS))
+    run = _open_run(run_dir)
+    store, run_seed, model, ds, all_conds = run.store, run.seed, run.model, run.data, run.conditions
     net = as_net(model)
 
     done = sorted({c for c, _ in store.done_units()})
     if "clean" not in done:
         raise DataError(f"{run_dir} has no finished clean predictions; finish the run first ('weakspot run ... --resume')")
-    all_conds = load_run_conditions(run_dir)
     cids = _select(["clean"] + [c for c in done if c != "clean" and c in all_conds], conditions)
 
     imgs_df = store.images()
@@ -276,6 +386,8 @@ def perceive(
 
     views0 = net.view(clean)
     h, w = views0.shape[-2:]
+    method = choose_saliency(model, saliency, views0)
+    window_px = occlusion_window_px(h, w)
     try:
         grid_box(h, w, grid)
         use_map = True
@@ -303,24 +415,30 @@ def perceive(
                 deg = degrade_images(cond, clean, ids, run_seed)
             nq, bq = _quality_native(deg)
             views = views0 if cid == "clean" else net.view(deg)
-            sal = grad_cam(model, views, targets, batch_size=batch_size, is_view=True)
+            sal, predicted = _saliency_of(method, model, views, targets, batch_size, window_px)
             if cid == "clean":
                 sal0, q0 = sal, {"niqe": nq, "brisque": bq}
             r = pd.DataFrame({"condition_id": cid, "image_index": index.astype(np.int32), "image_id": ids,
                               "niqe": nq, "brisque": bq,
                               "niqe_delta": nq - q0["niqe"], "brisque_delta": bq - q0["brisque"],
-                              "top1_regenerated": sal.predicted.numpy().astype(np.int32),
-                              "saliency_strength": sal.strength.numpy(),
-                              "saliency_strength_ratio": (sal.strength / sal0.strength).numpy(),
-                              "saliency_shift": centroid_shift(sal0.maps, sal.maps).numpy(),
-                              "saliency_cosine_distance": cosine_distance(sal0.maps, sal.maps).numpy()})
-            if use_map:
+                              "top1_regenerated": predicted.numpy().astype(np.int32)})
+            if sal is not None:
+                strength, strength0 = sal.mean(dim=(-2, -1)), sal0.mean(dim=(-2, -1))
+                r["saliency_strength"] = strength.numpy()
+                r["saliency_strength_ratio"] = (strength / strength0).numpy()
+                r["saliency_shift"] = centroid_shift(sal0, sal).numpy()
+                r["saliency_cosine_distance"] = cosine_distance(sal0, sal).numpy()
+            else:
+                for col in ("saliency_strength", "saliency_strength_ratio", "saliency_shift",
+                            "saliency_cosine_distance"):
+                    r[col] = np.nan
+            if use_map and sal is not None:
                 qmap = brisque_map(views, grid)
-                smap = grid_pool(sal.maps, grid)
+                smap = grid_pool(sal, grid)
                 r["map_saliency_pearson"] = pearson(qmap, smap).numpy()
                 r["map_saliency_spearman"] = spearman(qmap, smap).numpy()
                 r["map_saliency_topk"] = topk_overlap(qmap, smap, 0.25).numpy()
-                keep_maps[cid] = {"views": views, "qmap": qmap, "sal": sal.maps}
+                keep_maps[cid] = {"views": views, "qmap": qmap, "sal": sal}
             else:
                 r["map_saliency_pearson"] = r["map_saliency_spearman"] = r["map_saliency_topk"] = np.nan
             rows.append(r)
@@ -362,16 +480,17 @@ def perceive(
     ctab = ctab.join(acc[["top1_acc", "top5_acc", "n_run"]]).join(
         conds[["degradation", "family", "severity", "axis", "axis_value", "axis_unit"]])
     ctab = ctab.reset_index().rename(columns={"index": "condition_id"})
-    corr = quality_relations(table, ctab, n_boot=n_boot, seed=seed)
+    corr = quality_relations(table, ctab, n_boot=n_boot, seed=seed, saliency=method)
 
     out = store.root / PERCEPTION_DIR
     for name, df in (("images", table), ("conditions", ctab), ("correlations", corr)):
         atomic_write_bytes(out / f"{name}.parquet", _table_bytes(df))
     meta = {"max_images": int(max_images), "n_images": len(ids), "top1_mismatches": mismatch, "conditions": cids, "grid": int(grid),
             "model_view": [int(h), int(w)], "patch_map": use_map, "n_boot": int(n_boot), "seed": int(seed),
-            "saliency": "grad_cam", "seconds": round(time.perf_counter() - t0, 2)}
+            "saliency": method, "occlusion_window_px": int(window_px) if method == "occlusion" else None,
+            "seconds": round(time.perf_counter() - t0, 2)}
     atomic_write_json(out / "meta.json", meta)
-    _figures(out, table, ctab, keep_maps, overlays)
+    _figures(out, table, ctab, keep_maps, overlays, method)
     return PerceptionResult(table, ctab, corr, out, meta)
 
 
@@ -408,8 +527,9 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
     return fig
 
 
-def overlay_figure(view: torch.Tensor, qmap: torch.Tensor, sal_clean: torch.Tensor, sal: torch.Tensor, title: str = ""):
-    """Image, patch quality map, clean and degraded Grad-CAM (same colour scale: raw strength)."""
+def overlay_figure(view: torch.Tensor, qmap: torch.Tensor, sal_clean: torch.Tensor, sal: torch.Tensor, title: str = "",
+                   method: str = "grad_cam"):
+    """Image, patch quality map, clean and degraded saliency (same colour scale: raw strength)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -424,7 +544,8 @@ def overlay_figure(view: torch.Tensor, qmap: torch.Tensor, sal_clean: torch.Tens
     im = axs[1].imshow(qmap.numpy(), cmap="magma")
     axs[1].set_title("BRISQUE per cell (higher = worse)", fontsize=8)
     fig.colorbar(im, ax=axs[1], fraction=0.046)
-    for ax, m, t in ((axs[2], sal_clean, "Grad-CAM clean"), (axs[3], sal, "Grad-CAM degraded")):
+    label = {"grad_cam": "Grad-CAM", "occlusion": "occlusion"}.get(method, method)
+    for ax, m, t in ((axs[2], sal_clean, f"{label} clean"), (axs[3], sal, f"{label} degraded")):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
         ax.imshow(m.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=vmax)
         ax.set_title(f"{t} (raw, shared scale)", fontsize=8)
@@ -446,7 +567,8 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _figures(out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, overlays: int) -> None:
+def _figures(out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, overlays: int,
+             method: str = "grad_cam") -> None:
     figs = out / "figures"
     for old in figs.glob("*.png") if figs.is_dir() else []:
         old.unlink()
@@ -463,7 +585,7 @@ def _figures(out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, ove
         mp = maps[r.condition_id]
         title = (f"{r.image_id} · {r.condition_id} · p(clean class) drop {r.prob_drop:.2f} · "
                  f"BRISQUE {r.brisque:.1f}")
-        fig = overlay_figure(mp["views"][k], mp["qmap"][k], maps["clean"]["sal"][k], mp["sal"][k], title)
+        fig = overlay_figure(mp["views"][k], mp["qmap"][k], maps["clean"]["sal"][k], mp["sal"][k], title, method)
         safe = "".join(c if c.isalnum() or c in "._=-" else "-" for c in f"{r.image_index}_{r.condition_id}")
         _save(fig, figs / f"overlay_{safe}.png")
 

@@ -15,9 +15,9 @@ _LABELS = {
     "delta_quality_vs_prob_drop": "quality change vs drop of p(clean class)",
     "mean_quality_vs_top1_acc": "mean quality vs top-1 accuracy (conditions)",
     "mean_quality_vs_top5_acc": "mean quality vs top-5 accuracy (conditions)",
-    "quality_map_vs_saliency": "patch quality map vs Grad-CAM (Pearson r)",
+    "quality_map_vs_saliency": "patch quality map vs saliency (Pearson r)",
     "worst_quality_cells_in_salient_cells": "worst-quality cells among the most salient (chance 0.25)",
-    "saliency_shift_vs_prob_drop": "Grad-CAM centroid shift vs drop of p(clean class)",
+    "saliency_shift_vs_prob_drop": "saliency centroid shift vs drop of p(clean class)",
 }
 
 
@@ -40,7 +40,9 @@ def render_perception(ctx):
                "interval": "95% interval", "n": "n"}, {"value": _num, "n": lambda v: str(int(v))})
     parts, md = [], []
     meta = res.meta
-    intro = (f"No-reference quality (NIQE, BRISQUE: higher = worse) and Grad-CAM on {meta.get('n_images', '?')} "
+    saliency = {"grad_cam": "Grad-CAM", "occlusion": "occlusion saliency", "none": "no saliency"}.get(
+        meta.get("saliency", "grad_cam"), str(meta.get("saliency")))
+    intro = (f"No-reference quality (NIQE, BRISQUE: higher = worse) and {saliency} on {meta.get('n_images', '?')} "
              f"sampled images under {len(res.conditions)} conditions; degraded images regenerated exactly as the "
              f"run evaluated them ({meta.get('top1_mismatches', 0)} top-1 mismatches). Intervals: 95% bootstrap.")
     parts.append(f"<p>{esc(intro)}</p>")
@@ -55,8 +57,8 @@ def render_perception(ctx):
     md.append(table_md)
     overlays = sorted((res.out_dir / "figures").glob("overlay_*.png"))
     if overlays:
-        parts.append("<p>Largest probability drops: degraded image, BRISQUE per cell, Grad-CAM on the clean and "
-                     "the degraded image on one shared (raw) scale.</p>")
+        parts.append(f"<p>Largest probability drops: degraded image, BRISQUE per cell, {esc(saliency)} on the clean "
+                     "and the degraded image on one shared (raw) scale.</p>")
         for f in overlays:
             parts.append(ctx.image(f.read_bytes(), alt=f"overlay {f.stem}"))
     summary = {"meta": meta, "correlations": res.correlations}
