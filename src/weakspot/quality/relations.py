@@ -211,35 +211,6 @@ def _table_bytes(df: pd.DataFrame) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-@dataclass
-class _RunParts:
-    store: Any
-    manifest: dict
-    config: Any
-    seed: int
-    model: Any
-    data: Any
-    conditions: dict
-
-
-def _open_run(run_dir: str | Path) -> _RunParts:
-    """Everything :func:`perceive` reads from a run directory, in one place (the store, its
-    config, seed, model, data and conditions), so a future ``Run`` object can replace it."""
-    from weakspot.evaluate import ResultsStore, load_run_conditions, parse_config
-    from weakspot.evaluate.engine import load_run_model, open_run_data
-
-    store = ResultsStore(run_dir)
-    if not store.exists():
-        raise DataError(f"{run_dir} is not a weakspot run (no manifest.json); run 'weakspot run CONFIG --out DIR' first")
-    manifest = store.manifest()
-    if "config" not in manifest:
-        raise DataError(f"{store.manifest_path} has no 'config': this run cannot be regenerated")
-    cfg = parse_config(manifest["config"], source=str(store.manifest_path))
-    run_seed = int(manifest.get("seed", cfg.seed))
-    model = load_run_model(cfg).to("cpu")
-    return _RunParts(store, manifest, cfg, run_seed, model, open_run_data(cfg), load_run_conditions(run_dir))
-
-
 def _gradcam_layer_or_reason(model, views: torch.Tensor):
     """``(layer, None)`` when Grad-CAM can run on ``model``, else ``(None, why not)``."""
     from weakspot.explain import as_net
@@ -349,7 +320,7 @@ def perceive(
     Returns:
         :class:`PerceptionResult`; the tables are also written to ``RUN_DIR/perception/``.
     """
-    from weakspot.evaluate import degrade_images
+    from weakspot.evaluate import Run, degrade_images
     from weakspot.evaluate.store import atomic_write_bytes, atomic_write_json
     from weakspot.explain import as_net, centroid_shift, cosine_distance, pearson, spearman, topk_overlap
     from weakspot.quality.maps import brisque_map, grid_box, grid_pool
@@ -357,8 +328,11 @@ def perceive(
     t0 = time.perf_counter()
     if str(saliency).lower().replace("-", "").replace("_", "") not in ("auto", "gradcam", "occlusion", "none"):
         raise InvalidParameterError("saliency", saliency, " | ".join(SALIENCY_METHODS))
-    run = _open_run(run_dir)
-    store, run_seed, model, ds, all_conds = run.store, run.seed, run.model, run.data, run.conditions
+    run = Run.open(run_dir)
+    store, run_seed = run.store, run.seed
+    model = run.load_model("cpu")
+    data = run.open_data()  # item i is image_index i
+    all_conds = {c.condition_id: c for c in run.conditions()}
     net = as_net(model)
 
     done = sorted({c for c, _ in store.done_units()})
@@ -373,14 +347,9 @@ def perceive(
     rng = np.random.default_rng(seed)
     if max_images and len(have) > max_images:
         have = have.iloc[np.sort(rng.choice(len(have), max_images, replace=False))]
-    pos = {str(i): k for k, i in enumerate(ds.image_ids)}
-    missing = [i for i in have.image_id if str(i) not in pos]
-    if missing:
-        raise DataError(f"{len(missing)} images of the run are not in its data source any more (e.g. {missing[0]}); "
-                        "restore the data the run used")
     ids = [str(i) for i in have.image_id]
     index = have.image_index.to_numpy()
-    clean = [ds.load(pos[i]) for i in ids]
+    clean = [data.load(int(i)) for i in index]
     targets = torch.tensor(clean_pred.loc[index, "top1"].to_numpy(dtype=np.int64))
     clean_prob = clean_pred.loc[index, "top1_prob"].to_numpy(dtype=float)
 
