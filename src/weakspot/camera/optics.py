@@ -95,11 +95,11 @@ def defocus_w20_um(focal_length_mm: float, f_number: float, defocus_diopters: fl
     """Defocus wavefront coefficient ``w20`` in µm: ``(p²/2) · D0 ΔD / (D0 + ΔD)``.
 
     ``p = f / (2N)`` is the pupil radius and ``D0 = 1000 / f[mm]`` the lens power in diopters
-    (Hopkins; ISETCam ``opticsDefocusCore``). The 6 mm f/2.8 lens at 1 D: 0.570 µm (1.04 waves
+    (Hopkins; ISETCam ``opticsDefocusCore``). The 6 mm f/2.8 lens at 1 D: 0.571 µm (1.04 waves
     at 550 nm).
 
     >>> round(defocus_w20_um(6.0, 2.8, 1.0), 3)
-    0.57
+    0.571
     """
     p_m = focal_length_mm * 1e-3 / (2.0 * f_number)
     d0 = 1000.0 / focal_length_mm
@@ -120,7 +120,7 @@ def defocus_otf(nu: torch.Tensor, w20_waves: float) -> torch.Tensor:
     ``nu``: reduced spatial frequency ``f · λ N`` (any shape; 1 = the diffraction cut-off);
     returns the real (signed) OTF, 0 for ``|ν| ≥ 1``, in float64. See the module docstring.
 
-    >>> float(defocus_otf(torch.tensor(0.0), 1.0))
+    >>> round(float(defocus_otf(torch.tensor(0.0), 1.0)), 9)
     1.0
     """
     import numpy as np
