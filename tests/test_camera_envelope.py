@@ -78,8 +78,11 @@ def test_envelope_accuracy_keep_and_contour_match_the_designed_table(tmp_path):
     assert {c["fixed"]: c["crossing"] for c in along_e} == pytest.approx(expect)
     assert not any(c["refined"] for c in env.contour)
     assert env.better_high == {"exposure_s": True, "pixel_size_um": False}
-    assert env.sentence == ("The model keeps 90% of the default camera's accuracy for exposures ≥ 1/250 s "
-                            "at pixel sizes ≤ 8 µm.")
+    # the largest all-keeping block: pixel sizes 2.8–5 µm × exposures 1/1000–1/80 s (6 points; the
+    # 2.8–8 µm × 1/250–1/80 s block also has 6 and is found later)
+    assert env.corner["n_points"] == 6
+    assert env.sentence == ("The model keeps 90% of the default camera's accuracy for exposures ≥ 1/1000 s "
+                            "at pixel sizes ≤ 5 µm.")
 
 
 def test_envelope_share_reference_and_unlabelled_wording(tmp_path):
@@ -94,6 +97,15 @@ def test_envelope_share_reference_and_unlabelled_wording(tmp_path):
     assert "nowhere" in nowhere.sentence and nowhere.corner is None
     with pytest.raises(weakspot.errors.InvalidParameterError, match="share"):
         operating_envelope(tmp_path / "a", share=1.5)
+
+
+def test_envelope_sentence_for_an_interior_block(tmp_path):
+    # over- and under-exposure both hurt: only the middle exposures keep, at every pixel size
+    correct = np.array([[30, 38, 38, 30]] * 4)
+    env = operating_envelope(write_run(tmp_path / "run", correct=correct))
+    assert env.better_high["pixel_size_um"] is True  # flat in pixel size (ties read as "higher is fine")
+    assert env.sentence == ("The model keeps 90% of the default camera's accuracy for exposures from 1/1000 s "
+                            "to 1/250 s at all tested pixel sizes (2.8 µm to 11 µm).")
 
 
 def test_format_value():

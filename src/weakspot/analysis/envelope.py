@@ -9,8 +9,10 @@ run has none), and the **envelope**: the points where the model keeps ``share`` 
 of the reference accuracy. Its boundary is located between neighbouring grid points by linear
 interpolation of accuracy along each grid line, or — after :func:`refine_envelope` has run the
 model on extra points by bisection (:func:`weakspot.evaluate.adaptive.bisect_breaking_point`) —
-by those refined crossings. A plain sentence states the largest tested corner region that keeps
-the share, e.g. "keeps 90% of its accuracy for exposures ≥ 1/1000 s at pixel sizes ≤ 8 µm".
+by those refined crossings. A plain sentence states the largest block of tested grid points (an
+interval of each parameter) that keeps the share, e.g. "keeps 90% of its accuracy for exposures
+≥ 1/1000 s at pixel sizes ≤ 8 µm" (an interval that reaches the end of the grid reads ≥ / ≤,
+so over- and under-exposure both show).
 
 >>> format_value("exposure_s", 0.001), format_value("pixel_size_um", 8.0)
 ('1/1000 s', '8 µm')
@@ -200,30 +202,48 @@ def _load_refined(root: Path, degradation: str) -> dict:
 
 
 def _corner(env: Envelope) -> dict | None:
-    """The largest tested quadrant (on each parameter's better side of a corner) that keeps."""
-    keep = env.keep
-    valid = ~np.isnan(env.accuracy)
+    """The largest block of neighbouring grid points (an interval of each parameter) that all keep.
+
+    Ties go to the block found first scanning from the smallest values. Returns the index
+    ranges and values, or ``None`` when no point keeps.
+    """
+    keep, valid = env.keep, ~np.isnan(env.accuracy)
+    bad = np.pad(np.cumsum(np.cumsum(valid & ~keep, 0), 1), ((1, 0), (1, 0)))
+    cnt = np.pad(np.cumsum(np.cumsum(valid, 0), 1), ((1, 0), (1, 0)))
+
+    def block(a, i0, i1, j0, j1):
+        return int(a[i1 + 1, j1 + 1] - a[i0, j1 + 1] - a[i1 + 1, j0] + a[i0, j0])
+
     ny, nx = keep.shape
-    xs_order = np.arange(nx) if env.better_high[env.x] else np.arange(nx)[::-1]
-    ys_order = np.arange(ny) if env.better_high[env.y] else np.arange(ny)[::-1]
     best = None
-    for ci, i in enumerate(ys_order):  # corner y index; quadrant = ys_order[ci:]
-        for cj, j in enumerate(xs_order):
-            qi, qj = ys_order[ci:], xs_order[cj:]
-            sub_keep, sub_valid = keep[np.ix_(qi, qj)], valid[np.ix_(qi, qj)]
-            if not sub_valid.any() or not sub_keep[sub_valid].all():
-                continue
-            size = int(sub_valid.sum())
-            if best is None or size > best[0]:
-                best = (size, i, j, ci == 0, cj == 0)
+    for i0 in range(ny):
+        for i1 in range(i0, ny):
+            for j0 in range(nx):
+                for j1 in range(j0, nx):
+                    n = block(cnt, i0, i1, j0, j1)
+                    if n and not block(bad, i0, i1, j0, j1) and (best is None or n > best[0]):
+                        best = (n, i0, i1, j0, j1)
     if best is None:
         return None
-    size, i, j, all_y, all_x = best
-    return {"x": float(env.xs[j]), "y": float(env.ys[i]), "all_x": all_x, "all_y": all_y, "n_points": size}
+    n, i0, i1, j0, j1 = best
+    return {"x_range": [env.xs[j0], env.xs[j1]], "y_range": [env.ys[i0], env.ys[i1]],
+            "x_index": [j0, j1], "y_index": [i0, i1], "n_points": n}
+
+
+def _clause(param: str, values: list[float], lo: int, hi: int) -> str:
+    noun = _NOUNS.get(param, param)
+    first, last = format_value(param, values[lo]), format_value(param, values[hi])
+    if lo == 0 and hi == len(values) - 1:
+        return f"all tested {noun} ({format_value(param, values[0])} to {format_value(param, values[-1])})"
+    if lo == 0:
+        return f"{noun} ≤ {last}"
+    if hi == len(values) - 1:
+        return f"{noun} ≥ {first}"
+    return f"{noun} {first}" if lo == hi else f"{noun} from {first} to {last}"
 
 
 def envelope_sentence(env: Envelope) -> str:
-    """The envelope in one plain sentence (on tested grid points)."""
+    """The envelope in one plain sentence: the largest tested block of grid points that keeps."""
     pct = f"{100 * env.share:.0f}%"
     what = "accuracy" if env.metric == "accuracy" else "agreement with its clean predictions"
     ref = "the default camera's" if env.reference == CAMERA_REFERENCE else "its clean"
@@ -231,16 +251,8 @@ def envelope_sentence(env: Envelope) -> str:
     if c is None:
         return (f"The model keeps {pct} of {ref} {what} nowhere on the tested grid of "
                 f"{_NOUNS.get(env.x, env.x)} and {_NOUNS.get(env.y, env.y)}.")
-
-    def clause(p: str, v: float, all_: bool, values: list[float]) -> str:
-        noun = _NOUNS.get(p, p)
-        if all_:
-            return f"all tested {noun} ({format_value(p, min(values))} to {format_value(p, max(values))})"
-        op = "≥" if env.better_high[p] else "≤"
-        return f"{noun} {op} {format_value(p, v)}"
-
-    return (f"The model keeps {pct} of {ref} {what} for {clause(env.x, c['x'], c['all_x'], env.xs)} "
-            f"at {clause(env.y, c['y'], c['all_y'], env.ys)}.")
+    return (f"The model keeps {pct} of {ref} {what} for {_clause(env.x, env.xs, *c['x_index'])} "
+            f"at {_clause(env.y, env.ys, *c['y_index'])}.")
 
 
 def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: str | None = None) -> Envelope | None:
