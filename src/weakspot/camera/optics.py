@@ -300,7 +300,7 @@ def _otf_grid(key: tuple, pitch_um: float, h: int, w: int, real: bool) -> torch.
     return torch.stack(out)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=16)  # 3 × H × (W/2+1) float64 each: ≈ 3 MB at 512²
 def _otf_grid_cached(key: tuple, pitch_um: float, h: int, w: int) -> torch.Tensor:
     return _otf_grid(key, pitch_um, h, w, real=True)
 
