@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import weakspot
-from weakspot.camera import Camera, Scene, Sensor
+from weakspot.camera import Camera, Scene
 from weakspot.camera.scene import DEFAULT_FIELD_WIDTH_MM, linear_to_srgb
 from weakspot.degrade.camera_ops import DEFAULT_CAMERA, camera_from_params
 

@@ -4,7 +4,6 @@ computations on the designed accuracy table, and refined by bisection with a mod
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,7 +115,7 @@ def test_format_value():
 class BrightEnough:
     """A stand-in classifier: class 0 when the image's mean exceeds 0.3, else class 1."""
 
-    class_names = ["bright", "dark", "c2", "c3"]
+    class_names = ("bright", "dark", "c2", "c3")
 
     @staticmethod
     def preprocess(batch):

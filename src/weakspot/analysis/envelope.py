@@ -343,8 +343,8 @@ def refine_envelope(run_dir: StoreLike, model, dataset, *, share: float = 0.9, d
                   else env.accuracy[env.ys.index(v), env.xs.index(c["fixed"])] for v in (lo, hi)}
         mild, severe = (lo, hi) if acc_at[lo] >= acc_at[hi] else (hi, lo)
         base = dict(row[row[p] == mild].params.iloc[0])
-        res = bisect_breaking_point(lambda v: accuracy({**base, p: float(v)}), mild, severe, env.reference_accuracy,
-                                    fraction=env.share, tol=abs(hi - lo) * float(tol_fraction))
+        res = bisect_breaking_point(lambda v, base=base, p=p: accuracy({**base, p: float(v)}), mild, severe,
+                                    env.reference_accuracy, fraction=env.share, tol=abs(hi - lo) * float(tol_fraction))
         refined[_refine_key(p, fp, c["fixed"], lo, hi)] = {"crossing": res.x, "status": res.status,
                                                             "evaluations": res.evaluations}
     path = Path(run.root) / REFINED_FILE

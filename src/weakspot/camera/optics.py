@@ -322,7 +322,7 @@ def apply_otf(images: torch.Tensor, optics: "Optics", pitch_um: float) -> torch.
     OTF (radial, linearly interpolated from a fine table) and cropped; a flat field is kept
     exactly (OTF(0) = 1). Differentiable in ``images``.
     """
-    b, c, h, w = images.shape
+    _, c, h, w = images.shape
     r = optics._pad_px(pitch_um)
     size = (_fast_len(h + 2 * r), _fast_len(w + 2 * r))
     pad = (r, size[1] - w - r, r, size[0] - h - r)
