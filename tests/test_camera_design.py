@@ -140,3 +140,24 @@ def test_config_grid_over_two_camera_parameters_and_the_camera_reference():
     a = weakspot.get_degradation(step.name, **step.params)(x, generator=0)
     b = weakspot.get_degradation("exposure")(x, generator=0)
     assert torch.equal(a, b)
+
+
+def test_camera_per_sample_parameters_equal_single_captures(photos):
+    from weakspot.degrade.camera_ops import camera
+    from weakspot.random import keyed_generator
+
+    x = photos[:4, :, :64, :64]
+    exposures = torch.tensor([0.001, 0.0125, 0.001, 0.004])
+    pixels = [2.8, 5.0, 2.8, 8.0]
+
+    def gens():
+        return [keyed_generator(0, f"img{i}", "camera") for i in range(4)]
+
+    batched = camera(x, generator=gens(), exposure_s=exposures, pixel_size_um=pixels, defocus_diopters=0.5)
+    g = gens()
+    for i in range(4):
+        alone = camera(x[i : i + 1], generator=[g[i]], exposure_s=float(exposures[i]), pixel_size_um=pixels[i],
+                       defocus_diopters=0.5)
+        assert torch.equal(batched[i : i + 1], alone), i
+    with pytest.raises(weakspot.errors.InvalidParameterError, match="exposure_s"):
+        camera(x, generator=0, exposure_s=[0.001, 0.002])

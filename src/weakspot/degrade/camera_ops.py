@@ -38,7 +38,7 @@ from weakspot.camera.pipeline import resample_to, to_channels
 from weakspot.camera.scene import DEFAULT_FIELD_WIDTH_MM
 from weakspot.camera.sensor import PIXEL_WELL_DESIGNS
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike
+from weakspot.random import GeneratorLike, as_generators
 
 __all__ = ["pixel_size", "exposure", "defocus", "camera", "camera_from_params", "DEFAULT_CAMERA"]
 
@@ -230,5 +230,31 @@ def camera(images: torch.Tensor, *, generator: GeneratorLike = None, **params) -
     one condition per combination. The full well and the conversion gain refer to the 2.8 µm
     pixel (the ADC spans that well); see :func:`camera_from_params`. Severities 1–5 shorten the
     exposure (1/200 … 1/4000 s) with growing defocus (0 … 2 D).
+
+    Per-sample parameters (calling this function directly): any parameter may be a sequence or
+    1-D tensor of ``B`` values, one per image. Images that share all their values are captured
+    together; with a list of ``B`` per-image generators (what the engine passes) every image's
+    result equals capturing it alone with its own parameters.
     """
-    return _shoot(camera_from_params(**params), images, generator)
+    b = images.shape[0]
+    per_sample = {k: v for k, v in params.items() if isinstance(v, (torch.Tensor, list, tuple))}
+    if not per_sample:
+        return _shoot(camera_from_params(**params), images, generator)
+    for k, v in per_sample.items():
+        if len(v) != b:
+            from weakspot.errors import InvalidParameterError
+
+            raise InvalidParameterError(k, f"{len(v)} values", f"one value or exactly {b} (one per image)")
+    values = {k: [x.item() if isinstance(x, torch.Tensor) else x for x in v] for k, v in per_sample.items()}
+    groups: dict[tuple, list[int]] = {}
+    for i in range(b):
+        groups.setdefault(tuple(values[k][i] for k in values), []).append(i)
+    gens = as_generators(generator, b)
+    out: torch.Tensor | None = None
+    for combo, idx in groups.items():
+        sub_gen = [gens[i] for i in idx] if isinstance(gens, list) else gens
+        res = _shoot(camera_from_params(**{**params, **dict(zip(values, combo))}), images[idx], sub_gen)
+        if out is None:
+            out = res.new_empty((b, *res.shape[1:]))
+        out[idx] = res
+    return out  # type: ignore[return-value]
