@@ -17,7 +17,7 @@ import time
 import torch
 import torchvision
 
-from weakspot.camera import Camera, Optics
+from weakspot.degrade.camera_ops import DEFAULT_CAMERA
 
 
 def _ms(fn) -> float:
@@ -54,7 +54,12 @@ def main() -> None:
         keep_freed_memory()
     dev = torch.device(args.device)
     net = torchvision.models.resnet18().eval().to(dev)
-    cams = {"default (0 D)": Camera(), "defocus 2 D": Camera(optics=Optics(defocus_diopters=2.0))}
+    # the degradations' camera: the scene is 0.6272 mm wide whatever the input size, so a 512² input
+    # is sensed with 224² default pixels (box-integrated), a 224² one 1:1 (the fast path)
+    cams = {"default (0 D)": DEFAULT_CAMERA,
+            "defocus 2 D wave": DEFAULT_CAMERA.replace(defocus_diopters=2.0),
+            "defocus 2 D geom": DEFAULT_CAMERA.replace(defocus_diopters=2.0, defocus_model="geometric"),
+            "pixel 8 µm": DEFAULT_CAMERA.replace(pixel_size_um=8.0)}
     print(f"device={dev} threads={torch.get_num_threads()} batch={args.batch} torch={torch.__version__}")
     print(f"{'size':>5} {'camera':>15} {'camera ms':>10} {'resnet18 ms':>12} {'ratio':>7}")
     for size in args.sizes:

@@ -68,7 +68,7 @@ def test_zero_diopters_leaves_an_edge_sharp_and_defocus_widens_it():
     assert torch.equal(sharp, edge)  # 0 D without diffraction is the identity
     with_diff = Optics(diffraction=True).blur(edge, PITCH)[0, 1, 16].numpy()
     assert edge_width_10_90(with_diff) < 1.5  # the f/2.8 Airy disk is sub-pixel at 2.8 µm
-    widths = [edge_width_10_90(Optics(defocus_diopters=d, diffraction=False).blur(edge, PITCH)[0, 1, 16].numpy())
+    widths = [edge_width_10_90(Optics(defocus_diopters=d, defocus_model="geometric").blur(edge, PITCH)[0, 1, 16].numpy())
               for d in (1.0, 2.0, 4.0)]
     # a uniform disk of radius ρ: the fraction of its area left of x is
     # F(x) = ½ + (u√(1−u²) + asin u)/π with u = x/ρ, so the 10–90 % width is 2·u₉₀·ρ

@@ -207,8 +207,10 @@ def test_bad_inputs_and_parameters_give_clear_errors():
         weakspot.get_degradation("exposure", exposure_s=-1)
     with pytest.raises(InvalidParameterError, match="defocus_diopters"):
         weakspot.get_degradation("defocus", defocus_diopters=-2)
-    with pytest.raises(InvalidParameterError, match="pixel_size_um"):
-        weakspot.get_degradation("pixel_size", pixel_size_um=80.0)(torch.rand(1, 3, 16, 16))
+    with pytest.raises(InvalidParameterError, match="pixel_size_um"):  # above the registered range
+        weakspot.get_degradation("pixel_size", pixel_size_um=200.0)
+    with pytest.raises(InvalidParameterError, match="pixel_size_um"):  # larger than a 0.05 mm wide sensor
+        weakspot.get_degradation("camera", pixel_size_um=80.0, field_width_mm=0.05)(torch.rand(1, 3, 16, 16))
 
 
 def test_cli_degrade_with_camera_op_and_bad_parameter(tmp_path, photo_uint8):

@@ -15,14 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from weakspot._checks import check_images
-from weakspot.camera.optics import blur_circle_diameter_um
+from weakspot.camera.optics import defocus_w20_um
 from weakspot.errors import InvalidParameterError
 
 __all__ = ["camera_contact_sheet", "DEFAULT_SWEEPS"]
 
 #: Rows of the sheet: (title, degradation name, swept parameter, values, fixed parameters).
 DEFAULT_SWEEPS: tuple[tuple[str, str, str, tuple[float, ...], dict], ...] = (
-    ("Pixel size (fixed sensor)", "pixel_size", "pixel_size_um", (2.8, 5.0, 8.0, 11.0), {}),
+    ("Pixel size, fixed well\n(brighter, clips)", "pixel_size", "pixel_size_um", (2.8, 5.0, 8.0, 11.0), {}),
+    ("Pixel size, well ∝ area", "pixel_size", "pixel_size_um", (2.8, 5.0, 8.0, 11.0), {"well": "area"}),
     ("Exposure time", "exposure", "exposure_s", (0.0125, 0.0025, 0.001, 0.00025), {}),
     ("Exposure + auto-ISO gain", "exposure", "exposure_s", (0.0125, 0.0025, 0.001, 0.00025), {"iso_gain": True}),
     ("Defocus (6 mm f/2.8)", "defocus", "defocus_diopters", (0.0, 1.0, 2.0, 4.0), {}),
@@ -33,7 +34,7 @@ def _label(param: str, value: float, size: int) -> str:
     from weakspot.degrade.camera_ops import DEFAULT_CAMERA
 
     if param == "pixel_size_um":
-        n = int(size * DEFAULT_CAMERA.scene.sample_pitch_um / value + 1e-9)
+        n = int(DEFAULT_CAMERA.scene.pitch_um(size) * size / value + 1e-9)
         return f"{value:g} µm  ({n}×{n} px)"
     if param == "exposure_s":
         stops = torch.log2(torch.tensor(DEFAULT_CAMERA.sensor.exposure_s / value)).item()
@@ -41,8 +42,8 @@ def _label(param: str, value: float, size: int) -> str:
         return f"1/{round(1 / value):d} s  ({ev})"
     if param == "defocus_diopters":
         o = DEFAULT_CAMERA.optics
-        b = blur_circle_diameter_um(o.focal_length_mm, o.f_number, value) / DEFAULT_CAMERA.scene.sample_pitch_um
-        return f"{value:g} D  (blur ⌀ {b:.1f} px)" if value else "0 D  (in focus)"
+        w = defocus_w20_um(o.focal_length_mm, o.f_number, value) / 0.55  # w20 in waves at 550 nm
+        return f"{value:g} D  ({w:.1f} waves)" if value else "0 D  (in focus)"
     return f"{param}={value:g}"
 
 
@@ -67,7 +68,8 @@ def camera_contact_sheet(
     title: str | None = "weakspot camera simulator — one photo through the physical camera",
     dpi: int = 110,
 ) -> Path:
-    """Write a PNG grid: one row per sweep (pixel size, exposure, exposure with auto-ISO, defocus).
+    """Write a PNG grid: one row per sweep (pixel size with the fixed and the area-scaled well,
+    exposure, exposure with auto-ISO, defocus).
 
     Args:
         image: one photo ``(3, H, W)`` (or ``(1, H, W)``) float in [0, 1]; it is centre-cropped

@@ -74,7 +74,7 @@ class Capture:
 
     @property
     def sample_pitch_um(self) -> float:
-        return self.camera.scene.sample_pitch_um
+        return self.camera.scene.pitch_um(self.srgb.shape[-1])
 
     @property
     def sensor_shape(self) -> tuple[int, int]:
@@ -173,8 +173,8 @@ class Camera:
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         gens = as_generators(generator, images.shape[0])
-        pitch = self.scene.sample_pitch_um
         h, w = images.shape[-2:]
+        pitch = self.scene.pitch_um(w)
         self.sensor.grid(h, w, pitch)  # fail early on impossible geometry
         psf = self.optics.psf(pitch, images.device, images.dtype)
         area = self.sensor.uniform_sampling_area(h, w, pitch)

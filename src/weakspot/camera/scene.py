@@ -38,7 +38,11 @@ __all__ = [
     "PHOTONS_PER_LUX",
     "REC709_LUMA",
     "scene_luminance",
+    "DEFAULT_FIELD_WIDTH_MM",
 ]
+
+#: Width (mm) of the scene's optical image used by the camera degradations: 224 pixels of 2.8 µm.
+DEFAULT_FIELD_WIDTH_MM = 0.6272
 
 #: (low, high) wavelength of the R, G, B bands in nm.
 BAND_EDGES_NM: tuple[tuple[float, float], ...] = ((600.0, 700.0), (500.0, 600.0), (400.0, 500.0))
@@ -145,17 +149,32 @@ class Scene:
         mid_grey: linear luminance of the "typical photo" anchor (0.18, photographic mid-grey).
         per_image_mean: scale every image to ``mean_luminance_cd_m2`` (ISETCam behaviour)
             instead of using one scale for all images.
-        sample_pitch_um: size of one input pixel projected on the sensor plane, in µm.
-            The default (2.8 µm) equals the default pixel, so the default sensor samples
-            the photo 1:1.
+        sample_pitch_um: size of one input pixel projected on the sensor plane, in µm, used
+            when ``field_width_mm`` is ``None``. The default (2.8 µm) equals the default pixel,
+            so the default sensor samples the photo 1:1 whatever its resolution.
+        field_width_mm: width of the photo's optical image on the sensor plane in mm, or
+            ``None``. When set, an input ``W`` pixels wide is sampled at
+            ``field_width_mm · 1000 / W`` µm per input pixel, so a pixel size means the same
+            sampling of the scene at any input resolution (a 224² and a 448² copy of a photo
+            give the same sensor). :data:`DEFAULT_FIELD_WIDTH_MM` (0.6272 mm = 224 default
+            pixels of 2.8 µm) is what the registered camera degradations use.
     """
 
     mean_luminance_cd_m2: float = 100.0
     mid_grey: float = 0.18
     per_image_mean: bool = False
     sample_pitch_um: float = 2.8
+    field_width_mm: float | None = None
+
+    def pitch_um(self, width_px: int) -> float:
+        """µm per input pixel on the sensor plane for an input ``width_px`` pixels wide."""
+        if self.field_width_mm is None:
+            return float(self.sample_pitch_um)
+        return float(self.field_width_mm) * 1000.0 / int(width_px)
 
     def __post_init__(self) -> None:
+        if self.field_width_mm is not None:
+            check_range("field_width_mm", self.field_width_mm, 0.0, 1e3, low_inclusive=False, unit="mm")
         check_range("mean_luminance_cd_m2", self.mean_luminance_cd_m2, 0.0, 1e7, unit="cd/m²")
         check_range("mid_grey", self.mid_grey, 0.0, 1.0, low_inclusive=False)
         check_range("sample_pitch_um", self.sample_pitch_um, 0.0, 1e4, low_inclusive=False, unit="µm")

@@ -40,12 +40,16 @@ from weakspot.random import GeneratorLike, as_generators, keyed_generator, poiss
 
 __all__ = [
     "Sensor",
+    "PIXEL_WELL_DESIGNS",
     "aperture_matrix",
     "bayer_masks",
     "mosaic",
     "shot_noise",
     "straight_through",
 ]
+
+#: How the well changes with the pixel size in :meth:`Sensor.scaled_to_pixel`.
+PIXEL_WELL_DESIGNS = ("fixed", "area")
 
 _CFA_PATTERNS = {"RGGB": "RGGB", "BGGR": "BGGR", "GRBG": "GRBG", "GBRG": "GBRG"}
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
@@ -158,14 +162,22 @@ class Sensor:
         """DN of a full well (or the ADC maximum if that is lower)."""
         return min(self.black_level_dn + self.full_well_e * self.conversion_gain, float(self.adc_max_dn))
 
-    def scaled_to_pixel(self, pixel_size_um: float) -> "Sensor":
-        """The same sensor design at another pixel pitch.
+    def scaled_to_pixel(self, pixel_size_um: float, well: str = "fixed") -> "Sensor":
+        """The same sensor design at another pixel pitch (fill factor kept constant).
 
-        Fill factor is constant, the well capacity scales with the pixel area (constant
-        charge density per µm²) and the conversion gain inversely with it, so the ADC
-        still spans the full well. Read noise, QE and dark current per pixel are kept.
+        ``well="fixed"`` (default; ISETCam's ``'size constant fill factor'``): the voltage swing
+        and conversion gain are kept, so the well capacity stays ``full_well_e``; a larger pixel
+        collects light ∝ its area into the same well, so at the same exposure the picture
+        brightens by the area ratio and clips, channel by channel. ``well="area"``: constant
+        charge density, the well scales with the area and the conversion gain inversely, so the
+        ADC still spans the full well and brightness is unchanged. Read noise, QE and dark
+        current per pixel are kept in both designs.
         """
         check_range("pixel_size_um", pixel_size_um, 0.0, 1e4, low_inclusive=False, unit="µm")
+        if well not in PIXEL_WELL_DESIGNS:
+            raise InvalidParameterError("well", well, "'fixed' (ISETCam, constant well) or 'area' (well ∝ pixel area)")
+        if well == "fixed":
+            return replace(self, pixel_size_um=float(pixel_size_um))
         a = (pixel_size_um / self.pixel_size_um) ** 2
         return replace(
             self, pixel_size_um=float(pixel_size_um), full_well_e=self.full_well_e * a,

@@ -252,6 +252,10 @@ def _axis_of(spec, params: dict[str, Any], grid_keys: list[str]) -> tuple[str | 
 def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tuple[list[Condition], list[str]]:
     """Expand sweep entries into validated conditions (the clean condition is not included).
 
+    When any condition is in the ``camera`` family, a ``camera_reference`` condition is
+    appended: the registered ``camera`` degradation at its defaults (the default camera,
+    nothing changed), so camera conditions can be compared with the camera itself.
+
     Returns ``(conditions, skipped)`` where ``skipped`` names unregistered degradations
     that were left out (only with ``skip_unknown``). Raises :class:`ConfigError` /
     :class:`~weakspot.errors.WeakspotError` naming the entry for unknown names, bad
@@ -322,6 +326,11 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
             if isinstance(exc, ConfigError) and str(exc).startswith(where):
                 raise
             raise ConfigError(f"{where}: {exc}") from None
+    camera_reference = "camera_reference"
+    if any(c.family == "camera" for c in out) and not any(c.condition_id == camera_reference for c in out):
+        # the default camera, nothing changed: what every camera condition is compared with
+        ref = Step(name="camera", params=get_spec("camera").resolve(None))
+        out.append(Condition(condition_id=camera_reference, steps=(ref,), family="camera"))
     seen: dict[str, int] = {}
     for c in out:
         if c.condition_id == "clean":
