@@ -175,12 +175,14 @@ def test_breaking_points_from_store(synth, analysis):
 def test_findings_are_generated_from_the_numbers(analysis):
     f = analysis.findings
     assert set(f.kind) >= {"overview", "collapse", "confusion", "caveat"}
-    col = f[(f.kind == "collapse") & (f.degradation == "gaussian_blur")].text.iloc[0]
+    col = f[(f.kind == "collapse") & (f.degradation == "gaussian_blur")].iloc[0]
     d = analysis.damage
-    last = d[(d.degradation == "gaussian_blur") & (d["class"] == 5)].sort_values("order").iloc[-1]
-    assert col.startswith("gaussian_blur: c5 collapses at ")
-    assert f"p {last.p_clean:.2f} →" in col and "mostly into tiger" in col
-    assert "noisy" in f[f.kind == "caveat"].text.iloc[0]
+    # the most sensitive latent class (5) loses its accuracy first; the sentence names top-1 accuracy
+    row = d[(d.condition_id == col.condition_id) & (d["class"] == 5)].iloc[0]
+    assert col.text.startswith("gaussian_blur: c5 collapses ") and col["class"] == 5
+    assert f"top-1 accuracy {row.acc_clean:.2f} on clean → {row.acc:.2f} at {row.level} (n = 10)" in col.text
+    assert "mostly into tiger" in col.text and "p " not in col.text  # one metric per sentence
+    assert "noisy" in f[f.kind == "caveat"].text.iloc[-1]
 
 
 def test_imagenet_mce_uses_alexnet_and_baseline_runs(tmp_path):
