@@ -11,6 +11,7 @@ or a loaded :class:`RunData` and returns a pandas DataFrame::
     A.confusion_auc(run)                     # AUC-vs-level of the most confused pairs
     A.breaking_points(run)                   # where each class loses half its accuracy
     A.findings(run)                          # plain-language findings
+    A.what_broke(run)                        # ranked: degradation, level, effect, significance, classes
     a = A.analyze(run)                       # everything at once (what the report uses)
 """
 
@@ -28,6 +29,7 @@ from weakspot.analysis.accuracy import (
     corruption_errors,
     mean_corruption_error,
 )
+from weakspot.analysis.broke import what_broke
 from weakspot.analysis.breaking import ALL_CLASSES, breaking_point, breaking_points
 from weakspot.analysis.confusion import confusion_auc, flip_matrix, flips, top_confused_pairs
 from weakspot.analysis.damage import class_damage, damage_matrix, degradation_damage, image_damage, rank_classes
@@ -59,6 +61,7 @@ __all__ = [
     "breaking_points",
     "ALL_CLASSES",
     "findings",
+    "what_broke",
     "bootstrap_mean_ci",
     "MIN_IMAGES_FOR_CLAIM",
     "CAMERA_REFERENCE",
@@ -87,6 +90,7 @@ class Analysis:
     findings: pd.DataFrame = field(default_factory=pd.DataFrame)
     baseline: str | None = None
     min_per_class: int = MIN_IMAGES_FOR_CLAIM
+    broke: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def analyze(store: StoreLike, *, baseline: StoreLike | None = None, n_boot: int = 1000, seed: int = 0,
@@ -118,5 +122,6 @@ def analyze(store: StoreLike, *, baseline: StoreLike | None = None, n_boot: int 
         baseline=None if baseline is None else str(getattr(baseline, "root", baseline)),
         min_per_class=int(min_per_class),
     )
+    a.broke = what_broke(run, a.accuracy)
     a.findings = findings(a)
     return a
