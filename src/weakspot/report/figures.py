@@ -192,15 +192,15 @@ def flip_matrix_figure(m: pd.DataFrame, title: str):
     diag = np.full_like(vals, np.nan)
     np.fill_diagonal(diag, 1.0)
     ax.imshow(diag, cmap="Greys", vmin=0, vmax=4, alpha=0.6)
-    labels = [mpl_text(c)[:22] for c in m.index]
-    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set_xlabel("degraded top-1", fontsize=8)
-    ax.set_ylabel("clean top-1", fontsize=8)
+    labels = [mpl_text(c)[:18] for c in m.index]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(n), labels, fontsize=9)
+    ax.set_xlabel("degraded top-1", fontsize=9)
+    ax.set_ylabel("clean top-1", fontsize=9)
     if n <= 16:
         for (r, c), v in np.ndenumerate(vals):
             if v > 0:
-                ax.text(c, r, f"{int(v)}", ha="center", va="center", fontsize=7,
+                ax.text(c, r, f"{int(v)}", ha="center", va="center", fontsize=8,
                         color="white" if r != c and v > 0.6 * np.nanmax(off) else "black")
     ax.set_title(mpl_text(title), fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("images", fontsize=8)

@@ -42,13 +42,21 @@ def _pts(v) -> str:
     """A difference of proportions in percentage points: ``'−42 pts'``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
-    return f"{100 * v:+.0f} pts".replace("-", "−")
+    pts = 100 * v
+    return (f"{pts:+.0f} pts" if abs(pts) >= 9.5 or pts == 0 else f"{pts:+.1f} pts").replace("-", "−")
 
 
 def _pval(p) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "—"
     return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def _md_text(text) -> str:
+    """Plain text for the Markdown report: markup in names escaped (Markdown renders raw HTML)."""
+    import html as _html
+
+    return _html.escape(str(text), quote=False)
 
 
 def _metric_words(labelled: bool) -> str:
@@ -143,7 +151,7 @@ def render_overview(ctx: ReportContext) -> SectionOutput:
                  "<code>weakspot run</code> with the same --out resumes it.</p>")
     items = "".join(f'<li><span class="tag">{esc(r.kind)}</span>{esc(r.text)}</li>' for r in a.findings.itertuples())
     html += f'<h3>Findings</h3><ul class="findings">{items or "<li>No degradation changed a prediction.</li>"}</ul>'
-    md = "\n".join(f"- **{r.kind}**: {r.text}" for r in a.findings.itertuples())
+    md = "\n".join(f"- **{r.kind}**: {_md_text(r.text)}" for r in a.findings.itertuples())
     return SectionOutput(html, {"kpis": kpis}, md)
 
 
@@ -300,7 +308,7 @@ def render_classes(ctx: ReportContext) -> SectionOutput | None:
                 "instead:")
         h, m, recs = _per_image(ctx)
         summ.update(note=note, per_image=recs)
-        return SectionOutput(f'<p class="note bad">{esc(note)}</p>{h}', summ, note + "\n\n" + m)
+        return SectionOutput(f'<p class="note bad">{esc(note)}</p>{h}', summ, _md_text(note) + "\n\n" + m)
     note = NOISY_NOTE.format(n=per_class)
     if len(small):
         names = ", ".join(f"{a.run.class_name(k)} (n = {int(v)})" for k, v in small.head(8).items())
@@ -310,7 +318,7 @@ def render_classes(ctx: ReportContext) -> SectionOutput | None:
     worst_ci = a.damage.sort_values("mean_drop").groupby(["degradation", "class"]).tail(1).set_index(
         ["degradation", "class"])
     parts = [f'<p class="note">{esc(note)}</p>']
-    md = [note, ""]
+    md = [_md_text(note), ""]
     summ["note"] = note
     cols = {"class_name": "class", "n": "images", "mean_z": "mean z", "mean_drop": "mean drop",
             "acc_drop": "accuracy drop", "worst": "worst level: drop [95% CI]"}
@@ -379,8 +387,8 @@ def render_examples(ctx: ReportContext) -> SectionOutput | None:
         for tag, png in (("clean", pair[0]), ("degraded", pair[1])):
             atomic_write_bytes(ctx.out_dir / f"figures/example-{i}-{tag}.png", png)
         md.append(f"| ![clean](figures/example-{i}-clean.png) | ![degraded](figures/example-{i}-degraded.png) | "
-                  f"{p.degradation} at {p.level}: {c_name} p {_p(p.p_clean)} → {n_name} p {_p(float(r.top1_prob))} "
-                  f"({c_name} {_p(p.p_degraded)}) |")
+                  + _md_text(f"{p.degradation} at {p.level}: {c_name} p {_p(p.p_clean)} → {n_name} p "
+                             f"{_p(float(r.top1_prob))} ({c_name} {_p(p.p_degraded)})").replace("|", "\\|") + " |")
         summ.append({"image_id": str(img_id), "degradation": p.degradation, "condition_id": p.condition_id,
                      "level": p.level, "clean_class": c_name, "p_clean": float(p.p_clean), "degraded_class": n_name,
                      "p_degraded_top1": float(r.top1_prob), "p_degraded_clean_class": float(p.p_degraded)})
