@@ -349,6 +349,8 @@ img.fig{max-width:100%;height:auto;border-radius:6px}.note{color:var(--mute);fon
 .ex img{width:100%;image-rendering:auto;border-radius:4px;background:#eee}.ex figcaption{font-size:12px;line-height:1.3}
 .ex .deg{font-size:12px;color:var(--mute);margin-bottom:4px}.bad{color:var(--bad)}.good{color:var(--good)}
 details summary{cursor:pointer;color:var(--acc);font-size:14px;margin:10px 0 4px}
+table.broke td:nth-child(4),table.broke td:nth-child(5),table.broke td:nth-child(6){white-space:nowrap}
+table.broke tr.sig td:nth-child(2){font-weight:600}
 """
 
 
