@@ -158,6 +158,12 @@ def test_axes_point_to_more_damage_and_breaking_signs_follow(tmp_path):
     assert _label(np.nan, "not_reached", 3.0, False, "sigma_px", "px", 1) == "not reached (> 3 px)"
     bp = a.breaking[a.breaking.degradation == "exposure"]
     assert not bp.label.str.contains(">").any()
+    # the page: camera rows are tested against the reference too
+    html = write_report(tmp_path / "exp", tmp_path / "r", analysis=a, max_examples=0).read_text()
+    assert "vs camera reference" in html and "effect vs camera reference" in html
+    s = json.loads((tmp_path / "r/summary.json").read_text())
+    row = [r for r in s["sections"]["what_broke"]["rows"] if r["degradation"] == "exposure"][0]
+    assert row["effect_vs_reference"] is not None and row["effect_vs_reference"] >= row["effect"]
 
 
 def test_title_uses_the_config_name(tmp_path):

@@ -198,6 +198,11 @@ def render_accuracy(ctx: ReportContext) -> SectionOutput | None:
     cols = {"degradation": "degradation", "level": "level", "n": "images", metric: "top-1" if run.labelled
             else "agreement", "ci": "95% CI", "vs_clean": "vs clean [95% CI]", "p_vs_clean_holm": "p (Holm)",
             "real": "real drop?"}
+    if "diff_vs_reference" in t:
+        t["vs_ref"] = ["" if d != d else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}] (p {_pval(p)})"
+                       for d, lo, hi, p in zip(t.diff_vs_reference, t.diff_vs_reference_lo, t.diff_vs_reference_hi,
+                                               t.p_vs_reference_holm)]
+        cols["vs_ref"] = "vs camera reference [95% CI] (Holm p)"
     if run.labelled:
         cols.update({"top5": "top-5", "agreement": "agreement"})
     cols["mean_p_clean_class"] = "mean p(clean class)"
