@@ -94,6 +94,7 @@ def test_per_class_claims_need_min_per_class_images(tmp_path):
     assert a.min_per_class == A.MIN_IMAGES_FOR_CLAIM == 5
     d = a.damage
     assert not d.claim.any() and d.rank_z.isna().all() and d.mean_drop_lo.isna().all() and d.acc_lo.isna().all()
+    assert d.mean_z.isna().all() and d.mean_drop.notna().all()  # observations stay, claims go
     assert A.rank_classes(a.damage_by_degradation) == {}
     assert (a.findings.kind != "collapse").all()
     assert "cannot support per-class claims" in " ".join(a.findings.text)

@@ -59,7 +59,7 @@ def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed:
     ``acc`` is top-1 accuracy for labelled images and agreement with the clean top-1
     for unlabelled ones, ``acc_lo``/``acc_hi`` its Wilson interval; ranks are 1 = most
     affected within the condition. ``claim`` is ``n >= min_images``; classes without it have
-    NaN intervals and ranks (they are listed, never ranked).
+    NaN class z-score, intervals and ranks (they are listed with their n, never ranked).
     """
     run = load_run(store)
     im = image_damage(run)
@@ -96,7 +96,7 @@ def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed:
     out["mean_z_lo"] = np.where(sd > 0, (out["mean_drop_lo"] - mu) / safe, 0.0)
     out["mean_z_hi"] = np.where(sd > 0, (out["mean_drop_hi"] - mu) / safe, 0.0)
     no = ~out["claim"]
-    out.loc[no, ["mean_drop_lo", "mean_drop_hi", "mean_z_lo", "mean_z_hi", "acc_lo", "acc_hi"]] = np.nan
+    out.loc[no, ["mean_z", "mean_drop_lo", "mean_drop_hi", "mean_z_lo", "mean_z_hi", "acc_lo", "acc_hi"]] = np.nan
     _rank(out, "condition_id")
     meta = run.conditions.set_index("condition_id")
     for c in ("degradation", "family", "level", "x", "order"):

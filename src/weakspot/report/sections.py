@@ -462,7 +462,7 @@ def render_confusion(ctx: ReportContext) -> SectionOutput | None:
     if fm_figs:
         parts.append("<h3>Flip matrices at the strongest level (clean top-1 → degraded top-1; grey = unchanged)"
                      f"</h3><p class=\"note\">Only classes with at least {min_flips} flips in or out, at most 10."
-                     f"</p><div class='grid3'>{''.join(fm_figs)}</div>")
+                     f"</p><div class='two'>{''.join(fm_figs)}</div>")
     auc = a.auc
     reason = auc.attrs.get("reason", "")
     figs = []
@@ -496,15 +496,27 @@ def render_confusion(ctx: ReportContext) -> SectionOutput | None:
 
 
 # ---------------------------------------------------------------- breaking points
-def _worst_first(b: pd.DataFrame) -> pd.DataFrame:
-    """Breaking-point rows, those that break earliest (or are furthest down at the strongest level)
-    first."""
+def _worst_first(b: pd.DataFrame, run) -> pd.DataFrame:
+    """Breaking-point rows, those that break earliest along their axis first (the position of the
+    break between the levels, 0 = clean/mildest, 1 = strongest), then those furthest down at the
+    strongest level."""
     b = b.copy()
-    b["_s"] = b.status.map({"before_first_level": 0, "interpolated": 1, "not_reached": 2}).fillna(3)
+    pos = np.full(len(b), np.inf)
+    levels = {deg: g.sort_values("order") for deg, g in run.degraded.groupby("degradation")}
+    for i, (deg, x, st, cx, d) in enumerate(zip(b.degradation, b.breaking_x, b.status, b.clean_x,
+                                                  b.get("direction", pd.Series(1, index=b.index)))):
+        g = levels.get(deg)
+        if g is None or st not in ("interpolated", "before_first_level") or x != x:
+            continue
+        xs = (int(d) * g.x.to_numpy(float)).tolist()
+        steps = list(range(1, len(xs) + 1))
+        if cx is not None and cx == cx:
+            xs, steps = [int(d) * float(cx)] + xs, [0] + steps
+        pos[i] = float(np.interp(int(d) * float(x), xs, steps)) / len(g)
+    b["_pos"] = pos
     with np.errstate(invalid="ignore", divide="ignore"):
         b["_rel"] = np.where(b.clean_value > 0, b.final_value / b.clean_value, np.inf)
-    # position of the break along the axis (0 = mildest), comparable across degradations
-    return b.sort_values(["_s", "_rel", "degradation", "class"], kind="stable").drop(columns=["_s", "_rel"])
+    return b.sort_values(["_pos", "_rel", "degradation", "class"], kind="stable").drop(columns=["_pos", "_rel"])
 
 
 def render_breaking(ctx: ReportContext) -> SectionOutput | None:
@@ -514,9 +526,9 @@ def render_breaking(ctx: ReportContext) -> SectionOutput | None:
         return None
     mpc = int(getattr(a, "min_per_class", 5))
     metric = _metric_words(run.labelled)
-    pooled = _worst_first(b[b["class"] == -1])
+    pooled = _worst_first(b[b["class"] == -1], run)
     per = b[(b["class"] != -1) & (b.n >= mpc) & b.status.isin(["interpolated", "before_first_level"])]
-    per = _worst_first(per)
+    per = _worst_first(per, run)
     cols = {"degradation": "degradation", "label": "half lost at", "clean_value": "clean",
             "final_value": "at strongest", "final_level": "strongest level"}
     fm = {"clean_value": _f, "final_value": _f}
@@ -544,7 +556,7 @@ def render_breaking(ctx: ReportContext) -> SectionOutput | None:
     html.append(f'<p class="note">{n_not} class × degradation combination(s) never fell to half.</p>')
     bp = a.breaking_p
     if not bp.empty:
-        tp, mp = ctx.table(_worst_first(bp[bp["class"] == -1]), cols, {"clean_value": _p, "final_value": _p})
+        tp, mp = ctx.table(_worst_first(bp[bp["class"] == -1], run), cols, {"clean_value": _p, "final_value": _p})
         html.append("<details><summary>Mean probability of the clean class (a second, continuous metric): "
                     f"where it halves</summary>{tp}</details>")
         md.append(mp)
