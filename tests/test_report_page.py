@@ -61,18 +61,27 @@ def test_write_report_from_a_fresh_python_includes_every_registered_section(tmp_
 
 
 def test_every_class_name_is_escaped_everywhere(tmp_path):
-    names = [MARKUP.format(i) for i in range(6)]
-    make_store(tmp_path / "run", class_names=names, per_class=10)
-    p = write_report(tmp_path / "run", tmp_path / "r", n_boot=30)
+    from weakspot.data import open_dataset
+
+    # 20 real photos (foolbox's ImageNet samples) so that the examples (captions) render too
+    ids = open_dataset(kind="foolbox", subset="imagenet").image_ids
+    names = [MARKUP.format(i) for i in range(5)]
+    make_store(tmp_path / "run", n_classes=5, per_class=4, class_names=names, image_ids=ids,
+               manifest={"seed": 1, "model": {"name": "m"},
+                         "config": {"name": MARKUP.format("name"),
+                                    "data": [{"kind": "foolbox", "subset": "imagenet"}]}})
+    p = write_report(tmp_path / "run", tmp_path / "r", n_boot=30, min_per_class=4)
     html = p.read_text()
-    for i in range(6):
+    s = json.loads((tmp_path / "r/summary.json").read_text())
+    assert s["sections"]["examples"]["examples"] and s["sections"]["classes"]["degradations"]
+    assert 'class="ex"' in html and "most affected:" in html
+    for i in list(range(5)) + ["name"]:
         assert f"<b>x{i}</b>" not in html, i
     assert '&"\'' not in html and "</b>&" not in html
-    assert "&lt;b&gt;x5&lt;/b&gt;&amp;&quot;&#x27;" in html  # the name is there, escaped
+    assert "&lt;b&gt;x4&lt;/b&gt;&amp;&quot;&#x27;" in html  # the name is there, escaped
     md = (tmp_path / "r/report.md").read_text()
-    assert not any(f"<b>x{i}</b>" in md for i in range(6))  # Markdown renders raw HTML too
-    s = json.loads((tmp_path / "r/summary.json").read_text())
-    assert json.dumps(names[5], ensure_ascii=False)[1:-1] in json.dumps(s, ensure_ascii=False)  # raw in JSON
+    assert not any(f"<b>x{i}</b>" in md for i in range(5))  # Markdown renders raw HTML too
+    assert json.dumps(names[4], ensure_ascii=False)[1:-1] in json.dumps(s, ensure_ascii=False)  # raw in JSON
 
 
 def test_what_broke_and_significance_as_printed(tmp_path):
