@@ -29,12 +29,24 @@ from weakspot.analysis.accuracy import (
     corruption_errors,
     mean_corruption_error,
 )
-from weakspot.analysis.broke import what_broke
 from weakspot.analysis.breaking import ALL_CLASSES, breaking_point, breaking_points
+from weakspot.analysis.broke import what_broke
 from weakspot.analysis.confusion import confusion_auc, flip_matrix, flips, top_confused_pairs
-from weakspot.analysis.damage import class_damage, damage_matrix, degradation_damage, image_damage, rank_classes
+from weakspot.analysis.damage import (
+    class_damage,
+    damage_matrix,
+    degradation_damage,
+    image_damage,
+    rank_classes,
+)
 from weakspot.analysis.findings import findings
-from weakspot.analysis.paired import MIN_IMAGES_FOR_CLAIM, compare_paired, holm, mcnemar_exact, wilson_interval
+from weakspot.analysis.paired import (
+    MIN_IMAGES_FOR_CLAIM,
+    compare_paired,
+    holm,
+    mcnemar_exact,
+    wilson_interval,
+)
 from weakspot.analysis.stats import bootstrap_mean_ci
 
 __all__ = [
