@@ -71,7 +71,8 @@ def render_what_broke(ctx: ReportContext) -> SectionOutput | None:
     if b is None or b.empty:
         return None
     has_ref = b["effect_vs_reference"].notna().any()
-    head = ["#", "degradation", "worst level", "value", "effect vs clean [95% CI]", "real drop?", "from level",
+    value_h = "top-1: clean → there" if run.labelled else "agreement: clean → there"
+    head = ["#", "degradation", "worst level", value_h, "effect vs clean [95% CI]", "real drop?", "from level",
             "classes that carry it"] + (["effect vs camera reference [95% CI]"] if has_ref else [])
     body, md = [], ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in b.itertuples():
