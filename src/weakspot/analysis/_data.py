@@ -11,7 +11,9 @@ table and with the clean prediction of the same image, so that each row carries
 * ``agree`` – degraded top-1 equals clean top-1;
 * ``hit`` – top-1 correct for labelled images, ``agree`` for unlabelled ones;
 * ``x`` – the level on the degradation's x-axis (``axis_value`` in
-  ``axis_unit``, else the severity), and ``order`` – mild → severe rank.
+  ``axis_unit``, else the severity), ``order`` – mild → severe rank, and (in
+  ``conditions``) ``direction`` – +1 when larger x is more damage, −1 when smaller x is
+  (shorter exposure, lower JPEG quality: read from the degradation registry's severity table).
 
 Analyses never call a model: everything here comes from the results store.
 """
@@ -30,7 +32,11 @@ import pandas as pd
 from weakspot.errors import DataError
 from weakspot.evaluate.store import CLEAN, ResultsStore
 
-__all__ = ["RunData", "StoreLike", "load_run", "level_label"]
+__all__ = ["RunData", "StoreLike", "load_run", "level_label", "CAMERA_REFERENCE"]
+
+#: the condition id of the camera's reference rendering (the camera pipeline at its neutral
+#: setting); it is a reference like clean, not a degradation level
+CAMERA_REFERENCE = "camera_reference"
 
 
 def _missing(v) -> bool:
@@ -102,8 +108,18 @@ class RunData:
     @cached_property
     def degraded(self) -> pd.DataFrame:
         """Conditions other than clean, ordered by degradation then mild → severe."""
-        c = self.conditions[self.conditions.condition_id != CLEAN]
+        c = self.conditions[~self.conditions.condition_id.isin([CLEAN, CAMERA_REFERENCE])]
         return c.sort_values(["degradation", "order"], kind="stable").reset_index(drop=True)
+
+    @property
+    def has_camera_reference(self) -> bool:
+        """True when the run has the ``camera_reference`` condition (camera runs)."""
+        return CAMERA_REFERENCE in set(self.conditions.condition_id)
+
+    @cached_property
+    def degraded_rows(self) -> pd.DataFrame:
+        """The prediction rows of the degraded conditions (neither clean nor a reference)."""
+        return self.rows[self.rows.condition_id.isin(set(self.degraded.condition_id))]
 
     @property
     def degradations(self) -> list[str]:
@@ -169,12 +185,14 @@ def load_run(store: StoreLike) -> RunData:
     sev = conds["severity"].astype(float)
     conds.loc[conds["x"].isna(), "x"] = sev[conds["x"].isna()]
     conds["order"] = np.nan
+    conds["direction"] = 1
     for deg, g in conds[conds.condition_id != CLEAN].groupby("degradation", sort=False):
         if g["severity"].notna().all():
             key = g["severity"].astype(float)
         else:
             d = _direction(deg, g["axis"].dropna().iloc[0] if g["axis"].notna().any() else None, g["x"].to_numpy())
             key = d * g["x"].fillna(0.0)
+            conds.loc[g.index, "direction"] = d
         conds.loc[g.index, "order"] = key.rank(method="first").astype(int)
     conds.loc[conds.condition_id == CLEAN, ["order", "x"]] = [0, np.nan]
     conds["level"] = [

@@ -76,18 +76,21 @@ def _neutral_x(degradation: str, axis, uses_severity: bool, xs: np.ndarray) -> f
     return None
 
 
-def _label(x: float, status: str, last: float, uses_sev: bool, axis: str, unit: str) -> str:
+def _label(x: float, status: str, last: float, uses_sev: bool, axis: str, unit: str, direction: int = 1) -> str:
+    """``'2.5 D'``; before the first level ``'≤ 5 µm'`` (``'≥ 0.005 s'`` when smaller is worse);
+    not reached ``'not reached (> 4 D)'`` (``'(< 0.0002 s)'``): signs follow the damage direction."""
     def one(v: float) -> str:
         if uses_sev:
             return f"sev {v:.2g}"
         return f"{v:.3g} {unit}" if unit else f"{axis}={v:.3g}"
 
+    milder, worse = ("≤", ">") if direction >= 0 else ("≥", "<")
     if status == "interpolated":
         return one(x)
     if status == "before_first_level":
-        return f"≤ {one(x)}"
+        return f"{milder} {one(x)}"
     if status == "not_reached":
-        return f"not reached (> {one(last)})"
+        return f"not reached ({worse} {one(last)})"
     return "—"
 
 
@@ -98,9 +101,12 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
     ``metric``: ``'accuracy'`` (top-1 accuracy; agreement with the clean top-1 for
     unlabelled images) or ``'p_clean'`` (mean probability of the clean top-1 class).
 
-    Columns: ``degradation, family, axis, axis_unit, class, class_name, metric, clean_value,
-    threshold, breaking_x, status, label, final_value, final_level, clean_x``. ``label`` reads
-    e.g. ``'2.5 D'``, ``'≤ 5 µm'`` (before the first level) or ``'> 4 D'`` (not reached).
+    Columns: ``degradation, family, axis, axis_unit, direction, class, class_name, n, metric,
+    clean_value, threshold, breaking_x, status, label, final_value, final_level, clean_x``.
+    ``label`` reads e.g. ``'2.5 D'``, ``'≤ 5 µm'`` (before the first level) or
+    ``'not reached (> 4 D)'``; when smaller values are more damage (``direction == -1``:
+    exposure, JPEG quality) the signs flip (``'≥ 0.005 s'``, ``'not reached (< 0.0002 s)'``).
+    ``n`` is the number of images of the class (of the run for the pooled row).
     """
     if metric not in _METRICS:
         from weakspot.errors import InvalidParameterError
@@ -110,6 +116,7 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
     run = load_run(store)
     r = run.rows
     per = r.groupby(["condition_id", "ref_class"])[col].mean()
+    n_per = r[r.condition_id == CLEAN].groupby("ref_class").size()
     pooled = r.groupby("condition_id")[col].mean()
     classes = sorted(r.ref_class.unique())
     out = []
@@ -121,6 +128,7 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
         unit = "" if unit is None or (isinstance(unit, float) and math.isnan(unit)) else str(unit)
         xs = conds["x"].to_numpy(dtype=float)
         cx = _neutral_x(deg, None if uses_sev else axis, uses_sev, xs)
+        direction = int(conds["direction"].iloc[0]) if "direction" in conds else 1
         for k in [ALL_CLASSES] + classes:
             if k == ALL_CLASSES:
                 v0 = float(pooled.get(CLEAN, np.nan))
@@ -129,14 +137,17 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
                 v0 = float(per.get((CLEAN, k), np.nan))
                 vs = [float(per.get((c, k), np.nan)) for c in conds.condition_id]
             x, status = breaking_point(xs, vs, v0, cx, fraction)
-            label = _label(x, status, xs[-1], uses_sev, axis, unit)
+            label = _label(x, status, xs[-1], uses_sev, axis, unit, direction)
             out.append({
                 "degradation": deg, "family": conds["family"].iloc[0], "axis": axis, "axis_unit": unit,
-                "class": int(k), "class_name": "all classes" if k == ALL_CLASSES else run.class_name(k),
+                "direction": direction, "class": int(k),
+                "class_name": "all classes" if k == ALL_CLASSES else run.class_name(k),
+                "n": int(n_per.sum()) if k == ALL_CLASSES else int(n_per.get(k, 0)),
                 "metric": metric, "clean_value": v0, "threshold": fraction * v0 if v0 == v0 else np.nan,
                 "breaking_x": x, "status": status, "label": label, "final_value": vs[-1] if vs else np.nan,
                 "final_level": conds["level"].iloc[-1], "clean_x": cx,
             })
-    return pd.DataFrame(out, columns=["degradation", "family", "axis", "axis_unit", "class", "class_name", "metric",
+    return pd.DataFrame(out, columns=["degradation", "family", "axis", "axis_unit", "direction", "class", "class_name",
+                                      "n", "metric",
                                       "clean_value", "threshold", "breaking_x", "status", "label", "final_value",
                                       "final_level", "clean_x"])

@@ -31,13 +31,16 @@ def flips(store: StoreLike) -> pd.DataFrame:
     """Counts of clean top-1 → degraded top-1 changes, one row per (condition, from, to).
 
     Columns: ``condition_id, degradation, level, x, order, from_class, to_class, from_name,
-    to_name, count, n_from, share`` where ``n_from`` is the number of images whose clean
-    top-1 is ``from_class`` and ``share = count / n_from``. Unchanged predictions are not listed.
+    to_name, kind, count, n_from, share`` where ``n_from`` is the number of images whose clean
+    top-1 is ``from_class`` (at this level; ``count <= n_from``) and ``share = count / n_from``.
+    ``kind`` is ``'correction'`` when the new top-1 is the image's label (the degradation fixed a
+    clean mistake) and ``'confusion'`` otherwise. Unchanged predictions are not listed.
     """
     run = load_run(store)
-    r = run.rows[(run.rows.condition_id != CLEAN)]
+    r = run.degraded_rows.copy()
+    r["kind"] = np.where(r.labelled & (r.top1 == r.label), "correction", "confusion")
     n_from = r.groupby(["condition_id", "clean_top1"]).size().rename("n_from")
-    f = r[~r.agree].groupby(["condition_id", "clean_top1", "top1"]).size().rename("count").reset_index()
+    f = r[~r.agree].groupby(["condition_id", "clean_top1", "top1", "kind"]).size().rename("count").reset_index()
     f = f.merge(n_from.reset_index(), on=["condition_id", "clean_top1"], how="left")
     f = f.rename(columns={"clean_top1": "from_class", "top1": "to_class"})
     f["share"] = f["count"] / f["n_from"]
@@ -47,7 +50,7 @@ def flips(store: StoreLike) -> pd.DataFrame:
     f["from_name"] = [run.class_name(k) for k in f.from_class]
     f["to_name"] = [run.class_name(k) for k in f.to_class]
     cols = ["condition_id", "degradation", "level", "x", "order", "from_class", "to_class", "from_name", "to_name",
-            "count", "n_from", "share"]
+            "kind", "count", "n_from", "share"]
     return f[cols].sort_values(["degradation", "order", "count"], ascending=[True, True, False],
                                kind="stable").reset_index(drop=True)
 
@@ -71,29 +74,44 @@ def flip_matrix(store: StoreLike, condition_id: str, *, names: bool = True) -> p
     return m
 
 
-def top_confused_pairs(store: StoreLike, *, k: int = 5) -> pd.DataFrame:
-    """The ``k`` most frequent flips per degradation, summed over its levels.
+_PAIR_COLS = ["degradation", "rank", "from_class", "to_class", "from_name", "to_name", "count", "n_from",
+              "first_level", "first_x", "worst_level", "worst_share", "n_levels"]
 
-    Columns: ``degradation, rank, from_class, to_class, from_name, to_name, count,
-    first_level, first_x, worst_level, worst_share``.
+
+def top_confused_pairs(store: StoreLike, *, k: int = 5) -> pd.DataFrame:
+    """The ``k`` most frequent confusions per degradation, counted per level.
+
+    A pair's ``count`` is its number of flipped images at the level where it is largest
+    (``worst_level``), never a sum over levels (the same image flips at several levels), so it
+    never exceeds ``n_from``, the images whose clean top-1 is ``from_class``; ``worst_share =
+    count / n_from``. Corrections (flips to the image's label) are not confusions and are left out.
+
+    Columns: ``degradation, rank, from_class, to_class, from_name, to_name, count, n_from,
+    first_level, first_x, worst_level, worst_share, n_levels`` (``n_levels``: levels where the
+    pair occurs). Ranked by ``count``, ties by ``n_levels``.
     """
     f = flips(store)
+    f = f[f.kind == "confusion"]
     if f.empty:
-        return pd.DataFrame(columns=["degradation", "rank", "from_class", "to_class", "from_name", "to_name", "count",
-                                     "first_level", "first_x", "worst_level", "worst_share"])
+        return pd.DataFrame(columns=_PAIR_COLS)
     rows = []
     for deg, g in f.groupby("degradation", sort=False):
-        tot = g.groupby(["from_class", "to_class"]).agg(count=("count", "sum"), from_name=("from_name", "first"),
-                                                          to_name=("to_name", "first")).reset_index()
-        tot = tot.sort_values(["count", "from_class", "to_class"], ascending=[False, True, True]).head(k)
-        for rank, t in enumerate(tot.itertuples(index=False), 1):
-            gg = g[(g.from_class == t.from_class) & (g.to_class == t.to_class)].sort_values("order")
-            w = gg.loc[gg["share"].idxmax()]
-            rows.append({"degradation": deg, "rank": rank, "from_class": int(t.from_class),
-                         "to_class": int(t.to_class), "from_name": t.from_name, "to_name": t.to_name,
-                         "count": int(t.count), "first_level": gg.level.iloc[0], "first_x": gg.x.iloc[0],
-                         "worst_level": w.level, "worst_share": float(w.share)})
-    return pd.DataFrame(rows)
+        g = g.sort_values("order", kind="stable")
+        best = g.sort_values(["count", "share", "order"], ascending=[False, False, True], kind="stable")
+        best = best.drop_duplicates(["from_class", "to_class"]).copy()
+        best["n_levels"] = g.groupby(["from_class", "to_class"]).size().reindex(
+            pd.MultiIndex.from_frame(best[["from_class", "to_class"]])).to_numpy()
+        # most images at one level first; ties: the pair that occurs at more levels (it starts earlier)
+        best = best.sort_values(["count", "n_levels", "from_class", "to_class"], ascending=[False, False, True, True],
+                                kind="stable").head(k)
+        for rank, w in enumerate(best.itertuples(index=False), 1):
+            gg = g[(g.from_class == w.from_class) & (g.to_class == w.to_class)]
+            rows.append({"degradation": deg, "rank": rank, "from_class": int(w.from_class),
+                         "to_class": int(w.to_class), "from_name": w.from_name, "to_name": w.to_name,
+                         "count": int(w.count), "n_from": int(w.n_from), "first_level": gg.level.iloc[0],
+                         "first_x": gg.x.iloc[0], "worst_level": w.level, "worst_share": float(w.share),
+                         "n_levels": int(w.n_levels)})
+    return pd.DataFrame(rows, columns=_PAIR_COLS)
 
 
 def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int = 5) -> pd.DataFrame:

@@ -1,4 +1,12 @@
-"""Findings in plain words, generated from the numbers of an :class:`Analysis`."""
+"""Findings in plain words, generated from the numbers of an :class:`Analysis`.
+
+Every sentence names one metric — *top-1 accuracy* (labelled images) or *agreement with the clean
+prediction* (unlabelled images) — and it is the same metric as the breaking points and the
+accuracy table use, so a finding never contradicts a table. Each finding row carries where its
+numbers come from (``condition_id``, ``class``), and every number in its text is one of those
+rows' values rounded for print (tests check this). Per-class findings are made only for classes
+with at least ``analysis.min_per_class`` images.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,27 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["findings"]
+__all__ = ["findings", "fmt_p", "fmt_value", "metric_name"]
+
+FINDING_COLUMNS = ["kind", "degradation", "class_name", "class", "condition_id", "metric", "score", "text"]
 
 
-def _p(v: float) -> str:
-    """A probability with enough digits to show a collapse (0.78, 0.003)."""
+def fmt_value(v: float) -> str:
+    """A proportion as printed in findings and tables (two decimals)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    return f"{v:.2f}" if v >= 0.095 else f"{v:.2g}" if v > 0 else "0"
+    return f"{v:.2f}"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value as printed: ``'p < 0.001'`` or ``'p = 0.034'``."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def metric_name(labelled: bool) -> str:
+    return "top-1 accuracy" if labelled else "agreement with the clean prediction"
 
 
 def _names(names: list[str]) -> str:
@@ -24,13 +45,21 @@ def _names(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _row(kind, text, score, degradation="", class_name="", cls=None, condition_id="", metric=""):
+    return {"kind": kind, "degradation": degradation, "class_name": class_name,
+            "class": -1 if cls is None else int(cls), "condition_id": condition_id, "metric": metric,
+            "score": float(score), "text": text}
+
+
 def findings(analysis) -> pd.DataFrame:
     """Plain-language findings. Accepts an :class:`~weakspot.analysis.Analysis` or anything
     :func:`~weakspot.analysis.analyze` accepts.
 
-    Columns: ``kind`` (``overview``, ``collapse``, ``holds``, ``confusion``, ``caveat``),
-    ``degradation``, ``class_name``, ``score`` (how strong the finding is; higher first within
-    a kind), ``text``. Text is plain (not escaped): renderers must escape it.
+    Columns: ``kind`` (``overview``, ``collapse``, ``confusion``, ``caveat``), ``degradation``,
+    ``class_name``, ``class`` (−1 when not about one class), ``condition_id`` (the level the
+    numbers are read at), ``metric`` (``top1``, ``agreement``, ``auc`` or ``''``), ``score`` (how
+    strong the finding is; higher first within a kind), ``text``. Text is plain (not escaped):
+    renderers must escape it.
     """
     from weakspot.analysis import Analysis, analyze
 
@@ -39,14 +68,15 @@ def findings(analysis) -> pd.DataFrame:
     rows = []
     acc = a.accuracy
     metric = "top1" if run.labelled else "agreement"
-    mname = "top-1 accuracy" if run.labelled else "agreement with the clean prediction"
+    mname = metric_name(run.labelled)
     clean_v = float(acc.loc[acc.condition_id == "clean", metric].iloc[0])
     overall = a.breaking[a.breaking["class"] == -1].set_index("degradation")
     deg_summary = []
-    for deg, g in acc[acc.condition_id != "clean"].groupby("degradation", sort=False):
+    degraded = acc[acc.condition_id.isin(set(run.degraded.condition_id))]
+    for deg, g in degraded.groupby("degradation", sort=False):
         g = g.sort_values("order")
         worst = g.loc[g[metric].idxmin()]
-        deg_summary.append((deg, float(g[metric].mean()), worst))
+        deg_summary.append((deg, float(g[metric].mean())))
         status = overall.loc[deg, "status"] if deg in overall.index else ""
         last = g.iloc[-1]
         if status == "interpolated":
@@ -56,48 +86,62 @@ def findings(analysis) -> pd.DataFrame:
         else:
             half = f"; it stays above half up to {last.level}"
         wv = float(worst[metric])
-        change = f"{mname} {clean_v:.2f} → {wv:.2f} at {worst.level}"
-        if abs(clean_v - wv) < 0.005:
-            change, half = f"{mname} unchanged ({clean_v:.2f}) up to {last.level}", ""
-        rows.append({"kind": "overview", "degradation": deg, "class_name": "", "score": clean_v - wv,
-                     "text": f"{deg}: {change}{half}."})
+        if worst.significant:
+            sig = f"a real drop ({fmt_p(worst.p_vs_clean_holm)}, Holm-adjusted)"
+        else:
+            sig = f"not significant ({fmt_p(worst.p_vs_clean_holm)}, Holm-adjusted)"
+        change = (f"{mname} {fmt_value(clean_v)} on clean → {fmt_value(wv)} at {worst.level} "
+                  f"(n = {int(worst.n_tested)}), {sig}")
+        if fmt_value(clean_v) == fmt_value(wv):
+            change, half = f"{mname} unchanged ({fmt_value(clean_v)}) up to {last.level}", ""
+        rows.append(_row("overview", f"{deg}: {change}{half}.", clean_v - wv, deg,
+                         condition_id=worst.condition_id, metric=metric))
     if len(deg_summary) >= 2:
         deg_summary.sort(key=lambda t: t[1])
         w, b = deg_summary[0], deg_summary[-1]
-        rows.append({"kind": "overview", "degradation": "", "class_name": "", "score": 1.0 + clean_v - w[1],
-                     "text": f"Most damaging: {w[0]} (mean {mname} over its levels {w[1]:.2f}); "
-                             f"least: {b[0]} ({b[1]:.2f}); clean {clean_v:.2f}."})
+        rows.append(_row("overview", f"Most damaging: {w[0]} (mean {mname} over its levels {fmt_value(w[1])}); "
+                                     f"least: {b[0]} ({fmt_value(b[1])}); clean {fmt_value(clean_v)}.",
+                         1.0 + clean_v - w[1], metric=metric))
 
-    dd, dmg = a.damage_by_degradation, a.damage
-    fl = a.flips
-    bpp = a.breaking_p
-    if not dd.empty:
-        for deg, g in dd.groupby("degradation", sort=False):
-            top = g.sort_values("rank_drop").iloc[0]
-            if top.mean_drop <= 0.02:
+    dmg = a.damage
+    min_n = int(getattr(a, "min_per_class", 5))
+    pairs = a.confused_pairs
+    bp = a.breaking
+    if not dmg.empty:
+        ok = dmg[dmg["claim"]] if "claim" in dmg else dmg
+        dd = a.damage_by_degradation
+        dd = dd[dd["claim"]] if "claim" in dd else dd
+        for deg, g in ok.groupby("degradation", sort=False):
+            # the class that loses most of the metric averaged over the levels (it breaks earliest),
+            # read at the mildest level where it is lowest
+            cand = dd[dd.degradation == deg].sort_values(["acc_drop", "class"], ascending=[False, True],
+                                                         kind="stable")
+            if cand.empty:
                 continue
-            k = int(top["class"])
-            d = dmg[(dmg.degradation == deg) & (dmg["class"] == k)].sort_values("order")
-            last = d.iloc[-1]
-            bprow = bpp[(bpp.degradation == deg) & (bpp["class"] == k)]
-            into = fl[(fl.degradation == deg) & (fl.from_class == k) & (fl.to_class != k)]
-            targets = into.groupby("to_name")["count"].sum().sort_values(ascending=False).head(2).index.tolist()
-            verb = "collapses" if last.p_degraded < 0.5 * last.p_clean else "weakens"
+            k = int(cand["class"].iloc[0])
+            top = g[g["class"] == k].sort_values(["acc", "order"], kind="stable").iloc[0]
+            if not top.acc_drop >= 0.2:
+                continue
+            bprow = bp[(bp.degradation == deg) & (bp["class"] == k)]
+            verb = "collapses" if top.acc <= 0.5 * top.acc_clean else "weakens"
             where = ""
             if len(bprow) and bprow.status.iloc[0] == "interpolated":
-                where = f" at {bprow.label.iloc[0]}"
+                where = f" (half lost at {bprow.label.iloc[0]})"
             elif len(bprow) and bprow.status.iloc[0] == "before_first_level":
-                where = f" already at {d.iloc[0].level}"
-            text = (f"{deg}: {top.class_name} {verb}{where} (p {_p(last.p_clean)} → {_p(last.p_degraded)} at "
-                    f"{last.level})")
-            if targets:
-                text += f", mostly into {_names(targets)}"
-            holds = g[(g.mean_drop < max(0.05, 0.2 * top.mean_drop)) & (g["class"] != k)]
-            holds = holds.sort_values("mean_drop").head(3)
-            if len(holds) and len(g) >= 4:
-                text += f"; {_names(holds.class_name.tolist())} hold" + ("s" if len(holds) == 1 else "")
-            rows.append({"kind": "collapse", "degradation": deg, "class_name": top.class_name,
-                         "score": float(top.mean_drop), "text": text + "."})
+                first = run.degraded[run.degraded.degradation == deg].sort_values("order").level.iloc[0]
+                where = f" (half already lost at {first})"
+            text = (f"{deg}: {top.class_name} {verb}{where}: {mname} {fmt_value(top.acc_clean)} on clean → "
+                    f"{fmt_value(top.acc)} at {top.level} (n = {int(top.n)})")
+            into = pairs[(pairs.degradation == deg) & (pairs.from_class == k)] if not pairs.empty else pairs
+            if len(into):
+                text += f", mostly into {_names(into.sort_values('rank').to_name.head(2).tolist())}"
+            same = g[(g.condition_id == top.condition_id) & (g["class"] != k)]
+            holds = same[same.acc_drop <= 0.0].sort_values(["acc", "class"], ascending=[False, True]).head(3)
+            if len(holds) and len(same) >= 3:
+                keep = "keeps its clean value" if len(holds) == 1 else "keep their clean values"
+                text += f"; {_names(holds.class_name.tolist())} {keep} there"
+            rows.append(_row("collapse", text + ".", float(top.acc_drop), deg, top.class_name, k,
+                             top.condition_id, metric))
 
     auc = a.auc
     if auc is not None and not auc.empty:
@@ -109,27 +153,37 @@ def findings(analysis) -> pd.DataFrame:
             c0 = g[g.order == 0].auc
             if c0.isna().all():
                 continue
+            if min(int(g.n_pos.min()), int(g.n_neg.min())) < min_n:
+                continue
             low = g.loc[g.auc.idxmin()]
             if float(c0.iloc[0]) - float(low.auc) < 0.1:
                 continue
             score = float(c0.iloc[0]) - float(low.auc)
             if deg in best_per_deg and best_per_deg[deg]["score"] >= score:
                 continue
-            best_per_deg[deg] = {"kind": "confusion", "degradation": deg, "class_name": low.from_name,
-                         "score": score,
-                         "text": f"{deg}: {low.from_name} vs {low.to_name} separability (AUC of p({low.to_name})) "
-                                 f"falls from {float(c0.iloc[0]):.2f} clean to {float(low.auc):.2f} at {low.level}."}
+            best_per_deg[deg] = _row(
+                "confusion",
+                f"{deg}: {low.from_name} vs {low.to_name} separability (AUC of p({low.to_name})) "
+                f"falls from {float(c0.iloc[0]):.2f} clean to {float(low.auc):.2f} at {low.level}.",
+                score, deg, low.from_name, fa, low.condition_id, "auc")
         rows.extend(best_per_deg.values())
 
     if not dmg.empty:
         per_class = run.rows[run.rows.condition_id == "clean"].groupby("ref_class").size()
         med = float(np.median(per_class))
-        if med < 30:
-            rows.append({"kind": "caveat", "degradation": "", "class_name": "", "score": 0.0,
-                         "text": f"Per-class results rest on a median of {med:.0f} image(s) per class: class z-scores "
-                                 "and ranks are noisy; read them with their bootstrap intervals."})
-    out = pd.DataFrame(rows, columns=["kind", "degradation", "class_name", "score", "text"])
-    kind_order = {"overview": 0, "collapse": 1, "confusion": 2, "holds": 3, "caveat": 4}
+        n_small = int((per_class < min_n).sum())
+        if n_small == len(per_class):
+            rows.append(_row("caveat", f"Every class has fewer than {min_n} images (median {med:.0f}): the data "
+                                       "cannot support per-class claims, so none is made; the report shows "
+                                       "per-image observations instead.", 0.0))
+        elif n_small:
+            rows.append(_row("caveat", f"{n_small} of {len(per_class)} classes have fewer than {min_n} images: "
+                                       "they are listed but never ranked or named in findings.", 0.0))
+        if n_small < len(per_class) and med < 30:
+            rows.append(_row("caveat", f"Per-class results rest on a median of {med:.0f} image(s) per class: "
+                                       "class rankings are noisy; read them with their intervals.", 0.0))
+    out = pd.DataFrame(rows, columns=FINDING_COLUMNS)
+    kind_order = {"overview": 0, "collapse": 1, "confusion": 2, "caveat": 4}
     out["_k"] = out.kind.map(kind_order)
     out = out.sort_values(["_k", "score"], ascending=[True, False], kind="stable").drop(columns="_k")
     return out.reset_index(drop=True)

@@ -4,8 +4,11 @@ A section renders an HTML fragment (escaped by the section), a JSON-serialisable
 summary (``summary.json["sections"][section.id]``) and optional Markdown. The
 builder stitches them into one self-contained HTML file (figures are embedded as
 ``data:`` URIs; the same PNGs are written under ``figures/`` for the Markdown).
-Add a section with :func:`register_section` or pass ``sections=`` to
-:func:`write_report`; see docs/report.md.
+Every section is listed in ONE registry, :data:`SECTION_REGISTRY` (id, title,
+``'module:function'``, order), resolved lazily when the report is built, so
+``write_report()`` from Python renders every section the CLI does without any
+side-effect import. :func:`register_section` adds a section at run time (plugins);
+``sections=`` of :func:`write_report` replaces the list; see docs/report.md.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import pandas as pd
 
 from weakspot.evaluate.store import atomic_write_bytes
 
-__all__ = ["Section", "SectionOutput", "ReportContext", "register_section", "registered_sections", "write_report",
-           "esc", "SUMMARY_SCHEMA_VERSION"]
+__all__ = ["Section", "SectionOutput", "SectionEntry", "SECTION_REGISTRY", "ReportContext", "register_section",
+           "registered_sections", "write_report", "esc", "SUMMARY_SCHEMA_VERSION"]
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -57,22 +60,75 @@ class Section:
     order: int = 100
 
 
+@dataclass(frozen=True)
+class SectionEntry:
+    """One line of the section registry: a section whose render function lives at ``target``
+    (``'package.module:function'``), imported only when the report is built."""
+
+    id: str
+    title: str
+    target: str
+    order: int = 100
+
+    def section(self) -> Section:
+        return Section(self.id, self.title, _LazyRender(self.target), self.order)
+
+
+class _LazyRender:
+    """Imports ``module:function`` on first call (no import side effects are needed)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self._fn = None
+
+    def __call__(self, ctx):
+        if self._fn is None:
+            import importlib
+
+            mod, _, fn = self.target.partition(":")
+            self._fn = getattr(importlib.import_module(mod), fn)
+        return self._fn(ctx)
+
+    def __repr__(self) -> str:
+        return f"<render {self.target}>"
+
+
+#: THE section registry: every section of the report, whoever renders it. ``write_report`` from
+#: Python and ``weakspot report`` build the same page from this list; a section renders ``None``
+#: when its data is absent (no fix run, no perception results).
+SECTION_REGISTRY: tuple[SectionEntry, ...] = (
+    SectionEntry("what_broke", "What broke", "weakspot.report.sections:render_what_broke", 5),
+    SectionEntry("overview", "Overview and findings", "weakspot.report.sections:render_overview", 10),
+    SectionEntry("accuracy", "Accuracy against the physical parameter", "weakspot.report.sections:render_accuracy",
+                 20),
+    SectionEntry("heatmap", "Classes × degradations", "weakspot.report.sections:render_heatmap", 30),
+    SectionEntry("classes", "Most and least affected classes", "weakspot.report.sections:render_classes", 40),
+    SectionEntry("examples", "Examples: clean vs degraded", "weakspot.report.sections:render_examples", 50),
+    SectionEntry("confusion", "Confusions", "weakspot.report.sections:render_confusion", 60),
+    SectionEntry("breaking", "Breaking points", "weakspot.report.sections:render_breaking", 70),
+    SectionEntry("adaptive", "Adaptive breaking points (bisection)", "weakspot.report.sections:render_adaptive", 75),
+    SectionEntry("perception", "Perception: image quality and saliency",
+                 "weakspot.quality.report_section:render_perception", 78),
+    SectionEntry("fix", "Fix: before / after", "weakspot.robustify.report_section:render_fix", 95),
+)
+
 _REGISTERED: list[Section] = []
 
 
 def register_section(section: Section) -> Section:
-    """Add a section to every report built from now on (replaces one with the same id)."""
+    """Add a section to every report built from now on in this process (replaces one with the same
+    id). For a section of weakspot itself, add a :class:`SectionEntry` to :data:`SECTION_REGISTRY`
+    instead: it then appears without anything having to be imported first."""
     global _REGISTERED
     _REGISTERED = [s for s in _REGISTERED if s.id != section.id] + [section]
     return section
 
 
 def registered_sections() -> list[Section]:
-    """Built-in sections plus the registered ones, in ``order``."""
-    from weakspot.report.sections import builtin_sections
-
+    """The sections of :data:`SECTION_REGISTRY` plus those added with :func:`register_section`,
+    in ``order``."""
     ids = {s.id for s in _REGISTERED}
-    return sorted([s for s in builtin_sections() if s.id not in ids] + _REGISTERED, key=lambda s: s.order)
+    return sorted([e.section() for e in SECTION_REGISTRY if e.id not in ids] + _REGISTERED, key=lambda s: s.order)
 
 
 def _slug(text: str) -> str:
@@ -137,9 +193,14 @@ class ReportContext:
         for _, r in df.iterrows():
             cells = [fmt(c, r[c]) for c in columns]
             body.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
-            md.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+            md.append("| " + " | ".join(_md_cell(x) for x in cells) + " |")
         html_t = f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         return html_t, "\n".join(md)
+
+
+def _md_cell(text: str) -> str:
+    """A Markdown table cell: ``|`` escaped, and markup in names escaped (Markdown renders raw HTML)."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -163,7 +224,7 @@ def _jsonable(obj: Any) -> Any:
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | Path | None = None,
                  sections: Sequence[Section] | None = None, analysis: Any = None, n_boot: int = 1000,
-                 max_examples: int = 8) -> Path:
+                 max_examples: int = 8, min_per_class: int | None = None) -> Path:
     """Write ``report.html``, ``summary.json``, ``report.md`` and ``figures/`` for a run.
 
     Args:
@@ -173,17 +234,21 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, base
         sections: the sections to render (default :func:`registered_sections`).
         analysis: a precomputed :class:`~weakspot.analysis.Analysis` (else computed here).
         max_examples: number of clean-vs-degraded example pairs.
+        min_per_class: fewest images a class needs for per-class rankings, intervals and findings
+            (default :data:`weakspot.analysis.paired.MIN_IMAGES_FOR_CLAIM`; ignored when
+            ``analysis`` is given, which carries its own).
 
     Returns the path of the HTML file.
     """
-    from weakspot.analysis import analyze, load_run
+    from weakspot.analysis import MIN_IMAGES_FOR_CLAIM, analyze, load_run
 
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.root / "report"
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / "figures").glob("*.png"):  # figures of an earlier report in the same folder
         stale.unlink()
-    a = analysis if analysis is not None else analyze(run, baseline=baseline, n_boot=n_boot)
+    mpc = MIN_IMAGES_FOR_CLAIM if min_per_class is None else min_per_class
+    a = analysis if analysis is not None else analyze(run, baseline=baseline, n_boot=n_boot, min_per_class=mpc)
     ctx = ReportContext(analysis=a, out_dir=out, options={"max_examples": max_examples})
     secs = list(sections) if sections is not None else registered_sections()
     rendered = []
@@ -197,7 +262,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, base
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "weakspot_version": _version(),
         "run": _run_info(run),
-        "findings": _jsonable(a.findings[["kind", "degradation", "class_name", "text"]]),
+        "findings": _jsonable(a.findings[[c for c in ("kind", "degradation", "class_name", "class", "condition_id",
+                                                       "metric", "text") if c in a.findings]]),
+        "min_per_class": int(getattr(a, "min_per_class", MIN_IMAGES_FOR_CLAIM)),
         "sections": {s.id: _jsonable(r.summary) for s, r in rendered},
     }
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode())
@@ -217,9 +284,20 @@ def _version() -> str:
         return "unknown"
 
 
+def _config_name(m: dict) -> str:
+    for v in ((m.get("config") or {}).get("name") if isinstance(m.get("config"), dict) else None, m.get("name")):
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return ""
+
+
 def _run_title(run) -> str:
+    """The config's ``name`` (with the model), else ``'<model> on <run dir>'``."""
     m = run.manifest or {}
     model = _model_name(m)
+    name = _config_name(m)
+    if name:
+        return f"{name} ({model})" if model else name
     return f"{model} on {run.root.name}" if model else str(run.root.name)
 
 
@@ -237,6 +315,7 @@ def _run_info(run) -> dict:
     imgs = run.images
     return {
         "run_dir": str(run.root),
+        "name": _config_name(run.manifest or {}),
         "model": _model_name(run.manifest or {}),
         "n_images": int(len(imgs)),
         "n_labelled": int((imgs.label >= 0).sum()),
@@ -270,6 +349,8 @@ img.fig{max-width:100%;height:auto;border-radius:6px}.note{color:var(--mute);fon
 .ex img{width:100%;image-rendering:auto;border-radius:4px;background:#eee}.ex figcaption{font-size:12px;line-height:1.3}
 .ex .deg{font-size:12px;color:var(--mute);margin-bottom:4px}.bad{color:var(--bad)}.good{color:var(--good)}
 details summary{cursor:pointer;color:var(--acc);font-size:14px;margin:10px 0 4px}
+table.broke td:nth-child(4),table.broke td:nth-child(5),table.broke td:nth-child(6){white-space:nowrap}
+table.broke tr.sig td:nth-child(2){font-weight:600}
 """
 
 
