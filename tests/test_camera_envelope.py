@@ -172,11 +172,10 @@ def test_refine_envelope_bisects_each_crossing_with_the_model(tmp_path):
 
 
 def test_report_section_envelope_in_summary_json(tmp_path):
-    import weakspot.analysis.report_section_envelope as sec
     from weakspot.report import write_report
 
     root = write_run(tmp_path / "run")
-    html = write_report(root, sections=[sec.SECTION], n_boot=10)
+    html = write_report(root, n_boot=10)  # the default registry carries the envelope section
     summary = json.loads((html.parent / "summary.json").read_text())
     env = summary["sections"]["envelope"]
     assert env["sentence"] == operating_envelope(root).sentence
@@ -186,5 +185,19 @@ def test_report_section_envelope_in_summary_json(tmp_path):
     from test_analysis_synth import make_store
 
     make_store(tmp_path / "plain")
-    html2 = write_report(tmp_path / "plain", sections=[sec.SECTION], n_boot=10)
+    html2 = write_report(tmp_path / "plain", n_boot=10)
     assert "envelope" not in json.loads((html2.parent / "summary.json").read_text())["sections"]
+
+
+def test_envelope_command_prints_the_sentence(tmp_path, capsys):
+    from weakspot.cli import main
+
+    root = write_run(tmp_path / "run")
+    assert main(["envelope", str(root), "--share", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert operating_envelope(root).sentence.split(" for ")[0] in " ".join(out.split())
+    from test_analysis_synth import make_store
+
+    make_store(tmp_path / "plain")
+    assert main(["envelope", str(tmp_path / "plain")]) == 2
+    assert "no 2-D camera grid" in capsys.readouterr().err

@@ -176,18 +176,39 @@ def breaking_cmd(
                   f"for a {a['grid_points']}-point grid: {a['saved']} saved; written to {run_dir}/adaptive/")
 
 
+@app.command("envelope")
+def envelope_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run with a 2-D camera grid (degradation: camera, grid: {A: [...], B: [...]})"),
+    share: float = typer.Option(0.9, "--share", min=0.01, max=1.0, help="share of the camera-reference accuracy to keep"),
+    refine: bool = typer.Option(False, "--refine/--no-refine", help="bisect each crossing between grid points (runs the model)"),
+    tol: float = typer.Option(0.125, "--tol", help="bisection resolution as a fraction of the grid step"),
+) -> None:
+    """The operating envelope: where the model keeps SHARE of its camera-reference accuracy."""
+    from weakspot.analysis.envelope import operating_envelope, refine_envelope
+    from weakspot.errors import DataError
+
+    env = (refine_envelope(run_dir, share=share, tol_fraction=tol) if refine
+           else operating_envelope(run_dir, share=share))
+    if env is None:
+        raise DataError(f"{run_dir} has no 2-D camera grid; sweep two parameters of the 'camera' degradation "
+                        "(see examples/camera_study_demo.yaml)")
+    console.print(env.table().to_string(index=False))
+    console.print(env.sentence)
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory (weakspot run CONFIG --out RUN_DIR)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/report)"),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="run to normalise corruption errors by"),
     examples: int = typer.Option(8, "--examples", min=0, help="number of clean-vs-degraded example pairs"),
+    min_per_class: int = typer.Option(5, "--min-per-class", min=1,
+                                      help="images a class needs before per-class rankings and claims are made"),
 ) -> None:
     """Write the weakness report (HTML, summary.json, Markdown) of a finished run."""
-    import weakspot.robustify.report_section  # noqa: F401  (the fix before/after section)
     from weakspot.report import write_report
 
-    path = write_report(run_dir, out, baseline=baseline, max_examples=examples)
+    path = write_report(run_dir, out, baseline=baseline, max_examples=examples, min_per_class=min_per_class)
     console.print(f"report: {path}  (+ summary.json, report.md, figures/)")
 
 

@@ -295,7 +295,7 @@ def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: s
     return env
 
 
-def refine_envelope(run_dir: StoreLike, model, dataset, *, share: float = 0.9, degradation: str | None = None,
+def refine_envelope(run_dir: StoreLike, model=None, dataset=None, *, share: float = 0.9, degradation: str | None = None,
                     tol_fraction: float = 0.125, batch_size: int = 32, seed: int | None = None) -> Envelope | None:
     """Locate every boundary crossing of the envelope by bisection, running the model on extra points.
 
@@ -306,8 +306,9 @@ def refine_envelope(run_dir: StoreLike, model, dataset, *, share: float = 0.9, d
     refined :class:`Envelope` is returned (the report then reads them; it runs nothing).
 
     Args:
-        model: the run's model (a :class:`~weakspot.models.LoadedModel`).
-        dataset: the run's images (an :class:`~weakspot.data.ImageDataset`, same order as the run).
+        model: the run's model (a :class:`~weakspot.models.LoadedModel`); default: rebuilt from the
+            run (:meth:`weakspot.evaluate.Run.load_model`, on the CPU).
+        dataset: the run's images in store order; default: :meth:`weakspot.evaluate.Run.open_data`.
         seed: noise seed (default: the run's).
     """
     from weakspot.degrade import get_spec
@@ -320,7 +321,13 @@ def refine_envelope(run_dir: StoreLike, model, dataset, *, share: float = 0.9, d
         return None
     if not 0 < float(tol_fraction) < 1:
         raise InvalidParameterError("tol_fraction", tol_fraction, "a fraction of the grid step in (0, 1)")
-    seed = int((run.manifest or {}).get("seed", 0) if seed is None else seed)
+    if model is None or dataset is None or seed is None:
+        from weakspot.evaluate import Run
+
+        handle = Run.open(run.root)
+        model = handle.load_model("cpu") if model is None else model
+        dataset = handle.open_data() if dataset is None else dataset
+        seed = handle.seed if seed is None else seed
     _, _, df = _grid_conditions(run)[env.degradation]
     spec = get_spec(env.degradation)
     images = [dataset.load(i) for i in range(len(dataset))]

@@ -4,8 +4,7 @@ It renders :func:`weakspot.analysis.envelope.operating_envelope` of the run (sto
 any crossings :func:`~weakspot.analysis.envelope.refine_envelope` stored; it runs no model):
 a heat map of accuracy over the two camera parameters with the contour where the model keeps
 ``share`` (report option ``envelope_share``, default 0.9) of the default camera's accuracy, the
-table of boundary crossings, and the sentence. Importing this module registers the section
-with :func:`weakspot.report.register_section`; :func:`render` alone plugs into any registry.
+table of boundary crossings, and the sentence. Listed in :data:`weakspot.report.SECTION_REGISTRY`.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from weakspot.analysis.envelope import format_value, operating_envelope
-from weakspot.report import Section, SectionOutput, esc, register_section
+from weakspot.report import SectionOutput, esc
 
-__all__ = ["render", "SECTION"]
+__all__ = ["render"]
 
 
 def _figure(env):
@@ -87,4 +86,3 @@ def render(ctx) -> SectionOutput | None:
     return SectionOutput(html, env.to_dict(), md)
 
 
-SECTION = register_section(Section("envelope", "Camera operating envelope", render, 72))

@@ -106,6 +106,7 @@ SECTION_REGISTRY: tuple[SectionEntry, ...] = (
     SectionEntry("examples", "Examples: clean vs degraded", "weakspot.report.sections:render_examples", 50),
     SectionEntry("confusion", "Confusions", "weakspot.report.sections:render_confusion", 60),
     SectionEntry("breaking", "Breaking points", "weakspot.report.sections:render_breaking", 70),
+    SectionEntry("envelope", "Camera operating envelope", "weakspot.analysis.report_section_envelope:render", 72),
     SectionEntry("adaptive", "Adaptive breaking points (bisection)", "weakspot.report.sections:render_adaptive", 75),
     SectionEntry("perception", "Perception: image quality and saliency",
                  "weakspot.quality.report_section:render_perception", 78),
