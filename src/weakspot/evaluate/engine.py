@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -401,7 +401,8 @@ def _open_data(cfg):
     from weakspot.data import ConcatImageDataset, open_dataset
 
     parts = [open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names,
-                          per_class=d.per_class, limit=d.limit, seed=cfg.seed) for d in cfg.data_list]
+                          per_class=d.per_class, limit=d.limit, seed=cfg.seed, labels=d.labels,
+                          class_map=d.class_map) for d in cfg.data_list]
     return parts[0] if len(parts) == 1 else ConcatImageDataset(parts)
 
 
@@ -454,15 +455,13 @@ def load_run_model(cfg):
     return _load_model(cfg)
 
 
-def _label_map(ds, model) -> Callable[[int], int]:
-    """Labels index the model's classes; an ImageFolder whose folder names are model class
-    names in another order is remapped by name."""
-    names = getattr(ds, "class_names", None)
-    if names and list(names) != list(model.class_names) and set(names) <= set(model.class_names):
-        pos = {n: i for i, n in enumerate(model.class_names)}
-        table = [pos[n] for n in names]
-        return lambda y: table[y] if 0 <= y < len(table) else y
-    return lambda y: y
+def _label_map(ds, model) -> tuple[list[int], dict | None]:
+    """Per-item model class indices and the manifest's ``data.label_map`` (folder → index →
+    class name; ``None`` without folder data), by :func:`weakspot.data.labels.dataset_labels`."""
+    from weakspot.data.labels import dataset_labels, manifest_label_map
+
+    labels, maps = dataset_labels(ds, model.class_names, model.name)
+    return labels, manifest_label_map(maps)
 
 
 def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], workers: int, console) -> dict:
@@ -477,12 +476,12 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
     for items in _loader(LoadItems(ds, range(n), probe=True), batches, use_workers):
         for i, shape, digest, err in items:
             shapes[i], digests[i], errors[i] = shape, digest, err
-    relabel = _label_map(ds, model)
+    mapped, label_map = _label_map(ds, model)
     k = model.num_classes
     skipped, valid = [], []
     out_of_range = 0
     for i in range(n):
-        lab = relabel(ds.labels[i])
+        lab = mapped[i]
         if errors[i] is not None:
             skipped.append({"image_id": ds.image_ids[i], "path": ds.paths[i], "reason": errors[i]})
         elif lab >= k or lab < -1:
@@ -499,6 +498,11 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         )
     if not valid:
         raise DataError(f"none of the {n} images could be used; first problem: {skipped[0]['reason'] if skipped else '?'}")
+    from weakspot.evaluate.check import data_warnings, print_warnings
+
+    warns = data_warnings([lab for _, lab in valid], model.class_names, [digests[i] for i, _ in valid],
+                          [ds.image_ids[i] for i, _ in valid], label_map)
+    print_warnings(warns, console)
     store.write_classes(model.class_names)
     store.write_images({
         "image_index": list(range(len(valid))),
@@ -523,7 +527,7 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         "versions": _versions(model.source),
         "model": model.describe(),
         "data": {**ds.describe(), "sha256": fingerprint(ds, digests), "n_valid": len(valid),
-                 "dataset_index": [i for i, _ in valid]},
+                 "dataset_index": [i for i, _ in valid], "label_map": label_map, "warnings": warns},
         "order": "decode (native resolution) -> degradation (keyed generator per image) -> model "
                  "preprocessing (resize, crop, normalise) -> forward -> softmax",
         "skipped_inputs": skipped,
@@ -662,6 +666,9 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
         manifest = setup_run(cfg, store, ds, model, conditions, workers, console)
         ds_index = manifest["data"]["dataset_index"]
     labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), model.num_classes, max_units)
+    from weakspot.evaluate.check import ChanceWatch
+
+    chance_watch = ChanceWatch(labels_all, console)  # warns once if clean top-1 is near chance
     n = len(ids_all)
     by_id = {c.condition_id: c for c in conditions}
     built = {c.condition_id: c.build() for c in conditions}
@@ -707,6 +714,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
                     write_unit(store, res)
                     if cond.is_clean:
                         clean_top1 = top1_for(res, idx)
+                        chance_watch.add(res.rows)
                     t_fwd += res.forward_s
                     t_deg += res.degrade_s
                     c_fwd += res.forward_cpu_s
