@@ -212,21 +212,42 @@ def _candidates(idx: Sequence[int], class_names: Sequence[str]) -> str:
     return ", ".join(f"{i} ({class_names[i]})" for i in idx)
 
 
-def _match_name(folder: str, class_names: Sequence[str], imagenet: bool) -> tuple[list[int], str]:
-    """Indices the folder name can mean, and by what (``name``/``synonym``): the first level
-    of exact name, normalised name, exact synonym, normalised synonym that matches."""
-    levels: list[tuple[str, list[int]]] = [
-        ("name", [i for i, n in enumerate(class_names) if n == folder]),
-        ("name", [i for i, n in enumerate(class_names) if normalize_name(n) == normalize_name(folder)]),
-    ]
-    if imagenet:
-        al = _imagenet_aliases()
-        levels.append(("synonym", [i for i in range(1000) if folder in al[i][0]]))
-        levels.append(("synonym", [i for i in range(1000) if normalize_name(folder) in al[i][1]]))
-    for how, hits in levels:
-        if hits:
-            return hits, how
-    return [], ""
+class _NameIndex:
+    """Which class indices a name can mean, and by what (``name``/``synonym``): the first of
+    exact model class name, exact ImageNet synonym (``Cardigan`` the corgi, not
+    ``cardigan`` the sweater), normalised class name, normalised synonym that matches."""
+
+    def __init__(self, class_names: Sequence[str], imagenet: bool):
+        self.tables: list[tuple[str, bool, dict[str, list[int]]]] = []
+        exact: dict[str, list[int]] = {}
+        norm: dict[str, list[int]] = {}
+        for i, n in enumerate(class_names):
+            exact.setdefault(str(n), []).append(i)
+            norm.setdefault(normalize_name(n), []).append(i)
+        syn_exact: dict[str, list[int]] = {}
+        syn_norm: dict[str, list[int]] = {}
+        if imagenet:
+            for i, (ex, nm) in enumerate(_imagenet_aliases()):
+                for a in ex:
+                    syn_exact.setdefault(a, []).append(i)
+                for a in nm:
+                    syn_norm.setdefault(a, []).append(i)
+        self.tables = [("name", False, exact), ("synonym", False, syn_exact), ("name", True, norm),
+                       ("synonym", True, syn_norm)]
+
+    def match(self, folder: str) -> tuple[list[int], str]:
+        key = normalize_name(folder)
+        for how, normalised, table in self.tables:
+            hits = table.get(key if normalised else folder)
+            if hits:
+                return sorted(set(hits)), how
+        return [], ""
+
+
+@functools.lru_cache(maxsize=8)
+def _name_index(class_names: tuple[str, ...]) -> tuple[bool, _NameIndex]:
+    imagenet = is_imagenet1k(class_names)
+    return imagenet, _NameIndex(class_names, imagenet)
 
 
 def resolve_labels(
@@ -267,7 +288,7 @@ def resolve_labels(
     cmap = dict(class_map or {})
     if labels == "none":
         return LabelMap("none", folders, [-1] * len(folders), [""] * len(folders), ["none"] * len(folders))
-    imagenet = is_imagenet1k(class_names)
+    imagenet, by_name = _name_index(tuple(str(n) for n in class_names))
     index: dict[str, int] = {}
     how: dict[str, str] = {}
     warnings: list[str] = []
@@ -281,7 +302,7 @@ def resolve_labels(
                 raise DataError(f"class_map: '{f}' maps to {v} but {model_name} has {k} classes (0..{k - 1})")
             index[f] = v
         else:
-            hits, _ = _match_name(v, class_names, imagenet)
+            hits, _ = by_name.match(v)
             if len(hits) != 1:
                 what = f"fits {len(hits)} classes: {_candidates(hits, class_names)}" if hits else "is no class name"
                 raise DataError(f"class_map: '{f}' maps to '{v}', which {what} of {model_name}; give the index instead")
@@ -339,7 +360,7 @@ def resolve_labels(
     elif mode == "names":
         unmatched = []
         for f in rest:
-            hits, by = _match_name(f, class_names, imagenet)
+            hits, by = by_name.match(f)
             if not hits:
                 unmatched.append(f)
             elif len(hits) > 1:

@@ -25,6 +25,7 @@ __all__ = [
     "CheckReport",
     "preflight",
     "print_check",
+    "describe_preprocess",
     "data_warnings",
     "duplicate_groups",
     "chance_level",
@@ -303,6 +304,19 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def describe_preprocess(pre: dict[str, Any]) -> str:
+    """One line for a :class:`~weakspot.models.preprocess.Preprocess` dict."""
+    h, w = pre["size"]
+    how = pre.get("interpolation", "bilinear")
+    if pre.get("resize_px"):
+        geo = f"shorter side to {pre['resize_px']} px ({how}), centre crop {h}×{w}"
+    else:
+        geo = f"resize to {h}×{w} ({how})"
+    fmt = lambda v: "(" + ", ".join(f"{x:.3g}" for x in v) + ")"  # noqa: E731
+    return (f"{geo}, {pre.get('channels', 3)} channels, (x − mean)/std with mean {fmt(pre['mean'])}, "
+            f"std {fmt(pre['std'])} (x in [0, 1])")
+
+
 def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
     """Print a :class:`CheckReport` (model, label mapping, sample accuracy, counts,
     duplicates, ETA, warnings) on a rich console."""
@@ -310,9 +324,9 @@ def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
     from rich.table import Table
 
     m, d = report.model, report.data
-    pre = m["preprocess"]
     console.print(f"[bold]model[/] {escape(m['name'])} ({m['source']}), {m['num_classes']} classes, input "
-                  f"{m['input_size'][0]}×{m['input_size'][1]} px; preprocessing {escape(str(pre))}")
+                  f"{m['input_size'][0]}×{m['input_size'][1]} px")
+    console.print(f"[bold]preprocessing[/] {escape(describe_preprocess(m['preprocess']))}")
     console.print(f"[bold]data[/] {escape(d['kind'])} {escape(d['root'])}: {d['n_images']} images, "
                   f"{d['n_usable']} usable, {d['n_labelled']} labelled")
     lm = report.label_map
