@@ -409,7 +409,7 @@ def dataset_labels(ds, class_names: Sequence[str], model_name: str = "the model"
 
     Folder parts (``ds.folders`` set) go through :func:`resolve_labels` with the part's
     ``label_mode`` and ``class_map``; a part opened with ``labels: none`` is unlabelled
-    (-1); other kinds keep their labels (remapped by name when their class names are the
+    (-1, and a folder part still lists its folders); other kinds keep their labels (remapped by name when their class names are the
     model's in another order).
 
     Returns:
@@ -422,10 +422,8 @@ def dataset_labels(ds, class_names: Sequence[str], model_name: str = "the model"
     for p, part in enumerate(parts):
         mode = getattr(part, "label_mode", "auto")
         folders = getattr(part, "folders", None)
-        if mode == "none":
-            labels += [-1] * len(part)
-        elif folders is None:
-            labels += _name_remap(part, class_names)
+        if folders is None:
+            labels += [-1] * len(part) if mode == "none" else _name_remap(part, class_names)
         else:
             lm = resolve_labels(folders, class_names, labels=mode, class_map=getattr(part, "class_map", None),
                                 model_name=model_name)
