@@ -230,3 +230,11 @@ def test_labels_none_and_sorted_in_a_run(digit_folders, tmp_path):
               progress=False)
     lab = ResultsStore(tmp_path / "s").images()
     assert [int(Path(i).parent.name) for i in lab.image_id] == lab.label.tolist()
+
+
+def test_data_of_another_model_is_an_error_not_a_warning(tmp_path):
+    for folder in ("400", "401", "3"):
+        (tmp_path / "d" / folder).mkdir(parents=True)
+        Image.fromarray(np.full((28, 28), 40, np.uint8)).save(tmp_path / "d" / folder / "x.png")
+    with pytest.raises(DataError, match="2 of 3 labels are out of range for mnist_cnn .* does not belong"):
+        preflight({"model": {"name": "mnist_cnn"}, "data": {"root": str(tmp_path / "d")}}, eta=False)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from weakspot.errors import DataError
+
 __all__ = [
     "CheckReport",
     "preflight",
@@ -170,9 +172,11 @@ class CheckReport:
 
 def _load(ds, i: int) -> tuple[torch.Tensor | None, float]:
     t0 = time.perf_counter()
+    from weakspot.errors import WeakspotError
+
     try:
         img = ds.load(i)
-    except Exception:  # noqa: BLE001 - an undecodable file is skipped, as a run does
+    except (WeakspotError, OSError):  # an undecodable file is skipped, as a run does
         img = None
     return img, time.perf_counter() - t0
 
@@ -215,6 +219,12 @@ def preflight(config, *, sample: int = 64, min_per_class: int = MIN_PER_CLASS, e
 
     in_range = [lab if -1 <= lab < k else None for lab in labels]
     n_out = sum(x is None for x in in_range)
+    n_labels = sum(x >= 0 for x in labels)
+    if n_labels and n_out > n_labels // 2:  # what setup_run refuses too
+        raise DataError(
+            f"{n_out} of {n_labels} labels are out of range for {model.name} ({k} classes): "
+            "the data set does not belong to this model; check 'data' and 'model' in the config"
+        )
     if n_out:
         warnings.append(f"{n_out} of {len(labels)} images have labels beyond {model.name}'s {k} classes: "
                         "a run skips them")
