@@ -186,6 +186,12 @@ def test_duplicates_found_by_content(tmp_path):
     assert rep.duplicates == ref == [["0/a", "1/a_copy", "2/a_again"], ["1/b", "2/b"]]
     assert any("2 groups of identical files (3 extra copies" in w for w in rep.warnings)
     assert duplicate_groups(["x", "y", "x", ""], ["i", "j", "k", "l"]) == [["i", "k"]]
+    # a run finds them while probing, prints the warning and keeps it in the manifest
+    run_sweep({"model": {"name": "mnist_cnn"}, "data": {"root": str(tmp_path / "d")}, "workers": 0,
+               "conditions": []}, tmp_path / "run", progress=False)
+    warns = ResultsStore(tmp_path / "run").manifest()["data"]["warnings"]
+    assert any("2 groups of identical files" in w for w in warns)
+    assert any("4 of 4 classes have fewer than 5 images" in w for w in warns)
 
 
 def test_cli_check_output_json_and_errors(imagenet_folders, tmp_path, capsys):

@@ -254,3 +254,17 @@ def test_concatenated_folder_and_array_parts(tmp_path):
     labels, maps = dataset_labels(ds, [str(i) for i in range(10)])
     assert labels == [0, 1] + digits.labels
     assert len(maps) == 1 and maps[0]["part"] == 0 and maps[0]["mode"] == "sorted"
+
+
+def test_data_config_keys(tmp_path):
+    from weakspot.errors import ConfigError
+    from weakspot.evaluate.config import load_config, parse_config
+
+    cfg = parse_config({"data": {"root": str(tmp_path), "class_map": {7: 3, "crane": "construction crane"}}})
+    assert load_class_map(cfg.data_list[0].class_map) == {"7": 3, "crane": "construction crane"}
+    with pytest.raises(ConfigError, match="data.*labels"):
+        parse_config({"data": {"root": str(tmp_path), "labels": "alphabetical"}})
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("data: {root: imgs, class_map: pins.csv}\n")
+    d = load_config(tmp_path / "sub" / "c.yaml").data_list[0]
+    assert d.class_map == str((tmp_path / "sub" / "pins.csv").resolve()) and d.labels == "auto"

@@ -66,7 +66,7 @@ class DataConfig(_Strict):
     # class k; none = unlabelled
     labels: Literal["auto", "wordnet", "names", "index", "sorted", "none"] = "auto"
     # folder -> class index (or class name): a YAML/JSON/CSV file (relative to the config) or a mapping
-    class_map: Union[str, dict[str, Union[int, str]], None] = None
+    class_map: Union[str, dict[Union[int, str], Union[int, str]], None] = None
 
     @field_validator("kind")
     @classmethod
