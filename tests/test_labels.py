@@ -152,6 +152,11 @@ def test_index_wordnet_errors_and_detection(wnid_to_index):
     # a model whose class names are WordNet IDs (in its own order) resolves by them
     own = ["n01443537", "n01440764"]
     assert resolve_labels(["n01440764"], own).index == [1]
+    # detected per kind: a mix of WordNet IDs and names; the misfit is the one named
+    lm = resolve_labels(["n01440764", "goldfish"], NAMES)
+    assert lm.mode == "wordnet+names" and lm.as_dict() == {"goldfish": 1, "n01440764": 0}
+    with pytest.raises(DataError, match="folder 'holidays' matches none"):
+        resolve_labels(["n01440764", "n01443537", "holidays"], NAMES)
     lm = resolve_labels(["a", "b"], NAMES, labels="none")
     assert lm.index == [-1, -1] and lm.mode == "none"
     with pytest.raises(DataError, match="unknown labels mode"):

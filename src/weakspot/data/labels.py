@@ -6,7 +6,8 @@ names and two options of the data config:
 
 ``labels``
     ``auto`` (default) detects: every folder a WordNet ID (``n01440764``) → ``wordnet``;
-    every folder an integer → ``index``; else ``names``.
+    every folder an integer → ``index``; else ``names`` (WordNet-ID folders among names
+    resolve as ``wordnet``, so an error names the folder that fits neither).
     ``wordnet``: the ImageNet-1k WordNet ID of the class (the standard ImageNet layout;
     the model must be an ImageNet-1k model, or have WordNet IDs as class names).
     ``names``: the folder is a class name of the model (case, ``_``, ``-``, ``/``, ``,`` and
@@ -244,77 +245,11 @@ class _NameIndex:
         return [], ""
 
 
-@functools.lru_cache(maxsize=8)
-def _name_index(class_names: tuple[str, ...]) -> tuple[bool, _NameIndex]:
-    imagenet = is_imagenet1k(class_names)
-    return imagenet, _NameIndex(class_names, imagenet)
-
-
-def resolve_labels(
-    folders: Sequence[str],
-    class_names: Sequence[str],
-    *,
-    labels: str = "auto",
-    class_map: Mapping[str, int | str] | None = None,
-    model_name: str = "the model",
-) -> LabelMap:
-    """Map each folder of an ImageFolder to a class index of the model.
-
-    Args:
-        folders: the folder names (any order; the result is sorted).
-        class_names: the model's class names, index = model output.
-        labels: ``auto``, ``wordnet``, ``names``, ``index``, ``sorted`` or ``none`` (see the
-            module docstring).
-        class_map: ``{folder: index or class name}``; wins for the folders it names.
-        model_name: used in messages.
-
-    Returns:
-        :class:`LabelMap`.
-
-    Raises:
-        DataError: a folder that matches no class (named, with what to do), a name that fits
-            several classes (the candidate indices listed, and how to pin one), WordNet
-            folders for a model that is not ImageNet-1k, a class-map index out of range.
-
-    >>> resolve_labels(["dog", "Cat"], ["cat", "dog", "bird"]).as_dict()
-    {'Cat': 0, 'dog': 1}
-    """
-    if labels not in LABEL_MODES:
-        raise DataError(f"unknown labels mode '{labels}'; use one of {', '.join(LABEL_MODES)}")
-    folders = sorted(str(f) for f in folders)
-    if len(set(folders)) != len(folders):
-        raise DataError("folder names must be unique")
+def _resolve_group(mode: str, rest: list[str], folders: list[str], class_names: Sequence[str], imagenet: bool,
+                   by_name: _NameIndex, model_name: str, index: dict[str, int], how: dict[str, str],
+                   warnings: list[str]) -> None:
+    """Resolve the folders ``rest`` (not in the class map) by ``mode``, into ``index``/``how``."""
     k = len(class_names)
-    cmap = dict(class_map or {})
-    if labels == "none":
-        return LabelMap("none", folders, [-1] * len(folders), [""] * len(folders), ["none"] * len(folders))
-    imagenet, by_name = _name_index(tuple(str(n) for n in class_names))
-    index: dict[str, int] = {}
-    how: dict[str, str] = {}
-    warnings: list[str] = []
-    # 1. the class map
-    for f in folders:
-        if f not in cmap:
-            continue
-        v = cmap[f]
-        if isinstance(v, int):
-            if v >= k:
-                raise DataError(f"class_map: '{f}' maps to {v} but {model_name} has {k} classes (0..{k - 1})")
-            index[f] = v
-        else:
-            hits, _ = by_name.match(v)
-            if len(hits) != 1:
-                what = f"fits {len(hits)} classes: {_candidates(hits, class_names)}" if hits else "is no class name"
-                raise DataError(f"class_map: '{f}' maps to '{v}', which {what} of {model_name}; give the index instead")
-            index[f] = hits[0]
-        how[f] = "class_map"
-    unused = sorted(set(cmap) - set(folders))
-    if unused:
-        warnings.append(f"class_map names {len(unused)} folders that do not exist: {', '.join(unused[:5])}"
-                        + (" …" if len(unused) > 5 else ""))
-    rest = [f for f in folders if f not in index]
-    mode = labels if labels != "auto" else (detect_label_mode(rest) if rest else "class_map")
-    # 2. the rest by the mode
     if mode == "sorted":
         if len(folders) > k:
             raise DataError(f"labels: sorted numbers {len(folders)} folders 0..{len(folders) - 1} but {model_name} "
@@ -378,6 +313,88 @@ def resolve_labels(
                 + "; rename it to a class name, map it in class_map (folder: index), or set labels: sorted "
                 "(folder k in sorted order = class k) or labels: none"
             )
+
+
+@functools.lru_cache(maxsize=8)
+def _name_index(class_names: tuple[str, ...]) -> tuple[bool, _NameIndex]:
+    imagenet = is_imagenet1k(class_names)
+    return imagenet, _NameIndex(class_names, imagenet)
+
+
+def resolve_labels(
+    folders: Sequence[str],
+    class_names: Sequence[str],
+    *,
+    labels: str = "auto",
+    class_map: Mapping[str, int | str] | None = None,
+    model_name: str = "the model",
+) -> LabelMap:
+    """Map each folder of an ImageFolder to a class index of the model.
+
+    Args:
+        folders: the folder names (any order; the result is sorted).
+        class_names: the model's class names, index = model output.
+        labels: ``auto``, ``wordnet``, ``names``, ``index``, ``sorted`` or ``none`` (see the
+            module docstring).
+        class_map: ``{folder: index or class name}``; wins for the folders it names.
+        model_name: used in messages.
+
+    Returns:
+        :class:`LabelMap`.
+
+    Raises:
+        DataError: a folder that matches no class (named, with what to do), a name that fits
+            several classes (the candidate indices listed, and how to pin one), WordNet
+            folders for a model that is not ImageNet-1k, a class-map index out of range.
+
+    >>> resolve_labels(["dog", "Cat"], ["cat", "dog", "bird"]).as_dict()
+    {'Cat': 0, 'dog': 1}
+    """
+    if labels not in LABEL_MODES:
+        raise DataError(f"unknown labels mode '{labels}'; use one of {', '.join(LABEL_MODES)}")
+    folders = sorted(str(f) for f in folders)
+    if len(set(folders)) != len(folders):
+        raise DataError("folder names must be unique")
+    k = len(class_names)
+    cmap = {str(a): (int(b) if isinstance(b, str) and _INT.match(b) else b) for a, b in (class_map or {}).items()}
+    if labels == "none":
+        return LabelMap("none", folders, [-1] * len(folders), [""] * len(folders), ["none"] * len(folders))
+    imagenet, by_name = _name_index(tuple(str(n) for n in class_names))
+    index: dict[str, int] = {}
+    how: dict[str, str] = {}
+    warnings: list[str] = []
+    # 1. the class map
+    for f in folders:
+        if f not in cmap:
+            continue
+        v = cmap[f]
+        if isinstance(v, int):
+            if v >= k:
+                raise DataError(f"class_map: '{f}' maps to {v} but {model_name} has {k} classes (0..{k - 1})")
+            index[f] = v
+        else:
+            hits, _ = by_name.match(v)
+            if len(hits) != 1:
+                what = f"fits {len(hits)} classes: {_candidates(hits, class_names)}" if hits else "is no class name"
+                raise DataError(f"class_map: '{f}' maps to '{v}', which {what} of {model_name}; give the index instead")
+            index[f] = hits[0]
+        how[f] = "class_map"
+    unused = sorted(set(cmap) - set(folders))
+    if unused:
+        warnings.append(f"class_map names {len(unused)} folders that do not exist: {', '.join(unused[:5])}"
+                        + (" …" if len(unused) > 5 else ""))
+    rest = [f for f in folders if f not in index]
+    if labels != "auto":
+        groups = [(labels, rest)] if rest else []
+    else:
+        # detected; a mix of WordNet IDs and other names resolves each part by its own kind,
+        # so an error names the folder that does not fit
+        wn = [f for f in rest if _WNID.match(f)]
+        others = [f for f in rest if not _WNID.match(f)]
+        groups = [(detect_label_mode(g), g) for g in (wn, others) if g]
+    mode = "+".join(m for m, _ in groups) or ("class_map" if labels == "auto" else labels)
+    for group_mode, group in groups:
+        _resolve_group(group_mode, group, folders, class_names, imagenet, by_name, model_name, index, how, warnings)
     idx = [index[f] for f in folders]
     seen: dict[int, list[str]] = {}
     for f, i in zip(folders, idx):
