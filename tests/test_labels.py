@@ -246,7 +246,10 @@ def test_open_dataset_label_options_on_real_folders(tmp_path):
     # labels/class_map on a kind that carries its own labels is refused
     with pytest.raises(DataError, match="applies to folder data sets"):
         open_dataset(kind="mnist_5k", labels="sorted")
-    assert set(open_dataset(kind="mnist_5k", labels="none", limit=5).labels) == {-1}
+    none5 = open_dataset(kind="mnist_5k", labels="none", per_class=2, seed=4)
+    assert set(none5.labels) == {-1} and len(none5) == 20
+    # the subset does not depend on 'labels' (commands that re-open the data find the same images)
+    assert none5.image_ids == open_dataset(kind="mnist_5k", per_class=2, seed=4).image_ids
 
 
 def test_concatenated_folder_and_array_parts(tmp_path):

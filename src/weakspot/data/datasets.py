@@ -564,10 +564,12 @@ def open_dataset(
         ds.label_mode = labels
     if cmap is not None:
         ds.class_map = cmap
+    if per_class is not None or limit is not None:
+        # by the kind's own labels (folder positions for folder kinds), whatever 'labels' says:
+        # the same images whoever re-opens the data
+        ds = ds.subset(subset_indices(ds.labels, per_class, limit, seed))
     if labels == "none":
         ds.labels = [-1] * len(ds)
-    if per_class is not None or limit is not None:
-        ds = ds.subset(subset_indices(ds.labels, per_class, limit, seed))
     return ds
 
 
