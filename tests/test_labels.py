@@ -276,3 +276,13 @@ def test_data_config_keys(tmp_path):
     (tmp_path / "sub" / "c.yaml").write_text("data: {root: imgs, class_map: pins.csv}\n")
     d = load_config(tmp_path / "sub" / "c.yaml").data_list[0]
     assert d.class_map == str((tmp_path / "sub" / "pins.csv").resolve()) and d.labels == "auto"
+
+
+def test_identity_unchanged_by_default_label_options():
+    """A run directory made before 'labels'/'class_map' existed still resumes (same identity)."""
+    from weakspot.evaluate.config import parse_config
+
+    old = {"kind": "foolbox", "root": None, "split": "test", "subset": "imagenet", "names": None,
+           "per_class": None, "limit": None}
+    assert parse_config({"data": {"kind": "foolbox"}}).identity()["data"] == [old]
+    assert parse_config({"data": {"kind": "foolbox", "labels": "none"}}).identity()["data"] == [{**old, "labels": "none"}]

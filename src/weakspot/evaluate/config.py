@@ -168,7 +168,10 @@ class RunConfig(_Strict):
         """What must not change when a run directory is resumed."""
         return {
             "model": self.model.model_dump(exclude={"device", "amp", "channels_last"}),
-            "data": [d.model_dump() for d in self.data_list],
+            # labels/class_map only when set: run directories made before they existed still resume
+            "data": [d.model_dump(exclude={k for k in ("labels", "class_map")
+                                           if getattr(d, k) == DataConfig.model_fields[k].default})
+                     for d in self.data_list],
             "seed": self.seed,
             "shard_size": self.shard_size,
             "store_probs": self.store_probs,
