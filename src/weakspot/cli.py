@@ -134,6 +134,26 @@ def run_cmd(
                 engine=engine, address=address, per_class=per_class, limit=limit)
 
 
+@app.command("check")
+def check_cmd(
+    config: Path = typer.Argument(..., help="run config (.yaml/.toml) to check before 'weakspot run'"),
+    sample: int = typer.Option(64, "--sample", min=1, help="labelled images (seeded) for the clean top-1"),
+    min_per_class: int = typer.Option(5, "--min-per-class", min=1, help="images per class per-class claims need"),
+    eta: bool = typer.Option(True, "--eta/--no-eta", help="time forward passes and degradations for an ETA"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the full report as JSON"),
+) -> None:
+    """Preflight: model, label mapping, clean top-1 on a sample, per-class counts, duplicates, ETA."""
+    from weakspot.evaluate.check import preflight, print_check
+
+    report = preflight(config, sample=sample, min_per_class=min_per_class, eta=eta)
+    print_check(report, console)
+    if json_out is not None:
+        import json
+
+        json_out.write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        console.print(f"report: {json_out}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="output directory"),

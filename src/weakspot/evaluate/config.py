@@ -61,6 +61,12 @@ class DataConfig(_Strict):
     names: Optional[list[str]] = None
     per_class: Optional[int] = Field(None, ge=1)
     limit: Optional[int] = Field(None, ge=1)
+    # how folders become model classes (weakspot.data.labels): auto = detect (all WordNet IDs
+    # -> wordnet, all integers -> index, else names); sorted = folder k in sorted order is
+    # class k; none = unlabelled
+    labels: Literal["auto", "wordnet", "names", "index", "sorted", "none"] = "auto"
+    # folder -> class index (or class name): a YAML/JSON/CSV file (relative to the config) or a mapping
+    class_map: Union[str, dict[Union[int, str], Union[int, str]], None] = None
 
     @field_validator("kind")
     @classmethod
@@ -162,7 +168,10 @@ class RunConfig(_Strict):
         """What must not change when a run directory is resumed."""
         return {
             "model": self.model.model_dump(exclude={"device", "amp", "channels_last"}),
-            "data": [d.model_dump() for d in self.data_list],
+            # labels/class_map only when set: run directories made before they existed still resume
+            "data": [d.model_dump(exclude={k for k in ("labels", "class_map")
+                                           if getattr(d, k) == DataConfig.model_fields[k].default})
+                     for d in self.data_list],
             "seed": self.seed,
             "shard_size": self.shard_size,
             "store_probs": self.store_probs,
@@ -191,6 +200,8 @@ def parse_config(obj: dict[str, Any], source: str = "(dict)", base_dir: Path | N
         for d in cfg.data_list:
             if d.root and not Path(d.root).expanduser().is_absolute():
                 d.root = str((base_dir / d.root).resolve())
+            if isinstance(d.class_map, str) and not Path(d.class_map).expanduser().is_absolute():
+                d.class_map = str((base_dir / d.class_map).resolve())
         w = cfg.model.weights
         if w and not Path(w).expanduser().is_absolute() and (base_dir / w).exists():
             cfg.model.weights = str((base_dir / w).resolve())

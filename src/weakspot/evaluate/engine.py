@@ -184,6 +184,9 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
         run = Run.create(cfg, out_dir, ds, model, conditions, workers, console)
     ds_index = run.manifest.data.dataset_index
     labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), model.num_classes, max_units)
+    from weakspot.evaluate.check import ChanceWatch
+
+    chance_watch = ChanceWatch(labels_all, console)  # warns once if clean top-1 is near chance
     n = len(ids_all)
     by_id = {c.condition_id: c for c in conditions}
     built = {c.condition_id: c.build() for c in conditions}
@@ -229,6 +232,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
                     write_unit(store, res)
                     if cond.is_clean:
                         clean_top1 = top1_for(res, idx)
+                        chance_watch.add(res.rows)
                     t_fwd += res.forward_s
                     t_deg += res.degrade_s
                     c_fwd += res.forward_cpu_s

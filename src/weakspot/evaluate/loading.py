@@ -57,7 +57,8 @@ def open_run_data(cfg):
     from weakspot.data import ConcatImageDataset, open_dataset
 
     parts = [open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names,
-                          per_class=d.per_class, limit=d.limit, seed=cfg.seed) for d in cfg.data_list]
+                          per_class=d.per_class, limit=d.limit, seed=cfg.seed, labels=d.labels,
+                          class_map=d.class_map) for d in cfg.data_list]
     return parts[0] if len(parts) == 1 else ConcatImageDataset(parts)
 
 

@@ -460,15 +460,13 @@ def _versions(model_source: str) -> dict[str, str]:
     return out
 
 
-def _label_map(ds, model) -> Callable[[int], int]:
-    """Labels index the model's classes; an ImageFolder whose folder names are model class
-    names in another order is remapped by name."""
-    names = getattr(ds, "class_names", None)
-    if names and list(names) != list(model.class_names) and set(names) <= set(model.class_names):
-        pos = {n: i for i, n in enumerate(model.class_names)}
-        table = [pos[n] for n in names]
-        return lambda y: table[y] if 0 <= y < len(table) else y
-    return lambda y: y
+def _label_map(ds, model) -> tuple[list[int], dict | None]:
+    """Per-item model class indices and the manifest's ``data.label_map`` (folder → index →
+    class name; ``None`` without folder data), by :func:`weakspot.data.labels.dataset_labels`."""
+    from weakspot.data.labels import dataset_labels, manifest_label_map
+
+    labels, maps = dataset_labels(ds, model.class_names, model.name)
+    return labels, manifest_label_map(maps)
 
 
 def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], workers: int, console) -> dict:
@@ -483,12 +481,12 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
     for items in image_loader(LoadItems(ds, range(n), probe=True), batches, use_workers):
         for i, shape, digest, err in items:
             shapes[i], digests[i], errors[i] = shape, digest, err
-    relabel = _label_map(ds, model)
+    mapped, label_map = _label_map(ds, model)
     k = model.num_classes
     skipped, valid = [], []
     out_of_range = 0
     for i in range(n):
-        lab = relabel(ds.labels[i])
+        lab = mapped[i]
         if errors[i] is not None:
             skipped.append({"image_id": ds.image_ids[i], "path": ds.paths[i], "reason": errors[i]})
         elif lab >= k or lab < -1:
@@ -505,6 +503,11 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         )
     if not valid:
         raise DataError(f"none of the {n} images could be used; first problem: {skipped[0]['reason'] if skipped else '?'}")
+    from weakspot.evaluate.check import data_warnings, print_warnings
+
+    warns = data_warnings([lab for _, lab in valid], model.class_names, [digests[i] for i, _ in valid],
+                          [ds.image_ids[i] for i, _ in valid], label_map)
+    print_warnings(warns, console)
     store.write_classes(model.class_names)
     store.write_images({
         "image_index": list(range(len(valid))),
@@ -529,7 +532,7 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         "versions": _versions(model.source),
         "model": model.describe(),
         "data": {**ds.describe(), "sha256": fingerprint(ds, digests), "n_valid": len(valid),
-                 "dataset_index": [i for i, _ in valid]},
+                 "dataset_index": [i for i, _ in valid], "label_map": label_map, "warnings": warns},
         "order": "decode (native resolution) -> degradation (keyed generator per image) -> model "
                  "preprocessing (resize, crop, normalise) -> forward -> softmax",
         "skipped_inputs": skipped,

@@ -166,9 +166,11 @@ def _open_run(run_dir: Path) -> _OpenedRun:
 
 def _run_label_map(ds, model):
     """The label mapping ``weakspot run`` applies (one call, so fix and run can never differ)."""
-    from weakspot.evaluate.engine import _label_map
+    from weakspot.evaluate.run import _label_map
 
-    return _label_map(ds, model)
+    mapped, _ = _label_map(ds, model)  # per item; a folder's label maps to one class, so a table suffices
+    table = {int(orig): int(new) for orig, new in zip(ds.labels, mapped)}
+    return lambda y: table.get(int(y), int(y))
 
 
 # ----------------------------------------------------------------------------- training images
