@@ -245,9 +245,8 @@ def adaptive_from_run(run_dir, degradation: str, *, per_class: int | None = None
     written to ``RUN_DIR/adaptive/<degradation>.parquet`` (attrs in the Parquet metadata)."""
     import json
 
-    from weakspot.evaluate.store import atomic_write_bytes
-
     from weakspot.evaluate.run import Run
+    from weakspot.evaluate.store import atomic_write_bytes
 
     run = Run.open(run_dir)
     data = run.open_data()  # the evaluated images, with the run's (model-mapped) labels

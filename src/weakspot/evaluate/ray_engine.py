@@ -44,10 +44,11 @@ import os
 import socket
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def _connect(ray, address: str | None) -> bool:
 def _cluster_address(ray, address: str | None) -> str:
     try:
         return str(ray.get_runtime_context().gcs_address)
-    except Exception:  # noqa: BLE001 - Ray Client sessions do not expose it
+    except Exception:  # Ray Client sessions do not expose it
         return address or "local"
 
 
@@ -183,7 +184,7 @@ class _UnitWorker:
         return out
 
     def _shard(self, unit, ds_idx, ids, labels):
-        from weakspot.evaluate.engine import ShardImages, LoadItems
+        from weakspot.evaluate.engine import LoadItems, ShardImages
 
         hit = self.cache.get(unit.shard)
         if hit is not None:
@@ -564,7 +565,7 @@ def _kill(ray, handles) -> None:
     for h in handles:
         try:
             ray.kill(h, no_restart=True)
-        except Exception:  # noqa: BLE001 - already dead
+        except Exception:  # already dead
             pass
 
 

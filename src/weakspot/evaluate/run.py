@@ -26,9 +26,9 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,8 +63,8 @@ class RunDataInfo(BaseModel):
     """``manifest.json``'s ``data``: the data sets' description plus what the run kept."""
 
     model_config = ConfigDict(extra="allow")
-    sha256: Optional[str] = None  # content hash of every probed image
-    n_valid: Optional[int] = None  # images evaluated (rows of images.parquet)
+    sha256: str | None = None  # content hash of every probed image
+    n_valid: int | None = None  # images evaluated (rows of images.parquet)
     dataset_index: list[int] = Field(default_factory=list)  # image_index -> index in the opened data
 
 
@@ -74,10 +74,10 @@ class RunManifest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     schema_version: int = 1
-    name: Optional[str] = None
+    name: str | None = None
     status: str = "running"  # running | partial | complete
-    created: Optional[str] = None
-    config: Optional[RunConfig] = None
+    created: str | None = None
+    config: RunConfig | None = None
     identity: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     shard_size: int = 64
@@ -85,11 +85,11 @@ class RunManifest(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)  # LoadedModel.describe()
     data: RunDataInfo = Field(default_factory=RunDataInfo)
-    order: Optional[str] = None
+    order: str | None = None
     skipped_inputs: list[dict[str, Any]] = Field(default_factory=list)  # found at set-up
     skipped: list[dict[str, Any]] = Field(default_factory=list)  # set-up + every unit's skips
-    units_done: Optional[int] = None
-    units_total: Optional[int] = None
+    units_done: int | None = None
+    units_total: int | None = None
     conditions: list[str] = Field(default_factory=list)
     unknown_degradations_skipped: list[str] = Field(default_factory=list)
     sessions: list[dict[str, Any]] = Field(default_factory=list)
@@ -520,7 +520,7 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
     manifest = {
         "name": cfg.name,
         "status": "running",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "identity": cfg.identity(),
         "seed": cfg.seed,
@@ -607,7 +607,7 @@ def finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_do
     m.pop("schema_version", None)
     sessions = m.get("sessions", [])
     sessions.append({
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3), "images_evaluated": images_done,
         "setup_s": round(setup_s, 3), "forward_s": round(t_fwd, 3), "degrade_s": round(t_deg, 3),
         "images_per_s": round(images_done / seconds, 2) if seconds > 0 else None,

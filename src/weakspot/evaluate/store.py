@@ -354,12 +354,12 @@ class ResultsStore:
         if not cpath.is_file():  # a schema-1 unit: read the footer and the .npy header
             try:
                 rows = pq.read_metadata(path).num_rows
-            except Exception:  # noqa: BLE001 - any pyarrow error means the file is unusable
+            except Exception:  # any pyarrow error means the file is unusable
                 return "unreadable parquet (no checksum record)"
             if with_probs and ppath.is_file():
                 try:
                     shape = np.load(ppath, mmap_mode="r", allow_pickle=False).shape
-                except Exception:  # noqa: BLE001
+                except Exception:
                     return "unreadable probabilities (.npy)"
                 if shape[0] != rows:
                     return f"probabilities have {shape[0]} rows, predictions {rows}"

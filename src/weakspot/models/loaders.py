@@ -96,7 +96,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         sd: Any = load_file(str(path))
     else:
         import pickle
-
         import warnings
 
         try:
