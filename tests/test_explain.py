@@ -42,7 +42,7 @@ def imagenet_photos() -> tuple[torch.Tensor, list[int]]:
 
     from PIL import Image
 
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     files = sorted(folder.glob("imagenet_0[0-3]_*.jpg"))  # read as files; foolbox is not imported
     x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
     return x.float() / 255, [int(f.stem.split("_")[-1]) for f in files]
@@ -75,7 +75,7 @@ def _reference_cam(model, views, targets):
 
 
 def test_grad_cam_equals_pytorch_grad_cam_on_lite0(lite0, imagenet_photos, lite0_cam):
-    x, labels = imagenet_photos
+    _, labels = imagenet_photos
     s = lite0_cam
     assert s.maps.shape == (4, 224, 224) and s.layer_maps.shape == (4, 7, 7)
     assert s.targets.tolist() == labels  # the real model gets these real photos right
@@ -216,11 +216,11 @@ def test_map_comparisons_against_analytic_values():
 
 def test_user_mistakes_raise_clear_errors(mnist_cnn, digits):
     x = digits[0][:4]
-    with pytest.raises(InvalidParameterError, match="targets.*one class per image"):
+    with pytest.raises(InvalidParameterError, match=r"targets.*one class per image"):
         grad_cam(mnist_cnn, x, targets=[1, 2])
-    with pytest.raises(InvalidParameterError, match="targets.*class indices"):
+    with pytest.raises(InvalidParameterError, match=r"targets.*class indices"):
         grad_cam(mnist_cnn, x, targets=[1, 2, 3, 10])
-    with pytest.raises(InvalidParameterError, match="model.*LoadedModel"):
+    with pytest.raises(InvalidParameterError, match=r"model.*LoadedModel"):
         grad_cam("resnet18", x)
     with pytest.raises(InvalidParameterError, match="window_px"):
         occlusion(mnist_cnn, x, window_px=40)

@@ -19,6 +19,7 @@ and :meth:`Run.finish` (status, sessions). Engines (:func:`~weakspot.evaluate.en
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -402,7 +403,7 @@ def _dir_error(root: Path, exc: OSError) -> ConfigError:
         return ConfigError(f"the run directory name is too long ({len(str(root))} characters, longest part "
                            f"{longest}); choose a shorter --out")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ConfigError(f"cannot create the run directory {root}: {exc.strerror.lower()}; choose a writable --out")
+        return ConfigError(f"cannot create the run directory {root}: {(exc.strerror or str(exc)).lower()}; choose a writable --out")
     if exc.errno == errno.ENOTDIR:
         return ConfigError(f"cannot create the run directory {root}: a part of the path is a file; choose another --out")
     return ConfigError(f"cannot create the run directory {root}: {exc.strerror or exc}; choose another --out")
@@ -416,7 +417,7 @@ def lock_run_dir(root: Path):
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        f = open(root / ".lock", "a+")
+        f = open(root / ".lock", "a+")  # noqa: SIM115 - stays open: it holds the lock for the run's lifetime
     except OSError as exc:
         raise _dir_error(root, exc) from None
     try:
@@ -453,10 +454,8 @@ def _versions(model_source: str) -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("weakspot", "torch", "torchvision", "numpy", "pyarrow", "pillow", "scikit-image",
                 "efficientnet-lite-pytorch", "timm", "onnxruntime"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -486,10 +485,12 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
     relabel = _label_map(ds, model)
     k = model.num_classes
     skipped, valid = [], []
+    hw: dict[int, tuple[int, int]] = {}  # (height, width) of every valid image
     out_of_range = 0
     for i in range(n):
         lab = relabel(ds.labels[i])
-        if errors[i] is not None:
+        shape = shapes[i]
+        if errors[i] is not None or shape is None:
             skipped.append({"image_id": ds.image_ids[i], "path": ds.paths[i], "reason": errors[i]})
         elif lab >= k or lab < -1:
             out_of_range += 1
@@ -497,6 +498,7 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
                             "reason": f"label {lab} out of range for a model with {k} classes"})
         else:
             valid.append((i, lab))
+            hw[i] = (int(shape[1]), int(shape[2]))
     labelled = sum(1 for x in ds.labels if x >= 0)
     if labelled and out_of_range > labelled // 2:
         raise DataError(
@@ -511,8 +513,8 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         "image_id": [ds.image_ids[i] for i, _ in valid],
         "path": [ds.paths[i] for i, _ in valid],
         "label": [lab for _, lab in valid],
-        "height": [shapes[i][1] for i, _ in valid],
-        "width": [shapes[i][2] for i, _ in valid],
+        "height": [hw[i][0] for i, _ in valid],
+        "width": [hw[i][1] for i, _ in valid],
     })
     _write_conditions(store, conditions)
     from weakspot.data import fingerprint
@@ -582,7 +584,7 @@ def stored_clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.nd
         return out
     t = pq.read_table(path, columns=["image_index", "top1"])
     pos = {int(i): j for j, i in enumerate(idx)}
-    for ii, t1 in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
+    for ii, t1 in zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True):
         if int(ii) in pos:
             out[pos[int(ii)]] = t1
     return out
@@ -598,10 +600,8 @@ def finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_do
     base = store.root / "skipped"
     if base.is_dir():
         for f in sorted(base.glob("*/shard-*.json")):
-            try:
+            with contextlib.suppress(OSError, json.JSONDecodeError):
                 unit_skips += json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                pass
     total = len(plan_units(len(store.images()), [c.condition_id for c in conditions], m.get("shard_size", 64)))
     done = len(store.done_units()) - len(store.damaged_units())
     m.pop("schema_version", None)

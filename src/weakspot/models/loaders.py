@@ -309,8 +309,8 @@ def load_timm(
         )
     target = None
     try:
-        info = module.feature_info[-1]["module"]
-        target = module.get_submodule(info)
+        feature_info: Any = module.feature_info  # timm's FeatureInfo (nn.Module.__getattr__ cannot type it)
+        target = module.get_submodule(feature_info[-1]["module"])
     except (AttributeError, IndexError, KeyError, TypeError):
         target = find_target_layer(module)
     return LoadedModel(
