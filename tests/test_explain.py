@@ -26,6 +26,7 @@ from weakspot.explain import (
     cosine_distance,
     deletion_insertion,
     grad_cam,
+    model_view,
     normalize_maps,
     occlusion,
     pearson,
@@ -123,6 +124,17 @@ def test_grad_cam_finds_a_target_layer_for_a_plain_module(mnist_cnn, digits):
     torch.testing.assert_close(auto.maps, given.maps)
     assert auto.layer_maps.shape[-2:] == (7, 7)
     assert (auto.maps >= 0).all() and (auto.strength >= 0).all()
+
+
+def test_model_view_of_a_list_of_images_equals_that_of_the_batch(mnist_cnn, digits):
+    """``perceive`` passes the clean images as a list: a LoadedModel and a plain module both
+    give the batch's view (a plain module used to hand the list back unchanged)."""
+    x = digits[0][:3]
+    for model in (mnist_cnn, mnist_cnn.module):
+        view = model_view(model, list(x))
+        assert isinstance(view, torch.Tensor)
+        torch.testing.assert_close(view, model_view(model, x))
+    torch.testing.assert_close(model_view(mnist_cnn.module, list(x)), x)  # a plain module sees the images as given
 
 
 @pytest.mark.parametrize("window, stride", [(7, 7), (8, 4), (7, 5)])  # (7, 5) does not tile 28 px
