@@ -26,6 +26,7 @@ from weakspot.explain import (
     cosine_distance,
     deletion_insertion,
     grad_cam,
+    model_view,
     normalize_maps,
     occlusion,
     pearson,
@@ -42,7 +43,7 @@ def imagenet_photos() -> tuple[torch.Tensor, list[int]]:
 
     from PIL import Image
 
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     files = sorted(folder.glob("imagenet_0[0-3]_*.jpg"))  # read as files; foolbox is not imported
     x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
     return x.float() / 255, [int(f.stem.split("_")[-1]) for f in files]
@@ -75,7 +76,7 @@ def _reference_cam(model, views, targets):
 
 
 def test_grad_cam_equals_pytorch_grad_cam_on_lite0(lite0, imagenet_photos, lite0_cam):
-    x, labels = imagenet_photos
+    _, labels = imagenet_photos
     s = lite0_cam
     assert s.maps.shape == (4, 224, 224) and s.layer_maps.shape == (4, 7, 7)
     assert s.targets.tolist() == labels  # the real model gets these real photos right
@@ -123,6 +124,17 @@ def test_grad_cam_finds_a_target_layer_for_a_plain_module(mnist_cnn, digits):
     torch.testing.assert_close(auto.maps, given.maps)
     assert auto.layer_maps.shape[-2:] == (7, 7)
     assert (auto.maps >= 0).all() and (auto.strength >= 0).all()
+
+
+def test_model_view_of_a_list_of_images_equals_that_of_the_batch(mnist_cnn, digits):
+    """``perceive`` passes the clean images as a list: a LoadedModel and a plain module both
+    give the batch's view (a plain module used to hand the list back unchanged)."""
+    x = digits[0][:3]
+    for model in (mnist_cnn, mnist_cnn.module):
+        view = model_view(model, list(x))
+        assert isinstance(view, torch.Tensor)
+        torch.testing.assert_close(view, model_view(model, x))
+    torch.testing.assert_close(model_view(mnist_cnn.module, list(x)), x)  # a plain module sees the images as given
 
 
 @pytest.mark.parametrize("window, stride", [(7, 7), (8, 4), (7, 5)])  # (7, 5) does not tile 28 px
@@ -216,11 +228,11 @@ def test_map_comparisons_against_analytic_values():
 
 def test_user_mistakes_raise_clear_errors(mnist_cnn, digits):
     x = digits[0][:4]
-    with pytest.raises(InvalidParameterError, match="targets.*one class per image"):
+    with pytest.raises(InvalidParameterError, match=r"targets.*one class per image"):
         grad_cam(mnist_cnn, x, targets=[1, 2])
-    with pytest.raises(InvalidParameterError, match="targets.*class indices"):
+    with pytest.raises(InvalidParameterError, match=r"targets.*class indices"):
         grad_cam(mnist_cnn, x, targets=[1, 2, 3, 10])
-    with pytest.raises(InvalidParameterError, match="model.*LoadedModel"):
+    with pytest.raises(InvalidParameterError, match=r"model.*LoadedModel"):
         grad_cam("resnet18", x)
     with pytest.raises(InvalidParameterError, match="window_px"):
         occlusion(mnist_cnn, x, window_px=40)

@@ -123,7 +123,7 @@ def test_niqe_matches_scikit_video(degraded_set, niqe_scores):
     x = degraded_set
     w = np.array([0.2989, 0.5870, 0.1140])
     luma = np.einsum("bchw,c->bhw", x.double().numpy(), w) * 255
-    ref = np.array([ref_niqe(l.astype(np.float32))[0] for l in luma])
+    ref = np.array([ref_niqe(y.astype(np.float32))[0] for y in luma])
     assert spearmanr(niqe_scores, ref).statistic >= 0.99
     n = SETS.index("jpeg30") * len(x) // len(SETS)
     # same algorithm: within 1 % (the reference runs in float32) ...
@@ -235,7 +235,7 @@ def test_brisque_equals_numpy_rederivation_scored_by_libsvm(degraded_set, brisqu
     idx = list(range(0, SETS.index("jpeg30") * len(degraded_set) // len(SETS), 3))
     x = degraded_set[idx].double().numpy()
     luma = np.einsum("bchw,c->bhw", x, np.array([0.2989, 0.5870, 0.1140])) * 255
-    feats = np.stack([_ref_brisque_features(l) for l in luma])
+    feats = np.stack([_ref_brisque_features(y) for y in luma])
     np.testing.assert_allclose(q.brisque_features(degraded_set[idx]).numpy(), feats, rtol=2e-3, atol=2e-4)
 
     base = files("brisque") / "models"
@@ -298,14 +298,14 @@ def test_user_mistakes_raise_clear_errors():
         q.brisque(torch.rand(1, 3, 64, 64) * 255)
     with pytest.raises(InvalidParameterError, match="grid"):
         q.quality_map(torch.rand(1, 3, 64, 64), "brisque", grid=(8, 8))
-    with pytest.raises(InvalidParameterError, match="measure.*PaQ-2-PiQ needs a weights file"):
+    with pytest.raises(InvalidParameterError, match=r"measure.*PaQ-2-PiQ needs a weights file"):
         q.quality_map(torch.rand(1, 3, 64, 64), "paq2piq")
 
 
 # -------------------------------------------------------------------------- PaQ-2-PiQ
 def test_paq2piq_without_weights_says_so(monkeypatch):
     monkeypatch.delenv(q.paq2piq.WEIGHTS_ENV, raising=False)
-    with pytest.raises(ModelLoadError, match="not bundled.*WEAKSPOT_PAQ2PIQ_WEIGHTS"):
+    with pytest.raises(ModelLoadError, match=r"not bundled.*WEAKSPOT_PAQ2PIQ_WEIGHTS"):
         q.load_paq2piq()
 
 

@@ -8,8 +8,7 @@ Quick use::
     out = deg(images, generator=0)                  # (B, C, H, W) float in [0, 1]
 """
 
-from weakspot.errors import WeakspotError  # noqa: F401
-from weakspot.degrade import (  # noqa: F401
+from weakspot.degrade import (
     Degradation,
     compose,
     get_degradation,
@@ -17,6 +16,7 @@ from weakspot.degrade import (  # noqa: F401
     list_degradations,
     list_specs,
 )
+from weakspot.errors import WeakspotError
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -63,8 +63,8 @@ def _parse_params(items: list[str] | None) -> dict[str, str]:
 
 @app.command("list")
 def list_cmd(
-    pattern: Optional[str] = typer.Argument(None, help="glob on names, e.g. 'imagenet_c/*'"),
-    family: Optional[str] = typer.Option(None, help="only this family (camera, noise, blur, …)"),
+    pattern: str | None = typer.Argument(None, help="glob on names, e.g. 'imagenet_c/*'"),
+    family: str | None = typer.Option(None, help="only this family (camera, noise, blur, …)"),
     severities: bool = typer.Option(True, "--severities/--no-severities", help="show severity tables"),
 ) -> None:
     """List registered degradations with parameters, units and severity tables."""
@@ -99,8 +99,8 @@ def degrade_cmd(
     src: Path = typer.Argument(..., help="input image file"),
     dst: Path = typer.Argument(..., help="output image file (PNG recommended)"),
     op: str = typer.Option(..., "--op", help="degradation name (see 'weakspot list')"),
-    param: Optional[list[str]] = typer.Option(None, "--param", help="NAME=VALUE, repeatable"),
-    severity: Optional[int] = typer.Option(None, "--severity", help="severity level 1–5"),
+    param: list[str] | None = typer.Option(None, "--param", help="NAME=VALUE, repeatable"),
+    severity: int | None = typer.Option(None, "--severity", help="severity level 1–5"),
     seed: int = typer.Option(0, help="random seed (same seed → same bytes)"),
 ) -> None:
     """Apply one degradation to one image file."""
@@ -118,14 +118,14 @@ def degrade_cmd(
 def run_cmd(
     config: Path = typer.Argument(..., help="run config (.yaml/.toml): model, data, conditions, seed"),
     out: str = typer.Option(..., "--out", "-o", help="run directory (resumed if it holds the same run)"),
-    workers: Optional[int] = typer.Option(None, help="data-loading processes (overrides the config)"),
+    workers: int | None = typer.Option(None, help="data-loading processes (overrides the config)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar with ETA"),
     engine: str = typer.Option("local", "--engine", help="'local' (this machine) or 'ray' (a Ray cluster; "
                                "pip install 'weakspot[ray]')"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster HOST:PORT, ray://HOST:10001 or "
+    address: str | None = typer.Option(None, "--address", help="Ray cluster HOST:PORT, ray://HOST:10001 or "
                                           "'auto' (--engine ray; default: RAY_ADDRESS or a local cluster)"),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="seeded subset: N images per class"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="seeded subset: N images in all"),
+    per_class: int | None = typer.Option(None, "--per-class", help="seeded subset: N images per class"),
+    limit: int | None = typer.Option(None, "--limit", help="seeded subset: N images in all"),
 ) -> None:
     """Evaluate a model on a data set under a sweep of conditions (resumable)."""
     from weakspot.evaluate.commands import run_command
@@ -170,11 +170,11 @@ def demo_cmd(
 def breaking_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run: its model, images, labels and seed are reused"),
     degradation: str = typer.Argument(..., help="registered degradation with a continuous x-axis"),
-    mild: Optional[float] = typer.Option(None, help="mild end of the search (default: its severity-1 value)"),
-    severe: Optional[float] = typer.Option(None, help="severe end (default: its severity-5 value)"),
-    tol: Optional[float] = typer.Option(None, help="resolution in the axis unit (default: range/64)"),
+    mild: float | None = typer.Option(None, help="mild end of the search (default: its severity-1 value)"),
+    severe: float | None = typer.Option(None, help="severe end (default: its severity-5 value)"),
+    tol: float | None = typer.Option(None, help="resolution in the axis unit (default: range/64)"),
     metric: str = typer.Option("p_clean", help="p_clean (mean clean-class probability) or accuracy"),
-    per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="at most N images per class"),
+    per_class: int | None = typer.Option(None, "--per-class", min=1, help="at most N images per class"),
 ) -> None:
     """Adaptive breaking points: bisect a physical parameter per class (evaluates the model)."""
     from rich.table import Table
@@ -219,8 +219,8 @@ def envelope_cmd(
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory (weakspot run CONFIG --out RUN_DIR)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/report)"),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="run to normalise corruption errors by"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/report)"),
+    baseline: Path | None = typer.Option(None, "--baseline", help="run to normalise corruption errors by"),
     examples: int = typer.Option(8, "--examples", min=0, help="number of clean-vs-degraded example pairs"),
     min_per_class: int = typer.Option(5, "--min-per-class", min=1,
                                       help="images a class needs before per-class rankings and claims are made"),
@@ -236,7 +236,7 @@ def report_cmd(
 def perceive_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     max_images: int = typer.Option(32, "--max-images", min=0, help="images sampled per condition (0 = all)"),
-    conditions: Optional[list[str]] = typer.Option(None, "--conditions", help="glob on condition ids (repeatable)"),
+    conditions: list[str] | None = typer.Option(None, "--conditions", help="glob on condition ids (repeatable)"),
     grid: int = typer.Option(4, min=1, help="cells per side of the patch quality map"),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="bootstrap resamples for the intervals"),
     overlays: int = typer.Option(4, min=0, help="overlay figures (image, quality map, saliency)"),
@@ -346,11 +346,11 @@ def fix_cmd(
                 progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap)
 
 
-def _click_exception_types() -> tuple[type, ...]:
+def _click_exception_types() -> tuple[type[Exception], ...]:
     """Click's exception base class, and typer's vendored copy of it (typer ≥ 0.2x)."""
     import click
 
-    types: list[type] = [click.exceptions.ClickException]
+    types: list[type[Exception]] = [click.exceptions.ClickException]
     try:
         from typer._click.exceptions import ClickException as TyperClickException
 
@@ -397,15 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is kept")
         return 130
-    except click_errors as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'weakspot': the help itself
-            exc.show()
+    except click_errors as error:
+        click_exc: Any = error  # click's ClickException or typer's vendored copy: show(), exit_code
+        if type(click_exc).__name__ == "NoArgsIsHelpError":  # bare 'weakspot': the help itself
+            click_exc.show()
             return 0
-        if type(exc).__name__ in ("UsageError", "NoSuchOption", "BadOptionUsage", "BadArgumentUsage",
-                                  "MissingParameter", "BadParameter"):
-            return _usage_error(exc)
-        exc.show()  # e.g. FileError
-        return exc.exit_code
+        if type(click_exc).__name__ in ("UsageError", "NoSuchOption", "BadOptionUsage", "BadArgumentUsage",
+                                        "MissingParameter", "BadParameter"):
+            return _usage_error(click_exc)
+        click_exc.show()  # e.g. FileError
+        return click_exc.exit_code
     return rc if isinstance(rc, int) else 0
 
 

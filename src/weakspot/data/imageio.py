@@ -164,9 +164,9 @@ def load_image(path: str | Path, channels: int | None = 3) -> torch.Tensor:
                     warnings.warn(f"{path} has 16-bit colour but only 8 bits are read: install opencv-python-headless "
                                   "(or tifffile for TIFF) to keep them", stacklevel=2)
                 bits, signed = _tiff_tag(img, 258), _tiff_tag(img, 339) == 2
-                img = ImageOps.exif_transpose(img)
-                img.load()
-                arr = _pil_to_array(img, int(bits) if bits else None, signed)
+                upright = ImageOps.exif_transpose(img)
+                upright.load()
+                arr = _pil_to_array(upright, int(bits) if bits else None, signed)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(f"cannot decode image {path}: {exc}") from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:

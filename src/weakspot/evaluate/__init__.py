@@ -8,7 +8,7 @@ Typical use::
     run = Run.open("runs/mnist")            # conditions, model, data, degraded images of the run
 """
 
-from weakspot.evaluate.conditions import (  # noqa: F401
+from weakspot.evaluate.conditions import (
     CLEAN_CONDITION,
     Condition,
     Step,
@@ -16,7 +16,7 @@ from weakspot.evaluate.conditions import (  # noqa: F401
     degrade_images,
     make_condition_id,
 )
-from weakspot.evaluate.config import (  # noqa: F401
+from weakspot.evaluate.config import (
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -25,7 +25,7 @@ from weakspot.evaluate.config import (  # noqa: F401
     load_config,
     parse_config,
 )
-from weakspot.evaluate.engine import (  # noqa: F401
+from weakspot.evaluate.engine import (
     RunSummary,
     ShardImages,
     Unit,
@@ -37,8 +37,8 @@ from weakspot.evaluate.engine import (  # noqa: F401
     run_sweep,
     write_unit,
 )
-from weakspot.evaluate.run import Run, RunImages, RunManifest  # noqa: F401
-from weakspot.evaluate.store import CLEAN, ResultsStore  # noqa: F401
+from weakspot.evaluate.run import Run, RunImages, RunManifest
+from weakspot.evaluate.store import CLEAN, ResultsStore
 
 
 def load_run_conditions(run_dir) -> dict[str, Condition]:

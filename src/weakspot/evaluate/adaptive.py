@@ -245,13 +245,13 @@ def adaptive_from_run(run_dir, degradation: str, *, per_class: int | None = None
     written to ``RUN_DIR/adaptive/<degradation>.parquet`` (attrs in the Parquet metadata)."""
     import json
 
-    from weakspot.evaluate.store import atomic_write_bytes
-
     from weakspot.evaluate.run import Run
+    from weakspot.evaluate.store import atomic_write_bytes
 
     run = Run.open(run_dir)
     data = run.open_data()  # the evaluated images, with the run's (model-mapped) labels
-    positions, per_label = [], {}
+    positions: list[int] = []
+    per_label: dict[int, int] = {}
     for i, label in enumerate(data.labels):  # the first ``per_class`` images of each class
         per_label[label] = per_label.get(label, 0) + 1
         if per_class is None or per_label[label] <= per_class:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from weakspot.evaluate.config import RunConfig
 
 __all__ = ["run_command", "demo_command"]
 
@@ -28,17 +32,17 @@ def _summary_line(s) -> str:
             f"{len(s.skipped)} inputs skipped (listed in manifest.json)")
 
 
-def run_command(config: Path, out: Path, *, workers=None, progress=True, console=None, err_console=None,
+def run_command(config: str | Path | RunConfig, out: str | Path, *, workers=None, progress=True, console=None, err_console=None,
                 engine: str = "local", address: str | None = None, per_class: int | None = None,
                 limit: int | None = None) -> None:
     from weakspot.errors import ConfigError
     from weakspot.evaluate.run import check_run_dir_name
 
-    out = check_run_dir_name(out)  # --out "" (a Path would read it as "."); the engines check the rest
+    out_dir = check_run_dir_name(out)  # --out "" (a Path would read it as "."); the engines check the rest
     if per_class is not None or limit is not None:
-        from weakspot.evaluate.config import load_config, parse_config
+        from weakspot.evaluate.config import RunConfig, load_config, parse_config
 
-        cfg = load_config(config).model_dump()
+        cfg = (config if isinstance(config, RunConfig) else load_config(config)).model_dump()
         for d in cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]:
             if per_class is not None:
                 d["per_class"] = per_class
@@ -51,17 +55,17 @@ def run_command(config: Path, out: Path, *, workers=None, progress=True, console
             raise ConfigError("--address names a Ray cluster: add --engine ray, or leave out --address")
         from weakspot.evaluate.engine import run_sweep
 
-        summary = run_sweep(config, out, workers=workers, progress=progress, console=err_console)
+        summary = run_sweep(config, out_dir, workers=workers, progress=progress, console=err_console)
     elif engine == "ray":
         from weakspot.evaluate.ray_engine import run_sweep_ray
 
-        summary = run_sweep_ray(config, out, address=address, progress=progress, console=err_console)
+        summary = run_sweep_ray(config, out_dir, address=address, progress=progress, console=err_console)
     else:
         raise ConfigError(f"unknown --engine {engine!r}; use 'local' (default) or 'ray'")
-    console.print(_accuracy_table(summary, f"{out}: {summary.n_images} images × {summary.n_conditions + 1} conditions"))
+    console.print(_accuracy_table(summary, f"{out_dir}: {summary.n_images} images × {summary.n_conditions + 1} conditions"))
     console.print(_summary_line(summary))
-    console.print(f"results: {out}/predictions (Parquet), {out}/manifest.json; "
-                  f"query with weakspot.evaluate.ResultsStore('{out}')")
+    console.print(f"results: {out_dir}/predictions (Parquet), {out_dir}/manifest.json; "
+                  f"query with weakspot.evaluate.ResultsStore('{out_dir}')")
 
 
 def demo_command(out: Path, *, quick=False, progress=True, console=None, err_console=None) -> None:

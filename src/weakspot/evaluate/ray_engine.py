@@ -40,14 +40,16 @@ image to write ``images.parquet``, as the local engine does); a resumed run skip
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +127,7 @@ def _connect(ray, address: str | None) -> bool:
 def _cluster_address(ray, address: str | None) -> str:
     try:
         return str(ray.get_runtime_context().gcs_address)
-    except Exception:  # noqa: BLE001 - Ray Client sessions do not expose it
+    except Exception:  # Ray Client sessions do not expose it
         return address or "local"
 
 
@@ -183,7 +185,7 @@ class _UnitWorker:
         return out
 
     def _shard(self, unit, ds_idx, ids, labels):
-        from weakspot.evaluate.engine import ShardImages, LoadItems
+        from weakspot.evaluate.engine import LoadItems, ShardImages
 
         hit = self.cache.get(unit.shard)
         if hit is not None:
@@ -331,10 +333,10 @@ class _Scheduler:
             q = self.by_shard[own[0]]
             return [q.popleft() for _ in range(min(k, len(q)))]
         # help the shard with most units left, from its end (its clean unit is done by then)
-        s = max((s for s, q in self.by_shard.items() if q), key=lambda s: len(self.by_shard[s]), default=None)
-        if s is None:
+        busiest = max((s for s, q in self.by_shard.items() if q), key=lambda s: len(self.by_shard[s]), default=None)
+        if busiest is None:
             return []
-        q = self.by_shard[s]
+        q = self.by_shard[busiest]
         take = [q.pop() for _ in range(min(k, max(1, len(q) // 2)))]
         return take[::-1]
 
@@ -528,7 +530,7 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
                             f"({exc.__class__.__name__}); finished units are kept: rerun the same command "
                             "to resume, and check the actor logs (e.g. out of memory)"
                         ) from None
-                    for u, res in zip(batch, results):
+                    for u, res in zip(batch, results, strict=True):
                         write_unit(store, res)
                         if u.condition_id == CLEAN:
                             clean_known[u.shard] = top1_for(res, np.arange(u.start, u.stop))
@@ -562,10 +564,8 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
 
 def _kill(ray, handles) -> None:
     for h in handles:
-        try:
+        with contextlib.suppress(Exception):  # already dead
             ray.kill(h, no_restart=True)
-        except Exception:  # noqa: BLE001 - already dead
-            pass
 
 
 def _record_session(store: ResultsStore, info: RayEngineInfo) -> None:

@@ -19,6 +19,7 @@ and :meth:`Run.finish` (status, sessions). Engines (:func:`~weakspot.evaluate.en
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -26,9 +27,9 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,8 +64,8 @@ class RunDataInfo(BaseModel):
     """``manifest.json``'s ``data``: the data sets' description plus what the run kept."""
 
     model_config = ConfigDict(extra="allow")
-    sha256: Optional[str] = None  # content hash of every probed image
-    n_valid: Optional[int] = None  # images evaluated (rows of images.parquet)
+    sha256: str | None = None  # content hash of every probed image
+    n_valid: int | None = None  # images evaluated (rows of images.parquet)
     dataset_index: list[int] = Field(default_factory=list)  # image_index -> index in the opened data
 
 
@@ -74,10 +75,10 @@ class RunManifest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     schema_version: int = 1
-    name: Optional[str] = None
+    name: str | None = None
     status: str = "running"  # running | partial | complete
-    created: Optional[str] = None
-    config: Optional[RunConfig] = None
+    created: str | None = None
+    config: RunConfig | None = None
     identity: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     shard_size: int = 64
@@ -85,11 +86,11 @@ class RunManifest(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)  # LoadedModel.describe()
     data: RunDataInfo = Field(default_factory=RunDataInfo)
-    order: Optional[str] = None
+    order: str | None = None
     skipped_inputs: list[dict[str, Any]] = Field(default_factory=list)  # found at set-up
     skipped: list[dict[str, Any]] = Field(default_factory=list)  # set-up + every unit's skips
-    units_done: Optional[int] = None
-    units_total: Optional[int] = None
+    units_done: int | None = None
+    units_total: int | None = None
     conditions: list[str] = Field(default_factory=list)
     unknown_degradations_skipped: list[str] = Field(default_factory=list)
     sessions: list[dict[str, Any]] = Field(default_factory=list)
@@ -402,7 +403,7 @@ def _dir_error(root: Path, exc: OSError) -> ConfigError:
         return ConfigError(f"the run directory name is too long ({len(str(root))} characters, longest part "
                            f"{longest}); choose a shorter --out")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ConfigError(f"cannot create the run directory {root}: {exc.strerror.lower()}; choose a writable --out")
+        return ConfigError(f"cannot create the run directory {root}: {(exc.strerror or str(exc)).lower()}; choose a writable --out")
     if exc.errno == errno.ENOTDIR:
         return ConfigError(f"cannot create the run directory {root}: a part of the path is a file; choose another --out")
     return ConfigError(f"cannot create the run directory {root}: {exc.strerror or exc}; choose another --out")
@@ -416,7 +417,7 @@ def lock_run_dir(root: Path):
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        f = open(root / ".lock", "a+")
+        f = open(root / ".lock", "a+")  # noqa: SIM115 - stays open: it holds the lock for the run's lifetime
     except OSError as exc:
         raise _dir_error(root, exc) from None
     try:
@@ -453,10 +454,8 @@ def _versions(model_source: str) -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("weakspot", "torch", "torchvision", "numpy", "pyarrow", "pillow", "scikit-image",
                 "efficientnet-lite-pytorch", "timm", "onnxruntime"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -484,10 +483,12 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
     mapped, label_map = _label_map(ds, model)
     k = model.num_classes
     skipped, valid = [], []
+    hw: dict[int, tuple[int, int]] = {}  # (height, width) of every valid image
     out_of_range = 0
     for i in range(n):
         lab = mapped[i]
-        if errors[i] is not None:
+        shape = shapes[i]
+        if errors[i] is not None or shape is None:
             skipped.append({"image_id": ds.image_ids[i], "path": ds.paths[i], "reason": errors[i]})
         elif lab >= k or lab < -1:
             out_of_range += 1
@@ -495,6 +496,7 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
                             "reason": f"label {lab} out of range for a model with {k} classes"})
         else:
             valid.append((i, lab))
+            hw[i] = (int(shape[1]), int(shape[2]))
     labelled = sum(1 for x in ds.labels if x >= 0)
     if labelled and out_of_range > labelled // 2:
         raise DataError(
@@ -514,8 +516,8 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         "image_id": [ds.image_ids[i] for i, _ in valid],
         "path": [ds.paths[i] for i, _ in valid],
         "label": [lab for _, lab in valid],
-        "height": [shapes[i][1] for i, _ in valid],
-        "width": [shapes[i][2] for i, _ in valid],
+        "height": [hw[i][0] for i, _ in valid],
+        "width": [hw[i][1] for i, _ in valid],
     })
     _write_conditions(store, conditions)
     from weakspot.data import fingerprint
@@ -523,7 +525,7 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
     manifest = {
         "name": cfg.name,
         "status": "running",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "identity": cfg.identity(),
         "seed": cfg.seed,
@@ -585,7 +587,7 @@ def stored_clean_top1(store: ResultsStore, shard: int, idx: np.ndarray) -> np.nd
         return out
     t = pq.read_table(path, columns=["image_index", "top1"])
     pos = {int(i): j for j, i in enumerate(idx)}
-    for ii, t1 in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
+    for ii, t1 in zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True):
         if int(ii) in pos:
             out[pos[int(ii)]] = t1
     return out
@@ -601,16 +603,14 @@ def finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_do
     base = store.root / "skipped"
     if base.is_dir():
         for f in sorted(base.glob("*/shard-*.json")):
-            try:
+            with contextlib.suppress(OSError, json.JSONDecodeError):
                 unit_skips += json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                pass
     total = len(plan_units(len(store.images()), [c.condition_id for c in conditions], m.get("shard_size", 64)))
     done = len(store.done_units()) - len(store.damaged_units())
     m.pop("schema_version", None)
     sessions = m.get("sessions", [])
     sessions.append({
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3), "images_evaluated": images_done,
         "setup_s": round(setup_s, 3), "forward_s": round(t_fwd, 3), "degrade_s": round(t_deg, 3),
         "images_per_s": round(images_done / seconds, 2) if seconds > 0 else None,

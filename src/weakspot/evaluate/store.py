@@ -319,8 +319,8 @@ class ResultsStore:
         return self.unit_path(condition_id, shard).is_file()
 
     # --------------------------------------------------------------- integrity
-    def _stamp(self, condition_id: str, shard: int) -> tuple:
-        out = []
+    def _stamp(self, condition_id: str, shard: int) -> tuple[tuple[int, int] | None, ...]:
+        out: list[tuple[int, int] | None] = []
         for p in (self.unit_path(condition_id, shard), self.probs_path(condition_id, shard),
                   self.checksum_path(condition_id, shard)):
             try:
@@ -337,7 +337,7 @@ class ResultsStore:
         and store object."""
         stamp = self._stamp(condition_id, shard)
         key = (condition_id, shard, probs)
-        if self._checked.get(key) == stamp or (not probs and self._checked.get(key[:2] + (True,)) == stamp):
+        if self._checked.get(key) == stamp or (not probs and self._checked.get((condition_id, shard, True)) == stamp):
             return None
         reason = self._check_unit(condition_id, shard, probs)
         if reason is None:
@@ -354,12 +354,12 @@ class ResultsStore:
         if not cpath.is_file():  # a schema-1 unit: read the footer and the .npy header
             try:
                 rows = pq.read_metadata(path).num_rows
-            except Exception:  # noqa: BLE001 - any pyarrow error means the file is unusable
+            except Exception:  # any pyarrow error means the file is unusable
                 return "unreadable parquet (no checksum record)"
             if with_probs and ppath.is_file():
                 try:
                     shape = np.load(ppath, mmap_mode="r", allow_pickle=False).shape
-                except Exception:  # noqa: BLE001
+                except Exception:
                     return "unreadable probabilities (.npy)"
                 if shape[0] != rows:
                     return f"probabilities have {shape[0]} rows, predictions {rows}"

@@ -9,7 +9,7 @@ which is also where patch quality maps are computed for the spatial relations.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +22,12 @@ __all__ = ["Net", "as_net", "model_view", "find_target_layer"]
 
 @dataclass
 class Net:
-    """``view``: images in [0, 1] → model view in [0, 1]; ``normalize``: view → network
-    input; ``module``: network input → logits; ``target_layer``: Grad-CAM layer or None."""
+    """``view``: images in [0, 1] (a batch, or a list of ``(C, H, W)`` images) → model view
+    in [0, 1]; ``normalize``: view → network input; ``module``: network input → logits;
+    ``target_layer``: Grad-CAM layer or None."""
 
     module: nn.Module
-    view: Callable[[torch.Tensor], torch.Tensor]
+    view: Callable[[torch.Tensor | Sequence[torch.Tensor]], torch.Tensor]
     normalize: Callable[[torch.Tensor], torch.Tensor]
     target_layer: nn.Module | None
 
@@ -42,6 +43,11 @@ class Net:
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _as_batch(x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """A plain module's view: the batch itself, or a list of same-size images stacked."""
+    return x if isinstance(x, torch.Tensor) else torch.stack(list(x))
 
 
 def as_net(model, preprocess: Callable | None = None, target_layer: nn.Module | None = None) -> Net:
@@ -60,7 +66,7 @@ def as_net(model, preprocess: Callable | None = None, target_layer: nn.Module | 
 
         return Net(model.module, plain, normalize, target_layer or getattr(model, "target_layer", None))
     if isinstance(model, nn.Module):
-        return Net(model, _identity, preprocess or _identity, target_layer)
+        return Net(model, _as_batch, preprocess or _identity, target_layer)
     raise InvalidParameterError(
         "model", type(model).__name__, "a weakspot LoadedModel or a torch.nn.Module",
         "load one with weakspot.models.load_model(...) or weakspot.models.bundled(name)",

@@ -81,7 +81,7 @@ def deletion_insertion(
     check_images(images)
     net = as_net(model, preprocess)
     views = (images if is_view else net.view(images)).to(net.device)
-    b, c, h, w = views.shape
+    b, _, h, w = views.shape
     if maps.shape != (b, h, w):
         raise InvalidParameterError("maps", tuple(maps.shape), f"(B, h, w) = {(b, h, w)}, the model view's size")
     if not isinstance(steps, int) or steps < 1:
@@ -105,7 +105,7 @@ def deletion_insertion(
         top = rank < int(round(f * h * w))  # the most salient fraction f of pixels
         xd = torch.where(top, sub, views)
         xi = torch.where(top, views, blurred)
-        p = torch.softmax(net.logits_of_view(torch.cat([xd, xi])).float(), 1)
-        p = p.gather(1, torch.cat([t, t])[:, None])[:, 0].cpu().numpy()
+        probs = torch.softmax(net.logits_of_view(torch.cat([xd, xi])).float(), 1)
+        p = probs.gather(1, torch.cat([t, t])[:, None])[:, 0].cpu().numpy()
         dele[:, k], ins[:, k] = p[:b], p[b:]
     return Faithfulness(fr, dele, ins, _auc(dele, fr), _auc(ins, fr))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = net
+        self.net: Any = net  # efficientnet_lite_pytorch's EfficientNet (untyped: extract_features, _fc, ...)
         self.head = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         sd: Any = load_file(str(path))
     else:
         import pickle
-
         import warnings
 
         try:
@@ -310,8 +309,8 @@ def load_timm(
         )
     target = None
     try:
-        info = module.feature_info[-1]["module"]
-        target = module.get_submodule(info)
+        feature_info: Any = module.feature_info  # timm's FeatureInfo (nn.Module.__getattr__ cannot type it)
+        target = module.get_submodule(feature_info[-1]["module"])
     except (AttributeError, IndexError, KeyError, TypeError):
         target = find_target_layer(module)
     return LoadedModel(

@@ -105,8 +105,8 @@ def _one_size(x: torch.Tensor, p: Preprocess) -> torch.Tensor:
         if c == 1:
             x = x.expand(-1, 3, -1, -1)
         elif c == 3:
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            x = (x * w).sum(1, keepdim=True)
+            luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            x = (x * luma).sum(1, keepdim=True)
         else:
             raise InvalidParameterError("images", f"{c} channels", "1 or 3 channels")
     x = x.float() if not x.is_floating_point() else x

@@ -114,7 +114,7 @@ def load_brisque_model(svm_path: str | None = None, range_path: str | None = Non
     try:
         sv, coef, rho, gamma = _parse_libsvm(Path(svm_path))
         with open(range_path, "rb") as f:
-            rng = pickle.load(f)  # noqa: S301 - a file from an installed package or the user
+            rng = pickle.load(f)  # a file from an installed package or the user
         lo = torch.tensor(rng["min_"], dtype=torch.float64)
         hi = torch.tensor(rng["max_"], dtype=torch.float64)
     except (OSError, KeyError, ValueError) as exc:

@@ -85,8 +85,9 @@ def grid_pool(maps: torch.Tensor, grid=None) -> torch.Tensor:
 def brisque_map(images: torch.Tensor, grid=None, model: BrisqueModel | None = None) -> torch.Tensor:
     """BRISQUE of every cell: ``(B, C, H, W)`` in [0, 1] → ``(B, rows, cols)`` float32."""
     check_images(images)
-    rows, cols = _grid(grid, *images.shape[-2:])
-    grid_box(*images.shape[-2:], (rows, cols))
+    h, w = images.shape[-2], images.shape[-1]
+    rows, cols = _grid(grid, h, w)
+    grid_box(h, w, (rows, cols))
     feats = cell_features_brisque(luminance(images), rows, cols)
     model = model or load_brisque_model()
     return model.decision(feats).to(torch.float32)
@@ -98,8 +99,9 @@ def niqe_map(images: torch.Tensor, grid=None, ridge: float = 1e-3) -> torch.Tens
     ``ridge`` is added to the diagonal of the pristine covariance (see the module doc).
     """
     check_images(images)
-    rows, cols = _grid(grid, *images.shape[-2:])
-    grid_box(*images.shape[-2:], (rows, cols))
+    h, w = images.shape[-2], images.shape[-1]
+    rows, cols = _grid(grid, h, w)
+    grid_box(h, w, (rows, cols))
     b = images.shape[0]
     feats = cell_features_niqe(luminance(images), rows, cols).reshape(b, rows * cols, 36)
     mu0, cov0 = niqe_params(device=feats.device)

