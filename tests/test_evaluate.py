@@ -453,6 +453,7 @@ def test_cli_run_and_user_errors(tmp_path, capsys):
     assert main(["run", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o3")]) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
     cfg = _cfg(data={"kind": "mnist_5k", "limit": 400}, shard_size=20, batch_size=20, conditions=[
         {"degradation": "gaussian_noise", "grid": {"variance": [0.05, 0.2]}},

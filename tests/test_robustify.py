@@ -213,6 +213,7 @@ def test_resume_gives_the_same_weights_bit_for_bit(digits, tmp_path):
                          progress=False)
 
 
+@pytest.mark.slow
 def test_robust_training_beats_clean_training_on_blurred_real_digits(digits, tiny_models):
     x, y = digits.test_images[::2], digits.test_labels[::2]
     blurred = degrade_test_set(x, parse_condition("gaussian_blur:sigma_px=2.0"))
