@@ -205,7 +205,7 @@ def _check_data_entry(d, where: str, base: Path) -> None:
                           per_class=d.per_class, limit=d.limit, labels=d.labels)
         assert len(ds) >= 1, where
         if d.limit is not None:
-            assert len(ds) == min(d.limit, len(ds)), where
+            assert len(ds) <= d.limit, where
     else:
         assert d.root, f"{where}: data kind '{d.kind}' needs a root"
     if isinstance(d.class_map, str):

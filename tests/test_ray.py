@@ -186,6 +186,7 @@ def test_ray_not_installed_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # starts the module's Ray cluster (≈ 8 s)
 def test_bad_address_and_engine_are_one_line_errors(cluster, tmp_path, capsys):
     cfg = str(_small_cfg(tmp_path))
     for args, words in [
