@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.weakspot-installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 OUT     ?= demo-out
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-quick install bench clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 	@# the BRISQUE reference test uses OpenCV's LIVE model files from Debian's opencv-data
 	@test -f /usr/share/opencv4/quality/brisque_model_live.yml || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-data >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-data >/dev/null)) || echo "opencv-data not installed: the OpenCV BRISQUE test will be skipped"
 	$(BIN)/python -m pytest -q
+
+# the quick loop: every test not marked slow (> ~3 s each), under a minute on 2 quiet cores
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/camera.py

@@ -185,6 +185,7 @@ def test_findings_are_generated_from_the_numbers(analysis):
     assert "noisy" in f[f.kind == "caveat"].text.iloc[-1]
 
 
+@pytest.mark.slow
 def test_imagenet_mce_uses_alexnet_and_baseline_runs(tmp_path):
     s, raw = make_store(tmp_path / "inet", n_classes=1000, per_class=1, store_probs=False, imagenet_c=True, shards=1)
     ce = A.corruption_errors(s).set_index("degradation")

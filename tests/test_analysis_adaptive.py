@@ -29,6 +29,7 @@ def test_bisection_finds_the_analytic_half_point():
         bisect_breaking_point(lambda x: 0.1, 0, 1, 1.0, tol=0)
 
 
+@pytest.mark.slow
 def test_adaptive_matches_a_fine_grid_on_the_real_mnist_cnn():
     from weakspot.data import open_dataset
     from weakspot.degrade import get_degradation

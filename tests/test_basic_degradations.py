@@ -83,6 +83,7 @@ def test_random_bits_are_31_uniform_bits_per_word_and_keyed():
     assert (words >> 30).any()  # the top usable bit is used
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_stops_page_faults_on_repeated_batches():
     """After ``keep_freed_memory`` a repeated large allocation reuses mapped pages: almost no
     minor page faults, where fresh mmaps fault in every page (glibc only)."""

@@ -84,6 +84,7 @@ def test_envelope_accuracy_keep_and_contour_match_the_designed_table(tmp_path):
                             "at pixel sizes ≤ 5 µm.")
 
 
+@pytest.mark.slow
 def test_envelope_share_reference_and_unlabelled_wording(tmp_path):
     env = operating_envelope(write_run(tmp_path / "a", reference_correct=38, labelled=False), share=0.8)
     assert env.metric == "agreement" and env.reference_accuracy == pytest.approx(0.95)
@@ -127,6 +128,7 @@ class BrightEnough:
         return torch.nn.functional.one_hot(dark, K).float() * 10
 
 
+@pytest.mark.slow
 def test_refine_envelope_bisects_each_crossing_with_the_model(tmp_path):
     from weakspot.evaluate.adaptive import _probs
     from weakspot.evaluate.conditions import Condition, Step, degrade_images
@@ -171,6 +173,7 @@ def test_refine_envelope_bisects_each_crossing_with_the_model(tmp_path):
         assert abs(c["crossing"] - first_fail) <= tol + (hi - lo) / 32, (c, first_fail)
 
 
+@pytest.mark.slow
 def test_report_section_envelope_in_summary_json(tmp_path):
     from weakspot.report import write_report
 

@@ -79,6 +79,7 @@ def _write(path: Path, cfg: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_wordnet_and_name_folders_give_the_foolbox_clean_top1(imagenet_folders, tmp_path):
     """Acceptance: the 20 photos as WordNet-ID folders and as class-name folders are scored
     exactly like the foolbox kind (labels from the file names): 0.85 with EfficientNet-Lite0."""
@@ -194,6 +195,7 @@ def test_duplicates_found_by_content(tmp_path):
     assert any("4 of 4 classes have fewer than 5 images" in w for w in warns)
 
 
+@pytest.mark.slow
 def test_cli_check_output_json_and_errors(imagenet_folders, tmp_path, capsys):
     cfg = _write(tmp_path / "c.yaml", {"model": {"name": "efficientnet_lite0"}, "data": {"root": "imgs"},
                                        "conditions": [{"degradation": "gaussian_noise", "severities": [2]}]})

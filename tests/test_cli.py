@@ -79,6 +79,7 @@ def test_help_shows_brackets_literally(capsys):
     assert "weakspot[ray]" in " ".join(out.split()) and "--engine" in out
 
 
+@pytest.mark.slow
 def test_console_script_in_a_subprocess(tmp_path):
     """The installed entry point, as a user runs it: exit 2, no traceback, and --version."""
     code = "import sys; from weakspot.cli import main; sys.exit(main())"

@@ -108,6 +108,7 @@ def digits():
     return load_split("mnist")
 
 
+@pytest.mark.slow
 def test_front_end_recovers_noisy_digits_and_keeps_the_classifier_frozen(digits):
     x, y = digits.train_images[::3], digits.train_labels[::3]
     torch.manual_seed(0)

@@ -133,21 +133,178 @@ def test_expansion_ids_axes_and_globs():
         expand_conditions(parse_config(_cfg(conditions=[{"degradation": "gaussian_blur", "id": "clean"}])).conditions)
 
 
+def _check_conditions(conds, where: str) -> None:
+    """Every expanded condition: a unique id, a known family, registered steps; camera
+    conditions come with the ``camera_reference`` condition (the default camera)."""
+    from weakspot.degrade import get_spec, list_degradations
+
+    ids = [c.condition_id for c in conds]
+    assert len(ids) == len(set(ids)), f"{where}: duplicate condition ids"
+    assert all(i and i != "clean" for i in ids), where
+    known = set(list_degradations())
+    for c in conds:
+        assert c.steps and all(st.name in known for st in c.steps), f"{where}: {c.condition_id}"
+        assert c.family, f"{where}: {c.condition_id} has no family"
+    refs = [c for c in conds if c.condition_id == "camera_reference"]
+    if any(c.family == "camera" and c.condition_id != "camera_reference" for c in conds):
+        assert len(refs) == 1, f"{where}: camera conditions without a camera_reference"
+        (ref,) = refs
+        assert ref.family == "camera" and [s.name for s in ref.steps] == ["camera"]
+        assert ref.steps[0].params == get_spec("camera").resolve(None)  # the default camera, nothing changed
+    else:
+        assert not refs, where
+
+
+def _check_model_entry(m, where: str) -> str:
+    """A ``model:`` entry names something loadable: a bundled model (no weights), a torchvision
+    architecture, a timm name (checked by the slow test below: importing timm takes seconds) or a
+    file whose suffix matches its source; preprocess is valid. Returns the resolved source."""
+    import torchvision
+
+    from weakspot.models import Preprocess, list_bundled
+
+    name, source = m.name, m.source
+    if source == "auto" and "/" in name and name.split("/", 1)[0] in ("bundled", "torchvision", "timm"):
+        source, name = name.split("/", 1)
+    elif source != "auto" and name.startswith(source + "/"):
+        name = name.split("/", 1)[1]
+    if source == "auto":
+        if name.lower().endswith(".onnx"):
+            source = "onnx"
+        elif name.lower().endswith((".pt", ".ts", ".jit", ".torchscript")):
+            source = "torchscript"
+        elif name in list_bundled():
+            source = "bundled"
+        elif name in torchvision.models.list_models():
+            source = "torchvision"
+        else:
+            source = "timm"
+    if source == "bundled":
+        assert name in list_bundled() and m.weights is None, where
+    elif source == "torchvision":
+        assert name in torchvision.models.list_models(), f"{where}: unknown torchvision model '{name}'"
+    elif source == "timm":
+        assert name and "/" not in name, where
+    elif source == "onnx":
+        assert name.lower().endswith(".onnx"), where
+    else:
+        assert name.lower().endswith((".pt", ".ts", ".jit", ".torchscript")), where
+    if m.preprocess is not None:
+        Preprocess(**m.preprocess)
+    return source
+
+
+def _check_data_entry(d, where: str, base: Path) -> None:
+    """A ``data:`` entry: a known kind; the bundled kinds open offline with ≥ 1 image; the
+    kinds that read the user's files name a root."""
+    from weakspot.data import KINDS
+
+    assert d.kind in KINDS, where
+    if d.kind in ("foolbox", "mnist_5k", "skimage"):
+        ds = open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names,
+                          per_class=d.per_class, limit=d.limit, labels=d.labels)
+        assert len(ds) >= 1, where
+        if d.limit is not None:
+            assert len(ds) <= d.limit, where
+    else:
+        assert d.root, f"{where}: data kind '{d.kind}' needs a root"
+    if isinstance(d.class_map, str):
+        assert (base / d.class_map).is_file(), f"{where}: class_map file missing"
+
+
 def test_example_configs_are_valid():
     files = sorted((ROOT / "examples").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.toml"))
-    assert files
+    assert len(files) >= 10
     for f in files:
-        cfg = load_config(f)
-        expand_conditions(cfg.conditions, skip_unknown=True)
+        cfg = load_config(f)  # examples that need the user's files (own weights, ImageNetV2) still parse
+        assert cfg.conditions, f.name
+        for k, sw in enumerate(cfg.conditions):  # a misspelt degradation fails here
+            conds, skipped = expand_conditions([sw], skip_unknown=False)
+            assert not skipped and len([c for c in conds if c.condition_id != "camera_reference"]) >= 1, (
+                f"{f.name}: conditions[{k}] expands to nothing")
+        conds, skipped = expand_conditions(cfg.conditions, skip_unknown=False)
+        assert not skipped and len(conds) >= len(cfg.conditions), f.name
+        _check_conditions(conds, f.name)
+        _check_model_entry(cfg.model, f"{f.name}: model")
+        for d in cfg.data if isinstance(cfg.data, list) else [cfg.data]:
+            _check_data_entry(d, f"{f.name}: data", f.parent)
 
 
-def test_demo_configs_are_valid():
+@pytest.mark.slow
+def test_example_timm_models_exist():
+    import timm
+
+    names = timm.list_models()
+    found = 0
+    for f in sorted((ROOT / "examples").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.toml")):
+        m = load_config(f).model
+        if _check_model_entry(m, f.name) == "timm":
+            found += 1
+            assert m.name.split("/", 1)[-1] in names, f"{f.name}: unknown timm model '{m.name}'"
+    assert found >= 1
+
+
+def test_example_config_check_catches_a_misspelt_degradation(tmp_path):
+    """The example check above is not vacuous: one wrong letter in a sweep fails it."""
+    text = (ROOT / "examples" / "mnist_quick.yaml").read_text()
+    assert "gaussian_blur" in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("gaussian_blur", "gausian_blur"))
+    with pytest.raises(ConfigError, match="gausian_blur"):
+        expand_conditions(load_config(bad).conditions, skip_unknown=False)
+    assert expand_conditions(load_config(bad).conditions, skip_unknown=True)[1] == ["gausian_blur"]
+
+
+_IMAGENET_C_DEMO = ["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "contrast",
+                    "brightness", "jpeg_compression", "pixelate"]
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_demo_configs_are_valid(quick):
     from weakspot.evaluate.demo import demo_configs
+    from weakspot.models import list_bundled
 
-    for quick in (False, True):
-        configs, _ = demo_configs(quick)
-        for c in configs.values():
-            expand_conditions(parse_config(c).conditions)
+    configs, missing = demo_configs(quick)
+    assert missing == [], f"demo degradations not registered: {missing}"
+    assert set(configs) == {"imagenet", "mnist"}
+    expected = {
+        "imagenet": {
+            "camera": {"pixel_size", "exposure", "defocus", "camera"},
+            "imagenet_c": {f"imagenet_c/{n}" for n in (_IMAGENET_C_DEMO[:2] if quick else _IMAGENET_C_DEMO)},
+        },
+        "mnist": {
+            "sensor_defect": {"dead_pixels", "hot_pixels", "stuck_pixels"},
+            "noise": {"gaussian_noise"},
+            "blur": {"gaussian_blur"},
+        },
+    }
+    # (camera axis, unit) of the physical sweeps
+    axes = {"pixel_size": ("pixel_size_um", "µm"), "exposure": ("exposure_s", "s"), "defocus": ("defocus_diopters", "D")}
+    for key, raw in configs.items():
+        cfg = parse_config(raw)
+        assert cfg.model.name in list_bundled()
+        _check_model_entry(cfg.model, f"demo {key}: model")
+        for d in cfg.data if isinstance(cfg.data, list) else [cfg.data]:
+            _check_data_entry(d, f"demo {key}: data", ROOT)
+        conds, skipped = expand_conditions(cfg.conditions, skip_unknown=False)
+        assert skipped == []
+        _check_conditions(conds, f"demo {key}")
+        fams: dict[str, set[str]] = {}
+        for c in conds:
+            fams.setdefault(c.family, set()).update(s.name for s in c.steps)
+        assert fams == expected[key], f"demo {key}"
+        for c in conds:
+            if c.condition_id == "camera_reference":
+                continue
+            assert c.axis is not None and c.axis_value is not None, c.condition_id  # every sweep has an x axis
+            name = c.steps[0].name
+            if name in axes:
+                assert (c.axis, c.axis_unit) == axes[name], c.condition_id
+            if c.family == "imagenet_c":
+                assert c.severity in ((3,) if quick else (1, 3, 5))
+        n_camera = 3 if quick else 3 + 4 + 5
+        n_c = len(expected["imagenet"]["imagenet_c"]) * (1 if quick else 3)
+        assert len(conds) == {"imagenet": n_camera + n_c + 1, "mnist": 5 if quick else 17}[key]
 
 
 # ----------------------------------------------------------------------------- keyed conditions
@@ -296,6 +453,7 @@ def test_cli_run_and_user_errors(tmp_path, capsys):
     assert main(["run", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o3")]) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
     cfg = _cfg(data={"kind": "mnist_5k", "limit": 400}, shard_size=20, batch_size=20, conditions=[
         {"degradation": "gaussian_noise", "grid": {"variance": [0.05, 0.2]}},

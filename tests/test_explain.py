@@ -189,6 +189,7 @@ def test_occlusion_of_exported_models_equals_captum_on_the_pytorch_module(tmp_pa
             grad_cam(exported, x)
 
 
+@pytest.mark.slow
 def test_grad_cam_beats_random_map_on_deletion_and_insertion(lite0, imagenet_photos, lite0_cam):
     x, _ = imagenet_photos
     s = lite0_cam

@@ -21,6 +21,7 @@ def foolbox_imagenet():
     return [ds[i][0] for i in range(len(ds))], torch.tensor(ds.labels)
 
 
+@pytest.mark.slow
 def test_lite0_clean_accuracy_on_real_imagenet_samples(lite0, foolbox_imagenet):
     images, labels = foolbox_imagenet
     probs = lite0.predict_proba(images)  # native sizes 512² … 1024×683, preprocessing included
@@ -214,6 +215,7 @@ def _documented_imagenet_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_exported_model_without_preprocess_gets_the_documented_defaults(fmt, lite0, lite0_exports, foolbox_imagenet):
     path = lite0_exports[0] if fmt == "onnx" else lite0_exports[1]
     m = load_model(str(path))
@@ -271,6 +273,7 @@ def test_torchscript_that_rejects_the_default_input_is_a_clear_error(tmp_path, m
     assert m.num_classes == 10
 
 
+@pytest.mark.slow
 def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, photos, capsys):
     """docs/own_model.md stays true: its export recipe runs offline as written (exec'd in a
     tmp dir), its YAML blocks equal examples/own_*.yaml, every example loads the recipe's

@@ -44,6 +44,7 @@ def perception(run_dir):
     return perceive(run_dir, max_images=0, n_boot=200, overlays=2, progress=False)
 
 
+@pytest.mark.slow
 def test_tables_files_and_regeneration(run_dir, perception):
     out = run_dir / "perception"
     for name in ("images", "conditions", "correlations"):
@@ -170,6 +171,7 @@ def exported_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_perceive_on_onnx_and_torchscript_runs_uses_occlusion(exported_runs, fmt, capsys):
     """`perceive` on a run of an ONNX / TorchScript model: quality needs no gradients, saliency
     is occlusion (auto). The clean occlusion strength per image equals Captum's Occlusion on the

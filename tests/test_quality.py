@@ -118,6 +118,7 @@ def niqe_scores(degraded_set):
     return q.niqe(degraded_set).numpy()
 
 
+@pytest.mark.slow
 def test_niqe_matches_scikit_video(degraded_set, niqe_scores):
     ref_niqe = _skvideo_niqe()
     x = degraded_set
@@ -179,6 +180,7 @@ def brisque_scores(degraded_set):
     return q.brisque(degraded_set).numpy()
 
 
+@pytest.mark.slow
 def test_brisque_rank_agrees_with_opencv(degraded_set, brisque_scores, opencv_brisque):
     ref = []
     for im in degraded_set:

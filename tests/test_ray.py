@@ -87,6 +87,7 @@ def _units(out: Path) -> int:
 
 
 # ----------------------------------------------------------------------------- same results
+@pytest.mark.slow
 def test_ray_rows_equal_the_local_engine(cluster, local_ref, tmp_path):
     out = tmp_path / "ray"
     summary = run_sweep_ray(CFG, out, progress=False)
@@ -107,6 +108,7 @@ def test_ray_rows_equal_the_local_engine(cluster, local_ref, tmp_path):
 
 
 # ----------------------------------------------------------------------------- fault tolerance
+@pytest.mark.slow
 def test_an_actor_killed_mid_run_is_restarted_and_nothing_is_lost(cluster, local_ref, tmp_path):
     out = tmp_path / "killed-actor"
     killed: list[int] = []
@@ -139,6 +141,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_nothing_is_lost(cluster, local
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster, local_ref, tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(CFG))
@@ -183,6 +186,7 @@ def test_ray_not_installed_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # starts the module's Ray cluster (≈ 8 s)
 def test_bad_address_and_engine_are_one_line_errors(cluster, tmp_path, capsys):
     cfg = str(_small_cfg(tmp_path))
     for args, words in [
@@ -208,6 +212,7 @@ def test_bad_address_and_engine_are_one_line_errors(cluster, tmp_path, capsys):
                       progress=False)
 
 
+@pytest.mark.slow
 def test_the_local_engine_does_not_import_ray(tmp_path):
     code = ("import sys; from weakspot.cli import main; "
             f"rc = main(['run', {str(_small_cfg(tmp_path))!r}, '--out', {str(tmp_path / 'o')!r}, '--no-progress']); "

@@ -63,6 +63,7 @@ def evil_run(tmp_path_factory):
     return root, raw
 
 
+@pytest.mark.slow
 def test_report_files_and_summary_match_the_analysis(mnist_report, mnist_run):
     html_path, a = mnist_report
     out = html_path.parent
@@ -124,6 +125,7 @@ def test_examples_are_the_images_the_run_evaluated(mnist_report, mnist_run):
         np.testing.assert_array_equal(clean[::8, ::8] if clean.ndim == 2 else clean[::8, ::8, 0], ref)
 
 
+@pytest.mark.slow
 def test_markup_in_class_names_and_paths_is_escaped(evil_run, tmp_path):
     root, raw = evil_run
     p = write_report(root, tmp_path / "r", n_boot=50)
@@ -149,6 +151,7 @@ def test_without_probabilities_the_report_explains(tmp_path):
     assert s["sections"]["confusion"]["auc"] == [] and "store_probs" in s["sections"]["confusion"]["reason"]
 
 
+@pytest.mark.slow
 def test_sections_are_extensible(tmp_path):
     make_store(tmp_path / "run", n_classes=3, per_class=3)
 
@@ -164,6 +167,7 @@ def test_sections_are_extensible(tmp_path):
     assert "fix md" in (tmp_path / "out/report.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_report_and_user_errors(tmp_path, capsys):
     make_store(tmp_path / "run", n_classes=3, per_class=3)
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "o"), "--examples", "0"]) == 0
@@ -190,6 +194,7 @@ def _console_messages(stderr: str) -> list[str]:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not found (make test installs it: apt-get install chromium)")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(mnist_report, tmp_path):
     # the console detector itself: a page with a console error must be caught
     bad = tmp_path / "bad.html"
@@ -216,6 +221,7 @@ def test_report_renders_in_headless_chromium(mnist_report, tmp_path):
         assert a.std() > 20  # not a blank page
 
 
+@pytest.mark.slow
 def test_adaptive_cli_on_a_real_run_and_its_report_section(mnist_run, tmp_path, capsys):
     import pyarrow.parquet as pq
 
@@ -232,6 +238,7 @@ def test_adaptive_cli_on_a_real_run_and_its_report_section(mnist_run, tmp_path, 
     assert main(["breaking", str(mnist_run), "no_such_degradation"]) == 2
 
 
+@pytest.mark.slow
 def test_partial_and_clean_only_runs_still_get_a_report(tmp_path):
     # a run killed mid-way: one condition has no unit at all, another lost its Parquet file after its
     # probabilities were written (the store writes probs first, then the Parquet file)

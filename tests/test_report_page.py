@@ -35,6 +35,7 @@ def _fix_json(run_dir: Path, store) -> None:
     (run_dir / "fix/fix.json").write_text(json.dumps(fx))
 
 
+@pytest.mark.slow
 def test_write_report_from_a_fresh_python_includes_every_registered_section(tmp_path):
     store, _ = make_store(tmp_path / "run", n_classes=3, per_class=5)
     _fix_json(tmp_path / "run", store)
@@ -60,6 +61,7 @@ def test_write_report_from_a_fresh_python_includes_every_registered_section(tmp_
     assert first[0] == "what_broke"
 
 
+@pytest.mark.slow
 def test_every_class_name_is_escaped_everywhere(tmp_path):
     from weakspot.data import open_dataset
 
@@ -84,6 +86,7 @@ def test_every_class_name_is_escaped_everywhere(tmp_path):
     assert json.dumps(names[4], ensure_ascii=False)[1:-1] in json.dumps(s, ensure_ascii=False)  # raw in JSON
 
 
+@pytest.mark.slow
 def test_what_broke_and_significance_as_printed(tmp_path):
     store, raw = make_store(tmp_path / "run")
     a = A.analyze(store, n_boot=30)
@@ -114,6 +117,7 @@ def test_what_broke_and_significance_as_printed(tmp_path):
     assert kpis["mce_comparable"] is False and s["min_per_class"] == 5
 
 
+@pytest.mark.slow
 def test_small_classes_get_no_ranking_and_the_page_says_why(tmp_path):
     make_store(tmp_path / "run", n_classes=4, per_class=2)
     p = write_report(tmp_path / "run", tmp_path / "r", n_boot=20, max_examples=0)
@@ -129,6 +133,7 @@ def test_small_classes_get_no_ranking_and_the_page_says_why(tmp_path):
     assert s2["min_per_class"] == 2 and s2["sections"]["classes"]["degradations"]
 
 
+@pytest.mark.slow
 def test_mce_coverage_is_stated(tmp_path):
     make_store(tmp_path / "inet", n_classes=1000, per_class=1, store_probs=False, imagenet_c=True, shards=1)
     p = write_report(tmp_path / "inet", tmp_path / "r", n_boot=20, max_examples=0)
@@ -140,6 +145,7 @@ def test_mce_coverage_is_stated(tmp_path):
     assert k["mce_comparable"] is False and k["mce_coverage"]["n_corruptions"] == 1
 
 
+@pytest.mark.slow
 def test_axes_point_to_more_damage_and_breaking_signs_follow(tmp_path):
     import matplotlib.pyplot as plt
 
@@ -175,6 +181,7 @@ def test_axes_point_to_more_damage_and_breaking_signs_follow(tmp_path):
     assert row["effect_vs_reference"] is not None and row["effect_vs_reference"] >= row["effect"]
 
 
+@pytest.mark.slow
 def test_title_uses_the_config_name(tmp_path):
     make_store(tmp_path / "run", n_classes=3, per_class=5,
                manifest={"seed": 0, "model": {"name": "m"}, "config": {"name": "Night <shots>"}})

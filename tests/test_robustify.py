@@ -128,8 +128,7 @@ def test_mix_is_keyed_per_image_and_reproducible(digits):
 def test_pixel_defect_counts_are_drawn_per_image():
     """``dead_pixels:count=1..10``: every integer is on the grid, and each image of a flat grey
     batch has exactly its sampled number of dead (zero) pixels."""
-    if "dead_pixels" not in weakspot.list_degradations():
-        pytest.skip("dead_pixels is not registered in this checkout")
+    assert "dead_pixels" in weakspot.list_degradations()
     r = parse_spec("dead_pixels:count=1..10")
     assert r.grid().tolist() == [float(v) for v in range(1, 11)]
     mix = RandomDegradation([r])
@@ -214,6 +213,7 @@ def test_resume_gives_the_same_weights_bit_for_bit(digits, tmp_path):
                          progress=False)
 
 
+@pytest.mark.slow
 def test_robust_training_beats_clean_training_on_blurred_real_digits(digits, tiny_models):
     x, y = digits.test_images[::2], digits.test_labels[::2]
     blurred = degrade_test_set(x, parse_condition("gaussian_blur:sigma_px=2.0"))

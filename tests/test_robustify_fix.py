@@ -80,6 +80,7 @@ def test_weaknesses_come_from_the_store(run_dir):
     assert weak[0].drop == pytest.approx(clean - worst.acc)
 
 
+@pytest.mark.slow
 def test_training_digits_are_not_evaluated_and_have_their_labels(run_dir, digits_csv):
     """Array data (mnist_5k): the manifest's dataset_index is a position in the run's 40-digit
     subset, not a row of the file; no evaluated digit may be trained on, and every class is there."""
@@ -101,6 +102,7 @@ def test_training_digits_are_not_evaluated_and_have_their_labels(run_dir, digits
     assert len(both) == 5000 and evaluated <= _pixels(both.images) and info2["allow_overlap"]
 
 
+@pytest.mark.slow
 def test_fix_retrains_reruns_the_same_sweep_and_reports(run_dir, digits_csv):
     s = fix_run(run_dir, epochs=2, train_limit=600, top=1, progress=False, log=lambda *a: None)
     assert s["method"] == "robust"  # bundled model + unused bundled digits → robust training
@@ -152,6 +154,7 @@ def test_fix_retrains_reruns_the_same_sweep_and_reports(run_dir, digits_csv):
     assert "1 of 1 weaknesses got a significant gain" in html
 
 
+@pytest.mark.slow
 def test_a_do_nothing_fix_is_not_called_better(run_dir, tmp_path, monkeypatch):
     """Training replaced by a no-op: the re-run equals the original, so no condition may be
     'better' and the summary must say so plainly."""
@@ -300,6 +303,7 @@ def test_all_images_evaluated_asks_for_training_data(tmp_path, digits_csv):
     assert len(training_images(d, allow_overlap=True)[0]) == 20
 
 
+@pytest.mark.slow
 def test_frontend_fix_exports_a_working_model(run_dir, tmp_path):
     s = fix_run(run_dir, out_dir=tmp_path / "fe", method="frontend", epochs=1, train_limit=128, top=1,
                 progress=False, log=lambda *a: None)

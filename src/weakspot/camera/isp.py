@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from weakspot._checks import check_range
 from weakspot.camera.scene import PHOTONS_PER_LUX, linear_to_srgb
-from weakspot.camera.sensor import Sensor, straight_through
+from weakspot.camera.sensor import Sensor, straight_through, straight_through_
 from weakspot.errors import InvalidParameterError
 
 __all__ = ["ISP", "demosaic_bilinear", "demosaic_malvar", "auto_white_balance"]
@@ -127,10 +127,7 @@ class ISP:
         else:
             tt = t.to(device=dn.device, dtype=dn.dtype)
             lin = torch.einsum("ij,bjhw->bihw", tt, dn) - (tt.sum(1) * black).view(1, 3, 1, 1)
-        if lin.requires_grad:
-            lin = straight_through(lin, lin.clamp(0.0, 1.0))
-        else:
-            lin = lin.clamp_(0.0, 1.0)
+        lin = straight_through_(lin, lambda t: t.clamp_(0.0, 1.0))
         img = linear_to_srgb(lin) if self.output == "srgb" else lin
         return lin, img
 

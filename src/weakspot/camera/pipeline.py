@@ -186,7 +186,7 @@ class Camera:
                 gain = gain[:1]
             gain_map = mosaic(gain.expand(-1, -1, h, w), self.sensor.cfa)
             photons = srgb_to_linear(mosaic(images, self.sensor.cfa))
-            photons = photons * gain_map if photons.requires_grad else photons.mul_(gain_map)
+            photons = photons.mul_(gain_map)  # fresh from srgb_to_linear: in place with or without a gradient
         else:
             linear = srgb_to_linear(images)
             white = self.scene.white_luminance(linear)

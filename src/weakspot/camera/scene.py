@@ -87,7 +87,8 @@ def _pow_per_image(y: torch.Tensor, exponent: float) -> torch.Tensor:
     A vectorised CPU ``pow`` takes a scalar path (which may differ by one ulp) for the tail of
     every thread's chunk. When an image's element count is a multiple of 32 × threads (224²,
     256², 512² …) no element of any batch falls in a tail and the batched call is safe; otherwise
-    (28 × 28, 299² …) it runs image by image. In place when no gradient is needed.
+    (28 × 28, 299² …) it runs image by image. In place: ``y`` must be a fresh intermediate (with a
+    gradient, autograd records the in-place op; the numbers are the same either way).
     """
     batched = (
         y.ndim == 0
@@ -95,12 +96,10 @@ def _pow_per_image(y: torch.Tensor, exponent: float) -> torch.Tensor:
         or y.device.type != "cpu"
         or y[0].numel() % (32 * torch.get_num_threads()) == 0
     )
-    if y.requires_grad:
-        return y.pow(exponent) if batched else torch.cat([t.pow(exponent) for t in y.split(1)])
     if batched:
         return y.pow_(exponent)
-    for t in y.split(1):
-        t.pow_(exponent)
+    for i in range(y.shape[0]):
+        y[i].pow_(exponent)
     return y
 
 
@@ -113,8 +112,6 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     """
     y = x.clamp_min(0.04045)
     below = x.clamp_max(0.04045)
-    if y.requires_grad:
-        return _pow_per_image((y + 0.055) / 1.055, 2.4) + (below - 0.04045) / 12.92
     y = _pow_per_image(y.mul_(1 / 1.055).add_(0.055 / 1.055), 2.4)
     return y.add_(below.sub_(0.04045).mul_(1 / 12.92))
 
@@ -127,10 +124,8 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     and below it before) and needs no mask.
     """
     y = x.clamp_min(0.0031308)
-    if y.requires_grad:
-        return torch.minimum(12.92 * x, 1.055 * _pow_per_image(y, 1 / 2.4) - 0.055)
     y = _pow_per_image(y, 1 / 2.4).mul_(1.055).sub_(0.055)
-    return torch.minimum(y, x * 12.92, out=y)
+    return y.clamp_max_(x * 12.92)  # min(power branch, linear branch), in place on the fresh y
 
 
 def scene_luminance(linear: torch.Tensor) -> torch.Tensor:

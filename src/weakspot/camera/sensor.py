@@ -46,6 +46,7 @@ __all__ = [
     "mosaic",
     "shot_noise",
     "straight_through",
+    "straight_through_",
 ]
 
 #: How the well changes with the pixel size in :meth:`Sensor.scaled_to_pixel`.
@@ -56,10 +57,27 @@ _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
 
 def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``value`` in the forward pass, identity gradient to ``x`` in the backward pass."""
-    if not x.requires_grad:
+    """``value`` in the forward pass (bit for bit), identity gradient to ``x`` in the backward pass.
+
+    Computed as ``value + (x − x.detach())``: the bracket is exactly 0 for finite ``x``, so the
+    forward numbers are ``value``'s whether or not ``x`` requires a gradient (``x + (value − x)``
+    would round). Without a graph the zero is skipped, which changes no number.
+    """
+    if not (x.requires_grad and torch.is_grad_enabled()):
         return value
-    return x + (value - x).detach()
+    return value.detach() + (x - x.detach())
+
+
+def straight_through_(x: torch.Tensor, op_) -> torch.Tensor:
+    """``straight_through(x, op_(values of x))`` for an in-place op ``op_`` (e.g. round and clip).
+
+    ``x`` must be a fresh intermediate the caller owns: without a graph ``op_`` overwrites it
+    (no copy); with one it runs on a detached copy. The two cases apply the same ``op_`` to the
+    same numbers, so they agree bit for bit (``tests/test_camera_paths.py`` ties them).
+    """
+    if x.requires_grad:
+        return straight_through(x, op_(x.detach().clone()))
+    return op_(x)
 
 
 @dataclass(frozen=True)
@@ -263,30 +281,26 @@ class Sensor:
             signal = photons * _qe_map(self.cfa, self.qe_rgb, h, w).to(device=dev, dtype=dt)
         else:
             signal = photons * self.qe_tensor(dev, dt)
-        grad = signal.requires_grad
+        # One code path with or without a gradient: in-place ops only on tensors created here
+        # (autograd records them, and raises if one would corrupt a saved value); the sampled
+        # steps are straight-through, whose forward value is exact.
         dark_e = self.dark_current_e_per_s * self.exposure_s
         if self.prnu_percent > 0 or self.dsnu_e > 0:
             gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e)
-            signal = signal * gain.to(dev, dt)  # PRNU: per-pixel gain
-            mean_e = signal + (dark_e + offset.to(dev, dt)).clamp_min(0.0)  # DSNU: per-pixel dark offset
+            signal = signal.mul_(gain.to(dev, dt))  # PRNU: per-pixel gain
+            mean_e = signal.add_((dark_e + offset.to(dev, dt)).clamp_min(0.0))  # DSNU: per-pixel dark offset
         else:
-            mean_e = signal + dark_e
-        mean_e = mean_e.clamp_min(0.0) if grad else mean_e.clamp_min_(0.0)
+            mean_e = signal.add_(dark_e)
+        mean_e = mean_e.clamp_min_(0.0)
         counts = shot_noise(mean_e.detach(), generator, self.poisson_exact_below_e)
-        if grad:
-            electrons = straight_through(mean_e, counts.clamp(max=self.full_well_e))
-        else:
-            electrons = counts.clamp_(max=self.full_well_e)
+        electrons = straight_through(mean_e, counts.clamp_(max=self.full_well_e))
         if self.read_noise_e > 0:
-            noise = randn(electrons.shape, generator, dev, dt)
-            readout = electrons + self.read_noise_e * noise if grad else noise.mul_(self.read_noise_e).add_(electrons)
+            readout = randn(electrons.shape, generator, dev, dt).mul_(self.read_noise_e).add_(electrons)
         else:
             readout = electrons
-        if grad:
-            analog = readout * self.conversion_gain + self.black_level_dn
-            dn = straight_through(analog, analog.round().clamp(0.0, float(self.adc_max_dn)))
-        else:
-            dn = readout.mul(self.conversion_gain).add_(self.black_level_dn).round_().clamp_(0.0, float(self.adc_max_dn))
+        analog = readout.mul(self.conversion_gain).add_(self.black_level_dn)
+        adc_max = float(self.adc_max_dn)
+        dn = straight_through_(analog, lambda t: t.round_().clamp_(0.0, adc_max))
         return electrons, readout, dn
 
     def uniform_sampling_area(self, h: int, w: int, sample_pitch_um: float) -> float | None:
