@@ -83,12 +83,14 @@ def _codes_from_steps(steps: torch.Tensor, d: int) -> torch.Tensor:
     return (dy * _code_base(d) + dx).to(_code_dtype(d))
 
 
-def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = None, device=None) -> torch.Tensor:
+def glass_step_codes(
+    shape: tuple[int, ...], d: int, generator: GeneratorLike = None, device=None, stream: str = "glass.steps"
+) -> torch.Tensor:
     """Random step codes ``(B, iterations, H, W)``: ``(dy, dx)`` uniform in ``[-d, d)²`` per pixel
     and pass, as the reference draws them (see the module docstring for the encoding).
 
-    Each 31-bit random word (:func:`weakspot.random.random_bits`; one generator per image
-    keeps an image's codes independent of the batch) is cut into digits base 2d, most
+    Each 31-bit random word (:func:`weakspot.random.random_bits` from ``stream``; the per-image
+    keys keep an image's codes independent of the batch) is cut into digits base 2d, most
     significant first. For 2d a power of two the digits are exact bit fields, so the codes
     are exactly uniform. Otherwise the top ``m`` bits of a word (``m`` = 28 for d = 3, so
     that word·2d fits in int32) give ``k`` digits with ``(2d)^k ≤ 2^(m−14)``; each
@@ -101,7 +103,7 @@ def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = 
     if side == base:  # a power of two: a code is a bit field of 2·log2(2d) bits
         bits = 2 * (side.bit_length() - 1)
         per_word = 31 // bits
-        words = random_bits((b, -(-per_image // per_word)), generator, device)
+        words = random_bits((b, -(-per_image // per_word)), generator, device, stream=stream)
         codes = torch.empty((b, per_word, words.shape[1]), dtype=dtype, device=words.device)
         field = torch.empty_like(words)
         for j in range(per_word):
@@ -112,7 +114,7 @@ def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = 
     # times 2d stays in int32: the base-2d expansion of the fraction word / 2^bits
     bits = 31 - (side - 1).bit_length()
     per_word = int((bits - 14) / math.log2(side))
-    words = random_bits((b, -(-2 * per_image // per_word)), generator, device)
+    words = random_bits((b, -(-2 * per_image // per_word)), generator, device, stream=stream)
     words.bitwise_right_shift_(31 - bits)
     digits = torch.empty((b, per_word, words.shape[1]), dtype=torch.uint8, device=words.device)
     for j in range(per_word):
