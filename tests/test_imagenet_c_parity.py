@@ -160,7 +160,7 @@ def test_motion_blur_random_angle_statistics_match_reference(two_photos, severit
 
 
 # (name, seeds): fog and spatter vary a lot from draw to draw, so they get more seeds
-WEATHER = [("elastic_transform", 2), ("snow", 3), ("fog", 10), ("spatter", 32)]  # spatter: rare blobs, a noisy mean
+WEATHER = [("elastic_transform", 2), ("snow", 3), ("fog", 10), ("spatter", 32)]
 
 
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
