@@ -30,7 +30,7 @@ are Box–Muller from the two 32-bit halves of a word, computed in float64 (so C
 agree to the last float32 bit except in rare double-rounding cases); :func:`poisson` is an
 exact inverse-CDF sampler (a Cornish–Fisher start refined on the exact CDF).
 
-Note: these values differ from those of weakspot < 0.3 (per-image CPU ``torch.Generator``
+Note: these values differ from those of earlier versions (per-image CPU ``torch.Generator``
 draws); results stay reproducible, they are just new draws (store schema version 3).
 """
 

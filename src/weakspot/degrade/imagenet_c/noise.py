@@ -79,7 +79,8 @@ def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike 
     for ~97% of values, and one binary search (``torch.searchsorted`` over the 256 CDFs stacked
     into one increasing array) answers the remaining few (those whose bin contains a CDF step):
     no loop, so the op count does not depend on the batch. Exact up to float32 resolution of
-    the CDF; several times faster than ``torch.poisson`` on the CPU. Returns counts as float, shape of ``images``.
+    the CDF; several times faster than ``torch.poisson`` on the CPU. Returns counts as float,
+    shape of ``images``.
     """
     start, stop, cdf, kmax = _poisson_tables(float(photons))
     dev = images.device
