@@ -154,6 +154,17 @@ def test_poisson_mean_variance_and_goodness_of_fit(lam):
     assert st.chisquare(obs_p, exp_p).pvalue > P_MIN
 
 
+def test_draws_are_contiguous_with_the_requested_shape_and_dtype():
+    """Odd element counts per image (the half-word layout drops one value) still give plain
+    contiguous tensors, for every generator form."""
+    for shape in [(1, 3, 5, 7), (2, 3, 5, 7), (3, 1, 4, 4), (2, 5)]:
+        for g in (0, torch.Generator().manual_seed(0), _kb(shape[0])):
+            for out in (rand(shape, g), randn(shape, g), rand(shape, g, dtype=torch.float64),
+                        randn(shape, g, dtype=torch.float16), random_bits(shape, g), randint(0, 3, shape, g)):
+                assert out.shape == shape and out.is_contiguous()
+                out.view(-1)
+
+
 def test_values_depend_only_on_key_stream_and_counter():
     """An image's draws are the same in a batch of 1, 3 or 8, in any order."""
     ids = [f"im{i}" for i in range(8)]

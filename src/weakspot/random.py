@@ -239,7 +239,7 @@ class KeyedBatch:
             return counter_words(self.stream_keys(stream, device).view(rows), per).view(shape)
         words = self.half_words(shape, stream, device)
         halves_ = torch.cat([_shr(words, 32), words.bitwise_and_(0xFFFFFFFF)], 1)
-        return halves_[:, :per].reshape(shape)
+        return halves_[:, :per].contiguous().view(shape)
 
     def half_words(self, shape: Sequence[int], stream: str | None = None, device=None) -> torch.Tensor:
         """The ``(images, ⌈n/2⌉)`` words whose halves give ``n`` 32-bit values per image (see :meth:`bits`)."""
@@ -341,7 +341,7 @@ def rand(
     out = torch.empty((rows, 2 * w), dtype=torch.float32, device=words.device)
     out[:, :w].copy_(_shr(words, 40))  # the top 24 bits of each half
     out[:, w:].copy_(words.bitwise_right_shift_(8).bitwise_and_(0xFFFFFF))
-    return out.mul_(2.0**-24)[:, :per].reshape(shape).to(dtype)
+    return out.mul_(2.0**-24)[:, :per].contiguous().view(shape).to(dtype)
 
 
 def randn(
@@ -363,7 +363,7 @@ def randn(
     out = torch.empty((rows, 2 * w), dtype=work, device=words.device)
     torch.mul(torch.cos(theta), r, out=out[:, :w])
     torch.mul(theta.sin_(), r, out=out[:, w:])
-    return out[:, :per].reshape(shape).to(dtype)
+    return out[:, :per].contiguous().view(shape).to(dtype)
 
 
 def random_bits(
