@@ -124,10 +124,21 @@ def test_poisson_quantile_equals_scipy_ppf():
     assert poisson_quantile(torch.zeros(3, dtype=torch.float64), torch.tensor([0.1, 0.5, 0.9])).tolist() == [0, 0, 0]
 
 
-@pytest.mark.parametrize("lam", [0.5, 3.0, 20.0, 1000.0])
-def test_poisson_mean_variance_and_goodness_of_fit(lam):
+@pytest.mark.parametrize(
+    "lam,fallback",
+    [(0.5, False), (3.0, False), (9.99, False), (10.0, False), (20.0, False), (1000.0, False),
+     (3.0, True), (20.0, True)],
+)
+def test_poisson_mean_variance_and_goodness_of_fit(lam, fallback, monkeypatch):
     """Samples have mean and variance λ (within 5 standard errors) and follow scipy's pmf
-    (chi-square over the bins with ≥ 20 expected counts, the tails pooled)."""
+    (chi-square over the bins with ≥ 20 expected counts, the tails pooled), on both sides of
+    the inversion/PTRS switch at λ = 10; ``fallback``: with too few inversion steps and no
+    PTRS round every value goes to the exact inverse-CDF fallback, which must fit as well."""
+    import weakspot.random as R
+
+    if fallback:
+        monkeypatch.setattr(R, "POISSON_INVERSION_STEPS", 1)
+        monkeypatch.setattr(R, "POISSON_PTRS_ROUNDS", 0)
     n_img, per = 4, 50_000
     x = poisson(torch.full((n_img, per), lam, dtype=torch.float64), _kb(n_img), stream="pois").flatten().numpy()
     n = x.size
@@ -163,6 +174,20 @@ def test_draws_are_contiguous_with_the_requested_shape_and_dtype():
                         randn(shape, g, dtype=torch.float16), random_bits(shape, g), randint(0, 3, shape, g)):
                 assert out.shape == shape and out.is_contiguous()
                 out.view(-1)
+
+
+def test_poisson_mixed_rates_are_keyed_per_image():
+    """Rates that change per element (zeros, both samplers) give each image the same counts in
+    any batch; zero rates give zero; the mean follows the rates."""
+    g = torch.Generator().manual_seed(0)
+    rates = torch.rand(3, 2, 40, 50, generator=g, dtype=torch.float64) * 60
+    rates[:, :, :5] = 0
+    ids = ["p", "q", "r"]
+    full = poisson(rates, KeyedBatch.from_ids(1, ids, "c"), stream="s")
+    assert torch.equal(poisson(rates[[2, 0]], KeyedBatch.from_ids(1, ["r", "p"], "c"), stream="s"), full[[2, 0]])
+    assert float(full[:, :, :5].abs().sum()) == 0 and torch.equal(full, full.round())
+    resid = (full - rates)[:, :, 5:] / rates[:, :, 5:].clamp(min=1e-9).sqrt()
+    assert abs(float(resid.mean())) < 5 / math.sqrt(resid.numel()) and abs(float(resid.var()) - 1) < 0.05
 
 
 def test_values_depend_only_on_key_stream_and_counter():

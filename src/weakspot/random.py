@@ -27,8 +27,9 @@ code written for stateful generators — draw, draw again — still gets indepen
 
 Distributions: uniforms take the top 24 (float32) or 53 (float64) bits of a word; normals
 are Box–Muller from the two 32-bit halves of a word, computed in float64 (so CPU and GPU
-agree to the last float32 bit except in rare double-rounding cases); :func:`poisson` is an
-exact inverse-CDF sampler (a Cornish–Fisher start refined on the exact CDF).
+agree to the last float32 bit except in rare double-rounding cases); :func:`poisson` is
+exact: sequential inversion below λ = 10, PTRS rejection above, the exact inverse CDF
+(:func:`poisson_quantile`) for the rare leftovers.
 
 Note: these values differ from those of earlier versions (per-image CPU ``torch.Generator``
 draws); results stay reproducible, they are just new draws (store schema version 3).
@@ -418,14 +419,95 @@ def poisson_quantile(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, k, torch.zeros_like(k))
 
 
+#: :func:`poisson` samples rates below this by sequential inversion, above it by PTRS
+POISSON_PTRS_MIN_RATE = 10.0
+#: sequential inversion runs this many steps (P(X > 48) < 10⁻¹⁵ for λ < 10; the rare
+#: larger values are answered exactly by :func:`poisson_quantile`)
+POISSON_INVERSION_STEPS = 48
+#: PTRS rounds (acceptance ≥ 0.89 a round for λ ≥ 10): the values still rejected after them,
+#: about one in 10⁶, are answered exactly by :func:`poisson_quantile`
+POISSON_PTRS_ROUNDS = 6
+
+
+def _words_at(stream_keys: torch.Tensor, flat: torch.Tensor, per: int) -> torch.Tensor:
+    """Counter words (:func:`counter_words`) at flat positions ``flat`` of a ``(rows, per)`` draw only."""
+    x = (flat % per + 1).mul_(_GOLDEN).add_(stream_keys.index_select(0, flat // per))
+    return _mix64_(x)
+
+
+def _uniform53(words: torch.Tensor) -> torch.Tensor:
+    """``(w >>> 11 + ½)·2⁻⁵³`` in (0, 1), float64."""
+    return _shr(words, 11).to(torch.float64).add_(0.5).mul_(2.0**-53)
+
+
 def poisson(rate: torch.Tensor, generator: GeneratorLike = None, stream: str | None = None) -> torch.Tensor:
     """Poisson samples with mean ``rate`` (first dim = batch), same shape/device/dtype as ``rate``.
 
-    Inverse-CDF sampling with one 53-bit uniform per value (:func:`poisson_quantile`):
-    exact at every rate up to float64 resolution of the CDF. Not differentiable (``rate`` is
-    detached).
+    Exact samplers, whole-batch, with a fixed number of ops: rates below
+    :data:`POISSON_PTRS_MIN_RATE` by sequential inversion (``k = #{j : F(j) < u}`` over
+    :data:`POISSON_INVERSION_STEPS` steps of the pmf recurrence), larger rates by Hörmann's
+    PTRS transformed rejection (1993; NumPy's algorithm) over :data:`POISSON_PTRS_ROUNDS`
+    rounds, each round's uniforms from its own sub-stream at the value's own counter. The
+    rare values left over by either are answered by the exact inverse CDF
+    (:func:`poisson_quantile`): of the same uniform past the inversion's last step, of a fresh
+    one after the last PTRS round. Not differentiable (``rate`` is detached).
     """
     r = rate.detach()
-    w = _bits(r.shape, generator, r.device, stream)
-    u = (_shr(w, 11).to(torch.float64) + 0.5) * 2.0**-53
-    return poisson_quantile(r, u).to(rate.dtype)
+    shape = tuple(r.shape)
+    keys = batch_keys(generator, shape[0] if shape else 1)
+    rows, per = keys.rows_per(shape)
+    sk = keys.stream_keys(stream, r.device).view(rows)
+    sub = {name: _mix64(sk ^ _i64(keyed_seed("weakspot.poisson", name))) for name in
+           ["inversion", "exact", *(f"ptrs.{j}" for j in range(POISSON_PTRS_ROUNDS))]}
+    lam = r.reshape(-1).to(torch.float64)
+    out = torch.zeros_like(lam)
+
+    # small rates: sequential inversion
+    small = ((lam > 0) & (lam < POISSON_PTRS_MIN_RATE)).nonzero().view(-1)
+    ls = lam.index_select(0, small)
+    u = _uniform53(_words_at(sub["inversion"], small, per))
+    pmf = torch.exp(-ls)
+    cdf = pmf.clone()
+    k = torch.zeros_like(ls)
+    for j in range(1, POISSON_INVERSION_STEPS + 1):
+        k += cdf < u
+        pmf.mul_(ls).div_(j)
+        cdf.add_(pmf)
+    out.index_copy_(0, small, k)
+    # past the last step: the exact quantile of the same u (a fresh uniform would not be
+    # conditioned on X > the steps)
+    tail = (cdf < u).nonzero().view(-1)
+    out.index_copy_(0, small.index_select(0, tail), poisson_quantile(ls.index_select(0, tail), u.index_select(0, tail)))
+
+    # large rates: PTRS
+    pending = (lam >= POISSON_PTRS_MIN_RATE).nonzero().view(-1)
+    ll = lam.index_select(0, pending)
+    loglam = ll.log()
+    b = 2.53 * ll.sqrt() + 0.931
+    a = 0.02483 * b - 0.059
+    log_invalpha = torch.log(1.1239 + 1.1328 / (b - 3.4))
+    vr = 0.9277 - 3.6224 / (b - 2)
+    for j in range(POISSON_PTRS_ROUNDS):
+        w = _words_at(sub[f"ptrs.{j}"], pending, per)
+        uu = _shr(w, 32).to(torch.float64).add_(0.5).mul_(2.0**-32).sub_(0.5)  # U in (−½, ½)
+        v = (w & 0xFFFFFFFF).to(torch.float64).add_(0.5).mul_(2.0**-32)  # V in (0, 1)
+        us = 0.5 - uu.abs()
+        kk = torch.floor((2 * a / us + b) * uu + ll + 0.43)
+        ok = (us >= 0.07) & (v <= vr)  # the quick acceptance (most values)
+        slow = (~ok).nonzero().view(-1)  # the others take the full test
+        s_us, s_v, s_k, s_a, s_b = (t.index_select(0, slow) for t in (us, v, kk, a, b))
+        s_ll, s_loglam, s_lia = (t.index_select(0, slow) for t in (ll, loglam, log_invalpha))
+        reject = (s_k < 0) | ((s_us < 0.013) & (s_v > s_us))
+        lhs = s_v.log() + s_lia - torch.log(s_a / (s_us * s_us) + s_b)
+        rhs = s_k * s_loglam - s_ll - torch.lgamma(s_k.clamp(min=0) + 1)
+        ok.index_copy_(0, slow, ~reject & (lhs <= rhs))
+        out.index_copy_(0, pending, kk)  # the rejected ones are overwritten by a later round
+        keep = (~ok).nonzero().view(-1)
+        pending, ll, loglam, b, a, log_invalpha, vr = (
+            t.index_select(0, keep) for t in (pending, ll, loglam, b, a, log_invalpha, vr)
+        )
+    # rejected in every round: an exact sample from a fresh uniform (an independent draw from
+    # the target, so the mixture stays exact)
+    exact = poisson_quantile(lam.index_select(0, pending), _uniform53(_words_at(sub["exact"], pending, per)))
+    out.index_copy_(0, pending, exact)
+    return out.view(shape).to(rate.dtype)
