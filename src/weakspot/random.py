@@ -20,14 +20,15 @@ The generator argument ``generator=`` of every random degradation may be
   over the batch) or of ``B`` single-image :class:`KeyedBatch` (concatenated);
 * ``None`` — fresh random keys (interactive use only).
 
-Streams. Each call site names its ``stream`` (``"gaussian_noise"``, ``"fog.plasma.3.sq"``),
+Streams. Each call site names its ``stream`` (``"gaussian_noise"``, ``"imagenet_c.fog.plasma.3.square"``),
 so two draws in one degradation never share values. A draw without a stream takes the
 batch's next *automatic* stream (a per-image call counter, like a generator's state), so
 code written for stateful generators — draw, draw again — still gets independent values.
 
-Distributions: uniforms take the top 24 (float32) or 53 (float64) bits of a word; normals
-are Box–Muller from the two 32-bit halves of a word, computed in float64 (so CPU and GPU
-agree to the last float32 bit except in rare double-rounding cases); :func:`poisson` is
+Distributions: float32 uniforms take the top 24 bits of a 32-bit half word (two values a
+word), float64 ones the top 53 bits of a word; normals are Box–Muller on the two halves of a
+word (a cos and a sin value), computed in the output's precision (float32 or float64: CPU
+and GPU then agree up to the last-ulp rounding of ``log``/``cos``/``sin``); :func:`poisson` is
 exact: sequential inversion below λ = 10, PTRS rejection above, the exact inverse CDF
 (:func:`poisson_quantile`) for the rare leftovers.
 
