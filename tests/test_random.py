@@ -244,6 +244,8 @@ def test_int_seed_and_torch_generator():
     batch of 1 or 3); a torch.Generator yields a new key per call (stateful) and replays."""
     assert torch.equal(rand((1, 9), 5, stream="s"), rand((3, 9), 5, stream="s")[:1])
     assert not torch.equal(rand((1, 9), 5, stream="s"), rand((1, 9), 6, stream="s"))
+    # an int is shorthand for a freshly seeded generator (its first key)
+    assert torch.equal(rand((3, 9), 5), rand((3, 9), torch.Generator().manual_seed(5)))
     g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     a1, a2 = rand((2, 9), g1), rand((2, 9), g1)
     assert torch.equal(a1, rand((2, 9), g2)) and torch.equal(a2, rand((2, 9), g2))

@@ -12,8 +12,9 @@ The generator argument ``generator=`` of every random degradation may be
 * a :class:`KeyedBatch` — one 64-bit key per image. Sweeps use
   ``KeyedBatch.from_ids(seed, image_ids, condition_id)``: a sampled value then depends only
   on ``(seed, image id, condition, stream)``;
-* an ``int`` seed — mapped to the keyed path (image ``i`` of the batch gets key
-  ``keyed(seed, i)``), so ``deg(x, generator=0)`` gives the same values on every device;
+* an ``int`` seed — shorthand for a freshly seeded CPU ``torch.Generator`` (below): one key
+  drawn from it, image ``i`` of the batch keyed ``mix(key, i)``; the values are computed on the
+  images' device, so ``deg(x, generator=0)`` gives the same values on every device;
 * one :class:`torch.Generator` — one 64-bit key is drawn from it per call (so successive
   calls differ, as with a stateful generator), then keyed per image position;
 * a sequence of ``B`` :class:`torch.Generator` (legacy: one key drawn from each, a loop
@@ -165,9 +166,15 @@ class KeyedBatch:
 
     @classmethod
     def from_seed(cls, seed: int, batch: int) -> "KeyedBatch":
-        """Keys for an interactive int seed: image ``i`` of the batch gets ``mix(seed, i)``."""
-        base = _i64(keyed_seed("weakspot.int_seed", int(seed)))
-        return cls(_mix64(base + (torch.arange(batch, dtype=torch.int64) + 1) * _GOLDEN))
+        """Keys for an interactive int seed: the first key of ``torch.Generator().manual_seed(seed)``
+        (so an int is shorthand for a freshly seeded generator, as before), then image ``i`` of
+        the batch gets ``mix(key + (i+1)·φ)``."""
+        return cls.from_key(_key_from_torch(torch.Generator().manual_seed(int(seed))), batch)
+
+    @classmethod
+    def from_key(cls, key: int, batch: int) -> "KeyedBatch":
+        """Keys ``mix(key + (i+1)·φ)`` for the batch positions ``i``."""
+        return cls(_mix64(_i64(key) + (torch.arange(batch, dtype=torch.int64) + 1) * _GOLDEN))
 
     @classmethod
     def cat(cls, parts: Sequence["KeyedBatch"]) -> "KeyedBatch":
@@ -274,8 +281,7 @@ def batch_keys(generator: GeneratorLike, batch: int) -> KeyedBatch:
     if isinstance(generator, int):
         return KeyedBatch.from_seed(generator, batch)
     if isinstance(generator, torch.Generator):
-        base = _key_from_torch(generator)
-        return KeyedBatch(_mix64(base + (torch.arange(batch, dtype=torch.int64) + 1) * _GOLDEN))
+        return KeyedBatch.from_key(_key_from_torch(generator), batch)
     gens = list(generator)
     if len(gens) != batch:
         from weakspot.errors import InvalidParameterError
