@@ -277,7 +277,9 @@ def batch_keys(generator: GeneratorLike, batch: int) -> KeyedBatch:
     if generator is None:
         return KeyedBatch(torch.randint(-(2**63), 2**63 - 1, (batch,), dtype=torch.int64))
     if isinstance(generator, bool):
-        raise TypeError("generator must be an int seed, not a bool")
+        from weakspot.errors import InvalidParameterError
+
+        raise InvalidParameterError("generator", generator, "an int seed, a torch.Generator or KeyedBatch keys")
     if isinstance(generator, int):
         return KeyedBatch.from_seed(generator, batch)
     if isinstance(generator, torch.Generator):
@@ -297,8 +299,8 @@ def batch_keys(generator: GeneratorLike, batch: int) -> KeyedBatch:
 def as_generators(generator: GeneratorLike, batch: int) -> KeyedBatch | list | torch.Generator:
     """Normalise ``generator`` once for code that threads it through several draws.
 
-    ``None``/``int``/:class:`torch.Generator` → one :class:`torch.Generator` (legacy stateful
-    use; pass the int itself for the keyed path); a list → the list (length-checked); a
+    ``None``/``int``/:class:`torch.Generator` → one :class:`torch.Generator` (stateful use: each
+    draw takes one key from it; an int's first draw equals the int passed directly); a list → the list (length-checked); a
     :class:`KeyedBatch` (or a list of single-image ones) → a :class:`KeyedBatch`, which also
     iterates and indexes like a list of per-image generators.
     """
