@@ -27,9 +27,10 @@ batch's next *automatic* stream (a per-image call counter, like a generator's st
 code written for stateful generators — draw, draw again — still gets independent values.
 
 Distributions: float32 uniforms take the top 24 bits of a 32-bit half word (two values a
-word), float64 ones the top 53 bits of a word; normals are Box–Muller on the two halves of a
-word (a cos and a sin value), computed in the output's precision (float32 or float64: CPU
-and GPU then agree up to the last-ulp rounding of ``log``/``cos``/``sin``); :func:`poisson` is
+word, through the words' int32 view), float64 ones the top 53 bits of a word; normals are
+Box–Muller on the two halves of a word (a cos and a sin value), computed in the output's
+precision (CPU and GPU then agree up to the last-ulp rounding of ``log``/``cos``/``sin``);
+:func:`poisson` is
 exact: sequential inversion below λ = 10, PTRS rejection above, the exact inverse CDF
 (:func:`poisson_quantile`) for the rare leftovers.
 
@@ -237,8 +238,8 @@ class KeyedBatch:
         """Random int64 words of ``shape``: word ``n`` of image ``i`` is ``mix(stream_key[i] + (n+1)·φ)``.
 
         ``halves``: 32-bit values instead (in int64, ``0 … 2³²−1``) from ``W = ⌈n/2⌉`` words per
-        image — half the hashing: element ``j < W`` is the high half of word ``j``, element
-        ``W + j`` the low half.
+        image — half the hashing: elements ``2j`` and ``2j + 1`` are the low and high halves of
+        word ``j`` (the words' int32 view on a little-endian device: CPUs and GPUs alike).
         ``shape[0]`` must be the batch size; a single-image batch also accepts any shape
         (all its elements are that image's).
         """
@@ -247,7 +248,7 @@ class KeyedBatch:
         if not halves:
             return counter_words(self.stream_keys(stream, device).view(rows), per).view(shape)
         words = self.half_words(shape, stream, device)
-        halves_ = torch.cat([_shr(words, 32), words.bitwise_and_(0xFFFFFFFF)], 1)
+        halves_ = words.view(torch.int32).to(torch.int64).bitwise_and_(0xFFFFFFFF)
         return halves_[:, :per].contiguous().view(shape)
 
     def half_words(self, shape: Sequence[int], stream: str | None = None, device=None) -> torch.Tensor:
@@ -346,34 +347,38 @@ def rand(
     shape = tuple(int(s) for s in shape)
     keys = batch_keys(generator, shape[0] if shape else 1)
     rows, per = keys.rows_per(shape)
-    words = keys.half_words(shape, stream, device)  # (rows, W): high halves first, then low halves
-    w = words.shape[1]
-    out = torch.empty((rows, 2 * w), dtype=torch.float32, device=words.device)
-    out[:, :w].copy_(_shr(words, 40))  # the top 24 bits of each half
-    out[:, w:].copy_(words.bitwise_right_shift_(8).bitwise_and_(0xFFFFFF))
-    return out.mul_(2.0**-24)[:, :per].contiguous().view(shape).to(dtype)
+    halves = keys.half_words(shape, stream, device).view(torch.int32)  # (rows, 2W): low, high, low, …
+    top24 = torch.bitwise_right_shift(halves, 8).bitwise_and_(0xFFFFFF)  # the top 24 bits of each half
+    return top24.to(torch.float32).mul_(2.0**-24)[:, :per].contiguous().view(shape).to(dtype)
 
 
 def randn(
     shape: Sequence[int], generator: GeneratorLike = None, device=None, dtype=torch.float32, stream: str | None = None
 ) -> torch.Tensor:
     """Standard normal samples of ``shape`` (first dim = batch): Box–Muller on the two 32-bit
-    halves of a word, ``r = √(−2 ln u₁)`` (``u₁ ∈ (0, 1)``, |z| ≤ 6.8) and ``θ = 2π u₂``; with
-    ``W = ⌈n/2⌉`` words per image, element ``j < W`` is ``r_j·cos θ_j`` and ``W + j`` is
-    ``r_j·sin θ_j``. Computed in float64 for float64 output, else in float32 (5× faster; the
-    values then agree across devices up to the last-ulp rounding of ``log``/``cos``/``sin``)."""
+    halves of word ``j``: ``r = √(−2 ln u₁)`` from the high half, ``θ = 2π u₂`` from the low
+    half, element ``2j`` is ``r·cos θ`` and ``2j + 1`` is ``r·sin θ``. float64 output: computed
+    in float64 with 32-bit ``u₁ ∈ (0, 1)`` (|z| ≤ 6.8); otherwise in float32 (5× faster) with
+    ``u₁`` on a 24-bit grid (|z| ≤ 5.9, a tail of probability 4·10⁻⁹ cut); CPU and GPU agree up
+    to the last-ulp rounding of ``log``/``cos``/``sin``."""
     shape = tuple(int(s) for s in shape)
     keys = batch_keys(generator, shape[0] if shape else 1)
     rows, per = keys.rows_per(shape)
-    words = keys.half_words(shape, stream, device)
-    w = words.shape[1]
-    work = torch.float64 if dtype == torch.float64 else torch.float32
-    r = _shr(words, 32).to(work).add_(0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
-    theta = words.bitwise_and_(0xFFFFFFFF).to(work).mul_(2 * math.pi * 2.0**-32)
-    out = torch.empty((rows, 2 * w), dtype=work, device=words.device)
-    torch.mul(torch.cos(theta), r, out=out[:, :w])
-    torch.mul(theta.sin_(), r, out=out[:, w:])
-    return out[:, :per].contiguous().view(shape).to(dtype)
+    halves = keys.half_words(shape, stream, device).view(torch.int32)
+    w = halves.shape[1] // 2
+    low, high = halves.view(rows, w, 2).unbind(-1)
+    if dtype == torch.float64:
+        work = torch.float64
+        u1 = high.to(work).add_(2.0**31 + 0.5).mul_(2.0**-32)  # the unsigned high half, centred
+    else:
+        work = torch.float32
+        u1 = torch.bitwise_right_shift(high, 8).bitwise_and_(0xFFFFFF).to(work).add_(0.5).mul_(2.0**-24)
+    r = u1.log_().mul_(-2.0).sqrt_()
+    theta = low.to(work).mul_(2 * math.pi * 2.0**-32)  # the signed low half: θ uniform in [−π, π)
+    out = torch.empty((rows, w, 2), dtype=work, device=halves.device)
+    torch.mul(torch.cos(theta), r, out=out[..., 0])
+    torch.mul(theta.sin_(), r, out=out[..., 1])
+    return out.view(rows, 2 * w)[:, :per].contiguous().view(shape).to(dtype)
 
 
 def random_bits(
