@@ -14,14 +14,15 @@ import weakspot
 from weakspot.degrade.registry import get_spec
 from weakspot.random import KeyedBatch
 
-#: camera degradations still loop over per-image generators inside weakspot.camera (shot noise);
-#: the lead ports the camera to the whole-batch path after the camera rewrite is merged
-CAMERA_PENDING = {"pixel_size", "exposure", "defocus"}
+ALL = weakspot.list_degradations()
+
+#: camera degradations (those implemented in degrade/camera_ops.py) still loop over per-image
+#: generators inside weakspot.camera (shot noise); the lead ports the camera to the whole-batch
+#: path after the camera rewrite is merged
+CAMERA_PENDING = {n for n in ALL if get_spec(n).func.__module__ == "weakspot.degrade.camera_ops"}
 
 #: ops that are one codec call per image by nature (libjpeg on the CPU; nvJPEG batches on CUDA)
 PER_IMAGE_CODEC_OPS = ("image.encode_jpeg", "image.decode_jpeg")
-
-ALL = weakspot.list_degradations()
 
 
 class _OpCounter(TorchDispatchMode):
