@@ -36,7 +36,7 @@ from weakspot.evaluate import (
     run_sweep,
 )
 from weakspot.models import bundled
-from weakspot.random import keyed_generator
+from weakspot.random import KeyedBatch, keyed_seed, randn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -314,10 +314,11 @@ def test_apply_condition_keys_each_image_independently(photos):
     c = cond[0]
     ids = ["a", "b", "c", "d"]
     full = apply_condition(c, photos, ids, seed=3)
-    # reference: each image alone with its own keyed generator, written out by hand
+    # reference: each image alone with its own key keyed_seed(seed, image id, condition id),
+    # the noise drawn from gaussian_noise's stream, written out by hand
     for i, iid in enumerate(ids):
-        g = keyed_generator(3, iid, c.condition_id)
-        ref = (photos[i] + torch.randn(photos[i].shape, generator=g) * 0.2).clamp(0, 1)
+        key = KeyedBatch([keyed_seed(3, iid, c.condition_id)])
+        ref = (photos[i] + randn((1, *photos[i].shape), key, stream="gaussian_noise")[0] * 0.2).clamp(0, 1)
         assert torch.equal(full[i], ref)
     rev = apply_condition(c, photos.flip(0), ids[::-1], seed=3)  # order and batch size do not matter
     assert torch.equal(rev.flip(0), full)

@@ -259,19 +259,41 @@ def test_glass_blur_tiles_do_not_change_a_byte(photos):
         assert torch.equal(glass_blur_codes(x, codes.clone(), sigma, d), whole)
 
 
-def test_glass_blur_fast_path_matches_the_autograd_path(photos):
+def test_glass_blur_fast_path_matches_the_plain_reference_and_autograd_bytes(photos):
     """The buffered CPU pipeline (blur taps with summed edge weights, the 8-bit scale folded
-    into the blur weights) against the generic differentiable path on the same codes: equal
-    up to float rounding, apart from rare 8-bit truncations that land on the other level."""
-    from weakspot.degrade.imagenet_c.glass import glass_blur_codes, glass_step_codes
+    into the blur weights, fixed-round pointer jumping) against the plain float64 reference
+    (:func:`glass_blur_reference`, whose shuffle map equals the literal sequential scan):
+    equal up to float rounding, apart from rare 8-bit truncations that land on the other
+    level. With autograd recording the output is the same bytes, and the gradient flows."""
+    from weakspot.degrade.imagenet_c.glass import (
+        glass_blur_codes,
+        glass_blur_reference,
+        glass_shuffle_map_reference,
+        glass_step_codes,
+        simulate_glass_shuffle,
+    )
 
     x = photos[:2, :, 60:124, 50:130].contiguous()
-    for sigma, d, iters in ((0.7, 1, 2), (1.5, 4, 2)):
+    for sigma, d, iters in ((0.7, 1, 2), (1.5, 4, 2), (1.1, 3, 2)):
         codes = glass_step_codes((2, iters, 64, 80), d, 3)
         fast = glass_blur_codes(x, codes.clone(), sigma, d)
-        slow = glass_blur_codes(x.clone().requires_grad_(), codes.clone(), sigma, d).detach()
-        diff = (fast - slow).abs()
+        ref = glass_blur_reference(x, codes.clone(), sigma, d)
+        diff = (fast - ref).abs()
         assert (diff > 1e-5).float().mean() < 0.01 and diff.max() < 2 / 255, (sigma, diff.max())
+        xg = x.clone().requires_grad_()
+        with_grad = glass_blur_codes(xg, codes.clone(), sigma, d)
+        assert torch.equal(with_grad.detach(), fast)
+        with_grad.sum().backward()
+        assert xg.grad is not None and float(xg.grad.abs().sum()) > 0
+    # the reference's shuffle map is the literal scan (dense codes → (dy, dx) steps)
+    from weakspot.degrade.imagenet_c.glass import _code_base
+
+    d = 2
+    codes = glass_step_codes((1, 2, 13, 11), d, 9)
+    steps = torch.stack([(codes.long() >> (_code_base(d).bit_length() - 1)) - d,
+                         (codes.long() & (_code_base(d) - 1)) - d], -1)
+    np.testing.assert_array_equal(glass_shuffle_map_reference(codes, d)[0].numpy(),
+                                  simulate_glass_shuffle(steps[0].numpy(), d).ravel())
 
 
 def test_zoom_stack_matrix_equals_scipy_zooms_and_the_resampling_path():

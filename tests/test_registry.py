@@ -67,10 +67,18 @@ def test_compose_is_seeded_and_ordered():
     chain = weakspot.compose([("gaussian_blur", {"sigma_px": 1.0}), {"name": "gaussian_noise", "variance": 0.01}])
     a, b = chain(x, generator=3), chain(x, generator=3)
     assert torch.equal(a, b)
-    manual = weakspot.get_degradation("gaussian_noise", variance=0.01)(
-        weakspot.get_degradation("gaussian_blur", sigma_px=1.0)(x), generator=3
-    )
+    # step j > 0 draws from the batch's keys folded with ("compose", j)
+    from weakspot.random import batch_keys
+
+    noise = weakspot.get_degradation("gaussian_noise", variance=0.01)
+    manual = noise(weakspot.get_degradation("gaussian_blur", sigma_px=1.0)(x), generator=batch_keys(3, 2).fold("compose", 1))
     assert torch.equal(a, manual)
+    # so the same noise twice in a chain is two independent draws, variance 2·0.01
+    flat = torch.full((2, 3, 64, 64), 0.5)
+    twice = weakspot.compose([("gaussian_noise", {"variance": 0.01})] * 2)(flat, generator=3) - 0.5
+    once = noise(flat, generator=3) - 0.5
+    assert abs(float(twice.var()) - 0.02) < 0.002 and abs(float(once.var()) - 0.01) < 0.001
+    assert torch.equal(weakspot.compose([("gaussian_noise", {"variance": 0.01})])(flat, generator=3) - 0.5, once)
 
 
 def test_cli_list_and_user_errors(tmp_path, capsys, photo_uint8):

@@ -181,7 +181,7 @@ def test_a_killed_write_of_a_redone_unit_is_not_trusted(ref_run, tmp_path):
 def test_probabilities_are_stored_in_float32(ref_run, wrong_digits):
     store = ResultsStore(ref_run)
     assert np.load(store.probs_path("clean", 0)).dtype == np.float32
-    assert Run.open(ref_run).manifest.schema_version == 2
+    assert Run.open(ref_run).manifest.schema_version >= 2  # float32 probabilities since 2
     ds = open_dataset(str(wrong_digits[0]), "imagenetv2")
     order = {iid: i for i, iid in enumerate(ds.image_ids)}
     x = torch.stack([ds.load(order[i]) for i in store.images().image_id])

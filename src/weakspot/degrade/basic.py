@@ -28,7 +28,7 @@ def gaussian_noise(images: torch.Tensor, *, generator: GeneratorLike = None, var
     """
     if variance == 0:
         return images
-    noise = randn(images.shape, generator, images.device, images.dtype)
+    noise = randn(images.shape, generator, images.device, images.dtype, stream="gaussian_noise")
     return (images + noise * float(variance) ** 0.5).clamp(0.0, 1.0)
 
 

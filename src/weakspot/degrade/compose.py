@@ -10,7 +10,7 @@ from torch import nn
 
 from weakspot.degrade.registry import Degradation, get_degradation
 from weakspot.errors import InvalidParameterError
-from weakspot.random import GeneratorLike, as_generators
+from weakspot.random import GeneratorLike, batch_keys
 
 StepLike = Union[Degradation, nn.Module, str, tuple, Mapping[str, Any]]
 
@@ -35,8 +35,10 @@ def as_degradation(step: StepLike) -> nn.Module:
 
 
 class Compose(nn.Module):
-    """Apply ``steps`` in order. One generator (or one per image) is threaded through all
-    steps, so a seeded composition is reproducible."""
+    """Apply ``steps`` in order. The batch's keys (:func:`weakspot.random.batch_keys`) are
+    threaded through all steps, step ``j > 0`` folded with ``("compose", j)`` so that two steps
+    that draw from the same named stream (e.g. noise twice) get independent values, and a
+    one-step composition draws exactly what the step alone draws."""
 
     def __init__(self, steps: Sequence[StepLike]):
         super().__init__()
@@ -47,9 +49,9 @@ class Compose(nn.Module):
         return "+".join(getattr(s, "name", type(s).__name__) for s in self.steps)
 
     def forward(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
-        gens = as_generators(generator, images.shape[0])
-        for step in self.steps:
-            images = step(images, gens)
+        keys = batch_keys(generator, images.shape[0])
+        for j, step in enumerate(self.steps):
+            images = step(images, keys if j == 0 else keys.fold("compose", j))
         return images
 
     def __call__(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from weakspot._checks import check_images, check_range
 from weakspot.errors import InvalidParameterError, UnknownNameError
-from weakspot.random import GeneratorLike
+from weakspot.random import GeneratorLike, batch_keys
 
 __all__ = [
     "Param",
@@ -258,6 +258,8 @@ class Degradation(nn.Module):
 
     def forward(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
         check_images(images)
+        if isinstance(generator, (list, tuple)):  # legacy per-image generators: one key each, once
+            generator = batch_keys(generator, images.shape[0])
         return self.spec.func(images, generator=generator, **self.params)
 
     def __call__(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:

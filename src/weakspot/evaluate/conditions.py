@@ -2,10 +2,11 @@
 
 A :class:`Condition` is one point of a sweep: one or more registered degradations with
 their parameters, a file-safe ``condition_id``, its family, severity and physical axis
-(``pixel_size_um`` = 5.0 µm …). :func:`apply_condition` degrades a batch with one keyed
-generator per image, ``keyed_generator(seed, image_id, condition_id)``, so a sampled
-value depends only on (seed, image, condition) — never on batch size, order or
-sharding. Everything that must reproduce the images a run evaluated (report examples,
+(``pixel_size_um`` = 5.0 µm …). :func:`apply_condition` degrades a batch with one 64-bit key
+per image, ``KeyedBatch.from_ids(seed, image_ids, condition_id)`` (keys
+``keyed_seed(seed, image_id, condition_id)``), and every draw is computed for the whole batch
+on the images' device from (key, stream, element counter), so a sampled value depends only
+on (seed, image, condition, stream) — never on batch size, order, sharding or device. Everything that must reproduce the images a run evaluated (report examples,
 perception analysis, robust training) calls :func:`apply_condition` or
 :func:`degrade_images`.
 """
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from weakspot.errors import ConfigError
 from weakspot.evaluate.store import CLEAN, check_condition_id
-from weakspot.random import keyed_generator
+from weakspot.random import KeyedBatch
 
 __all__ = ["Step", "Condition", "CLEAN_CONDITION", "apply_condition", "degrade_images", "format_value",
            "make_condition_id"]
@@ -120,8 +121,9 @@ def make_condition_id(name: str, params: dict[str, Any] | None = None, severity:
     return safe
 
 
-def _generators(seed: int, image_ids: Sequence[str], condition_id: str) -> list[torch.Generator]:
-    return [keyed_generator(int(seed), str(i), condition_id) for i in image_ids]
+def _generators(seed: int, image_ids: Sequence[str], condition_id: str) -> KeyedBatch:
+    """The batch's keys: ``keyed_seed(seed, image_id, condition_id)`` per image."""
+    return KeyedBatch.from_ids(int(seed), [str(i) for i in image_ids], condition_id)
 
 
 def apply_condition(
@@ -163,7 +165,7 @@ def degrade_images(
     """:func:`apply_condition` for a list of ``(C, H, W)`` images of different sizes.
 
     Images of equal shape are degraded together; the result equals degrading each image
-    alone, because every image has its own keyed generator.
+    alone, because every image has its own key.
     """
     images = list(images)
     if condition.is_clean:

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 
 from weakspot.errors import DataError
 
-SCHEMA_VERSION = 2  # 2: float32 probabilities, per-unit checksum files
+SCHEMA_VERSION = 3  # 2: float32 probabilities, per-unit checksum files; 3: whole-batch keyed randomness (new draws)
 CLEAN = "clean"
 _ID_RE = re.compile(r"^[A-Za-z0-9._=,+-]+$")
 

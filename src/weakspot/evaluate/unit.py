@@ -6,7 +6,7 @@ is pure (model + images + condition → rows), so any engine (the local loop in
 :mod:`weakspot.evaluate.engine`, the Ray actors in :mod:`weakspot.evaluate.ray_engine`)
 calls it; :func:`write_unit` stores the result atomically.
 
-Per image the order is: decode (native resolution) → degradation (keyed generator,
+Per image the order is: decode (native resolution) → degradation (per-image keys, whole batch,
 :func:`~weakspot.evaluate.conditions.apply_condition`) → model preprocessing (resize,
 crop, normalise) → forward → softmax.
 """
@@ -133,7 +133,7 @@ def evaluate_unit(
         shard: the shard's decoded images.
         condition: the condition (:data:`CLEAN_CONDITION` for the clean unit).
         unit: the unit (its ``condition_id``/``shard`` name the output).
-        seed: the run seed (keys every image's generator).
+        seed: the run seed (keys every image: ``keyed_seed(seed, image_id, condition_id)``).
         batch_size: images per forward pass (halved automatically on out-of-memory).
         clean_top1: clean top-1 class per shard row (``-1`` where unknown); required
             unless ``condition`` is clean.

@@ -25,9 +25,11 @@ def gray(images: torch.Tensor) -> torch.Tensor:
     return (images * w).sum(1, keepdim=True)
 
 
-def per_image_uniform(low: float, high: float, batch: int, generator: GeneratorLike, device) -> torch.Tensor:
-    """One uniform draw in ``[low, high)`` per image, shape ``(B,)``."""
-    return low + (high - low) * rand((batch, 1), generator, device, torch.float64)[:, 0]
+def per_image_uniform(
+    low: float, high: float, batch: int, generator: GeneratorLike, device, stream: str | None = None
+) -> torch.Tensor:
+    """One uniform draw in ``[low, high)`` per image, shape ``(B,)`` (float64), from ``stream``."""
+    return low + (high - low) * rand((batch, 1), generator, device, torch.float64, stream=stream)[:, 0]
 
 
 def straight_through(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -81,22 +83,30 @@ def motion_kernel(
     return flat.reshape(-1, k, k).to(dtype)
 
 
-def fft_correlate(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+def fft_correlate(
+    images: torch.Tensor, kernels: torch.Tensor, support: tuple[int, int, int, int] | None = None
+) -> torch.Tensor:
     """``out(p) = Σ_q k(q)·x(p + q)`` with per-image kernels ``(B, K, K)`` centred at ``K//2``.
 
     Only the batch's bounding box of non-zero taps is used: the image is edge-replicated by
     exactly the reach of the kernel on each side and transformed once at a fast FFT length,
     so a one-sided motion trail costs about half of a centred ``K×K`` FFT convolution.
+    ``support`` = ``(y0, y1, x0, x1)`` (tap offsets, inclusive) fixes that box instead (e.g.
+    from the range the kernels were drawn from), so that an image's result does not depend
+    on the other kernels of the batch (the FFT size would).
     """
     b, c, h, w = images.shape
     r = kernels.shape[-1] // 2
-    nz = kernels.abs().sum(0) > 0
-    rows = nz.any(1).nonzero().flatten()
-    cols = nz.any(0).nonzero().flatten()
-    if rows.numel() == 0:
-        return torch.zeros_like(images)
-    y0, y1 = int(rows[0]) - r, int(rows[-1]) - r
-    x0, x1 = int(cols[0]) - r, int(cols[-1]) - r
+    if support is None:
+        nz = kernels.abs().sum(0) > 0
+        rows = nz.any(1).nonzero().flatten()
+        cols = nz.any(0).nonzero().flatten()
+        if rows.numel() == 0:
+            return torch.zeros_like(images)
+        y0, y1 = int(rows[0]) - r, int(rows[-1]) - r
+        x0, x1 = int(cols[0]) - r, int(cols[-1]) - r
+    else:
+        y0, y1, x0, x1 = (int(v) for v in support)
     k = kernels[:, y0 + r : y1 + r + 1, x0 + r : x1 + r + 1].to(images.device, images.dtype)
     top, bottom, left, right = max(0, -y0), max(0, y1), max(0, -x0), max(0, x1)
     n, m = next_fast_len(h + top + bottom), next_fast_len(w + left + right)
@@ -111,10 +121,36 @@ def fft_correlate(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return out[..., top : top + h, left : left + w]
 
 
+def motion_support(
+    radius_px: int, angle_min_deg: float, angle_max_deg: float, height: int, width: int
+) -> tuple[int, int, int, int]:
+    """Box ``(y0, y1, x0, x1)`` of the taps of every :func:`motion_kernel` with an angle in
+    ``[angle_min_deg, angle_max_deg]``.
+
+    A tap's offsets ``ceil(i·sin a − ½)``, ``ceil(i·cos a − ½)`` are monotone in ``sin a`` and
+    ``cos a``, whose extremes over an interval lie at its ends or at the multiples of 90°
+    inside it: the kernels at those angles span the box.
+    """
+    lo, hi = sorted((float(angle_min_deg), float(angle_max_deg)))
+    angles = [lo, hi] + [90.0 * q for q in range(math.ceil(lo / 90.0), math.floor(hi / 90.0) + 1)]
+    k = motion_kernel(radius_px, 1.0, torch.tensor(angles, dtype=torch.float64), height, width, torch.float64)
+    r = k.shape[-1] // 2
+    nz = k.abs().sum(0) > 0
+    rows, cols = nz.any(1).nonzero().flatten(), nz.any(0).nonzero().flatten()
+    return int(rows[0]) - r, int(rows[-1]) - r, int(cols[0]) - r, int(cols[-1]) - r
+
+
 def motion_blur_images(
-    images: torch.Tensor, radius_px: int, sigma_px: float, angle_deg: torch.Tensor
+    images: torch.Tensor, radius_px: int, sigma_px: float, angle_deg: torch.Tensor,
+    angle_range_deg: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Apply :func:`motion_kernel` per image (FFT, edge-replicated borders)."""
+    """Apply :func:`motion_kernel` per image (FFT, edge-replicated borders).
+
+    ``angle_range_deg``: the interval the angles were drawn from; the FFT then covers the
+    taps of every angle in it (:func:`motion_support`), so an image's result is the same
+    whatever else is in the batch.
+    """
     _, _, h, w = images.shape
     k = motion_kernel(radius_px, sigma_px, angle_deg, h, w, images.dtype)
-    return fft_correlate(images, k)
+    support = None if angle_range_deg is None else motion_support(radius_px, *angle_range_deg, h, w)
+    return fft_correlate(images, k, support)

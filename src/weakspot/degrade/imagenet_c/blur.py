@@ -135,7 +135,7 @@ def glass_blur(
     """
     d = int(max_delta_px)
     shape = (images.shape[0], int(iterations), *images.shape[-2:])
-    return glass_blur_codes(images, glass_step_codes(shape, d, generator, images.device), float(sigma_px), d)
+    return glass_blur_codes(images, glass_step_codes(shape, d, generator, images.device, stream="imagenet_c.glass_blur.steps"), float(sigma_px), d)
 
 
 @register(
@@ -167,8 +167,12 @@ def motion_blur(
     kernel). Edge-replicated borders; one FFT convolution for the batch.
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    angle = per_image_uniform(float(angle_min_deg), float(angle_max_deg), images.shape[0], generator, "cpu")
-    return motion_blur_images(images, int(radius_px), float(sigma_px), angle).clamp(0.0, 1.0)
+    angle = per_image_uniform(
+        float(angle_min_deg), float(angle_max_deg), images.shape[0], generator, "cpu", stream="imagenet_c.motion_blur.angle"
+    )
+    return motion_blur_images(
+        images, int(radius_px), float(sigma_px), angle, (float(angle_min_deg), float(angle_max_deg))
+    ).clamp(0.0, 1.0)
 
 
 def zoom_factors(zoom_stop: float, zoom_step: float) -> np.ndarray:

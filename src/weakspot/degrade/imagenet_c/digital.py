@@ -324,7 +324,8 @@ def elastic_transform(
     """
     b, c, h, w = images.shape
     m = float(max_shift_frac) * h
-    field = (rand((b, 2, h, w), generator, images.device, images.dtype) * 2 - 1) * m
+    u = rand((b, 2, h, w), generator, images.device, images.dtype, stream="imagenet_c.elastic_transform.field")
+    field = (u * 2 - 1) * m
     field = fast_separable_filter2d(field, _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h))
     field = field * float(alpha)
     yy, xx = torch.meshgrid(

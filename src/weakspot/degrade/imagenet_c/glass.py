@@ -34,6 +34,8 @@ __all__ = [
     "glass_blur_from_steps",
     "glass_step_codes",
     "glass_blur_codes",
+    "glass_shuffle_map_reference",
+    "glass_blur_reference",
 ]
 
 #: CPU tiles of the pipeline hold about this many bytes of image per float buffer (three
@@ -83,12 +85,14 @@ def _codes_from_steps(steps: torch.Tensor, d: int) -> torch.Tensor:
     return (dy * _code_base(d) + dx).to(_code_dtype(d))
 
 
-def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = None, device=None) -> torch.Tensor:
+def glass_step_codes(
+    shape: tuple[int, ...], d: int, generator: GeneratorLike = None, device=None, stream: str = "glass.steps"
+) -> torch.Tensor:
     """Random step codes ``(B, iterations, H, W)``: ``(dy, dx)`` uniform in ``[-d, d)²`` per pixel
     and pass, as the reference draws them (see the module docstring for the encoding).
 
-    Each 31-bit random word (:func:`weakspot.random.random_bits`; one generator per image
-    keeps an image's codes independent of the batch) is cut into digits base 2d, most
+    Each 31-bit random word (:func:`weakspot.random.random_bits` from ``stream``; the per-image
+    keys keep an image's codes independent of the batch) is cut into digits base 2d, most
     significant first. For 2d a power of two the digits are exact bit fields, so the codes
     are exactly uniform. Otherwise the top ``m`` bits of a word (``m`` = 28 for d = 3, so
     that word·2d fits in int32) give ``k`` digits with ``(2d)^k ≤ 2^(m−14)``; each
@@ -101,7 +105,7 @@ def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = 
     if side == base:  # a power of two: a code is a bit field of 2·log2(2d) bits
         bits = 2 * (side.bit_length() - 1)
         per_word = 31 // bits
-        words = random_bits((b, -(-per_image // per_word)), generator, device)
+        words = random_bits((b, -(-per_image // per_word)), generator, device, stream=stream)
         codes = torch.empty((b, per_word, words.shape[1]), dtype=dtype, device=words.device)
         field = torch.empty_like(words)
         for j in range(per_word):
@@ -112,7 +116,7 @@ def glass_step_codes(shape: tuple[int, ...], d: int, generator: GeneratorLike = 
     # times 2d stays in int32: the base-2d expansion of the fraction word / 2^bits
     bits = 31 - (side - 1).bit_length()
     per_word = int((bits - 14) / math.log2(side))
-    words = random_bits((b, -(-2 * per_image // per_word)), generator, device)
+    words = random_bits((b, -(-2 * per_image // per_word)), generator, device, stream=stream)
     words.bitwise_right_shift_(31 - bits)
     digits = torch.empty((b, per_word, words.shape[1]), dtype=torch.uint8, device=words.device)
     for j in range(per_word):
@@ -140,6 +144,10 @@ class _GlassShuffle:
         self.base = _code_base(d)
         n = tile * h * w
         self.ids = torch.arange(n, device=device, dtype=torch.int32)  # tile-global flat ids (int32: fast gathers)
+        # rounds of pointer jumping after the first two (which skip 4 links): a chain of forward
+        # links only moves forward in raster order, so it is shorter than H·W; a fixed count (most
+        # rounds run on an empty set) keeps the number of ops independent of the data and batch
+        self.rounds = max(0, math.ceil(math.log2(max(h * w, 4) / 4)))
         self.buf = torch.empty((6, n), device=device, dtype=torch.int32)
 
     def __call__(self, codes: torch.Tensor) -> torch.Tensor:
@@ -176,12 +184,11 @@ class _GlassShuffle:
             end = torch.index_select(step, 0, step, out=src if it == 0 else spare)
             take = torch.index_select(exit_, 0, end, out=nxt)
             first = pending = torch.bitwise_and(take, 1, out=code).nonzero().view(-1)
-            while pending.numel():
+            for _ in range(self.rounds):
                 jumped = end.index_select(0, end.index_select(0, pending))
                 end.index_copy_(0, pending, jumped)
                 pending = pending[exit_.index_select(0, jumped).bitwise_and_(1).bool()]
-            if first.numel():
-                take.index_copy_(0, first, exit_.index_select(0, end.index_select(0, first)))
+            take.index_copy_(0, first, exit_.index_select(0, end.index_select(0, first)))
             take.bitwise_right_shift_(1)  # the chain end's (backward or zero) step, into the previous pass
             if it == 0:
                 src, nxt = take, src
@@ -231,24 +238,22 @@ def glass_blur_codes(
     """Glass blur from step codes ``(B, iterations, H, W)`` (:func:`glass_step_codes`; the border
     codes are overwritten). On the CPU the batch runs in tiles of about ``tile_bytes`` of image
     (default :data:`GLASS_TILE_BYTES`): the same operations on every pixel, so the bytes do not
-    depend on the tiling; elsewhere, and when autograd records, in one piece."""
+    depend on the tiling; elsewhere in one piece. When autograd records, the values are the
+    same bytes as without (this kernel's), the gradient that of the differentiable generic
+    path (:func:`glass_blur_reference`'s pipeline in the images' dtype)."""
     b, c, h, w = images.shape
     n = h * w
     codes = _with_zero_border_steps(codes, d)
-    # the reference's skimage/SciPy kernel radius ⌊4σ + 0.5⌋ (9 taps at σ = 1.1, not ⌈4σ⌉'s 11)
-    radius = max(1, int(4.0 * sigma + 0.5))
+    if images.requires_grad and torch.is_grad_enabled():
+        with torch.no_grad():
+            value = glass_blur_codes(images.detach(), codes, sigma, d, tile_bytes)
+        return straight_through(_glass_blur_generic(images, codes, sigma, d), value)
+    radius = _glass_radius(sigma)  # ⌊4σ + 0.5⌋: 9 taps at σ = 1.1, not ⌈4σ⌉'s 11
     # the first blur also scales to 0…255 and the second divides by 255: the 8-bit truncation
     # between them is then a clamp and a floor
     blur_in = _ReplicateBlur(images, sigma, radius, scale=255.0)
-    if not blur_in.ok:  # generic path (autograd, a single tap, tiny images)
-        x = fast_gaussian_blur2d(images, sigma, border="replicate", radius=radius)
-        if x.requires_grad and torch.is_grad_enabled():
-            x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
-        else:  # the same, in place (no fresh buffers)
-            x = x.clamp_(0, 1).mul_(255).floor_().div_(255)
-        src = glass_shuffle_map_from_codes(codes, d)
-        x = x.reshape(b, c, n).gather(2, src.unsqueeze(1).expand(b, c, n)).reshape(b, c, h, w)
-        return fast_gaussian_blur2d(x, sigma, border="replicate", radius=radius).clamp_(0.0, 1.0)
+    if not blur_in.ok:  # a single tap, tiny images
+        return _glass_blur_generic(images, codes, sigma, d)
     blur_out = _ReplicateBlur(images, sigma, radius, scale=1.0 / 255.0)
     if images.device.type == "cpu":
         per_image = c * n * images.element_size()
@@ -270,6 +275,64 @@ def glass_blur_codes(
         torch.gather(x[:t].view(t, c, n), 2, index[:t].expand(t, c, n), out=moved[:t].view(t, c, n))
         blur_out(moved[:t], mid[:t], out[i : i + t]).clamp_(0.0, 1.0)
     return out
+
+
+def _glass_radius(sigma: float) -> int:
+    """The reference's skimage/SciPy kernel radius ``⌊4σ + 0.5⌋`` (9 taps at σ = 1.1)."""
+    return max(1, int(4.0 * sigma + 0.5))
+
+
+def _glass_blur_generic(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int) -> torch.Tensor:
+    """The pipeline with generic, differentiable ops (straight-through 8-bit truncation)."""
+    b, c, h, w = images.shape
+    n, radius = h * w, _glass_radius(sigma)
+    x = fast_gaussian_blur2d(images, sigma, border="replicate", radius=radius)
+    x = straight_through(x, torch.floor(x.clamp(0, 1) * 255) / 255)
+    src = glass_shuffle_map_from_codes(codes, d)
+    x = x.reshape(b, c, n).gather(2, src.unsqueeze(1).expand(b, c, n)).reshape(b, c, h, w)
+    return fast_gaussian_blur2d(x, sigma, border="replicate", radius=radius).clamp(0.0, 1.0)
+
+
+def glass_shuffle_map_reference(codes: torch.Tensor, d: int) -> torch.Tensor:
+    """Plain reference of :class:`_GlassShuffle`: ``(B, H·W)`` int64 source indices per image for
+    step codes ``(B, iterations, H, W)`` (the border rows/columns the scan skips are set to the
+    zero step here). Readable, not fast: full-size pointer jumping until every chain has ended.
+    """
+    codes = _with_zero_border_steps(codes.clone(), d).long()
+    b, n_iter, h, w = codes.shape
+    shift = _code_base(d).bit_length() - 1
+    pixel = torch.arange(h * w, device=codes.device).expand(b, -1)
+    source = pixel.clone()  # the original pixel each pixel's value comes from, after each pass
+    for it in range(n_iter):
+        code = codes[:, it].reshape(b, -1)
+        dy, dx = (code >> shift) - d, (code & (_code_base(d) - 1)) - d
+        target = pixel + dy * w + dx  # the pixel each visited pixel copies
+        # the scan runs backwards in raster order: a target after the pixel was visited
+        # earlier in this pass and already holds its final value
+        forward = (dy > 0) | ((dy == 0) & (dx > 0))
+        chain_next = torch.where(forward, target, pixel)  # a chain ends on a pixel that is not forward
+        while True:  # pointer jumping: chain_next[p] becomes the end of p's chain
+            jumped = chain_next.gather(1, chain_next)
+            if torch.equal(jumped, chain_next):
+                break
+            chain_next = jumped
+        # the chain's end copied its target's value from the previous pass
+        source = source.gather(1, target.gather(1, chain_next))
+    return source
+
+
+def glass_blur_reference(images: torch.Tensor, codes: torch.Tensor, sigma: float, d: int) -> torch.Tensor:
+    """Plain float64 reference of :func:`glass_blur_codes`: Gaussian blur (replicate border,
+    radius ``⌊4σ + 0.5⌋``) → 8-bit truncation ``⌊255·clamp(x)⌋`` → the local shuffle
+    (:func:`glass_shuffle_map_reference`) → Gaussian blur → clamp. Not differentiable."""
+    b, c, h, w = images.shape
+    radius = _glass_radius(sigma)
+    blurred = fast_gaussian_blur2d(images.detach().double(), sigma, border="replicate", radius=radius)
+    levels = torch.floor(blurred.clamp(0, 1) * 255)  # the reference's uint8 image
+    source = glass_shuffle_map_reference(codes, d)
+    moved = levels.reshape(b, c, h * w).gather(2, source.unsqueeze(1).expand(b, c, h * w)).reshape(b, c, h, w)
+    out = fast_gaussian_blur2d(moved / 255, sigma, border="replicate", radius=radius).clamp(0.0, 1.0)
+    return out.to(images.dtype)
 
 
 def glass_shuffle_map_from_codes(codes: torch.Tensor, d: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from weakspot.degrade.registry import Param, get_spec, register
 from weakspot.errors import InvalidParameterError
-from weakspot.random import GeneratorLike, as_generators, rand, randint
+from weakspot.random import GeneratorLike, batch_keys, rand, randint
 
 __all__ = ["CORRUPTIONS", "COMMON", "HELD_OUT", "corrupt", "mixed"]
 
@@ -74,15 +74,17 @@ def mixed(
 
     Images that drew the same (corruption, severity) at the same step are corrupted together
     in one batched call (a loop over at most 19 × 5 groups per step, never over images).
-    With per-image generators an image's draws do not depend on the rest of the batch.
+    Every image draws from its own key (:class:`~weakspot.random.KeyedBatch`), and a group is
+    corrupted with its images' keys folded with the step, so an image's result does not depend
+    on the rest of the batch.
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     names = _SUBSETS[subset]
     _check({"k": k, "severity_min": severity_min, "severity_max": severity_max, "subset": subset})
     b = images.shape[0]
-    gens = as_generators(generator, b)
-    order = rand((b, len(names)), gens).argsort(1)[:, : int(k)]  # distinct picks, random order
-    sev = randint(int(severity_min), int(severity_max) + 1, (b, int(k)), gens)
+    keys = batch_keys(generator, b)
+    order = rand((b, len(names)), keys, stream="mixed.order").argsort(1)[:, : int(k)]  # distinct picks, random order
+    sev = randint(int(severity_min), int(severity_max) + 1, (b, int(k)), keys, stream="mixed.severity")
     out = images
     for step in range(int(k)):
         code = order[:, step] * 10 + sev[:, step]
@@ -91,7 +93,7 @@ def mixed(
             idx = (code == c).nonzero().flatten()
             spec = get_spec(f"imagenet_c/{names[c // 10]}")
             params = spec.resolve(c % 10)
-            sub_gen = gens if isinstance(gens, torch.Generator) else [gens[i] for i in idx.tolist()]
+            sub_gen = keys.select(idx).fold("mixed.step", step)
             res = spec.func(out.index_select(0, idx.to(out.device)), generator=sub_gen, **params)
             nxt = nxt.index_copy(0, idx.to(out.device), res)
         out = nxt

@@ -67,11 +67,11 @@ def snow(
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     b, _, h, w = images.shape
-    layer = randn((b, 1, h, w), generator) * float(flake_std) + float(flake_mean)
+    layer = randn((b, 1, h, w), generator, stream="imagenet_c.snow.flakes") * float(flake_std) + float(flake_mean)
     layer = clipped_zoom(layer, float(flake_zoom))
     layer = torch.where(layer < float(flake_threshold), torch.zeros_like(layer), layer).clamp(0, 1)
-    angle = per_image_uniform(-135.0, -45.0, b, generator, "cpu")
-    layer = motion_blur_images(layer, int(streak_radius_px), float(streak_sigma_px), angle)
+    angle = per_image_uniform(-135.0, -45.0, b, generator, "cpu", stream="imagenet_c.snow.angle")
+    layer = motion_blur_images(layer, int(streak_radius_px), float(streak_sigma_px), angle, (-135.0, -45.0))
     layer = (torch.round(layer * 255) / 255).to(device=images.device, dtype=images.dtype)
     lit = torch.maximum(images, gray(images) * 1.5 + 0.5)
     x = float(scene_weight) * images + (1 - float(scene_weight)) * lit
@@ -135,7 +135,7 @@ def fog(
     """
     b, _, h, w = images.shape
     size = next_power_of_2(max(h, w))
-    haze = plasma_fractal(b, size, float(wibble_decay), generator)[:, :h, :w]
+    haze = plasma_fractal(b, size, float(wibble_decay), generator, images.device, "imagenet_c.fog.plasma")[:, :h, :w]
     haze = haze.to(device=images.device, dtype=images.dtype).unsqueeze(1)
     peak = images.amax((1, 2, 3), keepdim=True)
     s = float(fog_strength)
@@ -324,7 +324,7 @@ def spatter(
     """
     b, c, h, w = images.shape
     dev, dt = images.device, images.dtype
-    field = randn((b, 1, h, w), generator, dtype=torch.float32).mul_(float(liquid_std)).add_(float(liquid_mean))
+    field = randn((b, 1, h, w), generator, dtype=torch.float32, stream="imagenet_c.spatter.field").mul_(float(liquid_std)).add_(float(liquid_mean))
     field = fast_gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
     field = field.masked_fill_(field < float(liquid_threshold), 0.0)
     if not mud:
