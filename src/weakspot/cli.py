@@ -246,6 +246,9 @@ def enhance_cmd(
     classifier_epochs: int = typer.Option(8, min=1, help="epochs of the small-cnn classifier"),
     kernel_size: int = typer.Option(5, help="side of the predicted filter kernel (odd)"),
     seed: int = typer.Option(0),
+    labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
+                               "(label-free: the frozen model's soft predictions on the clean image)"),
+    temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
@@ -258,7 +261,7 @@ def enhance_cmd(
     enhance_command(data=data, root=root, out=out, classifier=classifier, degrade=degrade or _ROBUST_TRAIN,
                     tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
                     kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
-                    console=console)
+                    console=console, labels=labels, temperature=temperature)
 
 
 @app.command("fix")

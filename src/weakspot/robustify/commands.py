@@ -141,13 +141,16 @@ def enhance_command(
     device: str,
     limit: int | None,
     console,
+    labels: str = "labels",
+    temperature: float = 2.0,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.enhance import EnhanceConfig
     from weakspot.robustify.run import enhance_job
 
     device = _device(device)
-    cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed)
+    cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed, labels=labels,
+                    temperature=temperature)
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
     model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
@@ -158,6 +161,7 @@ def enhance_command(
     f = summary["flops_per_image"]
     console.print(f"FLOPs per image: front-end {f['front_end']:,} vs classifier {f['classifier']:,} "
                   f"({100 * f['front_end'] / max(f['classifier'], 1):.1f}%)")
+    console.print(summary["paired_markdown"])
     console.print(f"wrote {out / 'enhance.md'}, {out / 'enhance.parquet'}, {out / 'front_end.pt'}")
     return summary
 

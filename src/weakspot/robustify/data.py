@@ -132,6 +132,10 @@ def load_split(
     """
     if not 0 < test_fraction < 1:
         raise InvalidParameterError("test_fraction", test_fraction, "(0, 1)")
+    if source in ("offline-photos", "photos"):  # label-free ImageNet fixes: held-out real photos
+        from weakspot.robustify.photos import load_photo_split
+
+        return load_photo_split(seed=seed)
     if source in ("mnist", "mnist_5k", "digits"):
         x, y = _read_mnist_5k()
         if limit is not None:  # the file is sorted by label: take a keyed random subset

@@ -12,6 +12,12 @@ epoch ``e`` come from generators keyed on ``(seed, e)`` only, and after every
 epoch the model, optimiser, LR schedule and history are written atomically to
 ``checkpoint_dir/last.pt``. A run killed at any point and resumed gives the same
 weights, bit for bit, as an uninterrupted one (CPU).
+
+Thread-count independent: training runs with ``config.threads`` torch threads (1 by
+default) whatever the caller set, under ``torch.use_deterministic_algorithms``
+(``warn_only``), and restores both afterwards. The thread count is part of the
+configuration and so of the checkpoint fingerprint: a checkpoint trained with
+another count is refused, never silently resumed.
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ class TrainConfig(BaseModel):
     end_share: float = Field(1.0, ge=0, le=1, description="incremental: degraded share in the last epoch")
     transfer_hidden: tuple[int, ...] = (256, 512)
     transfer_lr_scale: float = Field(0.5, gt=0, le=1, description="transfer: lr multiplier for fine-tuning")
+    threads: int = Field(
+        1, ge=1, le=256,
+        description="torch CPU threads used during training (set for the run and restored after): the "
+        "weights do not depend on the caller's thread count; part of the checkpoint fingerprint",
+    )
 
 
 def degraded_share(strategy: str, epoch: int, epochs: int, start: float = 0.05, end: float = 1.0) -> float:
@@ -161,6 +172,21 @@ def train_classifier(
         progress: show a tqdm progress bar per epoch.
     """
     config = config or TrainConfig()
+    threads_before = torch.get_num_threads()
+    det_before = torch.are_deterministic_algorithms_enabled()
+    det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(model, images, labels, mix, config, checkpoint_dir=checkpoint_dir, resume=resume,
+                      progress=progress, device=device, desc=desc, on_epoch=on_epoch)
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
+
+
+def _train(model, images, labels, mix, config: TrainConfig, *, checkpoint_dir, resume, progress, device, desc,
+           on_epoch) -> TrainResult:
     if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise InvalidParameterError(
             "images/labels", f"{tuple(images.shape)} / {tuple(labels.shape)}", "(N, C, H, W) and (N,) with the same N"
