@@ -339,3 +339,15 @@ def test_foolbox_imagenet_fix_says_too_few_images(tmp_path, capsys):
     assert fx["summary"][0].startswith("too few images (20 per condition")
     html = (d / "report" / "report.html").read_text()
     assert "too few images" in html and "after-fix accuracy is optimistic" in html
+
+
+def test_frontend_fix_actually_trains_and_gains_on_the_weakness(run_dir, tmp_path):
+    """A front-end fix that trains nothing (identity front-end) must fail this: the worst
+    condition's accuracy rises by a margin and the front-end is no longer the identity."""
+    s = fix_run(run_dir, out_dir=tmp_path / "fe_gain", method="frontend", epochs=2, train_limit=600, top=1,
+                progress=False, log=lambda *a: None)
+    ba = {r["condition_id"]: r for r in s["before_after"] if r["cls"] == "all"}
+    worst = s["weaknesses"][0]["worst_condition"]
+    assert ba[worst]["after"] > ba[worst]["before"] + 0.05, ba[worst]
+    assert ba[worst]["gain_lo"] > 0
+    assert s["history"][-1]["ce"] < s["history"][0]["ce"]

@@ -222,6 +222,9 @@ def robustify_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
+                               "(label-free: the frozen model's soft predictions on the clean image)"),
+    temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
 ) -> None:
     """Train robust models (constant / incremental / transfer) and print the train × test grid."""
     from weakspot.robustify.commands import robustify_command
@@ -230,7 +233,8 @@ def robustify_cmd(
     robustify_command(data=data, root=root, out=out, strategies=strategy or ["constant", "incremental", "transfer"],
                       degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
-                      progress=progress, device=device, limit=limit, console=console, model=model)
+                      progress=progress, device=device, limit=limit, console=console, model=model, labels=labels,
+                      temperature=temperature)
 
 
 @app.command("enhance")
@@ -280,13 +284,17 @@ def fix_cmd(
                                        "(the after-fix accuracy is then optimistic)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
+                               "(label-free: the frozen model's soft predictions on the clean image)"),
+    temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
 ) -> None:
     """Fix the worst weaknesses of a run, re-run the same sweep, add before/after to the report."""
     from weakspot.robustify.commands import fix_command
 
     _set_threads(threads)
     fix_command(run_dir, out=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap)
+                progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap,
+                labels=labels, temperature=temperature)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,8 @@ def robustify_command(
     limit: int | None,
     console,
     model: str | None = None,
+    labels: str = "labels",
+    temperature: float = 2.0,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.run import robustify_job
@@ -70,7 +72,8 @@ def robustify_command(
 
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
-    cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, labels=labels,
+                    temperature=temperature)
     pretrained = None
     if model is not None:
         pretrained = _loaded_module(model, split)
@@ -81,6 +84,8 @@ def robustify_command(
         pretrained=pretrained,
     )
     _print_table(console, summary["table"], "accuracy (%) — trained on (rows) × tested on (columns)")
+    if summary.get("study_markdown"):
+        console.print(f"paired verdicts and strategy tests: {out / 'study.md'}")
     console.print(f"wrote {out / 'grid.md'}, {out / 'grid.parquet'}, checkpoints under {out / 'models'} "
                   f"({summary['seconds']:.0f} s)")
     return summary
@@ -167,13 +172,14 @@ def enhance_command(
 
 
 def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console, train_limit=None,
-                allow_overlap: bool = False) -> dict[str, Any]:
+                allow_overlap: bool = False, labels: str = "labels", temperature: float = 2.0) -> dict[str, Any]:
     from rich.table import Table
 
     from weakspot.robustify.fix import fix_run, format_table
 
     s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print)
+                train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print,
+                labels=labels, temperature=temperature)
     t = format_table(s["table"])
     table = Table(title=f"top-1 accuracy before / after the {s['method']} fix (same images, paired)",
                   title_justify="left")

@@ -400,11 +400,12 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
 
 
 def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *, epochs: int, p_clean: float,
-           seed: int, out: Path, progress: bool, log) -> tuple[nn.Module, list[dict]]:
+           seed: int, out: Path, progress: bool, log, labels: str = "labels",
+           temperature: float = 2.0) -> tuple[nn.Module, list[dict]]:
     """Train the fix; returns the module to export (on preprocessed input) and the epoch history."""
     import hashlib
 
-    from weakspot.robustify.enhance import EnhanceConfig, train_enhancer
+    from weakspot.robustify.enhance import EnhanceConfig, clean_soft_targets, train_enhancer
 
     def on_epoch(rec: dict) -> None:
         loss = rec.get("loss", rec.get("ce"))
@@ -414,7 +415,10 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
     device = getattr(model, "device", "cpu")
     if chosen == "robust":
         net = _Preprocessed(model)
-        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed)
+        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed, labels=labels,
+                           temperature=temperature)
+        # label-free: the frozen model's soft predictions on the clean images, before any update
+        soft = clean_soft_targets(net, train.images, temperature, device=device) if labels != "labels" else None
         # a checkpoint belongs to these exact training images: their content keys its folder
         key = hashlib.sha256(("".join(train.hashes) + str(train.labels.tolist())).encode()).hexdigest()[:12]
         root = out / "checkpoint"
@@ -425,15 +429,18 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
         ckpt = root / key
         try:  # resume an interrupted fix; a checkpoint of different settings is replaced
             hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
-                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch).history
+                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch,
+                                    soft_targets=soft).history
         except ConfigError:
             shutil.rmtree(ckpt)
             hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
-                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch).history
+                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch,
+                                    soft_targets=soft).history
         return model.module, hist
     pre = model.preprocess_config
     res = train_enhancer(_Preprocessed(model), train.images, train.labels, mix,
-                         EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed), progress=progress,
+                         EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed, labels=labels,
+                                       temperature=temperature), progress=progress,
                          device=device, on_epoch=on_epoch)
     return _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std).to(device), res.history
 
@@ -453,6 +460,8 @@ def fix_run(
     progress: bool = True,
     report: bool = True,
     log=print,
+    labels: str = "labels",
+    temperature: float = 2.0,
 ) -> dict[str, Any]:
     """Diagnose ``run_dir``, train the fix, re-run the same sweep, compare before/after (paired).
 
@@ -464,6 +473,10 @@ def fix_run(
 
     if method not in ("auto", "robust", "frontend"):
         raise InvalidParameterError("--method", method, "auto | robust | frontend")
+    if labels not in ("labels", "clean-predictions"):
+        raise InvalidParameterError("--labels", labels, "labels | clean-predictions")
+    if not temperature > 0:
+        raise InvalidParameterError("--temperature", temperature, "a positive number, e.g. 2")
     run_dir = Path(run_dir)
     run = _open_run(run_dir)
     manifest = run.manifest
@@ -494,8 +507,11 @@ def fix_run(
     pre = model.preprocess_config
     example = pre(torch.rand(2, *train.images.shape[1:])).to(model.device)
     t0 = time.perf_counter()
+    if labels == "clean-predictions":
+        log(f"label-free: targets are the frozen model's predictions on the clean images (T = {temperature:g}); "
+            "the training images' labels are not used")
     export, hist = _train(chosen, model, train, mix, epochs=epochs, p_clean=p_clean, seed=seed, out=out,
-                          progress=progress, log=log)
+                          progress=progress, log=log, labels=labels, temperature=temperature)
     train_s = time.perf_counter() - t0
     ts = out / "fixed_model.ts"
     _export(export, example, ts)
@@ -518,6 +534,8 @@ def fix_run(
         "train_range": mix.name,
         "p_clean": p_clean,
         "epochs": epochs,
+        "labels": labels,
+        "temperature": temperature,
         "history": hist,
         "train_seconds": train_s,
         "fixed_model": str(ts),

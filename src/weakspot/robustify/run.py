@@ -31,7 +31,13 @@ from weakspot.errors import InvalidParameterError
 from weakspot.evaluate.store import atomic_write_bytes, atomic_write_json
 from weakspot.random import keyed_seed
 from weakspot.robustify.data import Split
-from weakspot.robustify.enhance import EnhanceConfig, EnhancedClassifier, count_flops, train_enhancer
+from weakspot.robustify.enhance import (
+    EnhanceConfig,
+    EnhancedClassifier,
+    clean_soft_targets,
+    count_flops,
+    train_enhancer,
+)
 from weakspot.robustify.grid import evaluate_grid, grid_table, markdown_table
 from weakspot.robustify.mix import Condition, LevelRange, RandomDegradation, parse_condition, parse_specs
 from weakspot.robustify.nets import SmallCNN
@@ -79,7 +85,10 @@ def train_or_load_clean(
 ) -> tuple[nn.Module, list[dict]]:
     """The clean-trained :class:`SmallCNN` under ``out_dir/models/clean`` (trained or resumed)."""
     model = small_cnn_for(split, base.seed)
-    cfg = base.model_copy(update={"strategy": "clean"})
+    if bool((split.train_labels < 0).any()):
+        raise InvalidParameterError("--model", None, "a trained model (--model NAME): these training images have no "
+                                    "labels to train a SmallCNN from scratch")
+    cfg = base.model_copy(update={"strategy": "clean", "labels": "labels"})
     res = train_classifier(
         model, split.train_images, split.train_labels, RandomDegradation([]), cfg,
         checkpoint_dir=out_dir / "models" / "clean", resume=resume, progress=progress, device=device, desc="clean",
@@ -137,6 +146,10 @@ def robustify_job(
         clean, hist = pretrained.to(device).eval(), []
     models["clean"] = clean
     history["clean"] = {"strategy": "clean", "train": "clean", "history": hist}
+    soft = None
+    if base.labels == "clean-predictions":  # label-free: the clean model's soft predictions, computed once
+        soft = clean_soft_targets(clean, split.train_images, base.temperature, device=device)
+        log(f"label-free: targets are the clean model's predictions on the clean images (T = {base.temperature:g})")
 
     jobs: list[tuple[str, str, list[LevelRange]]] = []
     if per_degradation and len(ranges) > 1 and "constant" in strategies:
@@ -154,6 +167,7 @@ def robustify_job(
         res = train_classifier(
             model, split.train_images, split.train_labels, mix, cfg,
             checkpoint_dir=out_dir / "models" / mid, resume=resume, progress=progress, device=device, desc=mid,
+            soft_targets=soft,
         )
         log(f"{mid}: {len(res.history) - res.resumed_from_epoch} epoch(s) trained, resumed from {res.resumed_from_epoch}")
         models[mid] = res.model
