@@ -3,6 +3,7 @@ level kinds, paired verdicts (Newcombe, McNemar, Holm) and label-free targets.""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -41,6 +42,15 @@ def digits():
 def _tiny(seed=0):
     torch.manual_seed(seed)
     return SmallCNN(1, 10, **TINY)
+
+
+@pytest.fixture(scope="module")
+def clean_tiny(digits):
+    """A tiny SmallCNN trained on clean digits (every third training digit, 2 epochs)."""
+    m = _tiny()
+    train_classifier(m, digits.train_images[::3], digits.train_labels[::3], RandomDegradation([]),
+                     TrainConfig(strategy="clean", epochs=2, batch_size=32, lr=5e-3), progress=False)
+    return m
 
 
 # ------------------------------------------------------------------ determinism
@@ -93,13 +103,9 @@ def test_incremental_training_images_are_degraded_more_at_later_epochs(digits):
     assert [h["share"] for h in res.history] == pytest.approx([0.05, 0.525, 1.0])
 
 
-def test_transfer_changes_the_weights_and_recovers_blurred_digits(digits):
+def test_transfer_changes_the_weights_and_recovers_blurred_digits(digits, clean_tiny):
     x, y = digits.train_images[::3], digits.train_labels[::3]
-    clean = _tiny()
-    train_classifier(clean, x, y, RandomDegradation([]),
-                     TrainConfig(strategy="clean", epochs=2, batch_size=32, lr=5e-3), progress=False)
-    import copy
-
+    clean = clean_tiny
     model = copy.deepcopy(clean)
     mix = RandomDegradation([LevelRange("gaussian_blur", "sigma_px", 1.0, 2.5)])
     train_classifier(model, x, y, mix, TrainConfig(strategy="transfer", epochs=2, batch_size=32, lr=5e-3),
@@ -213,11 +219,9 @@ def test_distillation_loss_is_t_squared_kl():
     assert float(distillation_loss(z, q, t)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_label_free_front_end_learns_from_clean_predictions_alone(digits):
+def test_label_free_front_end_learns_from_clean_predictions_alone(digits, clean_tiny):
     x = digits.train_images[::3]
-    clf = _tiny()
-    train_classifier(clf, x, digits.train_labels[::3], RandomDegradation([]),
-                     TrainConfig(strategy="clean", epochs=2, batch_size=32, lr=5e-3), progress=False)
+    clf = clean_tiny
     soft = clean_soft_targets(clf, x[:64], 2.0)
     torch.testing.assert_close(soft.sum(1), torch.ones(64))
     mix = RandomDegradation([LevelRange("gaussian_noise", "variance", 0.02, 0.15)])
@@ -230,3 +234,55 @@ def test_label_free_front_end_learns_from_clean_predictions_alone(digits):
     noisy = degrade_test_set(xt, parse_condition("gaussian_noise:variance=0.1"))
     agree = lambda m: float((predict(m, noisy) == ref).float().mean())  # noqa: E731
     assert agree(EnhancedClassifier(res.front_end, clf)) > agree(clf) + 0.1
+
+
+def test_label_free_robust_training_learns_from_clean_predictions_alone(digits, clean_tiny):
+    x = digits.train_images[::3]
+    soft = clean_soft_targets(clean_tiny, x, 2.0)
+    student = copy.deepcopy(clean_tiny)
+    mix = RandomDegradation([LevelRange("gaussian_blur", "sigma_px", 1.0, 2.5)])
+    cfg = TrainConfig(strategy="constant", epochs=2, batch_size=32, lr=5e-3, labels="clean-predictions")
+    with pytest.raises(InvalidParameterError, match="soft"):
+        train_classifier(student, x, None, mix, cfg, progress=False)
+    res = train_classifier(student, x, None, mix, cfg, progress=False, soft_targets=soft)  # no labels
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    xt, yt = digits.test_images[::2], digits.test_labels[::2]
+    ref = predict(clean_tiny, xt)
+    blurred = degrade_test_set(xt, parse_condition("gaussian_blur:sigma_px=2.0"))
+    agree = {k: float((predict(m, blurred) == ref).float().mean()) for k, m in (("frozen", clean_tiny),
+                                                                                 ("student", student))}
+    top1 = {k: float((predict(m, blurred) == yt).float().mean()) for k, m in (("frozen", clean_tiny),
+                                                                               ("student", student))}
+    assert agree["student"] > agree["frozen"] + 0.2, agree
+    assert top1["student"] > top1["frozen"] + 0.2, top1  # and so it gets the real labels right too
+
+
+def test_cli_label_free_robustify_writes_paired_verdicts(tmp_path, capsys):
+    from weakspot.cli import main
+
+    out = tmp_path / "lf"
+    args = ["robustify", "--out", str(out), "--limit", "300", "--epochs", "1", "--strategy", "constant",
+            "--mix-only", "--no-progress", "--labels", "clean-predictions", "--temperature", "3",
+            "--degrade", "gaussian_blur:sigma_px=0.4..1.0", "--test", "clean",
+            "--test", "gaussian_blur:sigma_px=0.7", "--test", "gaussian_blur:sigma_px=3"]
+    assert main(args) == 0
+    study = (out / "study.md").read_text()
+    assert "between levels" in study and "beyond range" in study and "Holm" in study
+    grid = (out / "grid.md").read_text()
+    assert "*between levels*" in grid and "*beyond range*" in grid
+    assert main(args + ["--temperature", "0"]) == 2  # a user mistake: one line, exit 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_grid_counted_from_correctness_equals_evaluate_grid(digits, clean_tiny):
+    from weakspot.robustify import evaluate_grid
+    from weakspot.robustify.study import correctness, grid_from_correctness
+
+    x, y = digits.test_images[::5], digits.test_labels[::5]
+    models = {"clean": clean_tiny, "other": _tiny(1)}
+    conds = [parse_condition("clean"), parse_condition("hot_pixels:density=0.05")]
+    ref = evaluate_grid(models, x, y, conds, class_names=digits.class_names, seed=2)
+    got = grid_from_correctness(correctness(models, x, y, conds, seed=2), y, digits.class_names)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True))

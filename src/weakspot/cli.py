@@ -221,6 +221,8 @@ def robustify_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+    test_limit: Optional[int] = typer.Option(None, "--test-limit", min=10, help="use only the first N images of "
+                                             "the data set's own test split (overrides --limit for it)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
     labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
                                "(label-free: the frozen model's soft predictions on the clean image)"),
@@ -234,7 +236,7 @@ def robustify_cmd(
                       degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
                       progress=progress, device=device, limit=limit, console=console, model=model, labels=labels,
-                      temperature=temperature)
+                      temperature=temperature, test_limit=test_limit)
 
 
 @app.command("enhance")

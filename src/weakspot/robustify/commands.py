@@ -65,12 +65,13 @@ def robustify_command(
     model: str | None = None,
     labels: str = "labels",
     temperature: float = 2.0,
+    test_limit: int | None = None,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.run import robustify_job
     from weakspot.robustify.train import TrainConfig
 
-    split = load_split(data, root=root, seed=seed, limit=limit)
+    split = load_split(data, root=root, seed=seed, limit=limit, test_limit=test_limit)
     console.print(f"data: {split.describe()}")
     cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, labels=labels,
                     temperature=temperature)

@@ -122,8 +122,12 @@ def load_split(
     test_fraction: float = 0.2,
     seed: int = 0,
     limit: int | None = None,
+    test_limit: int | None = None,
 ) -> Split:
     """Load a data source as a train/test :class:`Split`.
+
+    ``limit`` caps both splits; ``test_limit`` (sources with their own test split) caps the
+    test split alone, e.g. 10000 training and 2000 test images of Fashion-MNIST.
 
     ``source="mnist"`` is the bundled 5000 real digits, split stratified
     (``test_fraction`` of each class to the test set, keyed on ``seed``: 4000/1000
@@ -153,7 +157,7 @@ def load_split(
             "use --data mnist (the bundled digits)"
         ) from None
     xtr, ytr, names = _from_dataset(source, root, "train", limit)
-    xte, yte, _ = _from_dataset(source, root, "test", limit)
+    xte, yte, _ = _from_dataset(source, root, "test", test_limit if test_limit is not None else limit)
     return Split(xtr, ytr, xte, yte, names, source)
 
 

@@ -41,7 +41,14 @@ from weakspot.robustify.enhance import (
 from weakspot.robustify.grid import evaluate_grid, grid_table, markdown_table
 from weakspot.robustify.mix import Condition, LevelRange, RandomDegradation, parse_condition, parse_specs
 from weakspot.robustify.nets import SmallCNN
-from weakspot.robustify.study import correctness, level_kind, pairwise_table, study_markdown, verdict_table
+from weakspot.robustify.study import (
+    correctness,
+    grid_from_correctness,
+    level_kind,
+    pairwise_table,
+    study_markdown,
+    verdict_table,
+)
 from weakspot.robustify.train import STRATEGIES, TrainConfig, load_checkpoint, train_classifier
 
 __all__ = ["robustify_job", "enhance_job", "small_cnn_for", "train_or_load_clean", "DEFAULT_TRAIN", "DEFAULT_TESTS"]
@@ -173,8 +180,9 @@ def robustify_job(
         models[mid] = res.model
         history[mid] = {"strategy": strategy, "train": mix.name, "history": res.history}
 
-    grid = evaluate_grid(models, split.test_images, split.test_labels, tests, class_names=split.class_names,
-                         seed=base.seed, device=device)
+    # one pass over (test condition × model): per-image correctness, from which the grid is counted
+    correct = correctness(models, split.test_images, split.test_labels, tests, seed=base.seed, device=device)
+    grid = grid_from_correctness(correct, split.test_labels, split.class_names)
     table = grid_table(grid)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_parquet(out_dir / "grid.parquet", grid)
@@ -186,7 +194,6 @@ def robustify_job(
     study_md = None
     if any(c.range is None for c in tests) and len(tests) > 1:
         clean_spec = next(c.spec for c in tests if c.range is None)
-        correct = correctness(models, split.test_images, split.test_labels, tests, seed=base.seed, device=device)
         verdicts = verdict_table(correct, kinds, clean=clean_spec)
         pairs = pairwise_table({k: v for k, v in correct.items()}, kinds)
         _write_parquet(out_dir / "verdicts.parquet", verdicts)

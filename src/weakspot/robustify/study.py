@@ -39,6 +39,7 @@ __all__ = [
     "MARGIN_POINTS",
     "level_kind",
     "correctness",
+    "grid_from_correctness",
     "verdict_table",
     "pairwise_table",
     "study_markdown",
@@ -129,6 +130,27 @@ def correctness(
         x = degrade_test_set(images, cond, seed)
         out[cond.spec] = {m: (predict(model, x, device=device) == lab).numpy() for m, model in models.items()}
     return out
+
+
+def grid_from_correctness(
+    correct: Mapping[str, Mapping[str, np.ndarray]], labels: torch.Tensor, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """The long table of :func:`weakspot.robustify.grid.evaluate_grid` (model, test, cls, n, correct,
+    accuracy, ci95) counted from per-image correctness, without predicting again."""
+    lab = labels.cpu().numpy()
+    rows = []
+    for test, per_model in correct.items():
+        for model, ok in per_model.items():
+            groups = [("all", np.ones_like(ok, dtype=bool))] + [(str(n), lab == c) for c, n in enumerate(class_names)]
+            for cname, sel in groups:
+                n = int(sel.sum())
+                if n == 0:
+                    continue
+                acc = float(ok[sel].mean())
+                rows.append({"model": model, "test": test, "cls": cname, "n": n, "correct": int(ok[sel].sum()),
+                             "accuracy": acc, "ci95": 1.96 * (acc * (1 - acc) / n) ** 0.5})
+    df = pd.DataFrame(rows)
+    return df
 
 
 def verdict_table(
