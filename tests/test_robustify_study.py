@@ -286,3 +286,32 @@ def test_grid_counted_from_correctness_equals_evaluate_grid(digits, clean_tiny):
     import pandas as pd
 
     pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True))
+
+
+# ------------------------------------------------------------------ offline photos for label-free ImageNet fixes
+def test_photo_groups_keep_pairs_and_sequences_together():
+    from weakspot.robustify.photos import photo_group
+
+    assert photo_group("left01") == photo_group("left14") == "left"
+    assert photo_group("aloeL") == photo_group("aloeR") == "aloe"
+    assert photo_group("rubberwhale1") == photo_group("rubberwhale2")
+    assert photo_group("ela_original") == photo_group("ela_modified") == "ela"
+    assert photo_group("graf1") == photo_group("graf3") != photo_group("baboon")
+
+
+@pytest.mark.slow
+def test_offline_photo_split_is_held_out_by_content():
+    from weakspot.robustify.data import content_hash
+    from weakspot.robustify.photos import OPENCV_DATA, load_photo_split, photo_group
+
+    pytest.importorskip("foolbox")
+    if not OPENCV_DATA.is_dir():
+        pytest.skip("Debian opencv-doc is not installed (apt-get install -y opencv-doc)")
+    s = load_photo_split(size_px=64, crops_per_photo=3)
+    assert s.train_images.shape[1:] == s.test_images.shape[1:] == (3, 64, 64)
+    assert len(s.train_images) == 3 * len(s.train_ids)
+    assert (s.test_labels[:20] >= 0).all() and (s.train_labels == -1).all()  # foolbox labels; no train labels
+    train_groups = {photo_group(n.split("/")[-1].split(".")[0]) for n in s.train_ids if n.startswith("opencv/")}
+    test_groups = {photo_group(n.split("/")[-1].split(".")[0]) for n in s.test_ids if n.startswith("opencv/")}
+    assert train_groups and test_groups and not train_groups & test_groups
+    assert not {content_hash(x) for x in s.train_images} & {content_hash(x) for x in s.test_images}
