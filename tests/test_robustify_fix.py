@@ -351,3 +351,27 @@ def test_frontend_fix_actually_trains_and_gains_on_the_weakness(run_dir, tmp_pat
     assert ba[worst]["after"] > ba[worst]["before"] + 0.05, ba[worst]
     assert ba[worst]["gain_lo"] > 0
     assert s["history"][-1]["ce"] < s["history"][0]["ce"]
+
+
+def test_label_free_fix_trains_on_an_unlabelled_folder(run_dir, tmp_path, digits_csv):
+    """--labels clean-predictions: a flat folder of unlabelled digit PNGs (no class folders, no
+    labels anywhere) is enough; the targets are the frozen model's clean predictions."""
+    from PIL import Image
+
+    digits, _ = digits_csv
+    folder = tmp_path / "camera_photos"
+    folder.mkdir()
+    for r in range(3, 5000, 8):  # every class (the CSV is sorted by label)
+        Image.fromarray(digits[r]).save(folder / f"shot_{r}.png")
+    s = fix_run(run_dir, out_dir=tmp_path / "lf", method="robust", epochs=2, top=1, train_data=f"folder:{folder}",
+                labels="clean-predictions", temperature=2.0, progress=False, log=lambda *a: None)
+    assert s["labels"] == "clean-predictions" and s["training_data"]["n_skipped"] == 0
+    assert s["training_data"]["train"] == 625 - s["training_data"]["n_overlap"]
+    ba = {r["condition_id"]: r for r in s["before_after"] if r["cls"] == "all"}
+    worst = s["weaknesses"][0]["worst_condition"]
+    assert ba[worst]["after"] > ba[worst]["before"] + 0.1 and ba[worst]["gain_lo"] > 0, ba[worst]
+    # with labels the same folder is refused: it has none
+    from weakspot.errors import DataError
+
+    with pytest.raises(DataError, match="labelled"):
+        training_images(run_dir, train_data=f"folder:{folder}")

@@ -221,7 +221,8 @@ def image_hashes(ds, indices) -> set[str]:
     return {content_hash(img) for _, img, _ in _decoded(ds, indices) if img is not None}
 
 
-def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -> LabelledImages:
+def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str,
+                         keep_unlabelled: bool = False) -> LabelledImages:
     """Every usable labelled item of ``ds`` as uint8 tensors, with ``weakspot run``'s rules.
 
     Decoding goes through the engine's loader (a bad file is skipped and listed, never raised),
@@ -229,7 +230,8 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -
     ``num_classes`` classes; unlabelled items (−1) are skipped. Images of one size are kept at
     their native resolution (the run degrades at native resolution too); images of different sizes
     are resized by ``preprocess``'s resize/crop (a :class:`~weakspot.models.Preprocess`, the
-    normalisation left out) to the model's input size.
+    normalisation left out) to the model's input size. ``keep_unlabelled`` keeps unlabelled items
+    with label −1 (label-free training: ``--labels clean-predictions``).
     """
     from dataclasses import replace
 
@@ -237,8 +239,8 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -
     for i, img, err in _decoded(ds, range(len(ds))):
         lab = int(relabel(ds.labels[i]))
         reason = err if img is None else (
-            "unlabelled" if lab < 0 else f"label {lab} out of range for a model with {num_classes} classes"
-            if lab >= num_classes else None)
+            "unlabelled" if lab < 0 and not keep_unlabelled
+            else f"label {lab} out of range for a model with {num_classes} classes" if lab >= num_classes else None)
         if reason is not None:
             skipped.append({"image_id": ds.image_ids[i], "reason": reason})
             continue

@@ -203,7 +203,8 @@ def _training_source(run: _OpenedRun, train_data: str | None):
 
 
 def training_images(run_dir: str | Path, *, train_data: str | None = None, allow_overlap: bool = False,
-                    _run: _OpenedRun | None = None) -> tuple[LabelledImages, dict[str, Any]]:
+                    _run: _OpenedRun | None = None, keep_unlabelled: bool = False,
+                    ) -> tuple[LabelledImages, dict[str, Any]]:
     """The labelled training images of a fix, and a record of how they were chosen.
 
     Loaded like ``weakspot run`` loads images: the same data loader (bad files skipped and
@@ -220,7 +221,7 @@ def training_images(run_dir: str | Path, *, train_data: str | None = None, allow
     ds, name = _training_source(run, train_data)
     try:
         imgs = load_labelled_images(ds, _run_label_map(ds, run.model), run.model.num_classes,
-                                    run.model.preprocess_config, name)
+                                    run.model.preprocess_config, name, keep_unlabelled=keep_unlabelled)
     except DataError as exc:
         if train_data is not None:
             raise
@@ -491,7 +492,8 @@ def fix_run(
             f"{100 * w.worst_acc:.1f}% at {w.worst_condition}")
     model = run.model
     log("loading training images (as 'weakspot run' loads them) …")
-    train, info = training_images(run_dir, train_data=train_data, allow_overlap=allow_overlap, _run=run)
+    train, info = training_images(run_dir, train_data=train_data, allow_overlap=allow_overlap, _run=run,
+                                  keep_unlabelled=labels == "clean-predictions")
     if info["n_overlap"]:
         log(f"{'kept' if allow_overlap else 'dropped'} {info['n_overlap']} training images that are also "
             f"evaluated images" + (" — the after-fix accuracy is optimistic" if allow_overlap else ""))
