@@ -149,6 +149,7 @@ def enhance_command(
     console,
     labels: str = "labels",
     temperature: float = 2.0,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.enhance import EnhanceConfig
@@ -156,7 +157,7 @@ def enhance_command(
 
     device = _device(device)
     cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed, labels=labels,
-                    temperature=temperature)
+                    temperature=temperature, batch_size=batch_size)
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
     model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
