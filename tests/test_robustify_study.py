@@ -315,3 +315,10 @@ def test_offline_photo_split_is_held_out_by_content():
     test_groups = {photo_group(n.split("/")[-1].split(".")[0]) for n in s.test_ids if n.startswith("opencv/")}
     assert train_groups and test_groups and not train_groups & test_groups
     assert not {content_hash(x) for x in s.train_images} & {content_hash(x) for x in s.test_images}
+
+
+def test_a_refused_front_end_training_leaves_the_classifier_trainable(clean_tiny, digits):
+    with pytest.raises(InvalidParameterError):
+        train_enhancer(clean_tiny, digits.train_images[:8], None, RandomDegradation([]), EnhanceConfig(epochs=1),
+                       progress=False)
+    assert all(p.requires_grad for p in clean_tiny.parameters())

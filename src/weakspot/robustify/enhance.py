@@ -267,6 +267,12 @@ def train_enhancer(
     """
     config = config or EnhanceConfig()
     device = torch.device(device)
+    if config.labels != "clean-predictions" and labels is None:  # checked before the classifier is touched
+        raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
+    soft = None
+    if config.labels == "clean-predictions":
+        soft = clean_soft_targets(classifier.to(device), images, config.temperature, device=device)
+        labels = soft.argmax(1)
     c = int(images.shape[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(keyed_seed(config.seed, "enhance-init"))
@@ -283,12 +289,6 @@ def train_enhancer(
     result = EnhanceResult(student, teacher)
     from tqdm.auto import tqdm
 
-    soft = None
-    if config.labels == "clean-predictions":
-        soft = clean_soft_targets(classifier, images, config.temperature, device=device)
-        labels = soft.argmax(1)
-    elif labels is None:
-        raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
 
     try:
         for epoch in range(config.epochs):
