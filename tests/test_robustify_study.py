@@ -322,3 +322,31 @@ def test_a_refused_front_end_training_leaves_the_classifier_trainable(clean_tiny
         train_enhancer(clean_tiny, digits.train_images[:8], None, RandomDegradation([]), EnhanceConfig(epochs=1),
                        progress=False)
     assert all(p.requires_grad for p in clean_tiny.parameters())
+
+
+def test_enhance_before_after_pairs_agreement_and_top1(digits, clean_tiny):
+    """The label-free before/after table: agreement with the clean prediction on every image,
+    top-1 on the labelled ones only, exact McNemar (scipy) and Holm per metric."""
+    from weakspot.robustify.run import before_after
+
+    x, y = digits.test_images[:60], digits.test_labels[:60].clone()
+    y[::3] = -1  # a third unlabelled
+    other = _tiny(1)
+    conds = [parse_condition("clean"), parse_condition("gaussian_blur:sigma_px=2.0")]
+    df = before_after(clean_tiny, other, x, y, conds, seed=4)
+    ref = predict(clean_tiny, x)
+    for cond in conds:
+        xd = degrade_test_set(x, cond, 4)
+        pb, pa = predict(clean_tiny, xd), predict(other, xd)
+        for metric, target, sel in (("agreement", ref, torch.ones(60, dtype=torch.bool)), ("top-1", y, y >= 0)):
+            row = df[(df.test == cond.spec) & (df.metric == metric)].iloc[0]
+            a, b = (pb == target)[sel].numpy(), (pa == target)[sel].numpy()
+            assert row["n"] == int(sel.sum()) and row["before"] == pytest.approx(100 * a.mean())
+            assert row["after"] == pytest.approx(100 * b.mean())
+            n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+            assert row["p"] == pytest.approx(stats.binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0)
+    for m in ("agreement", "top-1"):
+        d = df[df.metric == m]
+        assert list(d["p_holm"]) == pytest.approx([min(1.0, v) for v in np.maximum.accumulate(
+            (len(d) - np.arange(len(d))) * np.sort(d["p"].to_numpy()))[np.argsort(np.argsort(d["p"].to_numpy()))]])
+    assert df[(df.test == "clean") & (df.metric == "agreement")].iloc[0]["before"] == 100.0
