@@ -181,8 +181,15 @@ def robustify_job(
         history[mid] = {"strategy": strategy, "train": mix.name, "history": res.history}
 
     # one pass over (test condition × model): per-image correctness, from which the grid is counted
-    correct = correctness(models, split.test_images, split.test_labels, tests, seed=base.seed, device=device)
-    grid = grid_from_correctness(correct, split.test_labels, split.class_names)
+    targets, metric = split.test_labels, "top-1 accuracy"
+    if bool((split.test_labels < 0).any()):  # unlabelled test photos: agreement with the clean model, clean image
+        from weakspot.robustify.grid import predict
+
+        targets = predict(models["clean"], split.test_images, device=device)
+        metric = "agreement with the clean model's prediction on the clean image (test images without labels)"
+        log(f"metric: {metric}")
+    correct = correctness(models, split.test_images, targets, tests, seed=base.seed, device=device)
+    grid = grid_from_correctness(correct, targets, split.class_names)
     table = grid_table(grid)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_parquet(out_dir / "grid.parquet", grid)
@@ -209,6 +216,7 @@ def robustify_job(
         "models": history,
         "accuracy_percent": json.loads(table.to_json(orient="index")),
         "level_kinds": kinds,
+        "metric": metric,
         "seconds": time.perf_counter() - t0,
         "device": str(device),
         "torch_threads_training": base.threads,
