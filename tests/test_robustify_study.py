@@ -30,7 +30,7 @@ from weakspot.robustify.grid import degrade_test_set
 from weakspot.robustify.mix import parse_specs
 from weakspot.robustify.study import STUDY_TESTS, STUDY_TRAIN, level_kind, pairwise_table, verdict_table
 
-TINY = dict(widths=(8, 16), hidden=32)
+TINY = {"widths": (8, 16), "hidden": 32}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -123,7 +123,7 @@ def test_transfer_changes_the_weights_and_recovers_blurred_digits(digits, clean_
 # ------------------------------------------------------------------ where a test level sits
 def test_level_kinds_against_the_training_grid():
     ranges = [r for s in STUDY_TRAIN for r in parse_specs(s)]
-    kind = lambda s: level_kind(parse_condition(s), ranges)  # noqa: E731
+    kind = lambda s: level_kind(parse_condition(s), ranges)
     step = (0.05 - 0.001) / 15  # 16 evenly spaced noise levels
     assert kind("clean") == "clean"
     assert kind("gaussian_noise:variance=0.05") == "within range"
@@ -232,7 +232,7 @@ def test_label_free_front_end_learns_from_clean_predictions_alone(digits, clean_
     xt = digits.test_images[::2]
     ref = predict(clf, xt)
     noisy = degrade_test_set(xt, parse_condition("gaussian_noise:variance=0.1"))
-    agree = lambda m: float((predict(m, noisy) == ref).float().mean())  # noqa: E731
+    agree = lambda m: float((predict(m, noisy) == ref).float().mean())
     assert agree(EnhancedClassifier(res.front_end, clf)) > agree(clf) + 0.1
 
 

@@ -67,7 +67,7 @@ def _read(path: Path) -> np.ndarray | None:
             data = gzip.decompress(data)
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
-    except Exception:  # not an image (xml, yml, video): skipped
+    except (OSError, ValueError, EOFError):  # not an image (xml, yml, video): skipped
         return None
 
 
@@ -101,8 +101,8 @@ def _skimage(names) -> list[tuple[str, torch.Tensor]]:
     for n in names:
         try:
             out.append((f"skimage/{n}", _to_tensor(getattr(skimage.data, n)())))
-        except Exception:  # a loader that needs a download: skipped offline
-            continue
+        except (OSError, ValueError, ImportError, AttributeError):  # a loader that needs a download
+            continue  # skipped offline
     return out
 
 
@@ -116,7 +116,7 @@ def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0
         from weakspot.data.datasets import _foolbox
 
         fb = _foolbox("imagenet")
-    except Exception as exc:
+    except (DataError, OSError, ImportError) as exc:
         raise DataError(f"foolbox's ImageNet samples are needed for the labelled test photos ({exc}); "
                         "pip install foolbox") from None
     for i in range(len(fb)):
@@ -129,7 +129,7 @@ def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0
 
         for n, a in zip(("china", "flower"), load_sample_images().images):
             train.append((f"sklearn/{n}", _to_tensor(a)))
-    except Exception:
+    except (OSError, ImportError):  # scikit-learn missing: its two photos are optional
         pass
     od = Path(opencv_dir)
     if od.is_dir():

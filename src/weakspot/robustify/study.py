@@ -34,15 +34,15 @@ from weakspot.robustify.grid import degrade_test_set, predict
 from weakspot.robustify.mix import Condition, LevelRange, SeverityRange
 
 __all__ = [
-    "STUDY_TRAIN",
-    "STUDY_TESTS",
     "MARGIN_POINTS",
-    "level_kind",
+    "STUDY_TESTS",
+    "STUDY_TRAIN",
     "correctness",
     "grid_from_correctness",
-    "verdict_table",
+    "level_kind",
     "pairwise_table",
     "study_markdown",
+    "verdict_table",
 ]
 
 #: "within this many points of its own clean accuracy" (the robust-training study's claim)
@@ -234,9 +234,9 @@ def study_markdown(verdicts: pd.DataFrame, pairs: pd.DataFrame, *, margin_points
         "verdict": v["verdict"],
     })
     parts = [
-        f"Verdict per model and test level: the degraded accuracy against the model's own clean accuracy on the "
-        f"same images, Newcombe's paired 95% interval; \"within {margin_points:g} points\" only if the whole "
-        f"interval is above −{margin_points:g} points.\n",
+        (f"Verdict per model and test level: the degraded accuracy against the model's own clean accuracy on the "
+         f"same images, Newcombe's paired 95% interval; \"within {margin_points:g} points\" only if the whole "
+         f"interval is above −{margin_points:g} points.\n"),
         _md(show),
     ]
     if not pairs.empty:
@@ -253,8 +253,8 @@ def study_markdown(verdicts: pd.DataFrame, pairs: pd.DataFrame, *, margin_points
             "verdict": p["verdict"],
         })
         parts += [
-            f"\nStrategy against strategy on the same test images: exact McNemar, Holm-adjusted over all "
-            f"{len(p)} comparisons (pairs × test levels).\n",
+            (f"\nStrategy against strategy on the same test images: exact McNemar, Holm-adjusted over all "
+             f"{len(p)} comparisons (pairs × test levels).\n"),
             _md(showp),
         ]
     return "\n".join(parts) + "\n"
