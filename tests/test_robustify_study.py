@@ -135,6 +135,11 @@ def test_level_kinds_against_the_training_grid():
     assert kind("hot_pixels:density=0.1") == "beyond range"
     assert kind("hot_pixels:density=0.05,map_seed=9") == "within range, other map_seed"
     assert kind("exposure@3") == "not trained"
+    sev = [r for s in ("imagenet_c/fog@1..3", "defocus@2..5") for r in parse_specs(s)]
+    assert level_kind(parse_condition("imagenet_c/fog@3"), sev) == "within range"
+    assert level_kind(parse_condition("imagenet_c/fog@5"), sev) == "beyond range"
+    assert level_kind(parse_condition("defocus@1"), sev) == "beyond range"
+    assert level_kind(parse_condition("imagenet_c/snow@3"), sev) == "not trained"
     kinds = {s: kind(s) for s in STUDY_TESTS}
     assert {"within range", "between levels", "beyond range"} <= set(kinds.values())
 

@@ -93,11 +93,22 @@ def level_kind(condition: Condition, train_ranges: Sequence[LevelRange | Severit
     ``"clean"``; ``"within range"`` — its value is one the training mix draws (a point of the
     range's level grid of ``levels`` values, the ends included); ``"between levels"`` — inside
     ``[low, high]`` but not on the grid; ``"beyond range"``; ``"not trained"``. A differing fixed
-    parameter (say ``map_seed``) appends ``", other map_seed"``.
+    parameter (say ``map_seed``) appends ``", other map_seed"``. A test at a registry severity
+    (``imagenet_c/fog@3``) against a trained severity range (``imagenet_c/fog@1..5``) is within or
+    beyond that range of severities.
     """
     r = condition.range
     if r is None:
         return "clean"
+    sev_ranges = [t for t in train_ranges if isinstance(t, SeverityRange) and t.name == r.name]
+    if sev_ranges and "@" in condition.spec:  # a registry severity against a trained severity range
+        try:
+            sev = int(condition.spec.rsplit("@", 1)[1])
+        except ValueError:
+            sev = None
+        if sev is not None:
+            t = sev_ranges[0]
+            return "within range" if t.low <= sev <= t.high else "beyond range"
     same = [t for t in train_ranges if isinstance(t, LevelRange) and t.name == r.name and t.param == r.param]
     if not isinstance(r, LevelRange) or not same:
         return "not trained"
