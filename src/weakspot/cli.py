@@ -250,6 +250,7 @@ def enhance_cmd(
     test: Optional[list[str]] = typer.Option(None, "--test", help="test conditions (repeatable)"),
     epochs: int = typer.Option(6, min=1, help="front-end training epochs"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="front-end training batch size"),
+    lr: float = typer.Option(2e-3, "--lr", help="front-end peak learning rate (one-cycle)"),
     classifier_epochs: int = typer.Option(8, min=1, help="epochs of the small-cnn classifier"),
     kernel_size: int = typer.Option(5, help="side of the predicted filter kernel (odd)"),
     seed: int = typer.Option(0),
@@ -268,7 +269,7 @@ def enhance_cmd(
     enhance_command(data=data, root=root, out=out, classifier=classifier, degrade=degrade or _ROBUST_TRAIN,
                     tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
                     kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
-                    console=console, labels=labels, temperature=temperature, batch_size=batch_size)
+                    console=console, labels=labels, temperature=temperature, batch_size=batch_size, lr=lr)
 
 
 @app.command("fix")

@@ -150,6 +150,7 @@ def enhance_command(
     labels: str = "labels",
     temperature: float = 2.0,
     batch_size: int = 64,
+    lr: float = 2e-3,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.enhance import EnhanceConfig
@@ -157,7 +158,7 @@ def enhance_command(
 
     device = _device(device)
     cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed, labels=labels,
-                    temperature=temperature, batch_size=batch_size)
+                    temperature=temperature, batch_size=batch_size, lr=lr)
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
     model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
