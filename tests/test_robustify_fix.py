@@ -343,3 +343,39 @@ def test_foolbox_imagenet_fix_says_too_few_images(tmp_path, capsys):
     assert fx["summary"][0].startswith("too few images (20 per condition")
     html = (d / "report" / "report.html").read_text()
     assert "too few images" in html and "after-fix accuracy is optimistic" in html
+
+
+def test_frontend_fix_actually_trains_and_gains_on_the_weakness(run_dir, tmp_path):
+    """A front-end fix that trains nothing (identity front-end) must fail this: the worst
+    condition's accuracy rises by a margin and the front-end is no longer the identity."""
+    s = fix_run(run_dir, out_dir=tmp_path / "fe_gain", method="frontend", epochs=2, train_limit=600, top=1,
+                progress=False, log=lambda *a: None)
+    ba = {r["condition_id"]: r for r in s["before_after"] if r["cls"] == "all"}
+    worst = s["weaknesses"][0]["worst_condition"]
+    assert ba[worst]["after"] > ba[worst]["before"] + 0.05, ba[worst]
+    assert ba[worst]["gain_lo"] > 0
+    assert s["history"][-1]["ce"] < s["history"][0]["ce"]
+
+
+def test_label_free_fix_trains_on_an_unlabelled_folder(run_dir, tmp_path, digits_csv):
+    """--labels clean-predictions: a flat folder of unlabelled digit PNGs (no class folders, no
+    labels anywhere) is enough; the targets are the frozen model's clean predictions."""
+    from PIL import Image
+
+    digits, _ = digits_csv
+    folder = tmp_path / "camera_photos"
+    folder.mkdir()
+    for r in range(3, 5000, 8):  # every class (the CSV is sorted by label)
+        Image.fromarray(digits[r]).save(folder / f"shot_{r}.png")
+    s = fix_run(run_dir, out_dir=tmp_path / "lf", method="robust", epochs=2, top=1, train_data=f"folder:{folder}",
+                labels="clean-predictions", temperature=2.0, progress=False, log=lambda *a: None)
+    assert s["labels"] == "clean-predictions" and s["training_data"]["n_skipped"] == 0
+    assert s["training_data"]["train"] == 625 - s["training_data"]["n_overlap"]
+    ba = {r["condition_id"]: r for r in s["before_after"] if r["cls"] == "all"}
+    worst = s["weaknesses"][0]["worst_condition"]
+    assert ba[worst]["after"] > ba[worst]["before"] + 0.1 and ba[worst]["gain_lo"] > 0, ba[worst]
+    # with labels the same folder is refused: it has none
+    from weakspot.errors import DataError
+
+    with pytest.raises(DataError, match="labelled"):
+        training_images(run_dir, train_data=f"folder:{folder}")

@@ -281,7 +281,12 @@ def robustify_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+    test_limit: Optional[int] = typer.Option(None, "--test-limit", min=10, help="use only the first N images of "
+                                             "the data set's own test split (overrides --limit for it)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
+                               "(label-free: the frozen model's soft predictions on the clean image)"),
+    temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
 ) -> None:
     """Train robust models (constant / incremental / transfer) and print the train × test grid."""
     from weakspot.robustify.commands import robustify_command
@@ -290,7 +295,8 @@ def robustify_cmd(
     robustify_command(data=data, root=root, out=out, strategies=strategy or ["constant", "incremental", "transfer"],
                       degrade=degrade or _ROBUST_TRAIN, tests=test or _ROBUST_TESTS, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, per_degradation=per_degradation, resume=resume,
-                      progress=progress, device=device, limit=limit, console=console, model=model)
+                      progress=progress, device=device, limit=limit, console=console, model=model, labels=labels,
+                      temperature=temperature, test_limit=test_limit)
 
 
 @app.command("enhance")
@@ -303,9 +309,14 @@ def enhance_cmd(
     degrade: Optional[list[str]] = typer.Option(None, "--degrade", help="training degradations (repeatable)"),
     test: Optional[list[str]] = typer.Option(None, "--test", help="test conditions (repeatable)"),
     epochs: int = typer.Option(6, min=1, help="front-end training epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="front-end training batch size"),
+    lr: float = typer.Option(2e-3, "--lr", help="front-end peak learning rate (one-cycle)"),
     classifier_epochs: int = typer.Option(8, min=1, help="epochs of the small-cnn classifier"),
     kernel_size: int = typer.Option(5, help="side of the predicted filter kernel (odd)"),
     seed: int = typer.Option(0),
+    labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
+                               "(label-free: the frozen model's soft predictions on the clean image)"),
+    temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
@@ -318,7 +329,7 @@ def enhance_cmd(
     enhance_command(data=data, root=root, out=out, classifier=classifier, degrade=degrade or _ROBUST_TRAIN,
                     tests=test or _ROBUST_TESTS, epochs=epochs, classifier_epochs=classifier_epochs,
                     kernel_size=kernel_size, seed=seed, progress=progress, device=device, limit=limit,
-                    console=console)
+                    console=console, labels=labels, temperature=temperature, batch_size=batch_size, lr=lr)
 
 
 @app.command("fix")
@@ -337,13 +348,17 @@ def fix_cmd(
                                        "(the after-fix accuracy is then optimistic)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
+                               "(label-free: the frozen model's soft predictions on the clean image)"),
+    temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
 ) -> None:
     """Fix the worst weaknesses of a run, re-run the same sweep, add before/after to the report."""
     from weakspot.robustify.commands import fix_command
 
     _set_threads(threads)
     fix_command(run_dir, out=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap)
+                progress=progress, console=console, train_limit=train_limit, allow_overlap=allow_overlap,
+                labels=labels, temperature=temperature)
 
 
 def _click_exception_types() -> tuple[type[Exception], ...]:

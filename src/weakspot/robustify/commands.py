@@ -63,14 +63,18 @@ def robustify_command(
     limit: int | None,
     console,
     model: str | None = None,
+    labels: str = "labels",
+    temperature: float = 2.0,
+    test_limit: int | None = None,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.run import robustify_job
     from weakspot.robustify.train import TrainConfig
 
-    split = load_split(data, root=root, seed=seed, limit=limit)
+    split = load_split(data, root=root, seed=seed, limit=limit, test_limit=test_limit)
     console.print(f"data: {split.describe()}")
-    cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, labels=labels,
+                    temperature=temperature)
     pretrained = None
     if model is not None:
         pretrained = _loaded_module(model, split)
@@ -81,6 +85,8 @@ def robustify_command(
         pretrained=pretrained,
     )
     _print_table(console, summary["table"], "accuracy (%) — trained on (rows) × tested on (columns)")
+    if summary.get("study_markdown"):
+        console.print(f"paired verdicts and strategy tests: {out / 'study.md'}")
     console.print(f"wrote {out / 'grid.md'}, {out / 'grid.parquet'}, checkpoints under {out / 'models'} "
                   f"({summary['seconds']:.0f} s)")
     return summary
@@ -141,13 +147,18 @@ def enhance_command(
     device: str,
     limit: int | None,
     console,
+    labels: str = "labels",
+    temperature: float = 2.0,
+    batch_size: int = 64,
+    lr: float = 2e-3,
 ) -> dict[str, Any]:
     from weakspot.robustify.data import load_split
     from weakspot.robustify.enhance import EnhanceConfig
     from weakspot.robustify.run import enhance_job
 
     device = _device(device)
-    cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed)
+    cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed, labels=labels,
+                    temperature=temperature, batch_size=batch_size, lr=lr)
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
     model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
@@ -158,18 +169,20 @@ def enhance_command(
     f = summary["flops_per_image"]
     console.print(f"FLOPs per image: front-end {f['front_end']:,} vs classifier {f['classifier']:,} "
                   f"({100 * f['front_end'] / max(f['classifier'], 1):.1f}%)")
+    console.print(summary["paired_markdown"])
     console.print(f"wrote {out / 'enhance.md'}, {out / 'enhance.parquet'}, {out / 'front_end.pt'}")
     return summary
 
 
 def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console, train_limit=None,
-                allow_overlap: bool = False) -> dict[str, Any]:
+                allow_overlap: bool = False, labels: str = "labels", temperature: float = 2.0) -> dict[str, Any]:
     from rich.table import Table
 
     from weakspot.robustify.fix import fix_run, format_table
 
     s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print)
+                train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print,
+                labels=labels, temperature=temperature)
     t = format_table(s["table"])
     table = Table(title=f"top-1 accuracy before / after the {s['method']} fix (same images, paired)",
                   title_justify="left")

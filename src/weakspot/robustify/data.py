@@ -122,8 +122,12 @@ def load_split(
     test_fraction: float = 0.2,
     seed: int = 0,
     limit: int | None = None,
+    test_limit: int | None = None,
 ) -> Split:
     """Load a data source as a train/test :class:`Split`.
+
+    ``limit`` caps both splits; ``test_limit`` (sources with their own test split) caps the
+    test split alone, e.g. 10000 training and 2000 test images of Fashion-MNIST.
 
     ``source="mnist"`` is the bundled 5000 real digits, split stratified
     (``test_fraction`` of each class to the test set, keyed on ``seed``: 4000/1000
@@ -132,6 +136,10 @@ def load_split(
     """
     if not 0 < test_fraction < 1:
         raise InvalidParameterError("test_fraction", test_fraction, "(0, 1)")
+    if source in ("offline-photos", "photos"):  # label-free ImageNet fixes: held-out real photos
+        from weakspot.robustify.photos import load_photo_split
+
+        return load_photo_split(seed=seed)
     if source in ("mnist", "mnist_5k", "digits"):
         x, y = _read_mnist_5k()
         if limit is not None:  # the file is sorted by label: take a keyed random subset
@@ -149,7 +157,7 @@ def load_split(
             "use --data mnist (the bundled digits)"
         ) from None
     xtr, ytr, names = _from_dataset(source, root, "train", limit)
-    xte, yte, _ = _from_dataset(source, root, "test", limit)
+    xte, yte, _ = _from_dataset(source, root, "test", test_limit if test_limit is not None else limit)
     return Split(xtr, ytr, xte, yte, names, source)
 
 
@@ -213,7 +221,8 @@ def image_hashes(ds, indices) -> set[str]:
     return {content_hash(img) for _, img, _ in _decoded(ds, indices) if img is not None}
 
 
-def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -> LabelledImages:
+def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str,
+                         keep_unlabelled: bool = False) -> LabelledImages:
     """Every usable labelled item of ``ds`` as uint8 tensors, with ``weakspot run``'s rules.
 
     Decoding goes through the engine's loader (a bad file is skipped and listed, never raised),
@@ -221,7 +230,8 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -
     ``num_classes`` classes; unlabelled items (−1) are skipped. Images of one size are kept at
     their native resolution (the run degrades at native resolution too); images of different sizes
     are resized by ``preprocess``'s resize/crop (a :class:`~weakspot.models.Preprocess`, the
-    normalisation left out) to the model's input size.
+    normalisation left out) to the model's input size. ``keep_unlabelled`` keeps unlabelled items
+    with label −1 (label-free training: ``--labels clean-predictions``).
     """
     from dataclasses import replace
 
@@ -229,8 +239,8 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str) -
     for i, img, err in _decoded(ds, range(len(ds))):
         lab = int(relabel(ds.labels[i]))
         reason = err if img is None else (
-            "unlabelled" if lab < 0 else f"label {lab} out of range for a model with {num_classes} classes"
-            if lab >= num_classes else None)
+            "unlabelled" if lab < 0 and not keep_unlabelled
+            else f"label {lab} out of range for a model with {num_classes} classes" if lab >= num_classes else None)
         if reason is not None:
             skipped.append({"image_id": ds.image_ids[i], "reason": reason})
             continue

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,8 @@ __all__ = [
     "apply_enhancement_reference",
     "estimate_noise_sigma",
     "train_enhancer",
+    "clean_soft_targets",
+    "distillation_loss",
     "count_flops",
 ]
 
@@ -204,6 +206,11 @@ class EnhanceConfig(BaseModel):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     clip_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
+    labels: Literal["labels", "clean-predictions"] = Field(
+        "labels", description="training targets: the data set's labels, or (label-free) the frozen "
+        "classifier's own soft predictions on the clean image",
+    )
+    temperature: float = Field(2.0, gt=0, le=100, description="clean-predictions: softmax temperature T")
 
     @field_validator("kernel_size")
     @classmethod
@@ -241,6 +248,14 @@ def train_enhancer(
 
     Each batch is degraded by ``mix``'s ranges with ``config.p_clean`` of the images
     left clean (severity 0).
+
+    ``config.labels == "clean-predictions"`` (label-free; ``labels`` may be ``None``): the
+    frozen classifier's soft predictions on the *clean* training images, ``softmax(z/T)`` with
+    ``T = config.temperature``, are computed once, and the task loss is
+    ``T² · KL(p_clean,T ‖ softmax(classifier(enhance(x̃))/T))`` on the degraded ``x̃``: any
+    folder of photos from the target camera is enough. ``train_acc`` in the history is then
+    the agreement with the clean prediction.
+
     Loss = cross-entropy of ``classifier(enhance(x))`` against the labels
     + ``consistency_weight`` × KL(teacher ‖ student) between the classifier's
     predictions through the EMA-teacher front-end and through the student.
@@ -252,6 +267,12 @@ def train_enhancer(
     """
     config = config or EnhanceConfig()
     device = torch.device(device)
+    if config.labels != "clean-predictions" and labels is None:  # checked before the classifier is touched
+        raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
+    soft = None
+    if config.labels == "clean-predictions":
+        soft = clean_soft_targets(classifier.to(device), images, config.temperature, device=device)
+        labels = soft.argmax(1)
     c = int(images.shape[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(keyed_seed(config.seed, "enhance-init"))
@@ -268,6 +289,7 @@ def train_enhancer(
     result = EnhanceResult(student, teacher)
     from tqdm.auto import tqdm
 
+
     try:
         for epoch in range(config.epochs):
             t0 = time.perf_counter()
@@ -280,7 +302,10 @@ def train_enhancer(
                 x = mix(as_float_images(images[idx]), g).to(device)
                 y = labels[idx].to(device)
                 logits = classifier(student.enhance(x))
-                ce = F.cross_entropy(logits, y)
+                if soft is None:
+                    ce = F.cross_entropy(logits, y)
+                else:
+                    ce = distillation_loss(logits, soft[idx].to(device), config.temperature)
                 with torch.no_grad():
                     p_teacher = torch.softmax(classifier(teacher.enhance(x)), dim=1)
                 cons = F.kl_div(torch.log_softmax(logits, dim=1), p_teacher, reduction="batchmean")
@@ -314,6 +339,28 @@ def train_enhancer(
     student.eval()
     teacher.eval()
     return result
+
+
+@torch.inference_mode()
+def clean_soft_targets(
+    classifier: nn.Module, images: torch.Tensor, temperature: float, *, batch_size: int = 64, device="cpu"
+) -> torch.Tensor:
+    """``softmax(classifier(x) / T)`` ``(N, K)`` on the clean images (eval mode, batched, on the CPU)."""
+    was = classifier.training
+    classifier.eval()
+    out = []
+    for s in range(0, images.shape[0], batch_size):
+        x = as_float_images(images[s : s + batch_size]).to(device)
+        out.append(torch.softmax(classifier(x).float() / temperature, dim=1).cpu())
+    classifier.train(was)
+    return torch.cat(out)
+
+
+def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T² · KL(soft_targets ‖ softmax(logits / T))``, mean over the batch (Hinton et al. 2015;
+    the T² keeps gradient magnitudes comparable across temperatures)."""
+    logp = torch.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(logp, soft_targets, reduction="batchmean") * temperature**2
 
 
 def count_flops(fn: Callable[[torch.Tensor], Any] | nn.Module, example: torch.Tensor) -> int:

@@ -205,7 +205,8 @@ def _training_source(run: _OpenedRun, train_data: str | None):
 
 
 def training_images(run_dir: str | Path, *, train_data: str | None = None, allow_overlap: bool = False,
-                    _run: _OpenedRun | None = None) -> tuple[LabelledImages, dict[str, Any]]:
+                    _run: _OpenedRun | None = None, keep_unlabelled: bool = False,
+                    ) -> tuple[LabelledImages, dict[str, Any]]:
     """The labelled training images of a fix, and a record of how they were chosen.
 
     Loaded like ``weakspot run`` loads images: the same data loader (bad files skipped and
@@ -222,7 +223,7 @@ def training_images(run_dir: str | Path, *, train_data: str | None = None, allow
     ds, name = _training_source(run, train_data)
     try:
         imgs = load_labelled_images(ds, _run_label_map(ds, run.model), run.model.num_classes,
-                                    run.model.preprocess_config, name)
+                                    run.model.preprocess_config, name, keep_unlabelled=keep_unlabelled)
     except DataError as exc:
         if train_data is not None:
             raise
@@ -402,11 +403,12 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
 
 
 def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *, epochs: int, p_clean: float,
-           seed: int, out: Path, progress: bool, log) -> tuple[nn.Module, list[dict]]:
+           seed: int, out: Path, progress: bool, log, labels: str = "labels",
+           temperature: float = 2.0) -> tuple[nn.Module, list[dict]]:
     """Train the fix; returns the module to export (on preprocessed input) and the epoch history."""
     import hashlib
 
-    from weakspot.robustify.enhance import EnhanceConfig, train_enhancer
+    from weakspot.robustify.enhance import EnhanceConfig, clean_soft_targets, train_enhancer
 
     def on_epoch(rec: dict) -> None:
         loss = rec.get("loss", rec.get("ce"))
@@ -416,7 +418,10 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
     device = getattr(model, "device", "cpu")
     if chosen == "robust":
         net = _Preprocessed(model)
-        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed)
+        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed, labels=labels,
+                           temperature=temperature)
+        # label-free: the frozen model's soft predictions on the clean images, before any update
+        soft = clean_soft_targets(net, train.images, temperature, device=device) if labels != "labels" else None
         # a checkpoint belongs to these exact training images: their content keys its folder
         key = hashlib.sha256(("".join(train.hashes) + str(train.labels.tolist())).encode()).hexdigest()[:12]
         root = out / "checkpoint"
@@ -427,15 +432,18 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
         ckpt = root / key
         try:  # resume an interrupted fix; a checkpoint of different settings is replaced
             hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
-                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch).history
+                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch,
+                                    soft_targets=soft).history
         except ConfigError:
             shutil.rmtree(ckpt)
             hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
-                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch).history
+                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch,
+                                    soft_targets=soft).history
         return model.module, hist
     pre = model.preprocess_config
     res = train_enhancer(_Preprocessed(model), train.images, train.labels, mix,
-                         EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed), progress=progress,
+                         EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed, labels=labels,
+                                       temperature=temperature), progress=progress,
                          device=device, on_epoch=on_epoch)
     return _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std).to(device), res.history
 
@@ -455,6 +463,8 @@ def fix_run(
     progress: bool = True,
     report: bool = True,
     log=print,
+    labels: str = "labels",
+    temperature: float = 2.0,
 ) -> dict[str, Any]:
     """Diagnose ``run_dir``, train the fix, re-run the same sweep, compare before/after (paired).
 
@@ -466,6 +476,10 @@ def fix_run(
 
     if method not in ("auto", "robust", "frontend"):
         raise InvalidParameterError("--method", method, "auto | robust | frontend")
+    if labels not in ("labels", "clean-predictions"):
+        raise InvalidParameterError("--labels", labels, "labels | clean-predictions")
+    if not temperature > 0:
+        raise InvalidParameterError("--temperature", temperature, "a positive number, e.g. 2")
     run_dir = Path(run_dir)
     run = _open_run(run_dir)
     manifest = run.manifest
@@ -480,7 +494,8 @@ def fix_run(
             f"{100 * w.worst_acc:.1f}% at {w.worst_condition}")
     model = run.model
     log("loading training images (as 'weakspot run' loads them) …")
-    train, info = training_images(run_dir, train_data=train_data, allow_overlap=allow_overlap, _run=run)
+    train, info = training_images(run_dir, train_data=train_data, allow_overlap=allow_overlap, _run=run,
+                                  keep_unlabelled=labels == "clean-predictions")
     if info["n_overlap"]:
         log(f"{'kept' if allow_overlap else 'dropped'} {info['n_overlap']} training images that are also "
             f"evaluated images" + (" — the after-fix accuracy is optimistic" if allow_overlap else ""))
@@ -496,8 +511,11 @@ def fix_run(
     pre = model.preprocess_config
     example = pre(torch.rand(2, *train.images.shape[1:])).to(model.device)
     t0 = time.perf_counter()
+    if labels == "clean-predictions":
+        log(f"label-free: targets are the frozen model's predictions on the clean images (T = {temperature:g}); "
+            "the training images' labels are not used")
     export, hist = _train(chosen, model, train, mix, epochs=epochs, p_clean=p_clean, seed=seed, out=out,
-                          progress=progress, log=log)
+                          progress=progress, log=log, labels=labels, temperature=temperature)
     train_s = time.perf_counter() - t0
     ts = out / "fixed_model.ts"
     _export(export, example, ts)
@@ -520,6 +538,8 @@ def fix_run(
         "train_range": mix.name,
         "p_clean": p_clean,
         "epochs": epochs,
+        "labels": labels,
+        "temperature": temperature,
         "history": hist,
         "train_seconds": train_s,
         "fixed_model": str(ts),

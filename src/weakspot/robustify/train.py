@@ -12,6 +12,12 @@ epoch ``e`` come from generators keyed on ``(seed, e)`` only, and after every
 epoch the model, optimiser, LR schedule and history are written atomically to
 ``checkpoint_dir/last.pt``. A run killed at any point and resumed gives the same
 weights, bit for bit, as an uninterrupted one (CPU).
+
+Thread-count independent: training runs with ``config.threads`` torch threads (1 by
+default) whatever the caller set, under ``torch.use_deterministic_algorithms``
+(``warn_only``), and restores both afterwards. The thread count is part of the
+configuration and so of the checkpoint fingerprint: a checkpoint trained with
+another count is refused, never silently resumed.
 """
 
 from __future__ import annotations
@@ -67,6 +73,16 @@ class TrainConfig(BaseModel):
     end_share: float = Field(1.0, ge=0, le=1, description="incremental: degraded share in the last epoch")
     transfer_hidden: tuple[int, ...] = (256, 512)
     transfer_lr_scale: float = Field(0.5, gt=0, le=1, description="transfer: lr multiplier for fine-tuning")
+    labels: Literal["labels", "clean-predictions"] = Field(
+        "labels", description="targets: the labels, or (label-free) the soft predictions of a frozen model on "
+        "the clean image, passed as train_classifier(soft_targets=...)",
+    )
+    temperature: float = Field(2.0, gt=0, le=100, description="clean-predictions: softmax temperature T")
+    threads: int = Field(
+        1, ge=1, le=256,
+        description="torch CPU threads used during training (set for the run and restored after): the "
+        "weights do not depend on the caller's thread count; part of the checkpoint fingerprint",
+    )
 
 
 def degraded_share(strategy: str, epoch: int, epochs: int, start: float = 0.05, end: float = 1.0) -> float:
@@ -98,9 +114,15 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-def _fingerprint(config: TrainConfig, mix: RandomDegradation, n: int, shape: tuple, model: nn.Module) -> str:
+def _fingerprint(config: TrainConfig, mix: RandomDegradation, n: int, shape: tuple, model: nn.Module,
+                 soft_targets: torch.Tensor | None = None) -> str:
     arch = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
-    text = json.dumps([config.model_dump(mode="json"), mix.name, n, list(shape), arch], sort_keys=True)
+    cfg = config.model_dump(mode="json")
+    if cfg["labels"] == "labels":  # labelled training: the fingerprint of earlier versions is kept
+        cfg.pop("labels"), cfg.pop("temperature")
+    text = json.dumps([cfg, mix.name, n, list(shape), arch], sort_keys=True)
+    if soft_targets is not None:
+        text += hashlib.sha256(soft_targets.float().contiguous().numpy().tobytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -144,8 +166,15 @@ def train_classifier(
     device: str | torch.device = "cpu",
     desc: str | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    soft_targets: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``images``/``labels`` with the strategy of ``config``.
+
+    Label-free (``config.labels == "clean-predictions"``): ``soft_targets`` ``(N, K)`` are a
+    frozen model's ``softmax(z / T)`` on the *clean* images (see
+    :func:`weakspot.robustify.enhance.clean_soft_targets`), ``labels`` may be ``None``, and the
+    loss is ``T² · KL(soft ‖ softmax(model(x̃) / T))`` on the degraded ``x̃``; ``train_acc`` is then
+    the agreement with the clean prediction.
 
     Args:
         model: maps ``(B, C, H, W)`` images in [0, 1] to logits ``(B, K)``; for the
@@ -161,6 +190,32 @@ def train_classifier(
         progress: show a tqdm progress bar per epoch.
     """
     config = config or TrainConfig()
+    threads_before = torch.get_num_threads()
+    det_before = torch.are_deterministic_algorithms_enabled()
+    det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(model, images, labels, mix, config, checkpoint_dir=checkpoint_dir, resume=resume,
+                      progress=progress, device=device, desc=desc, on_epoch=on_epoch, soft_targets=soft_targets)
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
+
+
+def _train(model, images, labels, mix, config: TrainConfig, *, checkpoint_dir, resume, progress, device, desc,
+           on_epoch, soft_targets=None) -> TrainResult:
+    if config.labels == "clean-predictions":
+        if soft_targets is None or soft_targets.ndim != 2 or soft_targets.shape[0] != images.shape[0]:
+            raise InvalidParameterError(
+                "soft_targets", None if soft_targets is None else tuple(soft_targets.shape),
+                "(N, K) clean-image soft predictions of the frozen model (clean_soft_targets)",
+            )
+        labels = soft_targets.argmax(1)
+    else:
+        soft_targets = None
+        if labels is None:
+            raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
     if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise InvalidParameterError(
             "images/labels", f"{tuple(images.shape)} / {tuple(labels.shape)}", "(N, C, H, W) and (N,) with the same N"
@@ -178,7 +233,7 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
-    fp = _fingerprint(config, mix, n, tuple(images.shape[1:]), model)
+    fp = _fingerprint(config, mix, n, tuple(images.shape[1:]), model, soft_targets)
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     result = TrainResult(model=model, checkpoint=ckpt)
     start = 0
@@ -221,7 +276,11 @@ def train_classifier(
                     x = mix(x, g_deg, _batch_mask(len(idx), share, g_mask))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                if soft_targets is None:
+                    loss = F.cross_entropy(logits, y)
+                else:
+                    logp = torch.log_softmax(logits / config.temperature, dim=1)
+                    loss = F.kl_div(logp, soft_targets[idx].to(device), reduction="batchmean") * config.temperature**2
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
