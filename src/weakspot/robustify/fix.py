@@ -123,45 +123,40 @@ def choose_method(model, has_training_data: bool) -> str:
 # ----------------------------------------------------------------------------- the run, re-opened
 @dataclass
 class _OpenedRun:
-    """What ``fix`` needs of a finished run, opened the way ``weakspot run`` opened it."""
+    """What ``fix`` needs of a finished run, opened through :class:`weakspot.evaluate.Run`."""
 
     root: Path
-    manifest: dict
-    config: Any  # weakspot.evaluate.config.RunConfig
+    handle: Any  # weakspot.evaluate.Run
     model: Any  # weakspot.models.LoadedModel
     data: Any  # the run's data set, its subsets applied (weakspot.data.ImageDataset)
     dataset_index: list[int]  # positions in ``data`` of the evaluated images (image_index order)
     class_names: list[str]
 
+    @property
+    def config(self):
+        return self.handle.config
+
+    @property
+    def manifest(self):
+        return self.handle.manifest
+
 
 def _open_run(run_dir: Path) -> _OpenedRun:
-    """The ONE place where ``fix`` re-opens a run: manifest, config, model, data, evaluated images.
+    """The run ``fix`` works on: :meth:`Run.open_data` re-opens the data exactly as ``run`` did
+    (``dataset_index`` holds positions *after* the ``per_class``/``limit`` subset) and refuses
+    data whose images moved; a changed content fingerprint is refused here too, since evaluated
+    images could then not be told apart from training images."""
+    from weakspot.data import fingerprint
+    from weakspot.evaluate import Run
 
-    ``manifest["data"]["dataset_index"]`` holds positions in the run's data set *after* its
-    ``per_class``/``limit`` subset, so the data set is opened exactly as ``run`` opened it.
-    """
-    from weakspot.evaluate.config import parse_config
-    from weakspot.evaluate.engine import load_run_model, open_run_data
-    from weakspot.evaluate.store import ResultsStore
-
-    store = ResultsStore(run_dir)
-    manifest = store.manifest()
-    cfg = parse_config(manifest["config"], f"{run_dir}/manifest.json")
-    data = open_run_data(cfg)
-    index = [int(i) for i in manifest.get("data", {}).get("dataset_index", [])]
-    changed = DataError(f"the data of {run_dir} changed since it was run (files added, removed or edited), so its "
+    handle = Run.open(run_dir)
+    images = handle.open_data()
+    recorded = handle.manifest.data.sha256
+    if recorded is not None and fingerprint(images.ds) != recorded:
+        raise DataError(f"the data of {run_dir} changed since it was run (files added, removed or edited), so its "
                         "evaluated images cannot be told apart from training images; re-run it with 'weakspot run'")
-    if not index or max(index) >= len(data):
-        raise changed
-    if [data.image_ids[i] for i in index] != list(store.images().sort_values("image_index").image_id):
-        raise changed
-    recorded = manifest.get("data", {}).get("sha256")
-    if recorded is not None:
-        from weakspot.data import fingerprint
-
-        if fingerprint(data) != recorded:
-            raise changed
-    return _OpenedRun(Path(run_dir), manifest, cfg, load_run_model(cfg), data, index, store.classes())
+    return _OpenedRun(Path(run_dir), handle, handle.load_model(), images.ds, list(images.dataset_index),
+                      handle.classes())
 
 
 def _run_label_map(ds, model):
@@ -482,9 +477,9 @@ def fix_run(
         raise InvalidParameterError("--temperature", temperature, "a positive number, e.g. 2")
     run_dir = Path(run_dir)
     run = _open_run(run_dir)
-    manifest = run.manifest
-    if manifest.get("status") not in (None, "complete", "done", "finished"):
-        log(f"note: run status is '{manifest.get('status')}'")
+    status = run.manifest.status
+    if status not in (None, "complete", "done", "finished"):
+        log(f"note: run status is '{status}'")
     out = Path(out_dir) if out_dir is not None else run_dir / FIX_DIRNAME
     weak = find_weaknesses(run_dir, top=top)
     if not weak:
@@ -519,11 +514,11 @@ def fix_run(
     train_s = time.perf_counter() - t0
     ts = out / "fixed_model.ts"
     _export(export, example, ts)
-    new = manifest["config"].copy()
+    new = run.config.model_dump(mode="json")
     new["model"] = {**new["model"], "name": str(ts.resolve()), "source": "torchscript", "weights": None,
                     "class_names": run.class_names, "num_classes": len(run.class_names),
                     "preprocess": pre.to_dict()}
-    new["name"] = f"{manifest.get('name') or run_dir.name} (fixed: {chosen})"
+    new["name"] = f"{run.manifest.name or run_dir.name} (fixed: {chosen})"
     log("re-running the same sweep with the fixed model …")
     if (out / "run").exists():  # predictions of an earlier fixed model under the same file name
         shutil.rmtree(out / "run")
