@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from weakspot.data import open_dataset
-from weakspot.errors import ConfigError
+from weakspot.errors import ConfigError, DataError
 from weakspot.evaluate import (
     CLEAN_CONDITION,
     ResultsStore,
@@ -434,7 +434,7 @@ def test_bad_inputs_are_skipped_and_listed(tmp_path):
     assert len(store.predictions()) == 5 * 4 and summary.units_run == 4
     # a data set that does not belong to the model at all is a clear error
     (root / "3").rename(root / "400")
-    with pytest.raises(Exception, match=r"do(es)? not belong to this model"):
+    with pytest.raises(DataError, match=r"does not belong to this model"):
         run_sweep(cfg, tmp_path / "out2", progress=False)
 
 
