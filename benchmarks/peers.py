@@ -102,13 +102,13 @@ def _worker(images_path: str) -> None:
         import albumentations as A
 
         peers["albumentations"] = A
-    except Exception:  # noqa: BLE001 - a missing peer is a note, not a failure
+    except Exception:  # a missing or broken peer is a note, not a failure
         pass
     try:
         import corrupt_tta
 
         peers["corrupt-tta"] = corrupt_tta
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     print(json.dumps({"peers": sorted(peers)}), flush=True)
     built: dict = {}
@@ -133,7 +133,7 @@ def _worker(images_path: str) -> None:
             for img in images:
                 run(img)
             print(json.dumps({"ms": (time.perf_counter() - t0) / len(images) * 1000}), flush=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:200]}), flush=True)
 
 
@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
     x = real_batch(batch)
     u8 = (x[:n_peer] * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
-    tmp = tempfile.NamedTemporaryFile(suffix=".npy", delete=False)
-    np.save(tmp.name, u8)
+    with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as tmp:  # the worker reads it; unlinked below
+        np.save(tmp, u8)
 
     worker, peers = None, []
     if Path(args.peers_dir).is_dir():

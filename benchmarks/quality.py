@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     from test_quality import _skvideo_niqe
 
     sk = _skvideo_niqe()
-    ref_n = best(lambda: [sk(l) for l in luma], 1) / n
+    ref_n = best(lambda: [sk(y) for y in luma], 1) / n
 
     from weakspot.models import bundled
 

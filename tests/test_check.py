@@ -23,14 +23,20 @@ from weakspot.cli import main
 from weakspot.data.labels import imagenet_wordnet_ids
 from weakspot.errors import DataError
 from weakspot.evaluate import ResultsStore, run_sweep
-from weakspot.evaluate.check import ChanceWatch, chance_level, duplicate_groups, near_chance_warning, preflight
+from weakspot.evaluate.check import (
+    ChanceWatch,
+    chance_level,
+    duplicate_groups,
+    near_chance_warning,
+    preflight,
+)
 from weakspot.models.loaders import imagenet_class_names
 
 NAMES = imagenet_class_names()
 
 
 def _foolbox_imagenet() -> list[tuple[Path, int]]:
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     pat = re.compile(r"^imagenet_(\d+)_(\d+)\.jpg$")
     return sorted((f, int(pat.match(f.name).group(2))) for f in folder.iterdir() if pat.match(f.name))
 
@@ -56,8 +62,8 @@ def digit_folders(tmp_path_factory):
     ds = open_dataset(kind="mnist_5k")
     x, y = ds.images, np.asarray(ds.labels)
     root = tmp_path_factory.mktemp("digits")
-    n = {c: 0 for c in range(10)}
-    for img, lab in zip(x.reshape(-1, 28, 28).astype(np.uint8), y.astype(int)):
+    n = dict.fromkeys(range(10), 0)
+    for img, lab in zip(x.reshape(-1, 28, 28).astype(np.uint8), y.astype(int), strict=True):
         if n[lab] == 6:
             continue
         for sub, folder in (("right", lab), ("shifted", (lab + 1) % 10)):
@@ -244,5 +250,5 @@ def test_data_of_another_model_is_an_error_not_a_warning(tmp_path):
     for folder in ("400", "401", "3"):
         (tmp_path / "d" / folder).mkdir(parents=True)
         Image.fromarray(np.full((28, 28), 40, np.uint8)).save(tmp_path / "d" / folder / "x.png")
-    with pytest.raises(DataError, match="2 of 3 labels are out of range for mnist_cnn .* does not belong"):
+    with pytest.raises(DataError, match=r"2 of 3 labels are out of range for mnist_cnn .* does not belong"):
         preflight({"model": {"name": "mnist_cnn"}, "data": {"root": str(tmp_path / "d")}}, eta=False)

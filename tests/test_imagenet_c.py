@@ -29,7 +29,7 @@ def small(photos) -> torch.Tensor:
 
 def test_all_nineteen_and_mixed_are_registered():
     names = weakspot.list_degradations("imagenet_c/*")
-    assert sorted(names) == sorted(NAMES + ["imagenet_c/mixed"])
+    assert sorted(names) == sorted([*NAMES, "imagenet_c/mixed"])
     for spec in weakspot.list_specs("imagenet_c/*"):
         assert spec.family == "imagenet_c"
         assert sorted(spec.severities) == [1, 2, 3, 4, 5]
@@ -301,7 +301,12 @@ def test_zoom_stack_matrix_equals_scipy_zooms_and_the_resampling_path():
     in SciPy (``ndimage.zoom``, order 1, corner-aligned) and against the per-factor path."""
     from scipy import ndimage
 
-    from weakspot.degrade.imagenet_c.blur import zoom_blur, zoom_blur_resampled, zoom_factors, zoom_stack_matrix
+    from weakspot.degrade.imagenet_c.blur import (
+        zoom_blur,
+        zoom_blur_resampled,
+        zoom_factors,
+        zoom_stack_matrix,
+    )
 
     gen = torch.Generator().manual_seed(3)
     for (h, w), (stop, step) in (((33, 37), (1.31, 0.03)), ((64, 48), (1.16, 0.01)), ((40, 40), (1.26, 0.02))):

@@ -24,7 +24,7 @@ import weakspot
 from weakspot.random import KeyedBatch, keyed_generator
 
 pytest.importorskip("imagecorruptions")
-from weakspot.degrade.imagenet_c.reference import run_reference  # noqa: E402
+from weakspot.degrade.imagenet_c.reference import run_reference
 
 MAE_MAX = 2 / 255
 REL_TOL = 0.10
@@ -216,15 +216,19 @@ def _record_draws(monkeypatch) -> list:
     from weakspot.degrade.imagenet_c import _common, noise, textures, weather
 
     draws: list = []
+
+    def recording(orig, kind):
+        def wrapped(*a, **k):
+            out = orig(*a, **k)
+            draws.append((kind, out))
+            return out
+
+        return wrapped
+
     for mod in (_common, noise, textures, weather):
         for fname in ("rand", "randn"):
             if hasattr(mod, fname):
-                def wrapped(*a, _orig=getattr(R, fname), _kind=fname, **k):
-                    out = _orig(*a, **k)
-                    draws.append((_kind, out))
-                    return out
-
-                monkeypatch.setattr(mod, fname, wrapped)
+                monkeypatch.setattr(mod, fname, recording(getattr(R, fname), fname))
     return draws
 
 
@@ -284,7 +288,7 @@ def test_glass_blur_with_the_same_steps_gives_the_reference_output(two_photos):
         feed = iter(order)
         orig = np.random.randint
 
-        def randint(low, high=None, size=None, dtype=int):
+        def randint(low, high=None, size=None, dtype=int, feed=feed, steps=steps):
             it, h, w = next(feed)
             dy, dx = steps[0, it, h, w].tolist()
             return np.array([dx, dy])  # the reference unpacks (dx, dy)

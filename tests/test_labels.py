@@ -51,7 +51,7 @@ def torchvision_names() -> list[str]:
 def _foolbox_imagenet() -> list[tuple[Path, int]]:
     import importlib.util
 
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     pat = re.compile(r"^imagenet_(\d+)_(\d+)\.jpg$")
     return sorted((f, int(pat.match(f.name).group(2))) for f in folder.iterdir() if pat.match(f.name))
 
@@ -75,7 +75,7 @@ def test_every_torchvision_category_maps_to_its_index_or_is_refused(torchvision_
     name lands on its own index; the names that fit two classes are refused."""
     assert is_imagenet1k(torchvision_names) and is_imagenet1k(NAMES)
     refused = {}
-    for i, n in enumerate(torchvision_names):
+    for n in torchvision_names:
         try:
             resolve_labels([n], NAMES)
         except DataError as exc:
@@ -113,7 +113,7 @@ def test_names_normalised_and_synonyms():
     assert normalize_name("T-shirt/top") == normalize_name("T_shirt_top") == "t shirt top"
     lm = resolve_labels(folders[:3], NAMES)
     assert lm.as_dict() == {"great_white_shark": 2, "Bull-Mastiff": 243, "tinca tinca": 0}
-    assert dict(zip(lm.folders, lm.how)) == {"great_white_shark": "name", "Bull-Mastiff": "synonym",
+    assert dict(zip(lm.folders, lm.how, strict=True)) == {"great_white_shark": "name", "Bull-Mastiff": "synonym",
                                              "tinca tinca": "synonym"}
     # synonyms are ImageNet's; a 3-class model only matches its own names
     assert resolve_labels(["T_shirt_top", "Pullover"], names10).as_dict() == {"T_shirt_top": 0, "Pullover": 2}
@@ -131,7 +131,7 @@ def test_unmatched_folder_is_named_never_numbered():
     # asked for explicitly, sorted order is used
     lm = resolve_labels(["dogs", "cats"], [f"c{i}" for i in range(3)], labels="sorted")
     assert lm.as_dict() == {"cats": 0, "dogs": 1} and lm.mode == "sorted"
-    with pytest.raises(DataError, match="3 folders 0..2 but the model has 2 classes"):
+    with pytest.raises(DataError, match=r"3 folders 0\.\.2 but the model has 2 classes"):
         resolve_labels(["a", "b", "c"], ["x", "y"], labels="sorted")
 
 
@@ -217,7 +217,7 @@ def test_foolbox_photos_in_wordnet_and_name_folders_give_the_same_labels(tmp_pat
         ds = open_dataset(tmp_path / root)
         assert ds.kind == "imagefolder"
         labels, maps = dataset_labels(ds, NAMES, "lite0")
-        got = {Path(i).name: y for i, y in zip(ds.image_ids, labels)}
+        got = {Path(i).name: y for i, y in zip(ds.image_ids, labels, strict=True)}
         assert got == truth
         assert maps[0]["mode"] == ("wordnet" if root == "wn" else "names")
         assert sum(e["n_images"] for e in maps[0]["folders"]) == 20
@@ -260,7 +260,7 @@ def test_concatenated_folder_and_array_parts(tmp_path):
     digits = open_dataset(kind="mnist_5k", limit=4, seed=0)
     ds = ConcatImageDataset([open_dataset(tmp_path / "f", labels="sorted"), digits])
     labels, maps = dataset_labels(ds, [str(i) for i in range(10)])
-    assert labels == [0, 1] + digits.labels
+    assert labels == [0, 1, *digits.labels]
     assert len(maps) == 1 and maps[0]["part"] == 0 and maps[0]["mode"] == "sorted"
 
 
@@ -270,7 +270,7 @@ def test_data_config_keys(tmp_path):
 
     cfg = parse_config({"data": {"root": str(tmp_path), "class_map": {7: 3, "crane": "construction crane"}}})
     assert load_class_map(cfg.data_list[0].class_map) == {"7": 3, "crane": "construction crane"}
-    with pytest.raises(ConfigError, match="data.*labels"):
+    with pytest.raises(ConfigError, match=r"data.*labels"):
         parse_config({"data": {"root": str(tmp_path), "labels": "alphabetical"}})
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.yaml").write_text("data: {root: imgs, class_map: pins.csv}\n")

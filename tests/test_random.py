@@ -51,7 +51,7 @@ def test_counter_words_are_splitmix64():
 
     keys = [-(2**63), -1, 0, 2**63 - 1, -7046029254386353131]
     got = counter_words(torch.tensor(keys), 9)
-    for k, row in zip(keys, got.tolist()):
+    for k, row in zip(keys, got.tolist(), strict=True):
         assert [w & (2**64 - 1) for w in row] == splitmix(k & (2**64 - 1), 9)
 
 
@@ -153,10 +153,11 @@ def test_poisson_mean_variance_and_goodness_of_fit(lam, fallback, monkeypatch):
     observed = np.bincount(np.clip(x.astype(int), lo, hi) - lo, minlength=ks.size).astype(float)
     # pool bins until each expects ≥ 20
     obs_p, exp_p, o, e = [], [], 0.0, 0.0
-    for oi, ei in zip(observed, expected):
+    for oi, ei in zip(observed, expected, strict=True):
         o, e = o + oi, e + ei
         if e >= 20:
-            obs_p.append(o), exp_p.append(e)
+            obs_p.append(o)
+            exp_p.append(e)
             o = e = 0.0
     obs_p[-1] += o
     exp_p[-1] += e
@@ -212,7 +213,7 @@ def test_unnamed_draws_advance_like_a_generator():
         return [rand((2, 100), kb) for _ in range(3)]
 
     a, b = seq(), seq()
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], a[1]) and not torch.equal(a[1], a[2])
     assert abs(np.corrcoef(a[0].flatten().numpy(), a[1].flatten().numpy())[0, 1]) < 0.3
 
@@ -237,6 +238,19 @@ def test_legacy_per_image_generator_patterns_stay_keyed():
     assert isinstance(again, KeyedBatch) and torch.equal(again.keys, torch.stack([big[3].keys[0], big[1].keys[0]]))
     with pytest.raises(InvalidParameterError, match="generator"):
         rand((3, 4), big)
+
+
+@pytest.mark.parametrize("bad", [[1, 2], ["ab", "cd"], "ab", [torch.Generator(), 3], True])
+def test_a_generator_of_the_wrong_kind_is_an_invalid_parameter(bad):
+    """A list that is not one torch.Generator (or single-image keys) per image, a string or a
+    bool is the user's mistake: InvalidParameterError naming ``generator``, both where a draw
+    normalises it and where a degradation threads it through several draws."""
+    for normalise in (lambda g: rand((2, 3), g), lambda g: as_generators(g, 2)):
+        with pytest.raises(InvalidParameterError, match="generator"):
+            normalise(bad)
+    # the kinds it accepts still work: a list of torch generators gives each image its own key
+    g = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    assert torch.equal(rand((2, 3), g)[1], rand((1, 3), [torch.Generator().manual_seed(2)])[0])
 
 
 def test_int_seed_and_torch_generator():

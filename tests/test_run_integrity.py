@@ -207,6 +207,50 @@ def test_an_old_float16_unit_without_checksums_is_still_read(ref_run, tmp_path):
     assert store.check_unit(NOISE, 1) == "unreadable parquet (no checksum record)"
 
 
+@pytest.mark.parametrize("older", [2, None])  # None: a schema-1 manifest, which had no schema_version
+def test_a_run_of_an_older_store_schema_is_read_but_not_resumed(ref_run, cfg_path, tmp_path, capsys, older):
+    """Resuming a run an older weakspot wrote would mix its random draws with this one's:
+    refused with one line that says to rerun into a new directory, before anything is written;
+    reading it and reporting on it keep working."""
+    import json
+
+    from weakspot.cli import main
+    from weakspot.errors import ConfigError
+    from weakspot.evaluate.store import SCHEMA_VERSION
+
+    out = _copy(ref_run, tmp_path)
+    store = ResultsStore(out)
+    m = json.loads(store.manifest_path.read_text())
+    assert m["schema_version"] == SCHEMA_VERSION == 3  # what this weakspot writes
+    if older is None:
+        del m["schema_version"]
+    else:
+        m["schema_version"] = older
+    store.manifest_path.write_text(json.dumps(m))
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    store.unit_path(NOISE, 2).unlink()  # a unit left to do: a resume would compute it
+    del before[store.unit_path(NOISE, 2)]
+    with pytest.raises(ConfigError, match=r"older weakspot \(store schema [12], now 3\).*new --out directory"):
+        run_sweep(_cfg_from(cfg_path), out, progress=False)
+    assert main(["run", str(cfg_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and _flat("was made by an older weakspot") in _flat(err)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before  # nothing written
+    # reading and reporting stay possible
+    run = Run.open(out)
+    assert run.manifest.schema_version == (older or 1)
+    assert {c.condition_id for c in run.conditions()} == {"clean", BLUR, NOISE}
+    pd.testing.assert_frame_equal(store.predictions(["clean"]), ResultsStore(ref_run).predictions(["clean"]))
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def _cfg_from(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
 # ----------------------------------------------------------------------------- files and directories
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_written_files_honour_the_umask(tmp_path, umask):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -140,7 +140,7 @@ def check_cmd(
     sample: int = typer.Option(64, "--sample", min=1, help="labelled images (seeded) for the clean top-1"),
     min_per_class: int = typer.Option(5, "--min-per-class", min=1, help="images per class per-class claims need"),
     eta: bool = typer.Option(True, "--eta/--no-eta", help="time forward passes and degradations for an ETA"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the full report as JSON"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the full report as JSON"),
 ) -> None:
     """Preflight: model, label mapping, clean top-1 on a sample, per-class counts, duplicates, ETA."""
     from weakspot.evaluate.check import preflight, print_check
@@ -262,14 +262,14 @@ _ROBUST_TESTS = ["clean", "gaussian_blur:sigma_px=1.0", "gaussian_blur:sigma_px=
 def robustify_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="output folder (checkpoints, grid.md, grid.parquet)"),
     data: str = typer.Option("mnist", "--data", help="'mnist' (bundled 5000 digits) or an open_dataset kind"),
-    root: Optional[str] = typer.Option(None, "--root", help="data folder for kinds that need one"),
-    model: Optional[str] = typer.Option(None, "--model", help="fine-tune this model (weakspot.models.load_model "
+    root: str | None = typer.Option(None, "--root", help="data folder for kinds that need one"),
+    model: str | None = typer.Option(None, "--model", help="fine-tune this model (weakspot.models.load_model "
                                         "name or file) instead of training the built-in SmallCNN"),
-    strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="constant | incremental | transfer "
+    strategy: list[str] | None = typer.Option(None, "--strategy", help="constant | incremental | transfer "
                                                  "(repeatable; default all three; 'clean' is always trained)"),
-    degrade: Optional[list[str]] = typer.Option(None, "--degrade", help="training degradation, e.g. "
+    degrade: list[str] | None = typer.Option(None, "--degrade", help="training degradation, e.g. "
                                                 "gaussian_noise:variance=0.001..0.05 (repeatable: a mix)"),
-    test: Optional[list[str]] = typer.Option(None, "--test", help="test condition, e.g. clean, gaussian_blur@4, "
+    test: list[str] | None = typer.Option(None, "--test", help="test condition, e.g. clean, gaussian_blur@4, "
                                              "gaussian_blur:sigma_px=2 (repeatable)"),
     epochs: int = typer.Option(8, min=1, help="epochs per model (transfer: half)"),
     batch_size: int = typer.Option(64, min=1),
@@ -303,11 +303,11 @@ def robustify_cmd(
 def enhance_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="output folder (enhance.md, enhance.parquet, front_end.pt)"),
     data: str = typer.Option("mnist", "--data", help="'mnist' (bundled 5000 digits) or an open_dataset kind"),
-    root: Optional[str] = typer.Option(None, "--root"),
+    root: str | None = typer.Option(None, "--root"),
     classifier: str = typer.Option("small-cnn", "--classifier", help="'small-cnn' (clean-trained here), a "
                                    "robustify checkpoint .pt, or a model name (weakspot.models.load_model)"),
-    degrade: Optional[list[str]] = typer.Option(None, "--degrade", help="training degradations (repeatable)"),
-    test: Optional[list[str]] = typer.Option(None, "--test", help="test conditions (repeatable)"),
+    degrade: list[str] | None = typer.Option(None, "--degrade", help="training degradations (repeatable)"),
+    test: list[str] | None = typer.Option(None, "--test", help="test conditions (repeatable)"),
     epochs: int = typer.Option(6, min=1, help="front-end training epochs"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="front-end training batch size"),
     lr: float = typer.Option(2e-3, "--lr", help="front-end peak learning rate (one-cycle)"),
@@ -319,8 +319,8 @@ def enhance_cmd(
     temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    limit: int | None = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
 ) -> None:
     """Train the enhancement front-end before a frozen classifier; table with/without + FLOPs."""
     from weakspot.robustify.commands import enhance_command
@@ -335,13 +335,13 @@ def enhance_cmd(
 @app.command("fix")
 def fix_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory (weakspot run CONFIG --out RUN_DIR)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/fix)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default RUN_DIR/fix)"),
     top: int = typer.Option(2, min=1, help="how many of the worst degradations to fix"),
     method: str = typer.Option("auto", help="auto | robust (fine-tune) | frontend (enhancement front-end)"),
     epochs: int = typer.Option(3, min=1, help="training epochs of the fix"),
-    train_data: Optional[str] = typer.Option(None, "--train-data", help="labelled training images KIND[:ROOT] "
+    train_data: str | None = typer.Option(None, "--train-data", help="labelled training images KIND[:ROOT] "
                                              "when the run's data has no training split"),
-    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=10, help="use a stratified subset of "
+    train_limit: int | None = typer.Option(None, "--train-limit", min=10, help="use a stratified subset of "
                                               "N training images (quick checks)"),
     seed: int = typer.Option(0),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="train also on images the run evaluated "

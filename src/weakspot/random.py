@@ -44,7 +44,6 @@ import hashlib
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Union
 
 import torch
 
@@ -161,24 +160,24 @@ class KeyedBatch:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_ids(cls, seed: int, image_ids: Sequence[object], condition_id: str) -> "KeyedBatch":
+    def from_ids(cls, seed: int, image_ids: Sequence[object], condition_id: str) -> KeyedBatch:
         """Keys ``keyed_seed(seed, image_id, condition_id)`` — what a sweep uses."""
         return cls([_i64(keyed_seed(int(seed), str(i), condition_id)) for i in image_ids])
 
     @classmethod
-    def from_seed(cls, seed: int, batch: int) -> "KeyedBatch":
+    def from_seed(cls, seed: int, batch: int) -> KeyedBatch:
         """Keys for an interactive int seed: the first key of ``torch.Generator().manual_seed(seed)``
         (so an int is shorthand for a freshly seeded generator, as before), then image ``i`` of
         the batch gets ``mix(key + (i+1)·φ)``."""
         return cls.from_key(_key_from_torch(torch.Generator().manual_seed(int(seed))), batch)
 
     @classmethod
-    def from_key(cls, key: int, batch: int) -> "KeyedBatch":
+    def from_key(cls, key: int, batch: int) -> KeyedBatch:
         """Keys ``mix(key + (i+1)·φ)`` for the batch positions ``i``."""
         return cls(_mix64(_i64(key) + (torch.arange(batch, dtype=torch.int64) + 1) * _GOLDEN))
 
     @classmethod
-    def cat(cls, parts: Sequence["KeyedBatch"]) -> "KeyedBatch":
+    def cat(cls, parts: Sequence[KeyedBatch]) -> KeyedBatch:
         return cls(torch.cat([p.keys for p in parts]), torch.cat([p.calls for p in parts]))
 
     # -- sequence protocol ----------------------------------------------------------------
@@ -200,14 +199,14 @@ class KeyedBatch:
     def __repr__(self) -> str:
         return f"KeyedBatch({len(self)} keys)"
 
-    def select(self, index) -> "KeyedBatch":
+    def select(self, index) -> KeyedBatch:
         """The sub-batch at ``index`` (positions), with the same keys and stream state."""
         if isinstance(index, slice):
             return KeyedBatch(self.keys[index], self.calls[index])
         idx = torch.as_tensor(index, dtype=torch.int64).reshape(-1).cpu()
         return KeyedBatch(self.keys.index_select(0, idx), self.calls.index_select(0, idx))
 
-    def fold(self, *labels: object) -> "KeyedBatch":
+    def fold(self, *labels: object) -> KeyedBatch:
         """New keys ``mix(key ^ id(labels))`` (same stream state): an independent family."""
         return KeyedBatch(_mix64(self.keys ^ _i64(keyed_seed("weakspot.fold", *labels))), self.calls)
 
@@ -257,7 +256,13 @@ class KeyedBatch:
         return counter_words(self.stream_keys(stream, device).view(rows), -(-per // 2))
 
 
-GeneratorLike = Union[None, int, torch.Generator, KeyedBatch, Sequence[torch.Generator], Sequence[KeyedBatch]]
+GeneratorLike = int | torch.Generator | KeyedBatch | Sequence[torch.Generator] | Sequence[KeyedBatch] | None
+
+
+_GENERATOR_KINDS = (
+    "None, an int seed, a torch.Generator, KeyedBatch keys, or a list of one torch.Generator "
+    "(or single-image KeyedBatch) per image"
+)
 
 
 def _key_from_torch(g: torch.Generator) -> int:
@@ -280,24 +285,40 @@ def batch_keys(generator: GeneratorLike, batch: int) -> KeyedBatch:
     if isinstance(generator, bool):
         from weakspot.errors import InvalidParameterError
 
-        raise InvalidParameterError("generator", generator, "an int seed, a torch.Generator or KeyedBatch keys")
+        raise InvalidParameterError("generator", generator, _GENERATOR_KINDS)
     if isinstance(generator, int):
         return KeyedBatch.from_seed(generator, batch)
     if isinstance(generator, torch.Generator):
         return KeyedBatch.from_key(_key_from_torch(generator), batch)
-    gens = list(generator)
-    if len(gens) != batch:
-        from weakspot.errors import InvalidParameterError
-
-        raise InvalidParameterError(
-            "generator", f"{len(gens)} generators", f"one generator or exactly {batch} (the batch size)"
-        )
-    if all(isinstance(g, KeyedBatch) for g in gens):
-        return KeyedBatch.cat(gens)
+    gens = _per_image(generator, batch)
+    if isinstance(gens, KeyedBatch):
+        return gens
     return KeyedBatch([_key_from_torch(g) for g in gens])
 
 
-def as_generators(generator: GeneratorLike, batch: int) -> KeyedBatch | list | torch.Generator:
+def _per_image(generator: object, batch: int) -> KeyedBatch | list[torch.Generator]:
+    """A list of per-image generators, length-checked: single-image :class:`KeyedBatch` keys
+    joined into one, else the list of :class:`torch.Generator` (anything else is refused)."""
+    from weakspot.errors import InvalidParameterError
+
+    if not isinstance(generator, Sequence) or isinstance(generator, str):
+        raise InvalidParameterError("generator", generator, _GENERATOR_KINDS)
+    gens: list[object] = list(generator)
+    if len(gens) != batch:
+        raise InvalidParameterError(
+            "generator", f"{len(gens)} generators", f"one generator or exactly {batch} (the batch size)"
+        )
+    keyed = [g for g in gens if isinstance(g, KeyedBatch)]
+    if gens and len(keyed) == len(gens):
+        return KeyedBatch.cat(keyed)
+    torch_gens = [g for g in gens if isinstance(g, torch.Generator)]
+    if len(torch_gens) != len(gens):
+        kinds = ", ".join(sorted({type(g).__name__ for g in gens}))
+        raise InvalidParameterError("generator", f"a list of {kinds}", _GENERATOR_KINDS)
+    return torch_gens
+
+
+def as_generators(generator: GeneratorLike, batch: int) -> KeyedBatch | list[torch.Generator] | torch.Generator:
     """Normalise ``generator`` once for code that threads it through several draws.
 
     ``None``/``int``/:class:`torch.Generator` → one :class:`torch.Generator` (stateful use: each
@@ -313,20 +334,15 @@ def as_generators(generator: GeneratorLike, batch: int) -> KeyedBatch | list | t
         g = torch.Generator(device="cpu")
         g.manual_seed(generator)
         return g
-    if isinstance(generator, (torch.Generator, KeyedBatch)):
-        if isinstance(generator, KeyedBatch):
-            return batch_keys(generator, batch)
+    if isinstance(generator, KeyedBatch):
+        return batch_keys(generator, batch)
+    if isinstance(generator, torch.Generator):
         return generator
-    gens = list(generator)
-    if len(gens) != batch:
+    if isinstance(generator, bool):
         from weakspot.errors import InvalidParameterError
 
-        raise InvalidParameterError(
-            "generator", f"{len(gens)} generators", f"one generator or exactly {batch} (the batch size)"
-        )
-    if gens and all(isinstance(g, KeyedBatch) for g in gens):
-        return KeyedBatch.cat(gens)
-    return gens
+        raise InvalidParameterError("generator", generator, _GENERATOR_KINDS)
+    return _per_image(generator, batch)
 
 
 def _bits(shape, generator, device, stream, halves: bool = False) -> torch.Tensor:
@@ -346,7 +362,7 @@ def rand(
         return _shr(_bits(shape, generator, device, stream), 11).to(torch.float64).mul_(2.0**-53)
     shape = tuple(int(s) for s in shape)
     keys = batch_keys(generator, shape[0] if shape else 1)
-    rows, per = keys.rows_per(shape)
+    _rows, per = keys.rows_per(shape)
     halves = keys.half_words(shape, stream, device).view(torch.int32)  # (rows, 2W): low, high, low, …
     top24 = torch.bitwise_right_shift(halves, 8).bitwise_and_(0xFFFFFF)  # the top 24 bits of each half
     return top24.to(torch.float32).mul_(2.0**-24)[:, :per].contiguous().view(shape).to(dtype)

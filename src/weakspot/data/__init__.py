@@ -1,6 +1,6 @@
 """Data: image files and data sets (``open_dataset`` is the one entry point)."""
 
-from weakspot.data.datasets import (  # noqa: F401
+from weakspot.data.datasets import (
     IMAGE_SUFFIXES,
     KINDS,
     ArrayDataset,
@@ -13,7 +13,7 @@ from weakspot.data.datasets import (  # noqa: F401
     safe_unpickle,
     subset_indices,
 )
-from weakspot.data.imageio import load_image, save_image, to_pil  # noqa: F401
+from weakspot.data.imageio import load_image, save_image, to_pil
 
 __all__ = [
     "open_dataset",

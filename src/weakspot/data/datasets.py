@@ -233,7 +233,7 @@ def _package_dir(package: str, sub: str) -> Path:
     spec = importlib.util.find_spec(package)  # locate without importing the package
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"the data needs the pip package '{package}'; run 'make install' (or pip install {package})")
-    return Path(list(spec.submodule_search_locations)[0]) / sub
+    return Path(next(iter(spec.submodule_search_locations))) / sub
 
 
 def _imagenet_names() -> list[str]:
@@ -295,11 +295,11 @@ class _SafeUnpickler(pickle.Unpickler):
     """Unpickles only numpy arrays and builtin containers (CIFAR batches); anything else
     (which could run code) is refused."""
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
-    }
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -357,14 +357,20 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"cannot read idx file {path}: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DataError(f"{path} is not an idx file (bad magic number)")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes = {code: np.dtype(t) for code, t in
+              {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.items()}
     if data[2] not in dtypes:
         raise DataError(f"{path}: unknown idx data type 0x{data[2]:02x}")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise DataError(f"{path} is truncated: header says {shape}, found {arr.size} values")
+    dtype, ndim = dtypes[data[2]], data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise DataError(f"{path} is truncated: its header is cut off")
+    shape = struct.unpack(f">{ndim}I", data[4:offset])
+    n_values, n_bytes = int(np.prod(shape)), len(data) - offset
+    if n_bytes != n_values * dtype.itemsize:
+        raise DataError(f"{path} is truncated or damaged: header says {shape} ({n_values * dtype.itemsize} bytes "
+                        f"of data), found {n_bytes} bytes")
+    arr = np.frombuffer(data, dtype=dtype, count=n_values, offset=offset)
     return arr.reshape(shape).copy()
 
 
@@ -397,10 +403,11 @@ def _foolbox(subset: str) -> FileDataset:
         raise InvalidParameterError("data.subset", subset, ", ".join(_FOOLBOX_PREFIX))
     folder = _package_dir("foolbox", "data")
     pat = re.compile(rf"^{_FOOLBOX_PREFIX[subset]}_(\d+)_(\d+)\.(png|jpg)$")
-    files = sorted((f for f in folder.iterdir() if pat.match(f.name)), key=lambda f: int(pat.match(f.name).group(1)))
-    if not files:
+    found = sorted(((m, f) for f in folder.iterdir() if (m := pat.match(f.name))), key=lambda mf: int(mf[0].group(1)))
+    if not found:
         raise DataError(f"no foolbox '{subset}' sample images in {folder}")
-    labels = [int(pat.match(f.name).group(2)) for f in files]
+    files = [f for _, f in found]
+    labels = [int(m.group(2)) for m, _ in found]
     channels = 1 if subset in ("mnist", "fashion_mnist") else 3
     names = {"imagenet": _imagenet_names(), "mnist": [str(i) for i in range(10)], "fashion_mnist": FASHION_NAMES}
     return FileDataset("foolbox", folder, files, labels, [f"foolbox/{f.stem}" for f in files],

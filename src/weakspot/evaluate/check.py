@@ -44,7 +44,7 @@ MIN_PER_CLASS = 5  # per-class claims need at least this many images of the clas
 def duplicate_groups(digests: Sequence[str], image_ids: Sequence[str]) -> list[list[str]]:
     """Image ids grouped by identical content hash (only groups of two or more), largest first."""
     by: dict[str, list[str]] = {}
-    for d, i in zip(digests, image_ids):
+    for d, i in zip(digests, image_ids, strict=True):
         if d:
             by.setdefault(d, []).append(str(i))
     groups = [g for g in by.values() if len(g) > 1]
@@ -107,7 +107,7 @@ class ChanceWatch:
     """Collects the clean rows of a run and prints the near-chance warning once, as soon
     as ``min_images`` labelled images (or all of them) have a clean prediction."""
 
-    def __init__(self, labels_all: Sequence[int], console=None, min_images: int = 32):
+    def __init__(self, labels_all: Sequence[int] | np.ndarray, console=None, min_images: int = 32):
         labels = np.asarray(labels_all, dtype=np.int64)
         self.chance = chance_level(labels.tolist())
         self.need = min(min_images, int((labels >= 0).sum()))
@@ -257,7 +257,7 @@ def preflight(config, *, sample: int = 64, min_per_class: int = MIN_PER_CLASS, e
             top1 += p.argmax(1).tolist()
     lab_s = [labels[i] for i in got]
     n_lab = sum(x >= 0 for x in lab_s)
-    n_ok = sum(int(t == y) for t, y in zip(top1, lab_s) if y >= 0)
+    n_ok = sum(int(t == y) for t, y in zip(top1, lab_s, strict=True) if y >= 0)
     chance = chance_level(lab_usable)
     acc = n_ok / n_lab if n_lab else None
     w = near_chance_warning(n_ok, n_lab, chance, " on the clean sample")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,7 @@ class Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    severity: Optional[int] = None
+    severity: int | None = None
 
 
 class Condition(BaseModel):
@@ -45,10 +45,10 @@ class Condition(BaseModel):
     condition_id: str
     steps: tuple[Step, ...] = ()
     family: str = "clean"
-    severity: Optional[int] = None
-    axis: Optional[str] = None
-    axis_value: Optional[float] = None
-    axis_unit: Optional[str] = None
+    severity: int | None = None
+    axis: str | None = None
+    axis_value: float | None = None
+    axis_unit: str | None = None
 
     def model_post_init(self, __context: Any) -> None:
         try:
@@ -152,6 +152,7 @@ def apply_condition(
     if condition.is_clean:
         return images
     deg = degradation if degradation is not None else condition.build()
+    assert deg is not None, "only the clean condition builds to None"
     return deg(images, generator=_generators(seed, image_ids, condition.condition_id))
 
 

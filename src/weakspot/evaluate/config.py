@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -42,10 +42,10 @@ class ModelConfig(_Strict):
 
     name: str = "efficientnet_lite0"
     source: Literal["auto", "bundled", "torchvision", "timm", "torchscript", "onnx"] = "auto"
-    weights: Optional[str] = None
-    num_classes: Optional[int] = Field(None, ge=1)
-    class_names: Union[str, list[str], None] = None
-    preprocess: Optional[dict[str, Any]] = None
+    weights: str | None = None
+    num_classes: int | None = Field(None, ge=1)
+    class_names: str | list[str] | None = None
+    preprocess: dict[str, Any] | None = None
     device: str = "cpu"
     amp: bool = False
     channels_last: bool = False
@@ -55,18 +55,18 @@ class DataConfig(_Strict):
     """One data source (see :func:`weakspot.data.open_dataset`)."""
 
     kind: str = "auto"
-    root: Optional[str] = None
+    root: str | None = None
     split: Literal["test", "train"] = "test"
     subset: str = "imagenet"
-    names: Optional[list[str]] = None
-    per_class: Optional[int] = Field(None, ge=1)
-    limit: Optional[int] = Field(None, ge=1)
+    names: list[str] | None = None
+    per_class: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
     # how folders become model classes (weakspot.data.labels): auto = detect (all WordNet IDs
     # -> wordnet, all integers -> index, else names); sorted = folder k in sorted order is
     # class k; none = unlabelled
     labels: Literal["auto", "wordnet", "names", "index", "sorted", "none"] = "auto"
     # folder -> class index (or class name): a YAML/JSON/CSV file (relative to the config) or a mapping
-    class_map: Union[str, dict[Union[int, str], Union[int, str]], None] = None
+    class_map: str | dict[int | str, int | str] | None = None
 
     @field_validator("kind")
     @classmethod
@@ -78,20 +78,20 @@ class DataConfig(_Strict):
         return v
 
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class SweepSpec(_Strict):
     """One sweep entry: a degradation (name, list or glob) × a parameter grid or severities,
     or one composition."""
 
-    degradation: Union[str, list[str], None] = None
-    compose: Optional[list[dict[str, Any]]] = None
-    grid: Optional[dict[str, list[Scalar]]] = None
+    degradation: str | list[str] | None = None
+    compose: list[dict[str, Any]] | None = None
+    grid: dict[str, list[Scalar]] | None = None
     params: dict[str, Scalar] = Field(default_factory=dict)
-    severities: Optional[list[int]] = None
-    id: Optional[str] = None
-    family: Optional[str] = None
+    severities: list[int] | None = None
+    id: str | None = None
+    family: str | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> SweepSpec:
@@ -112,15 +112,15 @@ class RayConfig(_Strict):
     """Settings of the Ray engine (``weakspot run --engine ray``); the local engine ignores them."""
 
     # evaluation actors, each with the model loaded once (default: one per GPU, else one per num_cpus CPUs)
-    actors: Optional[int] = Field(None, ge=1)
+    actors: int | None = Field(None, ge=1)
     # GPUs per actor (default: 1 where the cluster has GPUs, else 0; 0.5 puts two actors on a GPU)
-    num_gpus: Optional[float] = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
     # CPUs per actor (decoding, degradations and, without a GPU, the forward pass)
     num_cpus: float = Field(1.0, gt=0)
     # tasks queued per actor so it never waits for the driver
     tasks_per_actor: int = Field(2, ge=1, le=64)
     # units (of one shard) per Ray task (default: adaptive, about 0.5 s of work per task)
-    units_per_task: Optional[int] = Field(None, ge=1, le=1024)
+    units_per_task: int | None = Field(None, ge=1, le=1024)
     # Ray's fault tolerance: actor restarts and task retries (-1: unlimited)
     max_restarts: int = Field(4, ge=-1)
     max_task_retries: int = Field(4, ge=-1)
@@ -129,17 +129,17 @@ class RayConfig(_Strict):
 class RunConfig(_Strict):
     """A whole run: model, data, conditions, seed and execution settings."""
 
-    name: Optional[str] = None
+    name: str | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
-    data: Union[DataConfig, list[DataConfig]]
+    data: DataConfig | list[DataConfig]
     conditions: list[SweepSpec] = Field(default_factory=list)
     seed: int = 0
-    batch_size: Union[int, Literal["auto"]] = 32
+    batch_size: int | Literal["auto"] = 32
     workers: int = Field(2, ge=0, le=64)
     # torch intra-op threads for the forward passes: null = torch's default (one per core);
     # "auto" = 1 when the machine is already busy (1-min load average >= 75 % of the cores,
     # where extra threads only spin), else torch's default
-    threads: Union[int, Literal["auto"], None] = None
+    threads: int | Literal["auto"] | None = None
     shard_size: int = Field(64, ge=1)
     store_probs: bool = False
     # skip degradations that are not registered (the demo uses this); a run errors instead
@@ -239,7 +239,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 # ----------------------------------------------------------------------------- expansion
-def as_run_config(config: "RunConfig | dict[str, Any] | str | Path") -> RunConfig:
+def as_run_config(config: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
     """A validated :class:`RunConfig` from a config object, a mapping or a YAML/TOML/JSON path."""
     if isinstance(config, RunConfig):
         return config
@@ -287,13 +287,13 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
                     spec = get_spec(name)
                     steps.append(Step(name=name, params=spec.resolve(st.get("severity"), **params), severity=st.get("severity")))
                 cid = sw.id or "+".join(make_condition_id(s.name, {a: b for a, b in st.items() if a != "name"})
-                                        for s, st in zip(steps, sw.compose))
+                                        for s, st in zip(steps, sw.compose, strict=True))
                 first = get_spec(steps[0].name)
                 axis, val, unit = _axis_of(first, steps[0].params, [])
                 out.append(Condition(condition_id=cid, steps=tuple(steps), family=sw.family or "composite",
                                      axis=axis, axis_value=val, axis_unit=unit))
                 continue
-            names = [sw.degradation] if isinstance(sw.degradation, str) else list(sw.degradation)
+            names = [sw.degradation] if isinstance(sw.degradation, str) else list(sw.degradation or ())  # the validator made it one
             resolved: list[str] = []
             for n in names:
                 if any(ch in n for ch in "*?["):
@@ -326,7 +326,7 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
                     grid = sw.grid or {}
                     keys = list(grid)
                     for combo in itertools.product(*(grid[g] for g in keys)) if keys else [()]:
-                        point = dict(zip(keys, combo))
+                        point = dict(zip(keys, combo, strict=True))
                         params = spec.resolve(None, **{**sw.params, **point})
                         axis, val, unit = _axis_of(spec, params, keys)
                         cid = make_condition_id(n, {**sw.params, **point}) if not sw.id else (

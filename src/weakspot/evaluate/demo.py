@@ -65,7 +65,8 @@ MNIST_DEMO: dict[str, Any] = {
 def _sweeps(entries: list[tuple[str, str, list[float]]], severities: list[int]) -> tuple[list[dict], list[str]]:
     from weakspot.degrade import get_spec, list_degradations
 
-    out, missing = [], []
+    out: list[dict[str, Any]] = []
+    missing: list[str] = []
     known = set(list_degradations())
     for name, axis, grid in entries:
         if name not in known:
@@ -164,12 +165,12 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = True, con
                       + ", ".join(f"{r.condition_id} (agree {r.agree_clean:.2f})" for r in worst.itertuples()))
         try:
             result["reports"][key] = _report(run_dir, console)
-        except Exception as exc:  # noqa: BLE001 - the runs are kept whatever the report does
+        except Exception as exc:  # the runs are kept whatever the report does
             console.print(f"[red]report for {key} failed:[/] {type(exc).__name__}: {exc}")
             result["reports"][key] = None
     try:
         result["contact_sheet"] = _contact_sheet(out, console)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         console.print(f"[red]contact sheet failed:[/] {type(exc).__name__}: {exc}")
         result["contact_sheet"] = None
     result["seconds"] = time.perf_counter() - t0

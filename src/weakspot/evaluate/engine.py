@@ -25,15 +25,32 @@ import numpy as np
 import torch
 
 from weakspot.evaluate.conditions import CLEAN_CONDITION
-from weakspot.evaluate.loading import (LoadItems, has_files, image_loader, load_run_model,  # noqa: F401
-                                       open_run_data)
+from weakspot.evaluate.loading import LoadItems, has_files, image_loader, load_run_model, open_run_data
 from weakspot.evaluate.progress import UnitProgress
-from weakspot.evaluate.run import (Run, _label_map, _write_conditions, config_hash, finish_manifest,  # noqa: F401
-                                   lock_run_dir, plan_pending, prepare_run_dir, remove_stale_temporaries,
-                                   setup_run, stored_clean_top1)
+from weakspot.evaluate.run import (
+    Run,
+    _label_map,  # noqa: F401 - re-exported (the run's pieces used to live here)
+    _write_conditions,  # noqa: F401 - re-exported
+    config_hash,
+    finish_manifest,
+    lock_run_dir,
+    plan_pending,
+    prepare_run_dir,
+    remove_stale_temporaries,
+    setup_run,
+    stored_clean_top1,
+)
 from weakspot.evaluate.store import CLEAN, ResultsStore
-from weakspot.evaluate.unit import (ShardImages, Unit, UnitResult, evaluate_unit, plan_units,  # noqa: F401
-                                    rows_from_probs, top1_for, write_unit)
+from weakspot.evaluate.unit import (
+    ShardImages,
+    Unit,
+    UnitResult,
+    evaluate_unit,
+    plan_units,
+    rows_from_probs,  # noqa: F401 - re-exported
+    top1_for,
+    write_unit,
+)
 
 __all__ = [
     "Unit",
@@ -212,7 +229,7 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
     try:
         with bar:
             loader = image_loader(LoadItems(ds, range(len(ds))), batches, loader_workers) if units else []
-            for shard, items in zip(shards, loader):
+            for shard, items in zip(shards, loader, strict=True):
                 idx = np.array([pos_of[i] for i, _, _ in items], dtype=np.int64)
                 order = np.argsort(idx, kind="stable")
                 idx = idx[order]

@@ -26,7 +26,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from weakspot.errors import ConfigError, DataError
 from weakspot.evaluate.conditions import CLEAN_CONDITION, Condition, Step, degrade_images
 from weakspot.evaluate.config import RunConfig
 from weakspot.evaluate.loading import LoadItems, has_files, image_loader, load_run_model, open_run_data
-from weakspot.evaluate.store import CLEAN, ResultsStore
+from weakspot.evaluate.store import CLEAN, SCHEMA_VERSION, ResultsStore
 from weakspot.evaluate.unit import Unit, plan_units
 
 __all__ = [
@@ -325,7 +325,20 @@ class Run:
 
     def check_identity(self, cfg: RunConfig) -> None:
         """:class:`ConfigError` unless ``cfg`` may continue this run (same model, data, seed,
-        shard_size and store_probs)."""
+        shard_size and store_probs, written with the current store schema: an older weakspot drew
+        other random values, so new units would not match the stored ones; reading stays possible)."""
+        version = self.manifest.schema_version
+        if version < SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.root} was made by an older weakspot (store schema {version}, now {SCHEMA_VERSION}) whose "
+                "random draws differ, so it cannot be continued; rerun into a new --out directory "
+                "(reading and reporting the old run still work)"
+            )
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.root} was made by a newer weakspot (store schema {version}, this one writes "
+                f"{SCHEMA_VERSION}); continue it with that version, or rerun into a new --out directory"
+            )
         if config_hash(self.manifest.identity) != config_hash(cfg.identity()):
             raise ConfigError(
                 f"{self.root} holds a different run (model, data, seed, shard_size or store_probs changed); "

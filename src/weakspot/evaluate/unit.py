@@ -148,18 +148,18 @@ def evaluate_unit(
     if not is_clean and clean_top1 is None:
         raise ValueError("clean_top1 is required for a degraded unit")
     skipped: list[dict[str, Any]] = []
-    keep = []
+    decoded: dict[int, torch.Tensor] = {}  # the images to evaluate, by shard position
     for i, im in enumerate(shard.images):
-        reason = None
         if im is None:
             reason = shard.errors[i] if shard.errors and shard.errors[i] else "could not be decoded"
-        elif not is_clean and clean_top1[i] < 0:
+        elif clean_top1 is not None and not is_clean and clean_top1[i] < 0:
             reason = "no clean prediction"
-        if reason:
-            if is_clean or im is not None:  # undecodable images are listed once, by the clean unit
-                skipped.append({"image_id": shard.image_ids[i], "condition_id": unit.condition_id, "reason": reason})
         else:
-            keep.append(i)
+            decoded[i] = im
+            continue
+        if is_clean or im is not None:  # undecodable images are listed once, by the clean unit
+            skipped.append({"image_id": shard.image_ids[i], "condition_id": unit.condition_id, "reason": reason})
+    keep = list(decoded)
     deg = degradation if degradation is not None or is_clean else condition.build()
     probs_parts: list[torch.Tensor] = []
     rows_kept: list[int] = []
@@ -169,7 +169,7 @@ def evaluate_unit(
     with torch.inference_mode():
         while pos < len(keep):
             chunk = keep[pos : pos + bs]
-            imgs = [shard.images[i] for i in chunk]
+            imgs = [decoded[i] for i in chunk]
             ids = [shard.image_ids[i] for i in chunk]
             t0, c0 = time.perf_counter(), time.process_time()
             ok_rows, batch = list(chunk), imgs
@@ -178,7 +178,7 @@ def evaluate_unit(
                     batch = degrade_images(condition, imgs, ids, seed, deg)
                 except WeakspotError:
                     ok_rows, batch = [], []  # isolate the image(s) that fail
-                    for i, im, iid in zip(chunk, imgs, ids):
+                    for i, im, iid in zip(chunk, imgs, ids, strict=True):
                         try:
                             batch += degrade_images(condition, [im], [iid], seed, deg)
                             ok_rows.append(i)
@@ -191,7 +191,7 @@ def evaluate_unit(
             if batch:
                 try:
                     p = _forward(model, batch, amp, channels_last, c_model)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if _is_oom(exc) and bs > 1:
                         bs = max(1, bs // 2)
                         if torch.cuda.is_available():
@@ -268,7 +268,7 @@ def top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
     """The top-1 class of ``res`` for each ``image_index`` in ``idx`` (``-1`` where skipped)."""
     out = np.full(len(idx), -1, dtype=np.int64)
     pos = {int(i): j for j, i in enumerate(idx)}
-    for ii, t in zip(res.rows["image_index"], res.rows["top1"]):
+    for ii, t in zip(res.rows["image_index"], res.rows["top1"], strict=True):
         out[pos[int(ii)]] = t
     return out
 

@@ -21,9 +21,9 @@ from weakspot.degrade.imagenet_c.digital import (
     pixelate,
     saturate,
 )
+from weakspot.degrade.imagenet_c.mixed import CORRUPTIONS, corrupt, mixed
 from weakspot.degrade.imagenet_c.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
 from weakspot.degrade.imagenet_c.weather import fog, frost, snow, spatter
-from weakspot.degrade.imagenet_c.mixed import CORRUPTIONS, corrupt, mixed  # noqa: E402
 
 __all__ = [
     "CORRUPTIONS",

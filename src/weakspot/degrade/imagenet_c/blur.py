@@ -262,13 +262,17 @@ def zoom_stack_matrix(h: int, w: int, factors: tuple[float, ...], dtype: torch.d
     rows, cols, vals = [pix], [pix], [torch.ones(h * w, dtype=torch.float64)]
     for z in factors:
         if z == 1.0:
-            rows.append(pix), cols.append(pix), vals.append(torch.ones(h * w, dtype=torch.float64))
+            rows.append(pix)
+            cols.append(pix)
+            vals.append(torch.ones(h * w, dtype=torch.float64))
             continue
         r0, r1, a = _zoom_axis_taps(h, z, dtype)
         c0, c1, bw = _zoom_axis_taps(w, z, dtype)
         for ri, wr in ((r0, 1 - a), (r1, a)):
             for ci, wc in ((c0, 1 - bw), (c1, bw)):
-                rows.append(pix), cols.append(ri[yy] * w + ci[xx]), vals.append(wr[yy] * wc[xx])
+                rows.append(pix)
+                cols.append(ri[yy] * w + ci[xx])
+                vals.append(wr[yy] * wc[xx])
     with warnings.catch_warnings():  # "sparse CSR support is in beta state"
         warnings.simplefilter("ignore")
         coo = torch.sparse_coo_tensor(

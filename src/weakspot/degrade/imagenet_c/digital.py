@@ -322,7 +322,7 @@ def elastic_transform(
     is the per-pixel displacement; bilinear resampling with mirrored borders. Size-relative,
     so it scales with the image. Differentiable in the image. ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    b, c, h, w = images.shape
+    b, _c, h, w = images.shape
     m = float(max_shift_frac) * h
     u = rand((b, 2, h, w), generator, images.device, images.dtype, stream="imagenet_c.elastic_transform.field")
     field = (u * 2 - 1) * m

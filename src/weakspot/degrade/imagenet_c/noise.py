@@ -82,7 +82,7 @@ def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike 
     the CDF; several times faster than ``torch.poisson`` on the CPU. Returns counts as float,
     shape of ``images``.
     """
-    start, stop, cdf, kmax = _poisson_tables(float(photons))
+    start, stop, _cdf, kmax = _poisson_tables(float(photons))
     dev = images.device
     start, stop, stacked = start.to(dev), stop.to(dev), _stacked_cdf(float(photons)).to(dev)
     u = rand(images.shape, generator, dev, torch.float32, stream="poisson_8bit").reshape(-1)

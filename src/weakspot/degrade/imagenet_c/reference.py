@@ -49,13 +49,13 @@ def reference_patches() -> Iterator[Any]:
     had_float_ = "float_" in np.__dict__
     rc.gaussian = gaussian
     if not had_float_:
-        np.float_ = np.float64
+        np.float_ = np.float64  # type: ignore[attr-defined]  # NumPy 2 removed it; the reference still uses it
     try:
         yield rc
     finally:
         rc.gaussian = original
         if not had_float_:
-            del np.float_
+            del np.float_  # type: ignore[attr-defined]  # the shim set above
 
 
 def run_reference(image: np.ndarray, name: str, severity: int, seed: int | None = None) -> np.ndarray:
@@ -63,11 +63,10 @@ def run_reference(image: np.ndarray, name: str, severity: int, seed: int | None 
 
     ``seed`` seeds NumPy's global generator first (the reference draws from it).
     """
-    with reference_patches():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from imagecorruptions import corrupt
+    with reference_patches(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from imagecorruptions import corrupt
 
-            if seed is not None:
-                np.random.seed(seed)
-            return corrupt(image, severity=severity, corruption_name=name)
+        if seed is not None:
+            np.random.seed(seed)
+        return corrupt(image, severity=severity, corruption_name=name)

@@ -71,7 +71,9 @@ def fractal_noise(
     amplitude ``persistence^o``; octaves are summed pyramid-style (each partial sum is
     bicubically enlarged to the next grid), so only the last enlargement is full-size.
     """
-    acc = None
+    if octaves < 1:
+        raise ValueError(f"fractal_noise needs at least one octave, got {octaves}")
+    acc: torch.Tensor | None = None
     amp, total = 1.0, 0.0
     for o in range(octaves):
         cells = base_cells * 2**o
@@ -81,6 +83,7 @@ def fractal_noise(
         acc = g if acc is None else F.interpolate(acc, size=(ch, cw), mode="bicubic", align_corners=False) + g
         total += amp
         amp *= persistence
+    assert acc is not None  # at least one octave
     return F.interpolate(acc, size=(height, width), mode="bicubic", align_corners=False) / total
 
 
