@@ -280,10 +280,10 @@ def robustify_cmd(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from checkpoints in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    limit: Optional[int] = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
-    test_limit: Optional[int] = typer.Option(None, "--test-limit", min=10, help="use only the first N images of "
+    limit: int | None = typer.Option(None, min=10, help="use only the first N images (smoke tests)"),
+    test_limit: int | None = typer.Option(None, "--test-limit", min=10, help="use only the first N images of "
                                              "the data set's own test split (overrides --limit for it)"),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
     labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
                                "(label-free: the frozen model's soft predictions on the clean image)"),
     temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
@@ -347,7 +347,7 @@ def fix_cmd(
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="train also on images the run evaluated "
                                        "(the after-fix accuracy is then optimistic)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (1 is fastest on a busy machine)"),
     labels: str = typer.Option("labels", "--labels", help="training targets: 'labels', or 'clean-predictions' "
                                "(label-free: the frozen model's soft predictions on the clean image)"),
     temperature: float = typer.Option(2.0, "--temperature", help="softmax temperature of --labels clean-predictions"),
