@@ -196,9 +196,13 @@ def render_accuracy(ctx: ReportContext) -> SectionOutput | None:
                                                t.diff_vs_clean_hi)]
     t["real"] = ["" if cid == "clean" else ("yes" if sg else "no")
                  for cid, sg in zip(t.condition_id, t.significant)]
+    # per-level flip counts: the discordant pairs the McNemar test counts (right on clean → wrong here, and back)
+    t["flips"] = ["—" if cid == "clean" or nl != nl else f"{int(nl)} lost / {int(ng)} gained"
+                  for cid, nl, ng in zip(t.condition_id, t.get("n_lost", pd.Series(np.nan, t.index)),
+                                          t.get("n_gained", pd.Series(np.nan, t.index)))]
     cols = {"degradation": "degradation", "level": "level", "n": "images", metric: "top-1" if run.labelled
-            else "agreement", "ci": "95% CI", "vs_clean": "vs clean [95% CI]", "p_vs_clean_holm": "p (Holm)",
-            "real": "real drop?"}
+            else "agreement", "ci": "95% CI", "vs_clean": "vs clean [95% CI]", "flips": "flips vs clean",
+            "p_vs_clean_holm": "p (Holm)", "real": "real drop?"}
     if "diff_vs_reference" in t:
         t["vs_ref"] = ["" if d != d else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}] (p {_pval(p)})"
                        for d, lo, hi, p in zip(t.diff_vs_reference, t.diff_vs_reference_lo, t.diff_vs_reference_hi,

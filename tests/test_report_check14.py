@@ -1,0 +1,82 @@
+"""Bugs found by looking at a real report (issue 14's user-level check): each has a test here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from test_analysis_synth import make_store
+from weakspot import analysis as A
+
+
+def _jpeg_store(root):
+    """An ImageNet-C-style jpeg sweep: severities 1, 3, 5 AND a quality axis that falls with them."""
+    levels = [(25, 0.5), (15, 1.0), (7, 2.0)]
+    store, raw = make_store(root, physical=("jpeg", "imagenet_c", "quality", "", levels))
+    c = store.conditions()
+    c.loc[c.degradation == "jpeg", "degradation"] = "imagenet_c/jpeg_compression"  # ids may not hold '/' 
+    for (q, _), sev in zip(levels, (1, 3, 5)):
+        c.loc[c.axis_value == q, "severity"] = float(sev)
+    store.write_conditions({k: [None if isinstance(v, float) and np.isnan(v) else v for v in c[k].tolist()] for k in ("condition_id", "degradation", "family", "params_json",
+                                                        "severity", "axis", "axis_value", "axis_unit")})
+    return store
+
+
+def test_imagenet_c_jpeg_axis_points_to_more_damage(tmp_path):
+    """Seen: the jpeg_compression panel ran quality 7 → 25 left to right, i.e. damage grew to the
+    LEFT, because a degradation with severities always got direction +1."""
+    import matplotlib.pyplot as plt
+
+    from weakspot.report.figures import accuracy_figure
+
+    store = _jpeg_store(tmp_path / "run")
+    run = A.load_run(store)
+    c = run.conditions[run.conditions.degradation == "imagenet_c/jpeg_compression"].sort_values("order")
+    assert (c.direction == -1).all()
+    assert c.x.tolist() == [25, 15, 7] and c.order.tolist() == [1, 2, 3]  # order still from severity
+    assert (run.conditions[run.conditions.degradation == "contrast_drop"].direction == 1).all()
+    a = A.analyze(store, n_boot=20)
+    d = a.run.conditions.groupby("degradation")["direction"].first().to_dict()
+    fig = accuracy_figure(a.accuracy, ["imagenet_c/jpeg_compression"], {}, True, direction=d)
+    left, right = fig.axes[0].get_xlim()
+    assert left > right  # quality 25 (mild) left, 7 (severe) right
+    plt.close(fig)
+    bp = a.breaking[(a.breaking.degradation == "imagenet_c/jpeg_compression") & a.breaking.label.str.contains("not")]
+    assert not bp.label.str.contains(">").any()
+
+
+def test_exposure_panel_labels_every_level_and_legend_avoids_the_curve(tmp_path):
+    """Seen: the exposure panel showed one tick ('1/1000 s') for three exposures, and the
+    pixel_size legend (fixed lower left) sat on the curve."""
+    import matplotlib.pyplot as plt
+
+    from weakspot.report.figures import accuracy_figure
+
+    levels = [(0.004, 0.3), (0.001, 1.0), (0.00025, 2.0)]
+    store, _ = make_store(tmp_path / "exp", physical=("exposure", "camera", "exposure_s", "s", levels))
+    a = A.analyze(store, n_boot=20)
+    d = a.run.conditions.groupby("degradation")["direction"].first().to_dict()
+    fig = accuracy_figure(a.accuracy, ["exposure"], {}, True, direction=d)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert {"1/250 s", "1/1000 s", "1/4000 s"} <= set(labels)
+    assert ax.get_legend()._loc != 3  # not pinned to 'lower left'
+    plt.close(fig)
+
+
+def test_accuracy_table_shows_per_level_flip_counts(tmp_path):
+    """Seen: the accuracy table gave the McNemar p but not the flips it counts (lost / gained per
+    level); they are now a column, equal to a direct count over the store."""
+    from weakspot.report import write_report
+
+    store, raw = make_store(tmp_path / "run", n_classes=3, per_class=5)
+    html = write_report(tmp_path / "run", tmp_path / "r", n_boot=20, max_examples=0).read_text()
+    assert "<th>flips vs clean</th>" in html
+    p = store.predictions()
+    clean = p[p.condition_id == "clean"].set_index("image_index").correct1
+    for cid, g in p[p.condition_id != "clean"].groupby("condition_id"):
+        now = g.set_index("image_index").correct1
+        lost = int((clean & ~now).sum())
+        gained = int((~clean & now).sum())
+        assert f"{lost} lost / {gained} gained" in html, cid
