@@ -87,8 +87,8 @@ def test_plain_conclusions_state_number_interval_and_no_evidence():
     assert "BRISQUE predicts which images the model gets wrong: AUC 0.71 [0.62, 0.80]" in joined
     assert "No evidence that NIQE predicts" in joined and "[0.45, 0.66]" in joined
     assert "SSIM rates the images the model gets wrong as better quality: AUC 0.30 [0.20, 0.40]" in joined
-    assert "worse mean BRISQUE goes with lower top-1 accuracy" in joined
-    assert "No evidence that mean PSNR tracks" in joined
+    assert "worse mean quality goes with lower top-1 accuracy (Spearman): BRISQUE ρ -0.70 [-0.90, -0.30]" in joined
+    assert "No evidence that mean quality tracks top-1 accuracy across conditions for: PSNR ρ +0.20" in joined
     assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in joined
     assert "No evidence that saliency moves under jpeg" in joined
     warnings = [t for t in text if t.startswith("Warning")]
@@ -131,3 +131,21 @@ def test_relations_orient_full_reference_auc_and_use_degraded_rows():
     s = corr[(corr.relation == "mean_quality_vs_top1_acc") & (corr.measure == "ssim")].iloc[0]
     assert s.n == 2  # degraded conditions only
     assert math.isnan(s.value)  # < 3 pairs: no ρ claimed
+
+
+def test_camera_sweeps_start_at_the_camera_reference():
+    """A camera-family sweep is judged from the camera reference (the pipeline at its neutral
+    setting), not from clean: here BRISQUE is worse than clean at every level but better at
+    the first level than at the reference, so it is flagged only when judged correctly."""
+    c = _ctab()
+    c["family"] = np.where(c.degradation == "exposure", "camera", "blur")
+    c.loc[c.degradation == "exposure", "mean_brisque"] = [40.0, 45.0, 50.0]
+    ref = dict(condition_id="camera_reference", degradation="camera", family="camera", severity=np.nan,
+               axis=None, axis_value=np.nan, axis_unit=None, direction=1, mean_niqe=4.5, mean_brisque=60.0,
+               mean_psnr_db=31.0)
+    c = pd.concat([c, pd.DataFrame([ref])], ignore_index=True)
+    f = quality_order_flags(c).set_index(["degradation", "measure"])
+    r = f.loc[("exposure", "brisque")]
+    assert r.flagged and r.levels.startswith("camera reference 60") and r.n_levels == 4
+    assert f.loc[("exposure", "psnr_db")].n_levels == 4 and not f.loc[("exposure", "psnr_db")].flagged
+    assert "camera" not in set(f.index.get_level_values(0))  # the reference is not a sweep of its own

@@ -200,6 +200,7 @@ def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: in
         spearman_ci(deg.saliency_shift, deg.prob_drop, n_boot, seed), "centroid shift vs probability drop")
     if "saliency_shift_px" in deg and "degradation" in conditions and deg.saliency_shift_px.notna().any():
         d = deg.merge(conditions[["condition_id", "degradation"]], on="condition_id", how="left")
+        d.loc[d.condition_id == "camera_reference", "degradation"] = "the camera reference"  # not a sweep
         for name, g in d.groupby("degradation", sort=False):
             add("saliency_shift_px", saliency, "degradation", "mean", _mean_ci(g.saliency_shift_px, n_boot, seed),
                 "mean centroid shift (px on the model view) over the degradation's levels and images",
@@ -236,12 +237,14 @@ def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float 
     """Does each quality measure rank a degradation's levels in its damage order?
 
     For every degradation with ≥ 2 levels and every measure, the Spearman ρ between
-    the damage rank (mild → severe, see :func:`_damage_order`; clean is the level
-    before the mildest for the no-reference measures, full-reference ones are not
-    defined on clean) and the measure's mean score oriented so that higher = worse
+    the damage rank (mild → severe, see :func:`_damage_order`) and the measure's mean
+    score oriented so that higher = worse
     (:data:`WORSE_SIGN`). A measure is ``flagged`` when ρ < ``min_rho``: its worse-score
     does not increase with damage. ``inversions`` names each level that the measure
-    rates better than the milder level before it.
+    rates better than the milder level before it. The level before the mildest is the
+    ``camera_reference`` condition for a camera-family degradation when the run has one
+    (the camera pipeline at its neutral setting: the sweep's true start), else clean for
+    the no-reference measures (full-reference ones are not defined on clean).
 
     Columns: ``degradation``, ``measure``, ``rho``, ``n_levels``, ``levels`` (mild →
     severe, with the oriented means), ``inversions``, ``flagged``, ``message``.
@@ -255,6 +258,7 @@ def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float 
     c = conditions.copy()
     c["_key"] = _damage_order(c)
     clean = c[c.condition_id == "clean"]
+    ref = c[c.condition_id == "camera_reference"]
     out = []
     degs = c[(c.condition_id != "clean") & c.degradation.notna() & (c.condition_id != "camera_reference")]
     for name, g in degs.groupby("degradation", sort=False):
@@ -263,9 +267,15 @@ def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float 
             continue
         for m in measures:
             col = f"mean_{m}"
-            seq = g if m in FULL_REFERENCE or clean.empty else pd.concat([clean.assign(_key=-np.inf), g])
+            fam = g["family"].iloc[0] if "family" in g else None
+            if fam == "camera" and len(ref):
+                seq = pd.concat([ref.assign(_key=-np.inf, level="camera reference"), g])
+            elif m in FULL_REFERENCE or clean.empty:
+                seq = g
+            else:
+                seq = pd.concat([clean.assign(_key=-np.inf), g])
             seq = seq[seq[col].notna()]
-            if len(seq) < 2 or len(seq) < len(g):
+            if len(seq) < 2 or len(seq) < len(g) or seq[col].isna().any():
                 continue
             worse = WORSE_SIGN[m] * seq[col].to_numpy(float)
             names = [_level_name(r) for _, r in seq.iterrows()]
@@ -319,25 +329,38 @@ def plain_conclusions(correlations: pd.DataFrame, flags: pd.DataFrame | None = N
             out.append(f"{name} predicts which images the model gets wrong: {num}.")
         else:
             out.append(f"{name} rates the images the model gets wrong as better quality: {num}, below chance (0.5).")
+    groups: dict[str, list[str]] = {"good": [], "none": [], "against": []}
     for _, r in rows("mean_quality_vs_top1_acc").iterrows():
         name = MEASURE_NAMES.get(r.measure, r.measure)
-        num = f"Spearman ρ {r.value:+.2f} {_ci(r.lo, r.hi, '{:+.2f}')} over {int(r.n)} conditions"
+        num = f"{name} ρ {r.value:+.2f} {_ci(r.lo, r.hi, '{:+.2f}')} ({int(r.n)} conditions)"
         good = (r.lo > 0 and WORSE_SIGN.get(r.measure, 1) < 0) or (r.hi < 0 and WORSE_SIGN.get(r.measure, 1) > 0)
         if pd.isna(r.value) or pd.isna(r.lo) or r.lo <= 0 <= r.hi:
-            out.append(f"No evidence that mean {name} tracks top-1 accuracy across conditions: {num}.")
-        elif good:
-            out.append(f"Across conditions, worse mean {name} goes with lower top-1 accuracy: {num}.")
+            groups["none"].append(num)
         else:
-            out.append(f"Across conditions, mean {name} runs against accuracy (worse score, higher accuracy): {num}.")
-    for _, r in rows("saliency_shift_px").iterrows():
-        num = f"mean centroid shift {r.value:.1f} px {_ci(r.lo, r.hi, '{:.1f}')} (n = {int(r.n)})"
+            groups["good" if good else "against"].append(num)
+    if groups["good"]:
+        out.append("Across conditions, worse mean quality goes with lower top-1 accuracy (Spearman): "
+                   + "; ".join(groups["good"]) + ".")
+    if groups["none"]:
+        out.append("No evidence that mean quality tracks top-1 accuracy across conditions for: "
+                   + "; ".join(groups["none"]) + " (the interval includes 0).")
+    if groups["against"]:
+        out.append("Across conditions, these measures run against accuracy (worse score, higher accuracy): "
+                   + "; ".join(groups["against"]) + ".")
+    moves, still = [], []
+    for _, r in rows("saliency_shift_px").sort_values("value", ascending=False).iterrows():
         if pd.isna(r.value):
             continue
-        if not pd.isna(r.lo) and r.lo >= min_shift_px:
-            out.append(f"Saliency moves under {r.degradation}: {num}.")
-        else:
-            out.append(f"No evidence that saliency moves under {r.degradation}: {num}; the interval reaches below "
-                       f"{min_shift_px:g} px.")
+        item = (r.degradation, f"{r.value:.1f} px {_ci(r.lo, r.hi, '{:.1f}')} (n = {int(r.n)})")
+        (moves if not pd.isna(r.lo) and r.lo >= min_shift_px else still).append(item)
+    for items, head in ((moves, "Saliency moves under"), (still, "No evidence that saliency moves under")):
+        if items:
+            first, rest = items[0], items[1:]
+            text = f"{head} {first[0]}: mean centroid shift {first[1]}"
+            text += "".join(f"; under {d}: {v}" for d, v in rest)
+            if items is still:
+                text += f" — each interval reaches below {min_shift_px:g} px"
+            out.append(text + ".")
     if flags is not None and len(flags):
         out += [f"Warning: {m}." for m in flags[flags.flagged].message]
     return out
