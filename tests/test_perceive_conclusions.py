@@ -149,3 +149,25 @@ def test_camera_sweeps_start_at_the_camera_reference():
     assert r.flagged and r.levels.startswith("camera reference 60") and r.n_levels == 4
     assert f.loc[("exposure", "psnr_db")].n_levels == 4 and not f.loc[("exposure", "psnr_db")].flagged
     assert "camera" not in set(f.index.get_level_values(0))  # the reference is not a sweep of its own
+
+
+def test_printed_summary_keeps_relation_names_whole_and_names_the_degradation():
+    """Seen: in a 100-column terminal the relation column was folded into 7-letter pieces
+    ('quality_vs_cor / rect1'), and per-degradation rows did not say which degradation."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from weakspot.quality.relations import PerceptionResult, print_summary
+
+    corr = _corr([
+        ("quality_predicts_error", "brisque", "image", "auc", 0.71, 0.62, 0.80, 120, "", ""),
+        ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
+    ])
+    con = Console(width=100, record=True, file=open("/dev/null", "w"))
+    print_summary(PerceptionResult(pd.DataFrame(), _ctab(), corr, Path("."), {"n_images": 4}), con)
+    text = con.export_text()
+    assert "quality_predicts_error" in text  # whole on one line, not folded
+    assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in " ".join(text.split())
+    rows = [ln for ln in text.splitlines() if "saliency_shift_px" in ln]
+    assert rows and "gaussian_blur" in rows[0]

@@ -807,13 +807,16 @@ def print_summary(res: PerceptionResult, console=None) -> None:
     console = console or Console()
     t = Table(title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
               title_justify="left")
-    t.add_column("relation", overflow="fold")
-    for c in ("measure", "level", "statistic", "value", "95% interval", "n"):
-        t.add_column(c, no_wrap=True, min_width=len(c))
+    t.add_column("relation", overflow="fold", min_width=27)  # the longest name stays whole in 100 columns
+    for c, name in (("measure", "measure"), ("level", "level"), ("statistic", "stat"), ("value", "value"),
+                    ("95% interval", "95% interval"), ("n", "n")):
+        t.add_column(name, no_wrap=True, min_width=len(name))
     for _, r in res.correlations.iterrows():
         ci = "—" if math.isnan(r.lo) else f"[{r.lo:.2f}, {r.hi:.2f}]"
         val = "—" if math.isnan(r.value) else f"{r.value:.3f}"
-        t.add_row(r.relation, r.measure, r.level, r.statistic, val, ci, str(int(r.n)))
+        deg = r.get("degradation", "")
+        t.add_row(r.relation + (f" ({deg})" if isinstance(deg, str) and deg else ""), r.measure, r.level,
+                  r.statistic, val, ci, str(int(r.n)))
     console.print(t)
     for line in res.conclusions:
         console.print(line, markup=False, style="yellow" if line.startswith("Warning") else None)
