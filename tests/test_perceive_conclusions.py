@@ -171,3 +171,29 @@ def test_printed_summary_keeps_relation_names_whole_and_names_the_degradation():
     assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in " ".join(text.split())
     rows = [ln for ln in text.splitlines() if "saliency_shift_px" in ln]
     assert rows and "gaussian_blur" in rows[0]
+
+
+def test_quality_accuracy_figure_legend_outside_and_reference_named():
+    """Seen: the legend sat on the curves (lower left), and the camera reference was drawn as
+    a one-point 'camera' sweep."""
+    import matplotlib.pyplot as plt
+
+    from weakspot.quality.relations import quality_accuracy_figure
+
+    c = _ctab()
+    c["family"] = np.where(c.degradation == "exposure", "camera", "blur")
+    ref = dict(condition_id="camera_reference", degradation="camera", family="camera", mean_niqe=4.5,
+               mean_brisque=30.0)
+    c = pd.concat([c, pd.DataFrame([ref])], ignore_index=True)
+    c["top1_acc"] = np.linspace(0.9, 0.2, len(c))
+    fig = quality_accuracy_figure(c, "brisque")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "camera reference" in labels and "camera" not in labels
+    fig.canvas.draw()
+    leg = ax.get_legend().get_window_extent()
+    assert leg.x0 >= ax.get_window_extent().x1  # right of the plotting area
+    # lines run mild -> severe: the exposure line visits 1/250 s, 1/1000 s, 1/4000 s in that order
+    line = [ln for ln in ax.get_lines() if ln.get_label() == "exposure"][0]
+    assert list(line.get_xdata()) == [20.0, 22.0, 19.0, 12.0]
+    plt.close(fig)

@@ -58,7 +58,8 @@ MEASURES = ("niqe", "brisque")
 FULL_REFERENCE = ("psnr_db", "ssim", "lpips")
 #: +1 when a higher score is worse quality, -1 when higher is better
 WORSE_SIGN = {"niqe": 1, "brisque": 1, "psnr_db": -1, "ssim": -1, "lpips": 1}
-MEASURE_NAMES = {"niqe": "NIQE", "brisque": "BRISQUE", "psnr_db": "PSNR", "ssim": "SSIM", "lpips": "LPIPS"}
+MEASURE_NAMES = {"niqe": "NIQE", "brisque": "BRISQUE", "psnr_db": "PSNR", "ssim": "SSIM", "lpips": "LPIPS",
+                 "grad_cam": "Grad-CAM", "occlusion": "occlusion"}
 #: Values of ``perceive(saliency=...)`` / ``weakspot perceive --saliency``.
 SALIENCY_METHODS = ("auto", "gradcam", "occlusion", "none")
 
@@ -723,6 +724,8 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     clean = ctab[ctab.condition_id == "clean"]
+    ctab = ctab.copy()
+    ctab.loc[ctab.condition_id == "camera_reference", "degradation"] = "camera reference"  # a reference, not a sweep
     for degname, d in ctab[ctab.condition_id != "clean"].groupby("degradation"):
         d = d.assign(_key=_damage_order(d)).sort_values("_key", na_position="first")  # mild → severe
         d = pd.concat([clean, d])
@@ -732,7 +735,7 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
     ax.set_xlabel(f"mean {measure.upper()} (higher = worse)")
     ax.set_ylabel("top-1 accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # outside: never on a line
     return fig
 
 
