@@ -99,3 +99,29 @@ def test_user_mistakes_and_lpips_without_weights(tmp_path, monkeypatch):
     assert d.shape == (1,) and math.isnan(float(d[0]))
     ok, note = lpips_status(tmp_path / "missing.pth")
     assert not ok
+
+
+def test_lpips_from_a_weights_file_equals_the_lpips_package(pairs, tmp_path, monkeypatch):
+    """LPIPS with the backbone read from a file equals the lpips package's own model built on
+    torchvision's AlexNet holding the same weights (random here: no ImageNet AlexNet offline)."""
+    lpips = pytest.importorskip("lpips")
+    import torchvision
+
+    torch.manual_seed(0)
+    alex = torchvision.models.alexnet(weights=None)
+    f = tmp_path / "alexnet.pth"
+    torch.save(alex.state_dict(), f)
+    d = torch.cat([_t(d) for d, _ in pairs[:4]]).float()
+    c = torch.cat([_t(c) for _, c in pairs[:4]]).float()
+    got = lpips_distance(d, c, f)
+    assert lpips_status(f)[0] and torch.isfinite(got).all() and (got > 0).all()
+    np.testing.assert_allclose(lpips_distance(c, c, f).numpy(), 0, atol=1e-7)
+    # reference: lpips builds its backbone by calling torchvision.models.alexnet(pretrained=True)
+    monkeypatch.setattr(torchvision.models, "alexnet", lambda *a, **k: alex)
+    import lpips.pretrained_networks as pn
+
+    monkeypatch.setattr(pn.tv, "alexnet", lambda *a, **k: alex)
+    ref = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=False, verbose=False).eval()
+    with torch.no_grad():
+        want = ref(d * 2 - 1, c * 2 - 1).flatten()
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
