@@ -80,3 +80,17 @@ def test_accuracy_table_shows_per_level_flip_counts(tmp_path):
         lost = int((clean & ~now).sum())
         gained = int((~clean & now).sum())
         assert f"{lost} lost / {gained} gained" in html, cid
+
+
+def test_per_class_note_does_not_call_500_images_few(tmp_path):
+    """Seen on the MNIST demo: 'rest on few images (about 500 per class here): with ~10 images
+    per class z-scores and ranks are noisy' — self-contradictory; the note now follows n."""
+    from weakspot.report import write_report
+    from weakspot.report.sections import per_class_note
+
+    assert "few images" in per_class_note(10) and "noisy" in per_class_note(10)
+    assert "few" not in per_class_note(500) and "noisy" not in per_class_note(500)
+    assert "about 500 images per class" in per_class_note(500)
+    make_store(tmp_path / "big", n_classes=3, per_class=40)
+    html = write_report(tmp_path / "big", tmp_path / "r", n_boot=20, max_examples=0).read_text()
+    assert "about 40 images per class" in html and "~10 images" not in html

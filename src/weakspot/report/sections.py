@@ -12,9 +12,18 @@ from weakspot.report.builder import ReportContext, Section, SectionOutput, esc
 __all__ = ["builtin_sections", "render_what_broke", "render_overview", "render_accuracy", "render_heatmap",
            "render_classes", "render_examples", "render_confusion", "render_breaking", "render_adaptive"]
 
-NOISY_NOTE = ("Per-class numbers rest on few images (about {n} per class here): with ~10 images per class "
-              "z-scores and ranks are noisy. The intervals are 95% bootstrap intervals of the class mean drop "
-              "(a continuous quantity; accuracies use Wilson intervals).")
+_INTERVAL_NOTE = ("The intervals are 95% bootstrap intervals of the class mean drop (a continuous quantity; "
+                  "accuracies use Wilson intervals).")
+#: below this many images per class, per-class z-scores and ranks are called noisy
+FEW_PER_CLASS = 30
+
+
+def per_class_note(n: int) -> str:
+    """The note above the per-class tables; it calls the numbers noisy only when they are."""
+    if n < FEW_PER_CLASS:
+        return (f"Per-class numbers rest on few images (about {n} per class here): z-scores and ranks are noisy. "
+                + _INTERVAL_NOTE)
+    return f"Per-class numbers rest on about {n} images per class. " + _INTERVAL_NOTE
 
 
 def _f(v, digits=2):
@@ -319,7 +328,7 @@ def render_classes(ctx: ReportContext) -> SectionOutput | None:
         h, m, recs = _per_image(ctx)
         summ.update(note=note, per_image=recs)
         return SectionOutput(f'<p class="note bad">{esc(note)}</p>{h}', summ, _md_text(note) + "\n\n" + m)
-    note = NOISY_NOTE.format(n=per_class)
+    note = per_class_note(per_class)
     if len(small):
         names = ", ".join(f"{a.run.class_name(k)} (n = {int(v)})" for k, v in small.head(8).items())
         note += (f" {len(small)} class(es) with fewer than {mpc} images are not ranked and get no interval: "
