@@ -94,3 +94,27 @@ def test_per_class_note_does_not_call_500_images_few(tmp_path):
     make_store(tmp_path / "big", n_classes=3, per_class=40)
     html = write_report(tmp_path / "big", tmp_path / "r", n_boot=20, max_examples=0).read_text()
     assert "about 40 images per class" in html and "~10 images" not in html
+
+
+def test_near_one_intervals_never_print_as_zero_width(tmp_path):
+    """Seen on the MNIST demo: 'clean top-1 accuracy [1.00, 1.00]' under a 99.7% card — a Wilson
+    interval of width 0.003 rounded to two decimals. Decimals are now added until it shows."""
+    from weakspot.analysis.paired import wilson_interval
+    from weakspot.report import write_report
+    from weakspot.report.sections import _interval
+
+    lo, hi = (float(v) for v in np.ravel(wilson_interval(4985, 5000)))
+    assert hi - lo > 0.001
+    text = _interval(lo, hi)
+    a, b = text.strip("[]").split(", ")
+    assert a != b and float(a) <= 4985 / 5000 <= float(b)
+    p = _interval(lo, hi, pct=True, digits=1)
+    assert p.count("%") == 2 and p.split(", ")[0] != p.split(", ")[1]
+    assert _interval(0.25, 0.75) == "[0.25, 0.75]" and _interval(1.0, 1.0) == "[1.00, 1.00]"
+    # on a page: a run whose clean accuracy is 100% on most classes
+    make_store(tmp_path / "run", n_classes=3, per_class=200)
+    html = write_report(tmp_path / "run", tmp_path / "r", n_boot=20, max_examples=0).read_text()
+    import re
+
+    for lo_s, hi_s in re.findall(r"\[(\d\.\d+), (\d\.\d+)\]", html):
+        assert lo_s != hi_s or lo_s in ("1.00", "0.00")  # only true zero-width (all right / all wrong) may

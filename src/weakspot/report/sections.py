@@ -32,6 +32,18 @@ def _f(v, digits=2):
     return f"{v:.{digits}f}"
 
 
+def _interval(lo, hi, *, pct: bool = False, digits: int = 2) -> str:
+    """``[lo, hi]`` with as many decimals as it takes (up to 4 more) for a non-zero-width interval
+    not to print as zero-width: 0.9960–0.9985 is ``[0.996, 0.998]``, never ``[1.00, 1.00]``."""
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "[—]"
+    scale, unit = (100.0, "%") if pct else (1.0, "")
+    d = digits
+    while d < digits + 4 and lo != hi and round(lo * scale, d) == round(hi * scale, d):
+        d += 1
+    return f"[{lo * scale:.{d}f}{unit}, {hi * scale:.{d}f}{unit}]"
+
+
 def _p(v):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -128,7 +140,7 @@ def render_overview(ctx: ReportContext) -> SectionOutput:
             "n_classes": run.n_classes, "n_degradations": len(run.degradations), "metric": metric,
             "min_per_class": int(getattr(a, "min_per_class", 5))}
     cards = [(f"{clean.top1:.1%}" if run.labelled else "—",
-              f"clean top-1 accuracy [{_f(clean.top1_lo)}, {_f(clean.top1_hi)}]" if run.labelled
+              f"clean top-1 accuracy {_interval(clean.top1_lo, clean.top1_hi, pct=True, digits=1)}" if run.labelled
               else "clean top-1 accuracy (no labels)"),
              (str(len(run.images)), "images"), (str(len(run.degradations)), "degradations")]
     if not deg.empty:
@@ -199,7 +211,7 @@ def render_accuracy(ctx: ReportContext) -> SectionOutput | None:
         parts.append(f"<h3>{esc(fam)}</h3><div class='grid3'>{''.join(figs)}</div>")
     metric = "top1" if run.labelled else "agreement"
     t = acc.copy()
-    t["ci"] = [f"[{_f(lo)}, {_f(hi)}]" for lo, hi in zip(t[f"{metric}_lo"], t[f"{metric}_hi"])]
+    t["ci"] = [_interval(lo, hi) for lo, hi in zip(t[f"{metric}_lo"], t[f"{metric}_hi"])]
     t["vs_clean"] = [("—" if cid == "clean" else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}]")
                      for cid, d, lo, hi in zip(t.condition_id, t.diff_vs_clean, t.diff_vs_clean_lo,
                                                t.diff_vs_clean_hi)]
