@@ -134,6 +134,14 @@ def test_report_gains_the_perception_section(run_dir, perception, tmp_path):
     np.testing.assert_allclose(got.loc[want.index].astype(float), want, equal_nan=True)
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Perception: image quality and saliency" in html and html.count("data:image/png") >= 3
+    # the section ends with the plain conclusions, each with a number and interval
+    assert sec["conclusions"] == load_perception(run_dir).conclusions and sec["conclusions"]
+    assert html.index("<h3>Conclusions</h3>") > html.rindex("data:image/png")
+    import html as htmllib
+
+    for line in sec["conclusions"]:
+        assert htmllib.escape(line, quote=False) in html or htmllib.escape(line) in html
+    assert {"psnr_db", "ssim"} <= {r["measure"] for r in sec["correlations"]}
 
 
 # ---------------------------------------------------------------- ONNX and TorchScript runs
@@ -231,3 +239,34 @@ def test_saliency_choice(lite0, mnist_cnn):
     assert choose_saliency(mnist_cnn, "occlusion") == "occlusion" and choose_saliency(lite0, "none") == "none"
     with pytest.raises(InvalidParameterError, match="gradcam"):
         choose_saliency(lite0, "lime")
+
+
+def test_full_reference_columns_match_skimage_and_physics(run_dir, perception):
+    """psnr_db/ssim of the regenerated degraded images against their clean originals equal
+    scikit-image's on the same images; blur: more σ → lower PSNR and SSIM; clean rows NaN."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from weakspot.evaluate import Run, degrade_images
+
+    t, c = perception.images, perception.conditions.set_index("condition_id")
+    assert t.loc[t.condition_id == "clean", ["psnr_db", "ssim", "lpips"]].isna().all().all()
+    run = Run.open(run_dir)
+    cond = {x.condition_id: x for x in run.conditions()}["gaussian_noise.variance=0.03"]
+    data = run.open_data()
+    rows = t[t.condition_id == cond.condition_id].head(2)
+    clean = [data.load(int(i)) for i in rows.image_index]
+    deg = degrade_images(cond, clean, list(rows.image_id), run.seed)
+    for (_, r), x, y in zip(rows.iterrows(), deg, clean):
+        a, b = x.clamp(0, 1).double().permute(1, 2, 0).numpy(), y.double().permute(1, 2, 0).numpy()
+        assert r.psnr_db == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1.0), rel=1e-9)
+        assert r.ssim == pytest.approx(structural_similarity(b, a, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                                             use_sample_covariance=False, data_range=1.0), abs=1e-9)
+    blur = sorted((i for i in c.index if i.startswith("gaussian_blur")), key=lambda i: c.loc[i, "axis_value"])
+    assert c.loc[blur[0], "mean_psnr_db"] > c.loc[blur[1], "mean_psnr_db"]
+    assert c.loc[blur[0], "mean_ssim"] > c.loc[blur[1], "mean_ssim"]
+    corr = perception.correlations
+    assert {"psnr_db", "ssim"} <= set(corr[corr.relation == "quality_predicts_error"].measure)
+    assert "LPIPS not computed" in perception.meta["lpips"] or perception.meta["lpips"].startswith("LPIPS (")
+    # flags and conclusions (the CLI test may have rewritten the files since: use the fixture's result)
+    assert set(perception.flags.degradation) == {"gaussian_blur"}  # the only degradation with ≥ 2 levels
+    assert perception.conclusions == perception.meta["conclusions"] and perception.conclusions

@@ -243,13 +243,16 @@ def perceive_cmd(
     seed: int = typer.Option(0, help="seed of the image sample and the bootstrap"),
     saliency: str = typer.Option("auto", "--saliency", help="gradcam | occlusion | none (default auto: "
                                  "Grad-CAM for a PyTorch module with a conv layer, else occlusion)"),
+    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help="torchvision AlexNet weights file "
+                                                 "for LPIPS (default: $TORCH_HOME/hub/checkpoints; none: NaN)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Quality (NIQE, BRISQUE) and saliency vs accuracy: tables and figures in RUN_DIR/perception/."""
     from weakspot.quality.relations import perceive, print_summary
 
     res = perceive(run_dir, max_images=max_images, conditions=conditions, grid=grid, n_boot=n_boot,
-                   overlays=overlays, seed=seed, saliency=saliency, progress=progress, console=console)
+                   overlays=overlays, seed=seed, saliency=saliency, lpips_weights=lpips_weights, progress=progress,
+                   console=console)
     print_summary(res, console)
 
 

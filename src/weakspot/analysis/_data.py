@@ -187,12 +187,13 @@ def load_run(store: StoreLike) -> RunData:
     conds["order"] = np.nan
     conds["direction"] = 1
     for deg, g in conds[conds.condition_id != CLEAN].groupby("degradation", sort=False):
+        # the x-axis direction always follows the axis (ImageNet-C jpeg: severity up, quality down)
+        d = _direction(deg, g["axis"].dropna().iloc[0] if g["axis"].notna().any() else None, g["x"].to_numpy())
+        conds.loc[g.index, "direction"] = d
         if g["severity"].notna().all():
             key = g["severity"].astype(float)
         else:
-            d = _direction(deg, g["axis"].dropna().iloc[0] if g["axis"].notna().any() else None, g["x"].to_numpy())
             key = d * g["x"].fillna(0.0)
-            conds.loc[g.index, "direction"] = d
         conds.loc[g.index, "order"] = key.rank(method="first").astype(int)
     conds.loc[conds.condition_id == CLEAN, ["order", "x"]] = [0, np.nan]
     conds["level"] = [

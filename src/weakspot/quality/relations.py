@@ -43,7 +43,8 @@ import torch
 from weakspot.errors import DataError, InvalidImageError, InvalidParameterError, WeakspotError
 
 __all__ = ["perceive", "PerceptionResult", "load_perception", "spearman_ci", "quality_relations", "TABLES",
-           "PERCEPTION_DIR", "SALIENCY_METHODS", "choose_saliency", "occlusion_window_px"]
+           "PERCEPTION_DIR", "SALIENCY_METHODS", "choose_saliency", "occlusion_window_px", "quality_order_flags",
+           "plain_conclusions", "FULL_REFERENCE", "WORSE_SIGN", "MEASURE_NAMES"]
 
 PERCEPTION_DIR = "perception"
 #: Tables written under ``RUN_DIR/perception/``.
@@ -51,8 +52,15 @@ TABLES = {
     "images": "one row per (condition, image): quality, prediction, saliency and spatial measures",
     "conditions": "one row per condition: mean quality, accuracy (whole run and sample), saliency movement",
     "correlations": "one row per relation: Spearman rho (or AUC / mean) with a bootstrap 95% interval",
+    "flags": "one row per (degradation, measure): does the measure's worse-score grow with the damage level",
 }
 MEASURES = ("niqe", "brisque")
+#: full-reference measures: the degraded image against its clean original (NaN on clean rows)
+FULL_REFERENCE = ("psnr_db", "ssim", "lpips")
+#: +1 when a higher score is worse quality, -1 when higher is better
+WORSE_SIGN = {"niqe": 1, "brisque": 1, "psnr_db": -1, "ssim": -1, "lpips": 1}
+MEASURE_NAMES = {"niqe": "NIQE", "brisque": "BRISQUE", "psnr_db": "PSNR", "ssim": "SSIM", "lpips": "LPIPS",
+                 "grad_cam": "Grad-CAM", "occlusion": "occlusion"}
 #: Values of ``perceive(saliency=...)`` / ``weakspot perceive --saliency``.
 SALIENCY_METHODS = ("auto", "gradcam", "occlusion", "none")
 
@@ -66,6 +74,12 @@ class PerceptionResult:
     correlations: pd.DataFrame
     out_dir: Path
     meta: dict = field(default_factory=dict)
+    flags: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def conclusions(self) -> list[str]:
+        """Plain sentences (:func:`plain_conclusions`) from the tables."""
+        return plain_conclusions(self.correlations, self.flags)
 
 
 # ------------------------------------------------------------------ statistics
@@ -128,6 +142,11 @@ def _mean_ci(v, n_boot: int, seed: int) -> tuple[float, float, float, int]:
     return float(m[0]), float(lo[0]), float(hi[0]), len(v)
 
 
+def _present(images: pd.DataFrame) -> list[str]:
+    """The quality measures with at least one value in the per-image table."""
+    return [m for m in (*MEASURES, *FULL_REFERENCE) if m in images and images[m].notna().any()]
+
+
 def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
                       saliency: str = "grad_cam") -> pd.DataFrame:
     """The correlation table from the per-image and per-condition tables.
@@ -135,35 +154,45 @@ def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: in
     ``saliency`` names the saliency method of the map columns (``grad_cam``,
     ``occlusion`` or ``none``); it is the ``measure`` of the saliency rows.
 
-    Rows: ``relation``, ``measure``, ``level`` (image/condition/cell), ``statistic``
-    (spearman/auc/mean), ``value``, ``lo``, ``hi``, ``n``, ``note``.
+    Rows: ``relation``, ``measure``, ``level`` (image/condition/cell/degradation),
+    ``statistic`` (spearman/auc/mean), ``value``, ``lo``, ``hi``, ``n``, ``note``,
+    ``degradation`` (the degradation a per-degradation row is about, else empty).
+    The AUC is that of the *worse-oriented* score (:data:`WORSE_SIGN`: PSNR and SSIM
+    negated), so AUC > 0.5 always means "worse quality goes with errors". Full-reference
+    measures are undefined on clean images and use the degraded rows only.
     """
     rows: list[dict[str, Any]] = []
 
-    def add(relation, measure, level, statistic, vals, note=""):
+    def add(relation, measure, level, statistic, vals, note="", degradation=""):
         v, lo, hi, n = vals
         rows.append(dict(relation=relation, measure=measure, level=level, statistic=statistic, value=v, lo=lo,
-                         hi=hi, n=n, note=note))
+                         hi=hi, n=n, note=note, degradation=degradation))
 
     deg = images[images.condition_id != "clean"]
-    lab = images[images.label >= 0]
-    for m in MEASURES:
+    for m in _present(images):
+        src = deg if m in FULL_REFERENCE else images
+        lab = src[src.label >= 0]
+        sign = WORSE_SIGN[m]
         add("quality_vs_correct1", m, "image", "spearman",
             spearman_ci(lab[m], lab.correct1.astype(float), n_boot, seed),
-            "negative: worse quality (higher score) goes with errors")
+            "negative: worse quality (higher score) goes with errors" if sign > 0
+            else "positive: worse quality (lower score) goes with errors")
         add("quality_predicts_error", m, "image", "auc",
-            _auc_ci(lab[m], ~lab.correct1.astype(bool), n_boot, seed),
-            "ROC AUC of the score as a predictor of a top-1 error; 0.5 = chance")
+            _auc_ci(sign * lab[m], ~lab.correct1.astype(bool), n_boot, seed),
+            "ROC AUC of the score (oriented: worse = higher) as a predictor of a top-1 error; 0.5 = chance")
         add("quality_vs_prob_drop", m, "image", "spearman",
             spearman_ci(deg[m], deg.prob_drop, n_boot, seed),
             "drop of the clean top-1 class probability vs the clean image")
-        add("delta_quality_vs_prob_drop", m, "image", "spearman",
-            spearman_ci(deg[f"{m}_delta"], deg.prob_drop, n_boot, seed),
-            "quality change vs clean, against the probability drop")
-        for acc in ("top1_acc", "top5_acc"):
-            add(f"mean_quality_vs_{acc}", m, "condition", "spearman",
-                spearman_ci(conditions[f"mean_{m}"], conditions[acc], n_boot, seed),
-                "across conditions (the MOS-vs-accuracy view)")
+        if m in MEASURES:
+            add("delta_quality_vs_prob_drop", m, "image", "spearman",
+                spearman_ci(deg[f"{m}_delta"], deg.prob_drop, n_boot, seed),
+                "quality change vs clean, against the probability drop")
+        cond = conditions if m in MEASURES else conditions[conditions.condition_id != "clean"]
+        if f"mean_{m}" in cond:
+            for acc in ("top1_acc", "top5_acc"):
+                add(f"mean_quality_vs_{acc}", m, "condition", "spearman",
+                    spearman_ci(cond[f"mean_{m}"], cond[acc], n_boot, seed),
+                    "across conditions (the MOS-vs-accuracy view)")
     add("quality_map_vs_saliency", "brisque", "cell", "mean", _mean_ci(images.map_saliency_pearson, n_boot, seed),
         f"mean per-image Pearson r between the BRISQUE cell map and pooled {saliency}; 0 = unrelated")
     add("worst_quality_cells_in_salient_cells", "brisque", "cell", "mean",
@@ -171,7 +200,172 @@ def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: in
         "share of the worst-quality 25% cells among the most salient 25%; chance = 0.25")
     add("saliency_shift_vs_prob_drop", saliency, "image", "spearman",
         spearman_ci(deg.saliency_shift, deg.prob_drop, n_boot, seed), "centroid shift vs probability drop")
+    if "saliency_shift_px" in deg and "degradation" in conditions and deg.saliency_shift_px.notna().any():
+        d = deg.merge(conditions[["condition_id", "degradation"]], on="condition_id", how="left")
+        d.loc[d.condition_id == "camera_reference", "degradation"] = "the camera reference"  # not a sweep
+        for name, g in d.groupby("degradation", sort=False):
+            add("saliency_shift_px", saliency, "degradation", "mean", _mean_ci(g.saliency_shift_px, n_boot, seed),
+                "mean centroid shift (px on the model view) over the degradation's levels and images",
+                degradation=str(name))
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ conclusions
+def _damage_order(conditions: pd.DataFrame) -> pd.Series:
+    """Mild → severe key per condition: ``order`` if present, else severity, else
+    ``direction × axis value`` (direction: +1 when larger is worse; default +1)."""
+    if "order" in conditions and conditions["order"].notna().all():
+        return conditions["order"].astype(float)
+    sev = conditions["severity"].astype(float) if "severity" in conditions else pd.Series(np.nan, conditions.index)
+    x = conditions["axis_value"].astype(float) if "axis_value" in conditions else pd.Series(np.nan, conditions.index)
+    d = conditions["direction"].astype(float) if "direction" in conditions else 1.0
+    return sev.where(sev.notna(), d * x)
+
+
+def _level_name(r) -> str:
+    if r.get("condition_id") == "clean":
+        return "clean"
+    lvl = r.get("level")
+    if isinstance(lvl, str) and lvl:
+        return lvl
+    from weakspot.analysis._data import level_label
+
+    x = r.get("axis_value")
+    return level_label(r.get("severity") if x is None or pd.isna(x) else x, r.get("axis_unit"), r.get("severity"),
+                       r.get("axis"))
+
+
+def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float = 0.5) -> pd.DataFrame:
+    """Does each quality measure rank a degradation's levels in its damage order?
+
+    For every degradation with ≥ 2 levels and every measure, the Spearman ρ between
+    the damage rank (mild → severe, see :func:`_damage_order`) and the measure's mean
+    score oriented so that higher = worse
+    (:data:`WORSE_SIGN`). A measure is ``flagged`` when ρ < ``min_rho``: its worse-score
+    does not increase with damage. ``inversions`` names each level that the measure
+    rates better than the milder level before it. The level before the mildest is the
+    ``camera_reference`` condition for a camera-family degradation when the run has one
+    (the camera pipeline at its neutral setting: the sweep's true start), else clean for
+    the no-reference measures (full-reference ones are not defined on clean).
+
+    Columns: ``degradation``, ``measure``, ``rho``, ``n_levels``, ``levels`` (mild →
+    severe, with the oriented means), ``inversions``, ``flagged``, ``message``.
+    """
+    from scipy.stats import spearmanr
+
+    cols = ["degradation", "measure", "rho", "n_levels", "levels", "inversions", "flagged", "message"]
+    if measures is None:
+        measures = [m for m in (*MEASURES, *FULL_REFERENCE)
+                    if f"mean_{m}" in conditions and conditions[f"mean_{m}"].notna().any()]
+    c = conditions.copy()
+    c["_key"] = _damage_order(c)
+    clean = c[c.condition_id == "clean"]
+    ref = c[c.condition_id == "camera_reference"]
+    out = []
+    degs = c[(c.condition_id != "clean") & c.degradation.notna() & (c.condition_id != "camera_reference")]
+    for name, g in degs.groupby("degradation", sort=False):
+        g = g[g._key.notna()].sort_values("_key")
+        if len(g) < 2:
+            continue
+        for m in measures:
+            col = f"mean_{m}"
+            fam = g["family"].iloc[0] if "family" in g else None
+            if fam == "camera" and len(ref):
+                seq = pd.concat([ref.assign(_key=-np.inf, level="camera reference"), g])
+            elif m in FULL_REFERENCE or clean.empty:
+                seq = g
+            else:
+                seq = pd.concat([clean.assign(_key=-np.inf), g])
+            seq = seq[seq[col].notna()]
+            if len(seq) < 2 or len(seq) < len(g) or seq[col].isna().any():
+                continue
+            worse = WORSE_SIGN[m] * seq[col].to_numpy(float)
+            names = [_level_name(r) for _, r in seq.iterrows()]
+            rank = np.arange(len(seq), dtype=float)
+            rho = math.nan if np.ptp(worse) == 0 else float(spearmanr(rank, worse).statistic)
+            inv = [f"{names[k]} better than {names[k - 1]}" for k in range(1, len(seq)) if worse[k] < worse[k - 1]]
+            flagged = bool(math.isnan(rho) or rho < min_rho)
+            label = MEASURE_NAMES.get(m, m)
+            msg = ""
+            if flagged:
+                msg = (f"{label} does not rate {name} worse as the damage grows "
+                       f"({' → '.join(names)}: Spearman ρ {rho:+.2f}); it rates {'; '.join(inv) or 'the levels equal'}"
+                       f" — do not use {label} as a proxy for this degradation")
+            out.append(dict(degradation=str(name), measure=m, rho=rho, n_levels=len(seq),
+                            levels=", ".join(f"{n} {v:.3g}" for n, v in zip(names, seq[col])),
+                            inversions="; ".join(inv), flagged=flagged, message=msg))
+    return pd.DataFrame(out, columns=cols)
+
+
+def _ci(lo, hi, fmt="{:.2f}") -> str:
+    return "[—]" if lo is None or pd.isna(lo) else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def plain_conclusions(correlations: pd.DataFrame, flags: pd.DataFrame | None = None,
+                      min_shift_px: float = 1.0) -> list[str]:
+    """A few plain sentences from the correlation table, each with its number and 95 % interval.
+
+    * ROC AUC of each measure as an error predictor: "predicts" when the interval lies
+      above 0.5, "rates the images the model gets wrong as *better*" when below, else
+      "no evidence" (the interval includes 0.5, or could not be estimated);
+    * mean quality vs top-1 accuracy across conditions (null ρ = 0);
+    * saliency movement per degradation: "moves" when the interval's lower end is at
+      least ``min_shift_px`` (a sub-pixel shift is not movement), else "no evidence";
+    * one warning per flagged measure from :func:`quality_order_flags`.
+    """
+    out: list[str] = []
+
+    def rows(rel):
+        return correlations[correlations.relation == rel] if len(correlations) else correlations
+
+    for _, r in rows("quality_predicts_error").iterrows():
+        name = MEASURE_NAMES.get(r.measure, r.measure)
+        num = f"AUC {r.value:.2f} {_ci(r.lo, r.hi)} (n = {int(r.n)})"
+        if pd.isna(r.value):
+            out.append(f"No evidence either way whether {name} predicts errors: too few images or no errors "
+                       f"(n = {int(r.n)}).")
+        elif pd.isna(r.lo) or r.lo <= 0.5 <= r.hi:
+            out.append(f"No evidence that {name} predicts which images the model gets wrong: {num}; the interval "
+                       "includes chance (0.5).")
+        elif r.lo > 0.5:
+            out.append(f"{name} predicts which images the model gets wrong: {num}.")
+        else:
+            out.append(f"{name} rates the images the model gets wrong as better quality: {num}, below chance (0.5).")
+    groups: dict[str, list[str]] = {"good": [], "none": [], "against": []}
+    for _, r in rows("mean_quality_vs_top1_acc").iterrows():
+        name = MEASURE_NAMES.get(r.measure, r.measure)
+        num = f"{name} ρ {r.value:+.2f} {_ci(r.lo, r.hi, '{:+.2f}')} ({int(r.n)} conditions)"
+        good = (r.lo > 0 and WORSE_SIGN.get(r.measure, 1) < 0) or (r.hi < 0 and WORSE_SIGN.get(r.measure, 1) > 0)
+        if pd.isna(r.value) or pd.isna(r.lo) or r.lo <= 0 <= r.hi:
+            groups["none"].append(num)
+        else:
+            groups["good" if good else "against"].append(num)
+    if groups["good"]:
+        out.append("Across conditions, worse mean quality goes with lower top-1 accuracy (Spearman): "
+                   + "; ".join(groups["good"]) + ".")
+    if groups["none"]:
+        out.append("No evidence that mean quality tracks top-1 accuracy across conditions for: "
+                   + "; ".join(groups["none"]) + " (the interval includes 0).")
+    if groups["against"]:
+        out.append("Across conditions, these measures run against accuracy (worse score, higher accuracy): "
+                   + "; ".join(groups["against"]) + ".")
+    moves, still = [], []
+    for _, r in rows("saliency_shift_px").sort_values("value", ascending=False).iterrows():
+        if pd.isna(r.value):
+            continue
+        item = (r.degradation, f"{r.value:.1f} px {_ci(r.lo, r.hi, '{:.1f}')} (n = {int(r.n)})")
+        (moves if not pd.isna(r.lo) and r.lo >= min_shift_px else still).append(item)
+    for items, head in ((moves, "Saliency moves under"), (still, "No evidence that saliency moves under")):
+        if items:
+            first, rest = items[0], items[1:]
+            text = f"{head} {first[0]}: mean centroid shift {first[1]}"
+            text += "".join(f"; under {d}: {v}" for d, v in rest)
+            if items is still:
+                text += f" — each interval reaches below {min_shift_px:g} px"
+            out.append(text + ".")
+    if flags is not None and len(flags):
+        out += [f"Warning: {m}." for m in flags[flags.flagged].message]
+    return out
 
 
 # ------------------------------------------------------------------ computation
@@ -199,6 +393,33 @@ def _quality_native(imgs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
             with contextlib.suppress(InvalidImageError):  # too small for the measure: stays NaN
                 out[name][idx] = fn(x).numpy()
     return out["niqe"], out["brisque"]
+
+
+def _quality_reference(imgs: list[torch.Tensor], refs: list[torch.Tensor], lpips_weights=None) -> dict:
+    """PSNR (dB), SSIM and LPIPS of each degraded ``(C, H, W)`` image against its clean
+    original at native resolution. A degraded image whose size differs from the clean
+    one (a resampling degradation) is resized to the clean size (bilinear, antialiased)."""
+    from weakspot.quality.reference import lpips_distance, psnr_db, ssim
+
+    out = {m: np.full(len(imgs), np.nan) for m in FULL_REFERENCE}
+    groups: dict[tuple, list[int]] = {}
+    for i, (im, ref) in enumerate(zip(imgs, refs)):
+        groups.setdefault((tuple(im.shape), tuple(ref.shape)), []).append(i)
+    for (shape, rshape), idx in groups.items():
+        x = torch.stack([imgs[i] for i in idx]).clamp(0, 1).double()
+        y = torch.stack([refs[i] for i in idx]).clamp(0, 1).double()
+        if shape != rshape:
+            x = torch.nn.functional.interpolate(x, size=rshape[-2:], mode="bilinear", antialias=True,
+                                                align_corners=False).clamp(0, 1)
+        if x.shape[1] != y.shape[1]:
+            continue
+        out["psnr_db"][idx] = psnr_db(x, y).numpy()
+        try:
+            out["ssim"][idx] = ssim(x, y).numpy()
+        except InvalidImageError:
+            pass  # smaller than the SSIM window: stays NaN
+        out["lpips"][idx] = lpips_distance(x, y, lpips_weights).numpy()
+    return out
 
 
 def _table_bytes(df: pd.DataFrame) -> bytes:
@@ -301,6 +522,7 @@ def perceive(
     seed: int = 0,
     batch_size: int = 16,
     saliency: str = "auto",
+    lpips_weights: str | Path | None = None,
     progress: bool = True,
     console=None,
 ) -> PerceptionResult:
@@ -317,11 +539,15 @@ def perceive(
         batch_size: images per Grad-CAM pass (occlusion: per call, 64+ occluded views a pass).
         saliency: ``auto`` (Grad-CAM where possible, else occlusion), ``gradcam``,
             ``occlusion`` or ``none`` (quality only); see :func:`choose_saliency`.
+        lpips_weights: torchvision's AlexNet weights file for LPIPS (default: look in
+            ``$TORCH_HOME/hub/checkpoints``); without weights or the ``lpips`` package the
+            ``lpips`` column is NaN and ``meta.json``'s ``lpips`` says why. Nothing downloads.
 
     Returns:
         :class:`PerceptionResult`; the tables are also written to ``RUN_DIR/perception/``.
     """
     from weakspot.evaluate import Run, degrade_images
+    from weakspot.quality.reference import lpips_status
     from weakspot.evaluate.store import atomic_write_bytes, atomic_write_json
     from weakspot.explain import as_net, centroid_shift, cosine_distance, pearson, spearman, topk_overlap
     from weakspot.quality.maps import brisque_map, grid_box, grid_pool
@@ -383,6 +609,8 @@ def perceive(
             else:
                 deg = degrade_images(all_conds[cid], clean, ids, run_seed)
             nq, bq = _quality_native(deg)
+            fr = ({m: np.full(len(deg), np.nan) for m in FULL_REFERENCE} if cid == "clean"
+                  else _quality_reference(deg, clean, lpips_weights))
             views = views0 if cid == "clean" else net.view(deg)
             sal, predicted = _saliency_of(method, model, views, targets, batch_size, window_px)
             if cid == "clean":
@@ -390,6 +618,7 @@ def perceive(
             r = pd.DataFrame({"condition_id": cid, "image_index": index.astype(np.int32), "image_id": ids,
                               "niqe": nq, "brisque": bq,
                               "niqe_delta": nq - q0["niqe"], "brisque_delta": bq - q0["brisque"],
+                              **fr,
                               "top1_regenerated": predicted.numpy().astype(np.int32)})
             if sal is not None:
                 assert sal0 is not None  # the clean condition comes first and has a map when the others do
@@ -397,9 +626,10 @@ def perceive(
                 r["saliency_strength"] = strength.numpy()
                 r["saliency_strength_ratio"] = (strength / strength0).numpy()
                 r["saliency_shift"] = centroid_shift(sal0, sal).numpy()
+                r["saliency_shift_px"] = r["saliency_shift"] * math.hypot(h, w)
                 r["saliency_cosine_distance"] = cosine_distance(sal0, sal).numpy()
             else:
-                for col in ("saliency_strength", "saliency_strength_ratio", "saliency_shift",
+                for col in ("saliency_strength", "saliency_strength_ratio", "saliency_shift", "saliency_shift_px",
                             "saliency_cosine_distance"):
                     r[col] = np.nan
             if use_map and sal is not None:
@@ -440,28 +670,37 @@ def perceive(
     ctab = pd.DataFrame({
         "n": g.size(),
         "mean_niqe": g.niqe.mean(), "mean_brisque": g.brisque.mean(),
+        "mean_psnr_db": g.psnr_db.mean(), "mean_ssim": g.ssim.mean(), "mean_lpips": g.lpips.mean(),
         "top1_acc_sample": g.apply(lambda d: d.correct1[d.label >= 0].mean(), include_groups=False),
         "mean_prob_drop": g.prob_drop.mean(),
         "mean_saliency_shift": g.saliency_shift.mean(),
+        "mean_saliency_shift_px": g.saliency_shift_px.mean(),
         "mean_saliency_cosine_distance": g.saliency_cosine_distance.mean(),
         "mean_saliency_strength_ratio": g.saliency_strength_ratio.mean(),
         "mean_map_saliency_pearson": g.map_saliency_pearson.mean(),
     })
     ctab = ctab.join(acc[["top1_acc", "top5_acc", "n_run"]]).join(
         conds[["degradation", "family", "severity", "axis", "axis_value", "axis_unit"]])
+    from weakspot.analysis._data import load_run
+
+    lv = load_run(store).conditions.set_index("condition_id")[["order", "direction", "level"]]
+    ctab = ctab.join(lv)
     ctab = ctab.reset_index().rename(columns={"index": "condition_id"})
     corr = quality_relations(table, ctab, n_boot=n_boot, seed=seed, saliency=method)
+    flags = quality_order_flags(ctab)
 
     out = store.root / PERCEPTION_DIR
-    for name, df in (("images", table), ("conditions", ctab), ("correlations", corr)):
+    for name, df in (("images", table), ("conditions", ctab), ("correlations", corr), ("flags", flags)):
         atomic_write_bytes(out / f"{name}.parquet", _table_bytes(df))
     meta = {"max_images": int(max_images), "n_images": len(ids), "top1_mismatches": mismatch, "conditions": cids, "grid": int(grid),
             "model_view": [int(h), int(w)], "patch_map": use_map, "n_boot": int(n_boot), "seed": int(seed),
             "saliency": method, "occlusion_window_px": int(window_px) if method == "occlusion" else None,
+            "lpips": lpips_status(lpips_weights)[1],
             "seconds": round(time.perf_counter() - t0, 2)}
+    meta["conclusions"] = plain_conclusions(corr, flags)
     atomic_write_json(out / "meta.json", meta)
     _figures(out, table, ctab, keep_maps, overlays, method)
-    return PerceptionResult(table, ctab, corr, out, meta)
+    return PerceptionResult(table, ctab, corr, out, meta, flags)
 
 
 def load_perception(run_dir: str | Path) -> PerceptionResult | None:
@@ -470,9 +709,10 @@ def load_perception(run_dir: str | Path) -> PerceptionResult | None:
     if not (out / "correlations.parquet").is_file():
         return None
     meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
-    images, conditions, correlations = (pd.read_parquet(out / f"{n}.parquet")
-                                        for n in ("images", "conditions", "correlations"))
-    return PerceptionResult(images, conditions, correlations, out, meta)
+    tabs = [pd.read_parquet(out / f"{n}.parquet") for n in ("images", "conditions", "correlations")]
+    flags = (pd.read_parquet(out / "flags.parquet") if (out / "flags.parquet").is_file()
+             else quality_order_flags(tabs[1]))  # written before flags existed
+    return PerceptionResult(*tabs, out, meta, flags)
 
 
 # ------------------------------------------------------------------ figures
@@ -485,8 +725,10 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     clean = ctab[ctab.condition_id == "clean"]
+    ctab = ctab.copy()
+    ctab.loc[ctab.condition_id == "camera_reference", "degradation"] = "camera reference"  # a reference, not a sweep
     for degname, d in ctab[ctab.condition_id != "clean"].groupby("degradation"):
-        d = d.sort_values(["severity", "axis_value"], na_position="first")
+        d = d.assign(_key=_damage_order(d)).sort_values("_key", na_position="first")  # mild → severe
         d = pd.concat([clean, d])
         ax.plot(d[f"mean_{measure}"], d.top1_acc, "o-", ms=4, label=str(degname).replace("$", r"\$"))
     if len(clean):
@@ -494,7 +736,7 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
     ax.set_xlabel(f"mean {measure.upper()} (higher = worse)")
     ax.set_ylabel("top-1 accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # outside: never on a line
     return fig
 
 
@@ -569,12 +811,17 @@ def print_summary(res: PerceptionResult, console=None) -> None:
     console = console or Console()
     t = Table(title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
               title_justify="left")
-    t.add_column("relation", overflow="fold")
-    for c in ("measure", "level", "statistic", "value", "95% interval", "n"):
-        t.add_column(c, no_wrap=True, min_width=len(c))
+    t.add_column("relation", overflow="fold", min_width=27)  # the longest name stays whole in 100 columns
+    for c, name in (("measure", "measure"), ("level", "level"), ("statistic", "stat"), ("value", "value"),
+                    ("95% interval", "95% interval"), ("n", "n")):
+        t.add_column(name, no_wrap=True, min_width=len(name))
     for _, r in res.correlations.iterrows():
         ci = "—" if math.isnan(r.lo) else f"[{r.lo:.2f}, {r.hi:.2f}]"
         val = "—" if math.isnan(r.value) else f"{r.value:.3f}"
-        t.add_row(r.relation, r.measure, r.level, r.statistic, val, ci, str(int(r.n)))
+        deg = r.get("degradation", "")
+        t.add_row(r.relation + (f" ({deg})" if isinstance(deg, str) and deg else ""), r.measure, r.level,
+                  r.statistic, val, ci, str(int(r.n)))
     console.print(t)
+    for line in res.conclusions:
+        console.print(line, markup=False, style="yellow" if line.startswith("Warning") else None)
     console.print(f"tables and figures: {res.out_dir}/ ({', '.join(f'{k}.parquet' for k in TABLES)}, figures/)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from weakspot.quality.relations import load_perception, quality_accuracy_figure
+from weakspot.quality.relations import MEASURE_NAMES, load_perception, quality_accuracy_figure
 
 __all__ = ["render_perception"]
 
@@ -18,6 +18,7 @@ _LABELS = {
     "quality_map_vs_saliency": "patch quality map vs saliency (Pearson r)",
     "worst_quality_cells_in_salient_cells": "worst-quality cells among the most salient (chance 0.25)",
     "saliency_shift_vs_prob_drop": "saliency centroid shift vs drop of p(clean class)",
+    "saliency_shift_px": "saliency centroid shift (px on the model view)",
 }
 
 
@@ -33,7 +34,11 @@ def render_perception(ctx):
     if res is None:
         return None
     corr = res.correlations.copy()
-    corr["what"] = corr.relation.map(lambda r: _LABELS.get(r, r))
+    if "degradation" not in corr:
+        corr["degradation"] = ""
+    corr["what"] = [_LABELS.get(r, r) + (f" under {d}" if isinstance(d, str) and d else "")
+                    for r, d in zip(corr.relation, corr.degradation, strict=True)]
+    corr["measure"] = corr.measure.map(lambda m: MEASURE_NAMES.get(m, m))
     corr["interval"] = [f"[{_num(a)}, {_num(b)}]" for a, b in zip(corr.lo, corr.hi, strict=True)]
     table_html, table_md = ctx.table(
         corr, {"what": "relation", "measure": "measure", "statistic": "statistic", "value": "value",
@@ -42,11 +47,16 @@ def render_perception(ctx):
     meta = res.meta
     saliency = {"grad_cam": "Grad-CAM", "occlusion": "occlusion saliency", "none": "no saliency"}.get(
         meta.get("saliency", "grad_cam"), str(meta.get("saliency")))
-    intro = (f"No-reference quality (NIQE, BRISQUE: higher = worse) and {saliency} on {meta.get('n_images', '?')} "
-             f"sampled images under {len(res.conditions)} conditions; degraded images regenerated exactly as the "
-             f"run evaluated them ({meta.get('top1_mismatches', 0)} top-1 mismatches). Intervals: 95% bootstrap.")
+    intro = (f"No-reference quality (NIQE, BRISQUE: higher = worse), full-reference quality against each image's "
+             f"clean original (PSNR in dB, SSIM: higher = better; LPIPS: higher = worse) and {saliency} on "
+             f"{meta.get('n_images', '?')} sampled images under {len(res.conditions)} conditions; degraded images "
+             f"regenerated exactly as the run evaluated them ({meta.get('top1_mismatches', 0)} top-1 mismatches). "
+             "Intervals: 95% bootstrap. AUC: the score oriented so that worse quality is higher; 0.5 = chance.")
     parts.append(f"<p>{esc(intro)}</p>")
     md.append(intro)
+    if meta.get("lpips") and not str(meta["lpips"]).startswith("LPIPS ("):
+        parts.append(f'<p class="note">{esc(meta["lpips"])}.</p>')
+        md.append(str(meta["lpips"]) + ".")
     for m in ("brisque", "niqe"):
         if res.conditions[f"mean_{m}"].notna().any():
             h, mdi = ctx.figure(quality_accuracy_figure(res.conditions, m), f"perception-{m}-vs-top1",
@@ -61,5 +71,15 @@ def render_perception(ctx):
                      "and the degraded image on one shared (raw) scale.</p>")
         for f in overlays:
             parts.append(ctx.image(f.read_bytes(), alt=f"overlay {f.stem}"))
-    summary = {"meta": meta, "correlations": res.correlations}
+    conclusions = res.conclusions
+    found = [c for c in conclusions if not c.startswith("Warning: ")]
+    warn = [c[len("Warning: "):] for c in conclusions if c.startswith("Warning: ")]
+    parts.append("<h3>Conclusions</h3><ul>" + "".join(f"<li>{esc(c)}</li>" for c in found) + "</ul>")
+    md.append("### Conclusions\n\n" + "\n".join(f"- {c}" for c in found))
+    if warn:
+        parts.append('<p class="note bad"><b>Quality measures that rank against the damage order</b> (their mean '
+                     "worse-score does not grow with the degradation level):</p><ul>"
+                     + "".join(f'<li class="bad">{esc(w)}</li>' for w in warn) + "</ul>")
+        md.append("**Quality measures that rank against the damage order:**\n\n" + "\n".join(f"- {w}" for w in warn))
+    summary = {"meta": meta, "correlations": res.correlations, "flags": res.flags, "conclusions": conclusions}
     return SectionOutput("".join(parts), summary, "\n\n".join(md))

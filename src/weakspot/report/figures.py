@@ -110,6 +110,8 @@ def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, l
         d = int(direction.get(deg, 1))
         if axis == "exposure_s":
             orient_axis(ax, d, axis)
+            ax.set_xticks(np.unique(xs[xs > 0]))  # label every exposure: a log axis may show no decade in range
+            ax.tick_params(axis="x", labelsize=8, labelrotation=30)
         else:
             _maybe_log(ax, xs)
             orient_axis(ax, d)
@@ -122,7 +124,7 @@ def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, l
             ax.set_ylabel("top-1 accuracy / probability" if labelled else "agreement / probability", fontsize=9)
         _style(ax)
         if i == 0:
-            ax.legend(fontsize=7, loc="lower left", frameon=False)
+            ax.legend(fontsize=7, loc="best", frameon=True, framealpha=0.85)  # never over the curve
     for j in range(n, rows * cols):
         axes[j // cols][j % cols].set_visible(False)
     fig.tight_layout()

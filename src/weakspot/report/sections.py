@@ -12,15 +12,36 @@ from weakspot.report.builder import ReportContext, Section, SectionOutput, esc
 __all__ = ["builtin_sections", "render_what_broke", "render_overview", "render_accuracy", "render_heatmap",
            "render_classes", "render_examples", "render_confusion", "render_breaking", "render_adaptive"]
 
-NOISY_NOTE = ("Per-class numbers rest on few images (about {n} per class here): with ~10 images per class "
-              "z-scores and ranks are noisy. The intervals are 95% bootstrap intervals of the class mean drop "
-              "(a continuous quantity; accuracies use Wilson intervals).")
+_INTERVAL_NOTE = ("The intervals are 95% bootstrap intervals of the class mean drop (a continuous quantity; "
+                  "accuracies use Wilson intervals).")
+#: below this many images per class, per-class z-scores and ranks are called noisy
+FEW_PER_CLASS = 30
+
+
+def per_class_note(n: int) -> str:
+    """The note above the per-class tables; it calls the numbers noisy only when they are."""
+    if n < FEW_PER_CLASS:
+        return (f"Per-class numbers rest on few images (about {n} per class here): z-scores and ranks are noisy. "
+                + _INTERVAL_NOTE)
+    return f"Per-class numbers rest on about {n} images per class. " + _INTERVAL_NOTE
 
 
 def _f(v, digits=2):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.{digits}f}"
+
+
+def _interval(lo, hi, *, pct: bool = False, digits: int = 2) -> str:
+    """``[lo, hi]`` with as many decimals as it takes (up to 4 more) for a non-zero-width interval
+    not to print as zero-width: 0.9960–0.9985 is ``[0.996, 0.998]``, never ``[1.00, 1.00]``."""
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "[—]"
+    scale, unit = (100.0, "%") if pct else (1.0, "")
+    d = digits
+    while d < digits + 4 and lo != hi and round(lo * scale, d) == round(hi * scale, d):
+        d += 1
+    return f"[{lo * scale:.{d}f}{unit}, {hi * scale:.{d}f}{unit}]"
 
 
 def _p(v):
@@ -119,7 +140,7 @@ def render_overview(ctx: ReportContext) -> SectionOutput:
             "n_classes": run.n_classes, "n_degradations": len(run.degradations), "metric": metric,
             "min_per_class": int(getattr(a, "min_per_class", 5))}
     cards = [(f"{clean.top1:.1%}" if run.labelled else "—",
-              f"clean top-1 accuracy [{_f(clean.top1_lo)}, {_f(clean.top1_hi)}]" if run.labelled
+              f"clean top-1 accuracy {_interval(clean.top1_lo, clean.top1_hi, pct=True, digits=1)}" if run.labelled
               else "clean top-1 accuracy (no labels)"),
              (str(len(run.images)), "images"), (str(len(run.degradations)), "degradations")]
     if not deg.empty:
@@ -190,15 +211,19 @@ def render_accuracy(ctx: ReportContext) -> SectionOutput | None:
         parts.append(f"<h3>{esc(fam)}</h3><div class='grid3'>{''.join(figs)}</div>")
     metric = "top1" if run.labelled else "agreement"
     t = acc.copy()
-    t["ci"] = [f"[{_f(lo)}, {_f(hi)}]" for lo, hi in zip(t[f"{metric}_lo"], t[f"{metric}_hi"])]
+    t["ci"] = [_interval(lo, hi) for lo, hi in zip(t[f"{metric}_lo"], t[f"{metric}_hi"])]
     t["vs_clean"] = [("—" if cid == "clean" else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}]")
                      for cid, d, lo, hi in zip(t.condition_id, t.diff_vs_clean, t.diff_vs_clean_lo,
                                                t.diff_vs_clean_hi)]
     t["real"] = ["" if cid == "clean" else ("yes" if sg else "no")
                  for cid, sg in zip(t.condition_id, t.significant)]
+    # per-level flip counts: the discordant pairs the McNemar test counts (right on clean → wrong here, and back)
+    t["flips"] = ["—" if cid == "clean" or nl != nl else f"{int(nl)} lost / {int(ng)} gained"
+                  for cid, nl, ng in zip(t.condition_id, t.get("n_lost", pd.Series(np.nan, t.index)),
+                                          t.get("n_gained", pd.Series(np.nan, t.index)))]
     cols = {"degradation": "degradation", "level": "level", "n": "images", metric: "top-1" if run.labelled
-            else "agreement", "ci": "95% CI", "vs_clean": "vs clean [95% CI]", "p_vs_clean_holm": "p (Holm)",
-            "real": "real drop?"}
+            else "agreement", "ci": "95% CI", "vs_clean": "vs clean [95% CI]", "flips": "flips vs clean",
+            "p_vs_clean_holm": "p (Holm)", "real": "real drop?"}
     if "diff_vs_reference" in t:
         t["vs_ref"] = ["" if d != d else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}] (p {_pval(p)})"
                        for d, lo, hi, p in zip(t.diff_vs_reference, t.diff_vs_reference_lo, t.diff_vs_reference_hi,
@@ -315,7 +340,7 @@ def render_classes(ctx: ReportContext) -> SectionOutput | None:
         h, m, recs = _per_image(ctx)
         summ.update(note=note, per_image=recs)
         return SectionOutput(f'<p class="note bad">{esc(note)}</p>{h}', summ, _md_text(note) + "\n\n" + m)
-    note = NOISY_NOTE.format(n=per_class)
+    note = per_class_note(per_class)
     if len(small):
         names = ", ".join(f"{a.run.class_name(k)} (n = {int(v)})" for k, v in small.head(8).items())
         note += (f" {len(small)} class(es) with fewer than {mpc} images are not ranked and get no interval: "
