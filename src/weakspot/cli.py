@@ -243,7 +243,7 @@ def perceive_cmd(
     seed: int = typer.Option(0, help="seed of the image sample and the bootstrap"),
     saliency: str = typer.Option("auto", "--saliency", help="gradcam | occlusion | none (default auto: "
                                  "Grad-CAM for a PyTorch module with a conv layer, else occlusion)"),
-    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help="torchvision AlexNet weights file "
+    lpips_weights: Path | None = typer.Option(None, "--lpips-weights", help="torchvision AlexNet weights file "
                                                  "for LPIPS (default: $TORCH_HOME/hub/checkpoints; none: NaN)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
