@@ -62,6 +62,26 @@ def test_accuracy_intervals_are_wilson_and_tests_are_exact_mcnemar_with_holm(syn
     assert (acc.metric == "top1").all()
 
 
+def test_what_broke_intervals_are_simultaneous_over_the_run(synth):
+    """The headline table's interval has Bonferroni coverage over the run's m degraded conditions,
+    so it is at least as wide as the per-condition one and agrees with the Holm verdict's family."""
+    from weakspot.analysis.paired import paired_difference_ci
+
+    a, raw = synth
+    acc = a.accuracy.set_index("condition_id")
+    labels = raw["labels"]
+    clean_hit = np.argmax(raw["probs"]["clean"], 1) == labels
+    m = len(raw["probs"]) - 1
+    for row in a.broke.itertuples():
+        hit = np.argmax(raw["probs"][row.condition_id], 1) == labels
+        n11, n10 = int(np.sum(clean_hit & hit)), int(np.sum(clean_hit & ~hit))
+        n01, n00 = int(np.sum(~clean_hit & hit)), int(np.sum(~clean_hit & ~hit))
+        _, lo, hi = paired_difference_ci(n11, n10, n01, n00, ci=1 - 0.05 / m)
+        assert (row.effect_lo, row.effect_hi) == (pytest.approx(float(lo)), pytest.approx(float(hi)))
+        assert row.effect_lo <= acc.loc[row.condition_id, "diff_vs_clean_lo"] + 1e-12
+        assert row.effect_hi >= acc.loc[row.condition_id, "diff_vs_clean_hi"] - 1e-12
+
+
 def test_a_condition_that_changes_nothing_is_not_significant(tmp_path):
     # strength 0 at one level: the same predictions as clean, McNemar p = 1, never "significant"
     levels = [(0.1, 0.0), (1.0, 1.0), (2.0, 2.0)]

@@ -140,6 +140,12 @@ def accuracy_table(store: StoreLike, *, ci: float = 0.95, alpha: float = 0.05, n
     p = np.where(is_clean, np.nan, t["p"])
     out.loc[is_clean, ["diff_vs_clean", "diff_vs_clean_lo", "diff_vs_clean_hi"]] = np.nan
     out["p_vs_clean"] = p
+    # simultaneous intervals (Bonferroni over the run's m degraded conditions): the interval a
+    # reader may hold next to the Holm-adjusted verdict without a contradiction
+    m_tests = max(int(np.sum(~np.isnan(p))), 1)
+    ts = _paired_vs(r, clean_rows[col], col, mask, cond_ids, 1.0 - (1.0 - ci) / m_tests)
+    out["diff_vs_clean_adj_lo"] = np.where(is_clean, np.nan, ts["diff_lo"])
+    out["diff_vs_clean_adj_hi"] = np.where(is_clean, np.nan, ts["diff_hi"])
     out["p_vs_clean_holm"] = holm(p)
     out["significant"] = np.where(np.isnan(out["p_vs_clean_holm"]), False, out["p_vs_clean_holm"] < alpha)
     out["significant"] = out["significant"].astype(bool)

@@ -30,8 +30,9 @@ def what_broke(store: StoreLike, accuracy: pd.DataFrame | None = None, *, k_clas
     carriers, effect_vs_reference(_lo/_hi), p_vs_reference_holm``.
 
     ``metric`` is ``top1`` (labelled images) or ``agreement`` (with the clean prediction);
-    ``effect = value − clean_value`` at the worst level (negative = damage) with its paired 95%
-    interval; ``p_holm``/``significant`` come from :func:`~weakspot.analysis.accuracy_table`;
+    ``effect = value − clean_value`` at the worst level (negative = damage) with its paired
+    (Newcombe) interval at simultaneous 95% coverage over the run's degraded conditions (Bonferroni:
+    each at 1 − 0.05/m), so that it agrees with the Holm-adjusted verdict; ``p_holm``/``significant`` come from :func:`~weakspot.analysis.accuracy_table`;
     ``first_significant_level`` is the mildest level with a significant drop ('' if none);
     ``carriers`` lists up to ``k_classes`` dicts ``{class, class_name, lost, n}``: the classes
     with the most images right on clean and wrong at the worst level (``n``: images of the
@@ -62,8 +63,8 @@ def what_broke(store: StoreLike, accuracy: pd.DataFrame | None = None, *, k_clas
                     for k, v in per.items()]
         row = {"degradation": deg, "family": worst.family, "metric": metric, "condition_id": worst.condition_id,
                "level": worst.level, "clean_value": float(clean[metric]), "value": float(worst[metric]),
-               "effect": float(worst.diff_vs_clean), "effect_lo": float(worst.diff_vs_clean_lo),
-               "effect_hi": float(worst.diff_vs_clean_hi), "p_holm": float(worst.p_vs_clean_holm),
+               "effect": float(worst.diff_vs_clean), "effect_lo": float(worst.diff_vs_clean_adj_lo),
+               "effect_hi": float(worst.diff_vs_clean_adj_hi), "p_holm": float(worst.p_vs_clean_holm),
                "significant": bool(worst.significant and worst.diff_vs_clean < 0),
                "first_significant_level": str(sig.level.iloc[0]) if len(sig) else "",
                "n": int(worst.n_tested), "n_lost": int(worst.n_lost), "carriers": carriers}

@@ -93,7 +93,7 @@ def render_what_broke(ctx: ReportContext) -> SectionOutput | None:
         return None
     has_ref = b["effect_vs_reference"].notna().any()
     value_h = "top-1: clean → there" if run.labelled else "agreement: clean → there"
-    head = ["#", "degradation", "worst level", value_h, "effect vs clean [95% CI]", "real drop?", "from level",
+    head = ["#", "degradation", "worst level", value_h, "effect vs clean [simultaneous 95% CI]", "real drop?", "from level",
             "classes that carry it"] + (["effect vs camera reference [95% CI]"] if has_ref else [])
     body, md = [], ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in b.itertuples():
@@ -119,7 +119,8 @@ def render_what_broke(ctx: ReportContext) -> SectionOutput | None:
         md.append("| " + " | ".join(_md_cell(c) for c in mdc) + " |")
     n_sig = int(b.significant.sum())
     note = (f'<p class="note">Metric: {esc(_metric_words(run.labelled))}. Effect: the change against clean on the '
-            "same images at the worst level, with a 95% paired (Newcombe) interval. A drop is <b>real</b> when the "
+            "same images at the worst level, with a paired (Newcombe) interval of simultaneous 95% coverage over "
+            f"all {len(run.degraded)} degraded conditions (Bonferroni: each at 1 − 0.05/{len(run.degraded)}). A drop is <b>real</b> when the "
             "exact McNemar test against clean stays below 0.05 after Holm's correction across all "
             f"{len(run.degraded)} degraded conditions of the run. {n_sig} of {len(b)} degradation(s) broke the "
             "model. Classes: those that lost the most images (right on clean, wrong here) at the worst level.</p>")
