@@ -125,8 +125,9 @@ class ISP:
         if sensor.cfa is not None:
             lin = _demosaic(dn, sensor.cfa, self.demosaic, transform=t, black=black)
         else:
-            tt = t.to(device=dn.device, dtype=dn.dtype)
-            lin = torch.einsum("ij,bjhw->bihw", tt, dn) - (tt.sum(1) * black).view(1, 3, 1, 1)
+            tt = t.to(device=dn.device)  # float64 sums rounded once: see _demosaic
+            lin = (torch.einsum("ij,bjhw->bihw", tt, dn.to(torch.float64)) - (tt.sum(1) * black).view(1, 3, 1, 1))
+            lin = lin.to(dn.dtype)
         lin = straight_through_(lin, lambda t: t.clamp_(0.0, 1.0))
         img = linear_to_srgb(lin) if self.output == "srgb" else lin
         return lin, img
@@ -232,9 +233,13 @@ def _demosaic(
     planes = F.pixel_unshuffle(x, 2)  # (B, 4, h/2 + 2, w/2 + 2)
     key = None if transform is None else tuple(transform.flatten().tolist())
     weight, bias = _fused_weight(pattern.upper(), kind, key, float(black))
-    weight = weight.to(device=raw.device, dtype=raw.dtype)
-    bias = None if bias is None else bias.to(device=raw.device, dtype=raw.dtype)
-    out = F.pixel_shuffle(F.conv2d(planes, weight, bias), 2)  # (B, 3, h + oh, w + ow)
+    # accumulated in float64 and rounded once to the input's dtype: a float32 convolution may pick
+    # another algorithm (and summation order) for another batch size, which would change an
+    # image's last bits with its batch; the raw DN are integers, exact in float64
+    weight = weight.to(device=raw.device)
+    bias = None if bias is None else bias.to(device=raw.device)
+    out = F.conv2d(planes.to(torch.float64), weight, bias).to(raw.dtype)
+    out = F.pixel_shuffle(out, 2)  # (B, 3, h + oh, w + ow)
     return out[..., :h, :w] if (oh or ow) else out
 
 

@@ -24,7 +24,7 @@ from weakspot.camera.optics import Optics
 from weakspot.camera.scene import PHOTONS_PER_LUX, REC709_LUMA, Scene, srgb_to_linear
 from weakspot.camera.sensor import Sensor, mosaic
 from weakspot.errors import InvalidImageError, InvalidParameterError, UnknownNameError
-from weakspot.random import GeneratorLike, as_generators
+from weakspot.random import GeneratorLike, batch_keys
 
 __all__ = ["Camera", "Capture", "resample_to"]
 
@@ -160,8 +160,11 @@ class Camera:
     def capture(self, images: torch.Tensor, generator: GeneratorLike = None) -> Capture:
         """Photograph ``images`` — sRGB ``(B, 3, H, W)`` (or grey ``(B, 1, H, W)``) in [0, 1].
 
-        ``generator``: ``None``, an int seed, a ``torch.Generator`` or a list of ``B``
-        per-image generators (then every image's noise depends only on its generator).
+        ``generator``: ``None``, an int seed, a ``torch.Generator``, a list of ``B`` per-image
+        generators or a :class:`~weakspot.random.KeyedBatch` of ``B`` keys (what sweeps pass): it
+        is normalised once to one key per image (:func:`~weakspot.random.batch_keys`) and the
+        noise is drawn for the whole batch from named streams, so every image's noise depends
+        only on its key, never on the rest of the batch.
         Returns a :class:`Capture`; ``capture.image`` has the sensor's resolution.
 
         Fast path: when the lens does not blur (in focus, no diffraction), every sensor pixel
@@ -172,7 +175,7 @@ class Camera:
         _check_fast(images)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        gens = as_generators(generator, images.shape[0])
+        keys = batch_keys(generator, images.shape[0])  # one key per image, normalised once
         h, w = images.shape[-2:]
         pitch = self.scene.pitch_um(w)
         self.sensor.grid(h, w, pitch)  # fail early on impossible geometry
@@ -194,7 +197,7 @@ class Camera:
             photons_rgb = self.sensor.collect(blurred, pitch, gain=self._photometric_gain(images, white))
             photons = mosaic(photons_rgb, self.sensor.cfa) if self.sensor.cfa is not None else photons_rgb
             cache = {"linear": linear, "blurred_linear": blurred, "photons_rgb": photons_rgb}
-        electrons, readout, dn = self.sensor.expose_photons(photons, gens)
+        electrons, readout, dn = self.sensor.expose_photons(photons, keys)
         lin, img = self.isp.process(dn, self.sensor)
         return Capture(
             srgb=images, photons=photons, electrons=electrons, readout_e=readout, dn=dn, linear_rgb=lin,

@@ -36,7 +36,8 @@ import torch
 
 from weakspot._checks import check_range
 from weakspot.errors import InvalidParameterError
-from weakspot.random import GeneratorLike, as_generators, keyed_generator, poisson, randn
+from weakspot._grad import straight_through, straight_through_
+from weakspot.random import GeneratorLike, KeyedBatch, batch_keys, keyed_seed, poisson, randn
 
 __all__ = [
     "Sensor",
@@ -54,30 +55,6 @@ PIXEL_WELL_DESIGNS = ("fixed", "area")
 
 _CFA_PATTERNS = {"RGGB": "RGGB", "BGGR": "BGGR", "GRBG": "GRBG", "GBRG": "GBRG"}
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
-
-
-def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``value`` in the forward pass (bit for bit), identity gradient to ``x`` in the backward pass.
-
-    Computed as ``value + (x − x.detach())``: the bracket is exactly 0 for finite ``x``, so the
-    forward numbers are ``value``'s whether or not ``x`` requires a gradient (``x + (value − x)``
-    would round). Without a graph the zero is skipped, which changes no number.
-    """
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return value
-    return value.detach() + (x - x.detach())
-
-
-def straight_through_(x: torch.Tensor, op_) -> torch.Tensor:
-    """``straight_through(x, op_(values of x))`` for an in-place op ``op_`` (e.g. round and clip).
-
-    ``x`` must be a fresh intermediate the caller owns: without a graph ``op_`` overwrites it
-    (no copy); with one it runs on a detached copy. The two cases apply the same ``op_`` to the
-    same numbers, so they agree bit for bit (``tests/test_camera_paths.py`` ties them).
-    """
-    if x.requires_grad:
-        return straight_through(x, op_(x.detach().clone()))
-    return op_(x)
 
 
 @dataclass(frozen=True)
@@ -246,11 +223,13 @@ class Sensor:
             scale = scale * gain
         if area_y is not None and area_x is not None:  # one input pixel per sensor pixel
             return irradiance * (scale * (area_y * area_x))
-        ay = ay.to(device=irradiance.device, dtype=irradiance.dtype)
-        axt = ax.to(device=irradiance.device, dtype=irradiance.dtype).transpose(0, 1)
-        # one image at a time: batched GEMMs may block differently for another batch size, and a
-        # sampled value must not depend on which other images share the batch
-        out = torch.stack([torch.matmul(torch.matmul(ay, img), axt) for img in irradiance])
+        # the whole batch in two matrix products, accumulated in float64: a GEMM's blocking (and
+        # so its float32 rounding) may change with the batch size, but float64 sums rounded to
+        # float32 give the same bytes for an image in any batch (a float64 rounding difference
+        # would have to straddle a float32 rounding boundary: odds ~1e-9 a value)
+        ay = ay.to(device=irradiance.device)
+        axt = ax.to(device=irradiance.device).transpose(0, 1)
+        out = torch.matmul(torch.matmul(ay, irradiance.to(torch.float64)), axt).to(irradiance.dtype)
         return out * scale
 
     def qe_tensor(self, device, dtype) -> torch.Tensor:
@@ -277,6 +256,7 @@ class Sensor:
         ``(B, 3, h, w)``) → ``(electrons, readout_e, dn)``; see :meth:`expose`."""
         b, _, h, w = photons.shape
         dev, dt = photons.device, photons.dtype
+        keys = batch_keys(generator, b)  # once: the named streams below all draw from these keys
         if self.cfa is not None:
             signal = photons * _qe_map(self.cfa, self.qe_rgb, h, w).to(device=dev, dtype=dt)
         else:
@@ -286,16 +266,17 @@ class Sensor:
         # steps are straight-through, whose forward value is exact.
         dark_e = self.dark_current_e_per_s * self.exposure_s
         if self.prnu_percent > 0 or self.dsnu_e > 0:
-            gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e)
-            signal = signal.mul_(gain.to(dev, dt))  # PRNU: per-pixel gain
-            mean_e = signal.add_((dark_e + offset.to(dev, dt)).clamp_min(0.0))  # DSNU: per-pixel dark offset
+            gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e, dev)
+            signal = signal.mul_(gain.to(dt))  # PRNU: per-pixel gain
+            mean_e = signal.add_((dark_e + offset.to(dt)).clamp_min(0.0))  # DSNU: per-pixel dark offset
         else:
             mean_e = signal.add_(dark_e)
         mean_e = mean_e.clamp_min_(0.0)
-        counts = shot_noise(mean_e.detach(), generator, self.poisson_exact_below_e)
+        counts = shot_noise(mean_e.detach(), keys, self.poisson_exact_below_e)
         electrons = straight_through(mean_e, counts.clamp_(max=self.full_well_e))
         if self.read_noise_e > 0:
-            readout = randn(electrons.shape, generator, dev, dt).mul_(self.read_noise_e).add_(electrons)
+            z = randn(electrons.shape, keys, dev, dt, stream="camera.read_noise")
+            readout = z.mul_(self.read_noise_e).add_(electrons)
         else:
             readout = electrons
         analog = readout.mul(self.conversion_gain).add_(self.black_level_dn)
@@ -389,29 +370,34 @@ def shot_noise(mean_e: torch.Tensor, generator: GeneratorLike, exact_below_e: fl
     Exact Poisson (:func:`weakspot.random.poisson`) where ``mean_e < exact_below_e``; above
     it the normal approximation ``round(λ + √λ·z)`` (skewness 1/√λ ≤ 0.1), as ISETCam's
     ``noiseShot`` does (it switches at 25 e⁻). ``exact_below_e=inf`` samples Poisson everywhere.
+
+    Whole batch, keyed per image (``generator`` is normalised by :func:`~weakspot.random.batch_keys`):
+    the Poisson values come from stream ``"camera.shot.poisson"`` and the normal ones from
+    ``"camera.shot.normal"``, each at the pixel's own counter, so an image's noise does not
+    depend on the batch it is in; the op count does not grow with the batch.
     """
+    keys = batch_keys(generator, mean_e.shape[0])
     if math.isinf(exact_below_e):
-        return poisson(mean_e, generator)
-    gens = as_generators(generator, mean_e.shape[0])
-    z = randn(mean_e.shape, gens, mean_e.device, mean_e.dtype)
-    out = z.mul_(mean_e.sqrt()).add_(mean_e).round_().clamp_min_(0.0)
+        return poisson(mean_e, keys, stream="camera.shot.poisson")
     low = mean_e < exact_below_e
-    if isinstance(gens, torch.Generator):
-        idx = low.view(-1).nonzero().squeeze(1)
-        if idx.numel():
-            out.view(-1)[idx] = poisson(mean_e.reshape(-1)[idx], gens)
-    else:
-        for i, g in enumerate(gens):
-            idx = low[i].reshape(-1).nonzero().squeeze(1)
-            if idx.numel():
-                out[i].view(-1)[idx] = poisson(mean_e[i].reshape(-1)[idx], g)
-    return out
+    # Poisson only where the mean is low (a zero rate costs nothing: the sampler skips it)
+    exact = poisson(torch.where(low, mean_e, torch.zeros_like(mean_e)), keys, stream="camera.shot.poisson")
+    z = randn(mean_e.shape, keys, mean_e.device, mean_e.dtype, stream="camera.shot.normal")
+    normal = z.mul_(mean_e.sqrt()).add_(mean_e).round_().clamp_min_(0.0)
+    return torch.where(low, exact, normal)
 
 
 @lru_cache(maxsize=16)
-def _fpn_maps(seed: int, c: int, h: int, w: int, prnu_percent: float, dsnu_e: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Persistent PRNU gain and DSNU offset maps ``(1, c, h, w)`` for sensor ``seed``."""
-    g = keyed_generator("weakspot.camera.fpn", int(seed), c, h, w)
-    gain = 1.0 + (prnu_percent / 100.0) * torch.randn(1, c, h, w, generator=g)
-    offset = dsnu_e * torch.randn(1, c, h, w, generator=g)
+def _fpn_maps(
+    seed: int, c: int, h: int, w: int, prnu_percent: float, dsnu_e: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Persistent PRNU gain and DSNU offset maps ``(1, c, h, w)`` (float64, on ``device``) for sensor ``seed``.
+
+    Keyed by the sensor, not the image: one key from ``(seed, c, h, w)``, streams
+    ``"camera.fpn.prnu"`` and ``"camera.fpn.dsnu"``, drawn on ``device`` (the same values on
+    every device up to the last ulp of Box–Muller's ``log``/``cos``), cached per sensor.
+    """
+    key = KeyedBatch([keyed_seed("weakspot.camera.fpn", int(seed), c, h, w)])
+    gain = 1.0 + (prnu_percent / 100.0) * randn((1, c, h, w), key, device, torch.float64, stream="camera.fpn.prnu")
+    offset = dsnu_e * randn((1, c, h, w), key, device, torch.float64, stream="camera.fpn.dsnu")
     return gain.clamp_min(0.0), offset

@@ -38,7 +38,7 @@ from weakspot.camera.pipeline import resample_to, to_channels
 from weakspot.camera.scene import DEFAULT_FIELD_WIDTH_MM
 from weakspot.camera.sensor import PIXEL_WELL_DESIGNS
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike, as_generators
+from weakspot.random import GeneratorLike, batch_keys
 
 __all__ = ["pixel_size", "exposure", "defocus", "camera", "camera_from_params", "DEFAULT_CAMERA"]
 
@@ -249,11 +249,11 @@ def camera(images: torch.Tensor, *, generator: GeneratorLike = None, **params) -
     groups: dict[tuple, list[int]] = {}
     for i in range(b):
         groups.setdefault(tuple(values[k][i] for k in values), []).append(i)
-    gens = as_generators(generator, b)
+    keys = batch_keys(generator, b)
     out: torch.Tensor | None = None
-    for combo, idx in groups.items():
-        sub_gen = [gens[i] for i in idx] if isinstance(gens, list) else gens
-        res = _shoot(camera_from_params(**{**params, **dict(zip(values, combo))}), images[idx], sub_gen)
+    for combo, idx in groups.items():  # one capture per parameter value (not per image)
+        sub_keys = keys.select(idx) if len(keys) == b else keys  # each image keeps its own key
+        res = _shoot(camera_from_params(**{**params, **dict(zip(values, combo))}), images[idx], sub_keys)
         if out is None:
             out = res.new_empty((b, *res.shape[1:]))
         out[idx] = res
