@@ -9,12 +9,16 @@ Per pixel and exposure (all pure torch functions on ``(B, C, H, W)`` tensors):
    (exact box overlap with the input grid, two small matrix products).
 2. **Colour filter.** With ``cfa="RGGB"`` (Bayer) each pixel keeps only its band.
 3. **Photons → electrons.** ``mean_e = QE_c · photons + dark_current_e_per_s · exposure_s``,
-   optional PRNU (gain) and DSNU (offset) fixed patterns drawn from ``fpn_seed``;
-   shot noise is Poisson on the total (exact at every count, :func:`weakspot.random.poisson`);
-   the well clips each channel at ``full_well_e``.
+   optional PRNU (gain) and DSNU (offset) fixed patterns keyed by ``fpn_seed`` (the sensor,
+   not the image); shot noise is Poisson on the total (:func:`shot_noise`); the well clips
+   each channel at ``full_well_e``.
 4. **Readout.** Gaussian read noise (``read_noise_e``), conversion to DN with
    ``conversion_gain`` (DN/e⁻) plus ``black_level_dn``, rounding, ADC clip to
    ``[0, 2^adc_bits − 1]``.
+
+Randomness: one key per image (:func:`weakspot.random.batch_keys`), whole-batch draws on the
+images' device from the named streams ``camera.shot.poisson``, ``camera.shot.normal`` and
+``camera.read_noise``, so an image's noise never depends on its batch (docs/camera.md).
 
 Gradients: Poisson sampling, rounding and both clips are straight-through (their
 forward value is exact; the backward pass treats them as identity), so a loss on
@@ -244,7 +248,9 @@ class Sensor:
         ``photons`` is the mean photon count at the photodiode, ``electrons`` the collected
         charge (shot noise, dark current, fixed pattern, full-well clip; integers),
         ``readout_e`` adds read noise (float e⁻) and ``dn`` is the quantised ADC output.
-        ``generator`` is normalised once by the caller (one generator or a list of B).
+        ``generator``: anything :func:`~weakspot.random.batch_keys` accepts (the camera passes a
+        :class:`~weakspot.random.KeyedBatch` of one key per image); all noise is drawn for the
+        whole batch from named streams.
         """
         photons = mosaic(photons_rgb, self.cfa) if self.cfa is not None else photons_rgb
         return (photons, *self.expose_photons(photons, generator))
