@@ -18,6 +18,7 @@ import torch
 import torchvision
 
 from weakspot.degrade.camera_ops import DEFAULT_CAMERA
+from weakspot.random import KeyedBatch
 
 
 def _ms(fn) -> float:
@@ -66,7 +67,9 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         x = torch.rand(args.batch, 3, size, size, generator=g).to(dev)
         fns = {"resnet18": lambda: net(x)}
-        fns.update({name: (lambda c=cam: c.capture(x, generator=0)) for name, cam in cams.items()})
+        # what a sweep passes: one key per image (the noise is drawn for the whole batch)
+        keys = KeyedBatch.from_ids(0, [f"img{i}" for i in range(args.batch)], "benchmark")
+        fns.update({name: (lambda c=cam: c.capture(x, generator=keys)) for name, cam in cams.items()})
         with torch.inference_mode():
             ms = interleaved_medians(fns, args.repeats)
         for name in cams:
