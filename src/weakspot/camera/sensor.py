@@ -39,8 +39,8 @@ from functools import lru_cache
 import torch
 
 from weakspot._checks import check_range
-from weakspot.errors import InvalidParameterError
 from weakspot._grad import straight_through, straight_through_
+from weakspot.errors import InvalidParameterError
 from weakspot.random import GeneratorLike, KeyedBatch, batch_keys, keyed_seed, poisson, randn
 
 __all__ = [
@@ -210,19 +210,24 @@ class Sensor:
         return rows, cols, sh, sw
 
     # ----------------------------------------------------------------- pipeline steps
-    def collect(self, irradiance: torch.Tensor, sample_pitch_um: float, gain: torch.Tensor | None = None) -> torch.Tensor:
+    def collect(
+        self, irradiance: torch.Tensor, sample_pitch_um: float, gain: torch.Tensor | None = None,
+        exposure_s: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean photons per pixel and band ``(B, 3, rows, cols)`` over the exposure.
 
         ``irradiance``: ``(B, 3, H, W)`` photons s⁻¹ µm⁻² on the input grid, optionally times a
         broadcastable ``gain`` (multiplied in the same pass; the camera passes relative
-        irradiance and its photometric scale this way).
+        irradiance and its photometric scale this way). ``exposure_s``: optional per-image
+        integration times ``(B,)`` in s instead of :attr:`exposure_s` (same numbers per image).
         """
         b, c, h, w = irradiance.shape
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
         ay, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
         ax, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
-        scale = torch.as_tensor(self.exposure_s, dtype=irradiance.dtype, device=irradiance.device)
+        t_s = self.exposure_s if exposure_s is None else exposure_s.reshape(-1, 1, 1, 1)
+        scale = torch.as_tensor(t_s, dtype=irradiance.dtype, device=irradiance.device)
         if gain is not None:
             scale = scale * gain
         if area_y is not None and area_x is not None:  # one input pixel per sensor pixel
@@ -256,10 +261,13 @@ class Sensor:
         return (photons, *self.expose_photons(photons, generator))
 
     def expose_photons(
-        self, photons: torch.Tensor, generator: GeneratorLike = None
+        self, photons: torch.Tensor, generator: GeneratorLike = None, exposure_s: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean photons at each photodiode (``(B, 1, h, w)`` mosaic with a CFA, else
-        ``(B, 3, h, w)``) → ``(electrons, readout_e, dn)``; see :meth:`expose`."""
+        ``(B, 3, h, w)``) → ``(electrons, readout_e, dn)``; see :meth:`expose`.
+
+        ``exposure_s``: optional per-image integration times ``(B,)`` in s for the dark current
+        (the photons already hold their exposure); default :attr:`exposure_s`."""
         b, _, h, w = photons.shape
         dev, dt = photons.device, photons.dtype
         keys = batch_keys(generator, b)  # once: the named streams below all draw from these keys
@@ -270,7 +278,11 @@ class Sensor:
         # One code path with or without a gradient: in-place ops only on tensors created here
         # (autograd records them, and raises if one would corrupt a saved value); the sampled
         # steps are straight-through, whose forward value is exact.
-        dark_e = self.dark_current_e_per_s * self.exposure_s
+        if exposure_s is None:
+            dark_e: float | torch.Tensor = self.dark_current_e_per_s * self.exposure_s
+        else:  # per image: the same float64 product as the scalar, rounded to dt the same way
+            t_s = exposure_s.to(device=dev, dtype=torch.float64).reshape(-1, 1, 1, 1)
+            dark_e = (t_s * self.dark_current_e_per_s).to(dt)
         if self.prnu_percent > 0 or self.dsnu_e > 0:
             gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e, dev)
             signal = signal.mul_(gain.to(dt))  # PRNU: per-pixel gain
