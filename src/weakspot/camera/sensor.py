@@ -232,13 +232,13 @@ class Sensor:
             scale = scale * gain
         if area_y is not None and area_x is not None:  # one input pixel per sensor pixel
             return irradiance * (scale * (area_y * area_x))
-        # the whole batch in two matrix products, accumulated in float64: a GEMM's blocking (and
-        # so its float32 rounding) may change with the batch size, but float64 sums rounded to
-        # float32 give the same bytes for an image in any batch (a float64 rounding difference
-        # would have to straddle a float32 rounding boundary: odds ~1e-9 a value)
-        ay = ay.to(device=irradiance.device)
-        axt = ax.to(device=irradiance.device).transpose(0, 1)
-        out = torch.matmul(torch.matmul(ay, irradiance.to(torch.float64)), axt).to(irradiance.dtype)
+        # Ay · irradiance · Axᵀ with banded matrices: each photodiode overlaps only a few input
+        # pixels, so it is a short sum of shifted rows (then columns) — K elementwise passes in a
+        # fixed order, the same bytes for an image in any batch (a GEMM may block, and so round,
+        # differently by batch size) and far less work than the dense product
+        iy, wy = _aperture_band(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
+        ix, wx = _aperture_band(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        out = _band_sum(_band_sum(irradiance, iy, wy, dim=-2), ix, wx, dim=-1)
         return out * scale
 
     def qe_tensor(self, device, dtype) -> torch.Tensor:
@@ -345,6 +345,37 @@ def _aperture_cached(
         if float((m - torch.diag(d)).abs().max()) <= tol and float((d - d.mean()).abs().max()) <= tol:
             uniform = float(d.mean())
     return m, uniform
+
+
+@lru_cache(maxsize=64)
+def _aperture_band(
+    n_in: int, pitch: float, n_out: int, pixel: float, side: float, sensor: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The overlap matrix (:func:`aperture_matrix`) as bands: ``(index, weight)``, both ``(n_out, K)``,
+    with row ``i`` of the matrix = ``Σ_k weight[i, k] · e(index[i, k])`` (K = the widest band;
+    padding entries repeat an index with weight 0)."""
+    m, _ = _aperture_cached(n_in, pitch, n_out, pixel, side, sensor)
+    nz = m > 0
+    cols = torch.arange(n_in).expand(n_out, n_in)
+    first = torch.where(nz, cols, n_in).amin(1).clamp_(max=n_in - 1)
+    last = torch.where(nz, cols, -1).amax(1)
+    k = max(int((last - first).max()) + 1, 1)
+    index = (first.view(-1, 1) + torch.arange(k).view(1, -1)).clamp_(max=n_in - 1)
+    weight = m.gather(1, index)
+    weight[first.view(-1, 1) + torch.arange(k).view(1, -1) > n_in - 1] = 0.0  # clamped padding
+    return index, weight
+
+
+def _band_sum(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """``A · x`` along ``dim`` (−2: rows, −1: columns) for a banded ``A`` given as
+    :func:`_aperture_band` bands: ``Σ_k weight[:, k] · x[..., index[:, k], ...]``, summed in order k."""
+    index = index.to(x.device)
+    weight = weight.to(device=x.device, dtype=x.dtype)
+    shape = (-1, 1) if dim == -2 else (1, -1)
+    out = x.index_select(dim, index[:, 0]) * weight[:, 0].view(shape)
+    for k in range(1, index.shape[1]):  # K terms, whatever the batch
+        out = out.add_(x.index_select(dim, index[:, k]) * weight[:, k].view(shape))
+    return out
 
 
 @lru_cache(maxsize=64)
