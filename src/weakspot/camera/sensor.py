@@ -224,8 +224,8 @@ class Sensor:
         b, c, h, w = irradiance.shape
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
-        ay, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
-        ax, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        _, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
+        _, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
         t_s = self.exposure_s if exposure_s is None else exposure_s.reshape(-1, 1, 1, 1)
         scale = torch.as_tensor(t_s, dtype=irradiance.dtype, device=irradiance.device)
         if gain is not None:
