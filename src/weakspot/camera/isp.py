@@ -168,7 +168,7 @@ def _apply_colour(rgb: torch.Tensor, t: torch.Tensor, black: float) -> torch.Ten
     tt = t.to(device=rgb.device, dtype=rgb.dtype)
     bias = (-black * t.sum(1)).to(device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
     if bool((t == torch.diag(torch.diagonal(t))).all()):
-        return rgb * tt.diagonal().view(1, 3, 1, 1) + bias
+        return torch.addcmul(bias, rgb, tt.diagonal().view(1, 3, 1, 1))  # one pass
     lin = rgb[:, 0:1] * tt[:, 0].view(1, 3, 1, 1)
     lin = lin + rgb[:, 1:2] * tt[:, 1].view(1, 3, 1, 1)
     return lin + rgb[:, 2:3] * tt[:, 2].view(1, 3, 1, 1) + bias
