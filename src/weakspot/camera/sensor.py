@@ -6,7 +6,7 @@ Per pixel and exposure (all pure torch functions on ``(B, C, H, W)`` tensors):
    of the input photo); pixels of pitch ``pixel_size_um`` tile it from its centre, so a
    larger pixel gives fewer pixels. Each pixel's photodiode is a centred square of
    side ``pixel_size_um · √fill_factor``; it integrates the irradiance over its area
-   (exact box overlap with the input grid, two small matrix products).
+   (exact box overlap with the input grid: a few shifted rows, then columns, per pixel).
 2. **Colour filter.** With ``cfa="RGGB"`` (Bayer) each pixel keeps only its band.
 3. **Photons → electrons.** ``mean_e = QE_c · photons + dark_current_e_per_s · exposure_s``,
    optional PRNU (gain) and DSNU (offset) fixed patterns keyed by ``fpn_seed`` (the sensor,
