@@ -16,11 +16,6 @@ from weakspot.random import KeyedBatch
 
 ALL = weakspot.list_degradations()
 
-#: camera degradations (those implemented in degrade/camera_ops.py) still loop over per-image
-#: generators inside weakspot.camera (shot noise); the lead ports the camera to the whole-batch
-#: path after the camera rewrite is merged
-CAMERA_PENDING = {n for n in ALL if get_spec(n).func.__module__ == "weakspot.degrade.camera_ops"}
-
 #: ops that are one codec call per image by nature (libjpeg on the CPU; nvJPEG batches on CUDA)
 PER_IMAGE_CODEC_OPS = ("image.encode_jpeg", "image.decode_jpeg")
 
@@ -56,8 +51,6 @@ def _count(deg, x: torch.Tensor, keys: KeyedBatch) -> collections.Counter:
 
 @pytest.mark.parametrize("name", ALL)
 def test_op_count_does_not_grow_with_the_batch(name, images):
-    if name in CAMERA_PENDING:
-        pytest.xfail("camera: per-image shot-noise loop in weakspot.camera, pending its whole-batch port")
     deg = _build(name)
     ids = [f"img{i}" for i in range(8)]
     deg(images[:3], generator=KeyedBatch.from_ids(0, ids[:3], "warm"))  # fill size-keyed caches first
@@ -95,11 +88,6 @@ def test_an_image_gets_the_same_result_in_any_batch(name, images):
     full = deg(images, generator=KeyedBatch.from_ids(5, ids, "cond"))
     for sub in ([6], [2, 7, 0], [7, 3, 5, 1, 0, 6, 2, 4]):
         part = deg(images[sub], generator=KeyedBatch.from_ids(5, [ids[i] for i in sub], "cond"))
-        if name in CAMERA_PENDING and len(sub) == 1:
-            # the camera's keyed noise is exact (batches of 3 and 8 below), but one of its float
-            # kernels rounds differently for a batch of one (last-bit differences, not randomness)
-            torch.testing.assert_close(part, full[sub], rtol=0, atol=1e-6)
-            continue
         assert torch.equal(part, full[sub]), sub
     if get_spec(name).random:
         other = deg(images, generator=KeyedBatch.from_ids(6, ids, "cond"))

@@ -161,3 +161,43 @@ def test_camera_per_sample_parameters_equal_single_captures(photos):
         assert torch.equal(batched[i : i + 1], alone), i
     with pytest.raises(weakspot.errors.InvalidParameterError, match="exposure_s"):
         camera(x, generator=0, exposure_s=[0.001, 0.002])
+
+
+@pytest.mark.parametrize("defocus", [0.0, 1.0])  # the in-focus fast path and the blur + collect path
+def test_per_sample_exposures_are_one_capture_equal_to_scalar_captures(photos, defocus):
+    """Different exposures in one batch are (B, 1, 1, 1) factors of one capture, bit for bit what
+    each image gets alone with its scalar exposure (photons ∝ t, dark charge ∝ t, DSNU on top);
+    the capture's ops do not grow with the batch (no grouping by value)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from weakspot.degrade.camera_ops import camera
+    from weakspot.random import KeyedBatch
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    x = torch.cat([photos[:, :, :48, :56]] * 2)  # 8 images
+    t = [0.001, 0.0125, 0.004, 0.0005, 0.05, 0.002, 0.0125, 0.0003]
+    ids = [f"img{i}" for i in range(8)]
+    kw = dict(defocus_diopters=defocus, dsnu_e=3.0, dark_current_e_per_s=400.0)
+    batched = camera(x, generator=KeyedBatch.from_ids(0, ids, "c"), exposure_s=torch.tensor(t, dtype=torch.float64), **kw)
+    for i in range(8):
+        alone = camera(x[i : i + 1], generator=KeyedBatch.from_ids(0, [ids[i]], "c"), exposure_s=t[i], **kw)
+        assert torch.equal(batched[i : i + 1], alone), i
+    counts = []
+    for n in (2, 8):
+        Count.n = 0
+        with Count():
+            camera(x[:n], generator=KeyedBatch.from_ids(0, ids[:n], "c"), exposure_s=t[:n], **kw)
+        counts.append(Count.n)
+    assert counts[0] == counts[1]
+    cap = camera_from_params(**kw).capture(x[:3], generator=0, exposure_s=torch.tensor(t[:3]))
+    expected = torch.stack([camera_from_params(**kw, exposure_s=float(torch.tensor(v))).capture(
+        x[i : i + 1], generator=0).photons_rgb[0] for i, v in enumerate(t[:3])])
+    torch.testing.assert_close(cap.photons_rgb, expected, rtol=1e-6, atol=0)  # the lazy intermediate uses them too
+    with pytest.raises(weakspot.errors.InvalidParameterError, match="exposure_s"):
+        DEFAULT_CAMERA.capture(x[:2], exposure_s=torch.tensor([0.001, -1.0]))

@@ -239,3 +239,17 @@ def test_contact_sheet_writes_a_labelled_grid(tmp_path, photo_uint8):
     assert a.std() > 20  # a picture, not a blank canvas
     with pytest.raises(InvalidParameterError, match="image"):
         camera_contact_sheet(torch.rand(2, 3, 8, 8), tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("kind", ["bilinear", "malvar"])
+def test_demosaic_of_integer_dn_is_exact_in_float32_in_any_batch(kind):
+    """The demosaic weights are multiples of 1/16, so on integer DN up to 18 bits float32 gives the
+    exact (float64) result whatever the convolution algorithm — the same bytes in any batch."""
+    from weakspot.camera.isp import _demosaic
+
+    g = torch.Generator().manual_seed(0)
+    dn = torch.randint(0, 2**18, (8, 1, 34, 46), generator=g).float()
+    full = _demosaic(dn, "GRBG", kind)
+    assert torch.equal(full.double(), _demosaic(dn.double(), "GRBG", kind))
+    for sub in ([5], [2, 7, 0]):
+        assert torch.equal(_demosaic(dn[sub], "GRBG", kind), full[sub])

@@ -241,3 +241,43 @@ def test_shot_noise_follows_the_poisson_law_at_low_counts(exact_below_e):
         assert float((s == 0).float().mean()) == pytest.approx(math.exp(-lam), abs=0.01)
         assert float(s.mean()) == pytest.approx(lam, rel=0.02)
         assert float(s.var()) == pytest.approx(lam, rel=0.03)
+
+
+def test_whole_batch_noise_is_per_image_and_fixed_pattern_per_sensor():
+    """One batch, one key per image: the PRNU map is the sensor's (the same in every image), the shot
+    noise is each image's own (independent between images: var(a − b) = 2·mean, the Poisson law),
+    and an image's electrons do not depend on the batch it is captured in."""
+    from weakspot.random import KeyedBatch
+
+    sensor = Sensor(cfa=None, read_noise_e=0.0, dark_current_e_per_s=0.0, prnu_percent=5.0, fpn_seed=3)
+    cam = Camera(sensor=sensor)
+    flat = torch.full((4, 3, 96, 96), 0.6)  # 9216 pixels: the variance is known to ±1.5 %
+    ids = ["a", "b", "c", "d"]
+    e = cam.capture(flat, KeyedBatch.from_ids(0, ids, "fpn")).electrons[:, 1].double()
+    mean = float(e.mean())
+    pattern = e.mean(0)  # the PRNU map (plus shot noise / 4)
+    for i in range(1, 4):  # every image shows the same fixed pattern
+        assert float(np.corrcoef(e[0].flatten().numpy(), e[i].flatten().numpy())[0, 1]) > 0.8
+    diff = (e[0] - e[1]).flatten()
+    assert float(diff.var()) == pytest.approx(2 * mean, rel=0.1)  # independent shot noise only
+    assert float(pattern.std() / pattern.mean()) == pytest.approx(math.sqrt(0.05**2 + 1 / (4 * mean)), rel=0.15)
+    alone = cam.capture(flat[:1], KeyedBatch.from_ids(0, ["c"], "fpn")).electrons[:, 1].double()
+    assert torch.equal(alone[0], e[2])
+
+
+@pytest.mark.parametrize(("n_in", "pitch_um", "pixel_um", "fill"), [
+    (512, 1.225, 2.8, 0.75),  # 512² input onto 224² default pixels
+    (224, 2.8, 8.0, 0.75),
+    (224, 2.8, 100.0, 0.75),  # wide bands (≈ 31 input pixels per photodiode)
+    (40, 15.68, 6.5, 0.75),  # more sensor pixels than input pixels
+    (64, 2.8, 2.8, 0.5),
+])
+def test_banded_collect_equals_the_dense_aperture_product(n_in, pitch_um, pixel_um, fill):
+    """The banded pixel integration in Sensor.collect is the reference Ay · irradiance · Axᵀ."""
+    s = Sensor(pixel_size_um=pixel_um, fill_factor=fill)
+    x = torch.rand(2, 3, n_in, n_in + 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rows, cols, sh, sw = s.grid(n_in, n_in + 8, pitch_um)
+    side = pixel_um * math.sqrt(fill)
+    ay = aperture_matrix(n_in, pitch_um, rows, pixel_um, side, sh, dtype=torch.float64)
+    ax = aperture_matrix(n_in + 8, pitch_um, cols, pixel_um, side, sw, dtype=torch.float64)
+    torch.testing.assert_close(s.collect(x, pitch_um), ay @ x @ ax.T * s.exposure_s, rtol=1e-12, atol=0)

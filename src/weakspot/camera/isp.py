@@ -117,16 +117,23 @@ class ISP:
     def process(self, dn: torch.Tensor, sensor: Sensor) -> tuple[torch.Tensor, torch.Tensor]:
         """DN ``(B, 1|3, h, w)`` → ``(linear_rgb, image)``, both ``(B, 3, h, w)`` in [0, 1].
 
-        Fast path: black level, normalisation, white balance, gain and colour matrix are
-        folded into the demosaicking convolution (one dense conv with bias), then clip and
-        encode. :meth:`process_reference` runs the same steps one by one.
+        Fast path: one demosaicking convolution on the 2×2 super-pixel planes, then black level,
+        normalisation, white balance, gain and colour matrix as one 3×3 transform (for ADCs above
+        18 bits folded into the convolution, accumulated in float64), then clip and encode.
+        :meth:`process_reference` runs the same steps one by one.
         """
         t, black = self.colour_transform(sensor)
-        if sensor.cfa is not None:
+        # The same bytes for an image in any batch: a float convolution may pick another algorithm
+        # (and summation order) for another batch size. Up to 18-bit DN the demosaic's dyadic
+        # weights (multiples of 1/16) on integer DN are exact in float32 in any order, and the 3×3
+        # colour transform runs as elementwise ops in a fixed order; above, one fused convolution
+        # accumulates in float64 and rounds once.
+        if sensor.cfa is not None and sensor.adc_max_dn <= _EXACT_DEMOSAIC_MAX_DN:
+            lin = _apply_colour(_demosaic(dn, sensor.cfa, self.demosaic), t, black)
+        elif sensor.cfa is not None:
             lin = _demosaic(dn, sensor.cfa, self.demosaic, transform=t, black=black)
         else:
-            tt = t.to(device=dn.device, dtype=dn.dtype)
-            lin = torch.einsum("ij,bjhw->bihw", tt, dn) - (tt.sum(1) * black).view(1, 3, 1, 1)
+            lin = _apply_colour(dn, t, black)
         lin = straight_through_(lin, lambda t: t.clamp_(0.0, 1.0))
         img = linear_to_srgb(lin) if self.output == "srgb" else lin
         return lin, img
@@ -148,6 +155,23 @@ class ISP:
         lin = lin.clamp(0.0, 1.0)
         img = linear_to_srgb(lin) if self.output == "srgb" else lin
         return raw, lin, img
+
+
+#: Largest ADC output for which :meth:`ISP.process` demosaics in the images' float32 exactly:
+#: multiples of 1/16 below 2²⁰ (the kernels' absolute sums are ≤ 2.5) are exact in float32
+_EXACT_DEMOSAIC_MAX_DN = 2**18
+
+
+def _apply_colour(rgb: torch.Tensor, t: torch.Tensor, black: float) -> torch.Tensor:
+    """``t @ (rgb − black)`` per pixel for a 3×3 ``t`` (float64): elementwise ops in a fixed order
+    (a diagonal ``t``, white balance and gain only, is one multiply and one add)."""
+    tt = t.to(device=rgb.device, dtype=rgb.dtype)
+    bias = (-black * t.sum(1)).to(device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    if bool((t == torch.diag(torch.diagonal(t))).all()):
+        return torch.addcmul(bias, rgb, tt.diagonal().view(1, 3, 1, 1))  # one pass
+    lin = rgb[:, 0:1] * tt[:, 0].view(1, 3, 1, 1)
+    lin = lin + rgb[:, 1:2] * tt[:, 1].view(1, 3, 1, 1)
+    return lin + rgb[:, 2:3] * tt[:, 2].view(1, 3, 1, 1) + bias
 
 
 # Malvar–He–Cutler (ICASSP 2004) 5×5 filters, scaled by 1/8.
@@ -232,9 +256,12 @@ def _demosaic(
     planes = F.pixel_unshuffle(x, 2)  # (B, 4, h/2 + 2, w/2 + 2)
     key = None if transform is None else tuple(transform.flatten().tolist())
     weight, bias = _fused_weight(pattern.upper(), kind, key, float(black))
-    weight = weight.to(device=raw.device, dtype=raw.dtype)
-    bias = None if bias is None else bias.to(device=raw.device, dtype=raw.dtype)
-    out = F.pixel_shuffle(F.conv2d(planes, weight, bias), 2)  # (B, 3, h + oh, w + ow)
+    if transform is None:  # the dyadic demosaic weights alone, exact in any float dtype
+        out = F.conv2d(planes, weight.to(device=raw.device, dtype=raw.dtype))
+    else:  # a folded colour transform: accumulate in float64, round once (see ISP.process)
+        bias = None if bias is None else bias.to(device=raw.device)
+        out = F.conv2d(planes.to(torch.float64), weight.to(device=raw.device), bias).to(raw.dtype)
+    out = F.pixel_shuffle(out, 2)  # (B, 3, h + oh, w + ow)
     return out[..., :h, :w] if (oh or ow) else out
 
 

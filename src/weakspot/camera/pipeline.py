@@ -24,7 +24,7 @@ from weakspot.camera.optics import Optics
 from weakspot.camera.scene import PHOTONS_PER_LUX, REC709_LUMA, Scene, srgb_to_linear
 from weakspot.camera.sensor import Sensor, mosaic
 from weakspot.errors import InvalidImageError, InvalidParameterError, UnknownNameError
-from weakspot.random import GeneratorLike, as_generators
+from weakspot.random import GeneratorLike, batch_keys
 
 __all__ = ["Camera", "Capture", "resample_to"]
 
@@ -67,6 +67,7 @@ class Capture:
     white_luminance_cd_m2: torch.Tensor
     camera: "Camera" = field(repr=False)
     _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    exposure_s: torch.Tensor | None = field(default=None, repr=False)  # per-image times, if not the sensor's
 
     @property
     def pixel_size_um(self) -> float:
@@ -108,7 +109,7 @@ class Capture:
 
         def compute() -> torch.Tensor:
             gain = cam._photometric_gain(self.srgb, self.white_luminance_cd_m2)
-            return cam.sensor.collect(self.blurred_linear, self.sample_pitch_um, gain=gain)
+            return cam.sensor.collect(self.blurred_linear, self.sample_pitch_um, gain=gain, exposure_s=self.exposure_s)
 
         return self._get("photons_rgb", compute)
 
@@ -157,12 +158,21 @@ class Camera:
         band = torch.tensor(PHOTONS_PER_LUX, device=ref.device, dtype=ref.dtype).view(1, 3, 1, 1)
         return white * (band * self.optics.illuminance_factor)
 
-    def capture(self, images: torch.Tensor, generator: GeneratorLike = None) -> Capture:
+    def capture(
+        self, images: torch.Tensor, generator: GeneratorLike = None, exposure_s: torch.Tensor | None = None
+    ) -> Capture:
         """Photograph ``images`` — sRGB ``(B, 3, H, W)`` (or grey ``(B, 1, H, W)``) in [0, 1].
 
-        ``generator``: ``None``, an int seed, a ``torch.Generator`` or a list of ``B``
-        per-image generators (then every image's noise depends only on its generator).
+        ``generator``: ``None``, an int seed, a ``torch.Generator``, a list of ``B`` per-image
+        generators or a :class:`~weakspot.random.KeyedBatch` of ``B`` keys (what sweeps pass): it
+        is normalised once to one key per image (:func:`~weakspot.random.batch_keys`) and the
+        noise is drawn for the whole batch from named streams, so every image's noise depends
+        only on its key, never on the rest of the batch.
         Returns a :class:`Capture`; ``capture.image`` has the sensor's resolution.
+
+        ``exposure_s``: optional per-image integration times, a 1-D tensor of ``B`` values in s
+        (one capture for a batch of different exposures, as ``(B, 1, 1, 1)`` factors); image ``i``
+        equals its capture with ``sensor.exposure_s = exposure_s[i]`` bit for bit.
 
         Fast path: when the lens does not blur (in focus, no diffraction), every sensor pixel
         sees exactly one input pixel and the sensor has a CFA, the scene → photon chain is
@@ -172,7 +182,9 @@ class Camera:
         _check_fast(images)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        gens = as_generators(generator, images.shape[0])
+        keys = batch_keys(generator, images.shape[0])  # one key per image, normalised once
+        if exposure_s is not None:
+            exposure_s = _per_image_exposure(exposure_s, images.shape[0])
         h, w = images.shape[-2:]
         pitch = self.scene.pitch_um(w)
         self.sensor.grid(h, w, pitch)  # fail early on impossible geometry
@@ -181,7 +193,11 @@ class Camera:
         cache: dict[str, torch.Tensor] = {}
         if psf.shape[-1] == 1 and area is not None and self.sensor.cfa is not None and not self.scene.per_image_mean:
             white = self.scene.white_luminance(images)
-            gain = self._photometric_gain(images, white) * (area * self.sensor.exposure_s)  # (B, 3, 1, 1)
+            if exposure_s is None:
+                gain = self._photometric_gain(images, white) * (area * self.sensor.exposure_s)  # (B, 3, 1, 1)
+            else:  # the scalar path's float64 product area · t, rounded to the images' dtype, per image
+                t_area = (exposure_s.to(images.device) * area).to(images.dtype).view(-1, 1, 1, 1)
+                gain = self._photometric_gain(images, white) * t_area
             if bool((gain == gain[:1]).all()):  # one scale for the batch: a (1, 1, h, w) map
                 gain = gain[:1]
             gain_map = mosaic(gain.expand(-1, -1, h, w), self.sensor.cfa)
@@ -191,14 +207,16 @@ class Camera:
             linear = srgb_to_linear(images)
             white = self.scene.white_luminance(linear)
             blurred = self.optics.blur(linear, pitch)  # the PSF is linear: blur relative radiance
-            photons_rgb = self.sensor.collect(blurred, pitch, gain=self._photometric_gain(images, white))
+            photons_rgb = self.sensor.collect(
+                blurred, pitch, gain=self._photometric_gain(images, white), exposure_s=exposure_s
+            )
             photons = mosaic(photons_rgb, self.sensor.cfa) if self.sensor.cfa is not None else photons_rgb
             cache = {"linear": linear, "blurred_linear": blurred, "photons_rgb": photons_rgb}
-        electrons, readout, dn = self.sensor.expose_photons(photons, gens)
+        electrons, readout, dn = self.sensor.expose_photons(photons, keys, exposure_s)
         lin, img = self.isp.process(dn, self.sensor)
         return Capture(
             srgb=images, photons=photons, electrons=electrons, readout_e=readout, dn=dn, linear_rgb=lin,
-            image=img, psf=psf, white_luminance_cd_m2=white, camera=self, _cache=cache,
+            image=img, psf=psf, white_luminance_cd_m2=white, camera=self, _cache=cache, exposure_s=exposure_s,
         )
 
     def __call__(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
@@ -206,6 +224,17 @@ class Camera:
         c = images.shape[1] if isinstance(images, torch.Tensor) and images.ndim == 4 else 3
         out = resample_to(self.capture(images, generator).image, tuple(images.shape[-2:]))
         return to_channels(out, c)
+
+
+def _per_image_exposure(exposure_s, batch: int) -> torch.Tensor:
+    """Per-image exposure times as a float64 ``(B,)`` tensor, checked (in s, within [0, 3600])."""
+    t = torch.as_tensor(exposure_s, dtype=torch.float64).reshape(-1)
+    if t.numel() != batch:
+        raise InvalidParameterError("exposure_s", f"{t.numel()} values", f"one per image, exactly {batch} (in s)")
+    lo, hi = float(t.min()), float(t.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi > 3600:
+        raise InvalidParameterError("exposure_s", f"[{lo:g}, {hi:g}]", "times in [0, 3600] s")
+    return t
 
 
 def _check_fast(images: torch.Tensor) -> None:

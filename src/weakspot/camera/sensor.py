@@ -6,15 +6,19 @@ Per pixel and exposure (all pure torch functions on ``(B, C, H, W)`` tensors):
    of the input photo); pixels of pitch ``pixel_size_um`` tile it from its centre, so a
    larger pixel gives fewer pixels. Each pixel's photodiode is a centred square of
    side ``pixel_size_um · √fill_factor``; it integrates the irradiance over its area
-   (exact box overlap with the input grid, two small matrix products).
+   (exact box overlap with the input grid: a few shifted rows, then columns, per pixel).
 2. **Colour filter.** With ``cfa="RGGB"`` (Bayer) each pixel keeps only its band.
 3. **Photons → electrons.** ``mean_e = QE_c · photons + dark_current_e_per_s · exposure_s``,
-   optional PRNU (gain) and DSNU (offset) fixed patterns drawn from ``fpn_seed``;
-   shot noise is Poisson on the total (exact at every count, :func:`weakspot.random.poisson`);
-   the well clips each channel at ``full_well_e``.
+   optional PRNU (gain) and DSNU (offset) fixed patterns keyed by ``fpn_seed`` (the sensor,
+   not the image); shot noise is Poisson on the total (:func:`shot_noise`); the well clips
+   each channel at ``full_well_e``.
 4. **Readout.** Gaussian read noise (``read_noise_e``), conversion to DN with
    ``conversion_gain`` (DN/e⁻) plus ``black_level_dn``, rounding, ADC clip to
    ``[0, 2^adc_bits − 1]``.
+
+Randomness: one key per image (:func:`weakspot.random.batch_keys`), whole-batch draws on the
+images' device from the named streams ``camera.shot.poisson``, ``camera.shot.normal`` and
+``camera.read_noise``, so an image's noise never depends on its batch (docs/camera.md).
 
 Gradients: Poisson sampling, rounding and both clips are straight-through (their
 forward value is exact; the backward pass treats them as identity), so a loss on
@@ -35,8 +39,9 @@ from functools import lru_cache
 import torch
 
 from weakspot._checks import check_range
+from weakspot._grad import straight_through, straight_through_
 from weakspot.errors import InvalidParameterError
-from weakspot.random import GeneratorLike, as_generators, keyed_generator, poisson, randn
+from weakspot.random import GeneratorLike, KeyedBatch, batch_keys, keyed_seed, poisson, randn
 
 __all__ = [
     "Sensor",
@@ -54,30 +59,6 @@ PIXEL_WELL_DESIGNS = ("fixed", "area")
 
 _CFA_PATTERNS = {"RGGB": "RGGB", "BGGR": "BGGR", "GRBG": "GRBG", "GBRG": "GBRG"}
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
-
-
-def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``value`` in the forward pass (bit for bit), identity gradient to ``x`` in the backward pass.
-
-    Computed as ``value + (x − x.detach())``: the bracket is exactly 0 for finite ``x``, so the
-    forward numbers are ``value``'s whether or not ``x`` requires a gradient (``x + (value − x)``
-    would round). Without a graph the zero is skipped, which changes no number.
-    """
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return value
-    return value.detach() + (x - x.detach())
-
-
-def straight_through_(x: torch.Tensor, op_) -> torch.Tensor:
-    """``straight_through(x, op_(values of x))`` for an in-place op ``op_`` (e.g. round and clip).
-
-    ``x`` must be a fresh intermediate the caller owns: without a graph ``op_`` overwrites it
-    (no copy); with one it runs on a detached copy. The two cases apply the same ``op_`` to the
-    same numbers, so they agree bit for bit (``tests/test_camera_paths.py`` ties them).
-    """
-    if x.requires_grad:
-        return straight_through(x, op_(x.detach().clone()))
-    return op_(x)
 
 
 @dataclass(frozen=True)
@@ -229,28 +210,35 @@ class Sensor:
         return rows, cols, sh, sw
 
     # ----------------------------------------------------------------- pipeline steps
-    def collect(self, irradiance: torch.Tensor, sample_pitch_um: float, gain: torch.Tensor | None = None) -> torch.Tensor:
+    def collect(
+        self, irradiance: torch.Tensor, sample_pitch_um: float, gain: torch.Tensor | None = None,
+        exposure_s: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean photons per pixel and band ``(B, 3, rows, cols)`` over the exposure.
 
         ``irradiance``: ``(B, 3, H, W)`` photons s⁻¹ µm⁻² on the input grid, optionally times a
         broadcastable ``gain`` (multiplied in the same pass; the camera passes relative
-        irradiance and its photometric scale this way).
+        irradiance and its photometric scale this way). ``exposure_s``: optional per-image
+        integration times ``(B,)`` in s instead of :attr:`exposure_s` (same numbers per image).
         """
         b, c, h, w = irradiance.shape
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
-        ay, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
-        ax, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
-        scale = torch.as_tensor(self.exposure_s, dtype=irradiance.dtype, device=irradiance.device)
+        _, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
+        _, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        t_s = self.exposure_s if exposure_s is None else exposure_s.reshape(-1, 1, 1, 1)
+        scale = torch.as_tensor(t_s, dtype=irradiance.dtype, device=irradiance.device)
         if gain is not None:
             scale = scale * gain
         if area_y is not None and area_x is not None:  # one input pixel per sensor pixel
             return irradiance * (scale * (area_y * area_x))
-        ay = ay.to(device=irradiance.device, dtype=irradiance.dtype)
-        axt = ax.to(device=irradiance.device, dtype=irradiance.dtype).transpose(0, 1)
-        # one image at a time: batched GEMMs may block differently for another batch size, and a
-        # sampled value must not depend on which other images share the batch
-        out = torch.stack([torch.matmul(torch.matmul(ay, img), axt) for img in irradiance])
+        # Ay · irradiance · Axᵀ with banded matrices: each photodiode overlaps only a few input
+        # pixels, so it is a short sum of shifted rows (then columns) — K elementwise passes in a
+        # fixed order, the same bytes for an image in any batch (a GEMM may block, and so round,
+        # differently by batch size) and far less work than the dense product
+        iy, wy = _aperture_band(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
+        ix, wx = _aperture_band(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        out = _band_sum(_band_sum(irradiance, iy, wy, dim=-2), ix, wx, dim=-1)
         return out * scale
 
     def qe_tensor(self, device, dtype) -> torch.Tensor:
@@ -265,18 +253,24 @@ class Sensor:
         ``photons`` is the mean photon count at the photodiode, ``electrons`` the collected
         charge (shot noise, dark current, fixed pattern, full-well clip; integers),
         ``readout_e`` adds read noise (float e⁻) and ``dn`` is the quantised ADC output.
-        ``generator`` is normalised once by the caller (one generator or a list of B).
+        ``generator``: anything :func:`~weakspot.random.batch_keys` accepts (the camera passes a
+        :class:`~weakspot.random.KeyedBatch` of one key per image); all noise is drawn for the
+        whole batch from named streams.
         """
         photons = mosaic(photons_rgb, self.cfa) if self.cfa is not None else photons_rgb
         return (photons, *self.expose_photons(photons, generator))
 
     def expose_photons(
-        self, photons: torch.Tensor, generator: GeneratorLike = None
+        self, photons: torch.Tensor, generator: GeneratorLike = None, exposure_s: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean photons at each photodiode (``(B, 1, h, w)`` mosaic with a CFA, else
-        ``(B, 3, h, w)``) → ``(electrons, readout_e, dn)``; see :meth:`expose`."""
+        ``(B, 3, h, w)``) → ``(electrons, readout_e, dn)``; see :meth:`expose`.
+
+        ``exposure_s``: optional per-image integration times ``(B,)`` in s for the dark current
+        (the photons already hold their exposure); default :attr:`exposure_s`."""
         b, _, h, w = photons.shape
         dev, dt = photons.device, photons.dtype
+        keys = batch_keys(generator, b)  # once: the named streams below all draw from these keys
         if self.cfa is not None:
             signal = photons * _qe_map(self.cfa, self.qe_rgb, h, w).to(device=dev, dtype=dt)
         else:
@@ -284,18 +278,23 @@ class Sensor:
         # One code path with or without a gradient: in-place ops only on tensors created here
         # (autograd records them, and raises if one would corrupt a saved value); the sampled
         # steps are straight-through, whose forward value is exact.
-        dark_e = self.dark_current_e_per_s * self.exposure_s
+        if exposure_s is None:
+            dark_e: float | torch.Tensor = self.dark_current_e_per_s * self.exposure_s
+        else:  # per image: the same float64 product as the scalar, rounded to dt the same way
+            t_s = exposure_s.to(device=dev, dtype=torch.float64).reshape(-1, 1, 1, 1)
+            dark_e = (t_s * self.dark_current_e_per_s).to(dt)
         if self.prnu_percent > 0 or self.dsnu_e > 0:
-            gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e)
-            signal = signal.mul_(gain.to(dev, dt))  # PRNU: per-pixel gain
-            mean_e = signal.add_((dark_e + offset.to(dev, dt)).clamp_min(0.0))  # DSNU: per-pixel dark offset
+            gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e, dev)
+            signal = signal.mul_(gain.to(dt))  # PRNU: per-pixel gain
+            mean_e = signal.add_((dark_e + offset.to(dt)).clamp_min(0.0))  # DSNU: per-pixel dark offset
         else:
             mean_e = signal.add_(dark_e)
         mean_e = mean_e.clamp_min_(0.0)
-        counts = shot_noise(mean_e.detach(), generator, self.poisson_exact_below_e)
+        counts = shot_noise(mean_e.detach(), keys, self.poisson_exact_below_e)
         electrons = straight_through(mean_e, counts.clamp_(max=self.full_well_e))
         if self.read_noise_e > 0:
-            readout = randn(electrons.shape, generator, dev, dt).mul_(self.read_noise_e).add_(electrons)
+            z = randn(electrons.shape, keys, dev, dt, stream="camera.read_noise")
+            readout = z.mul_(self.read_noise_e).add_(electrons)
         else:
             readout = electrons
         analog = readout.mul(self.conversion_gain).add_(self.black_level_dn)
@@ -349,6 +348,37 @@ def _aperture_cached(
 
 
 @lru_cache(maxsize=64)
+def _aperture_band(
+    n_in: int, pitch: float, n_out: int, pixel: float, side: float, sensor: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The overlap matrix (:func:`aperture_matrix`) as bands: ``(index, weight)``, both ``(n_out, K)``,
+    with row ``i`` of the matrix = ``Σ_k weight[i, k] · e(index[i, k])`` (K = the widest band;
+    padding entries repeat an index with weight 0)."""
+    m, _ = _aperture_cached(n_in, pitch, n_out, pixel, side, sensor)
+    nz = m > 0
+    cols = torch.arange(n_in).expand(n_out, n_in)
+    first = torch.where(nz, cols, n_in).amin(1).clamp_(max=n_in - 1)
+    last = torch.where(nz, cols, -1).amax(1)
+    k = max(int((last - first).max()) + 1, 1)
+    index = (first.view(-1, 1) + torch.arange(k).view(1, -1)).clamp_(max=n_in - 1)
+    weight = m.gather(1, index)
+    weight[first.view(-1, 1) + torch.arange(k).view(1, -1) > n_in - 1] = 0.0  # clamped padding
+    return index, weight
+
+
+def _band_sum(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """``A · x`` along ``dim`` (−2: rows, −1: columns) for a banded ``A`` given as
+    :func:`_aperture_band` bands: ``Σ_k weight[:, k] · x[..., index[:, k], ...]``, summed in order k."""
+    index = index.to(x.device)
+    weight = weight.to(device=x.device, dtype=x.dtype)
+    shape = (-1, 1) if dim == -2 else (1, -1)
+    out = x.index_select(dim, index[:, 0]) * weight[:, 0].view(shape)
+    for k in range(1, index.shape[1]):  # K terms, whatever the batch
+        out = out.add_(x.index_select(dim, index[:, k]) * weight[:, k].view(shape))
+    return out
+
+
+@lru_cache(maxsize=64)
 def _channel_index(pattern: str, h: int, w: int) -> torch.Tensor:
     idx = torch.zeros(1, 1, h, w, dtype=torch.long)
     for k, ch in enumerate(pattern):
@@ -389,29 +419,34 @@ def shot_noise(mean_e: torch.Tensor, generator: GeneratorLike, exact_below_e: fl
     Exact Poisson (:func:`weakspot.random.poisson`) where ``mean_e < exact_below_e``; above
     it the normal approximation ``round(λ + √λ·z)`` (skewness 1/√λ ≤ 0.1), as ISETCam's
     ``noiseShot`` does (it switches at 25 e⁻). ``exact_below_e=inf`` samples Poisson everywhere.
+
+    Whole batch, keyed per image (``generator`` is normalised by :func:`~weakspot.random.batch_keys`):
+    the Poisson values come from stream ``"camera.shot.poisson"`` and the normal ones from
+    ``"camera.shot.normal"``, each at the pixel's own counter, so an image's noise does not
+    depend on the batch it is in; the op count does not grow with the batch.
     """
+    keys = batch_keys(generator, mean_e.shape[0])
     if math.isinf(exact_below_e):
-        return poisson(mean_e, generator)
-    gens = as_generators(generator, mean_e.shape[0])
-    z = randn(mean_e.shape, gens, mean_e.device, mean_e.dtype)
-    out = z.mul_(mean_e.sqrt()).add_(mean_e).round_().clamp_min_(0.0)
+        return poisson(mean_e, keys, stream="camera.shot.poisson")
     low = mean_e < exact_below_e
-    if isinstance(gens, torch.Generator):
-        idx = low.view(-1).nonzero().squeeze(1)
-        if idx.numel():
-            out.view(-1)[idx] = poisson(mean_e.reshape(-1)[idx], gens)
-    else:
-        for i, g in enumerate(gens):
-            idx = low[i].reshape(-1).nonzero().squeeze(1)
-            if idx.numel():
-                out[i].view(-1)[idx] = poisson(mean_e[i].reshape(-1)[idx], g)
-    return out
+    # Poisson only where the mean is low (a zero rate costs nothing: the sampler skips it)
+    exact = poisson(torch.where(low, mean_e, torch.zeros_like(mean_e)), keys, stream="camera.shot.poisson")
+    z = randn(mean_e.shape, keys, mean_e.device, mean_e.dtype, stream="camera.shot.normal")
+    normal = z.mul_(mean_e.sqrt()).add_(mean_e).round_().clamp_min_(0.0)
+    return torch.where(low, exact, normal)
 
 
 @lru_cache(maxsize=16)
-def _fpn_maps(seed: int, c: int, h: int, w: int, prnu_percent: float, dsnu_e: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Persistent PRNU gain and DSNU offset maps ``(1, c, h, w)`` for sensor ``seed``."""
-    g = keyed_generator("weakspot.camera.fpn", int(seed), c, h, w)
-    gain = 1.0 + (prnu_percent / 100.0) * torch.randn(1, c, h, w, generator=g)
-    offset = dsnu_e * torch.randn(1, c, h, w, generator=g)
+def _fpn_maps(
+    seed: int, c: int, h: int, w: int, prnu_percent: float, dsnu_e: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Persistent PRNU gain and DSNU offset maps ``(1, c, h, w)`` (float64, on ``device``) for sensor ``seed``.
+
+    Keyed by the sensor, not the image: one key from ``(seed, c, h, w)``, streams
+    ``"camera.fpn.prnu"`` and ``"camera.fpn.dsnu"``, drawn on ``device`` (the same values on
+    every device up to the last ulp of Box–Muller's ``log``/``cos``), cached per sensor.
+    """
+    key = KeyedBatch([keyed_seed("weakspot.camera.fpn", int(seed), c, h, w)])
+    gain = 1.0 + (prnu_percent / 100.0) * randn((1, c, h, w), key, device, torch.float64, stream="camera.fpn.prnu")
+    offset = dsnu_e * randn((1, c, h, w), key, device, torch.float64, stream="camera.fpn.dsnu")
     return gain.clamp_min(0.0), offset

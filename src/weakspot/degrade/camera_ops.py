@@ -38,7 +38,7 @@ from weakspot.camera.pipeline import resample_to, to_channels
 from weakspot.camera.scene import DEFAULT_FIELD_WIDTH_MM
 from weakspot.camera.sensor import PIXEL_WELL_DESIGNS
 from weakspot.degrade.registry import Param, register
-from weakspot.random import GeneratorLike, as_generators
+from weakspot.random import GeneratorLike, batch_keys
 
 __all__ = ["pixel_size", "exposure", "defocus", "camera", "camera_from_params", "DEFAULT_CAMERA"]
 
@@ -49,8 +49,10 @@ _DEFAULT_EXPOSURE_S = DEFAULT_CAMERA.sensor.exposure_s
 _REF_PIXEL_UM = DEFAULT_CAMERA.sensor.pixel_size_um
 
 
-def _shoot(camera: Camera, images: torch.Tensor, generator: GeneratorLike) -> torch.Tensor:
-    out = camera.capture(images, generator).image
+def _shoot(
+    camera: Camera, images: torch.Tensor, generator: GeneratorLike, exposure_s: torch.Tensor | None = None
+) -> torch.Tensor:
+    out = camera.capture(images, generator, exposure_s=exposure_s).image
     return to_channels(resample_to(out, tuple(images.shape[-2:])), images.shape[1])
 
 
@@ -232,9 +234,10 @@ def camera(images: torch.Tensor, *, generator: GeneratorLike = None, **params) -
     exposure (1/200 … 1/4000 s) with growing defocus (0 … 2 D).
 
     Per-sample parameters (calling this function directly): any parameter may be a sequence or
-    1-D tensor of ``B`` values, one per image. Images that share all their values are captured
-    together; with a list of ``B`` per-image generators (what the engine passes) every image's
-    result equals capturing it alone with its own parameters.
+    1-D tensor of ``B`` values, one per image. ``exposure_s`` is batched (one capture for
+    different exposures, :meth:`Camera.capture`'s ``exposure_s``); for the other parameters,
+    images that share all their values are captured together (one capture per distinct value).
+    Every image's result equals capturing it alone with its own parameters and key.
     """
     b = images.shape[0]
     per_sample = {k: v for k, v in params.items() if isinstance(v, (torch.Tensor, list, tuple))}
@@ -246,14 +249,23 @@ def camera(images: torch.Tensor, *, generator: GeneratorLike = None, **params) -
 
             raise InvalidParameterError(k, f"{len(v)} values", f"one value or exactly {b} (one per image)")
     values = {k: [x.item() if isinstance(x, torch.Tensor) else x for x in v] for k, v in per_sample.items()}
+    # exposure is batched: photons and dark charge scale with it per image ((B, 1, 1, 1) factors), so
+    # only the other per-sample parameters split the batch (one capture per distinct value)
+    exposures = values.pop("exposure_s", None)
     groups: dict[tuple, list[int]] = {}
     for i in range(b):
         groups.setdefault(tuple(values[k][i] for k in values), []).append(i)
-    gens = as_generators(generator, b)
+    keys = batch_keys(generator, b)
     out: torch.Tensor | None = None
     for combo, idx in groups.items():
-        sub_gen = [gens[i] for i in idx] if isinstance(gens, list) else gens
-        res = _shoot(camera_from_params(**{**params, **dict(zip(values, combo))}), images[idx], sub_gen)
+        sub_keys = keys.select(idx) if len(keys) == b else keys  # each image keeps its own key
+        fixed = {**params, **dict(zip(values, combo))}
+        t_s = None
+        if exposures is not None:  # each value checked, auto-exposed and rounded as a scalar capture would be
+            cams = {t: camera_from_params(**{**fixed, "exposure_s": t}) for t in dict.fromkeys(exposures[i] for i in idx)}
+            fixed["exposure_s"] = exposures[idx[0]]
+            t_s = torch.tensor([cams[exposures[i]].sensor.exposure_s for i in idx], dtype=torch.float64)
+        res = _shoot(camera_from_params(**fixed), images[idx], sub_keys, t_s)
         if out is None:
             out = res.new_empty((b, *res.shape[1:]))
         out[idx] = res

@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from weakspot._grad import straight_through  # noqa: F401  (re-exported: value y, gradient of x)
 from weakspot.degrade.filters import next_fast_len
 from weakspot.random import GeneratorLike, rand
 
@@ -30,13 +31,6 @@ def per_image_uniform(
 ) -> torch.Tensor:
     """One uniform draw in ``[low, high)`` per image, shape ``(B,)`` (float64), from ``stream``."""
     return low + (high - low) * rand((batch, 1), generator, device, torch.float64, stream=stream)[:, 0]
-
-
-def straight_through(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Value ``y`` with the gradient of ``x`` (identity pass-through for sampling steps)."""
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return y
-    return x + (y - x).detach()
 
 
 def clipped_zoom(images: torch.Tensor, zoom: float) -> torch.Tensor:
