@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from weakspot.degrade.filters import fast_separable_filter2d
+from weakspot.degrade.imagenet_c import _cpu
 from weakspot.degrade.registry import Param, register
 from weakspot.random import GeneratorLike, rand
 
@@ -56,8 +57,10 @@ def brightness(images: torch.Tensor, *, generator: GeneratorLike = None, delta_v
         return (images + d).clamp(0.0, 1.0)
     v = images.amax(1, keepdim=True)
     v_new = (v + d).clamp(0.0, 1.0)
-    scaled = images * (v_new / v.clamp_min(_EPS))
-    return torch.where(v > _EPS, scaled, v_new.expand_as(images)).clamp(0.0, 1.0)
+    lit = v > _EPS
+    gain = torch.where(lit, v_new / v.clamp_min(_EPS), 0.0)  # (B, 1, H, W): per-pixel work on one plane
+    black = torch.where(lit, 0.0, v_new)  # black pixels (no hue) become grey v_new
+    return torch.addcmul(black, images, gain).clamp(0.0, 1.0)  # black + x·gain: one pass over the channels
 
 
 @register(
@@ -108,12 +111,15 @@ def saturate(
     x = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
     v = x.amax(1, keepdim=True)
     mn = x.amin(1, keepdim=True)
-    s = torch.where(v > _EPS, (v - mn) / v.clamp_min(_EPS), torch.zeros_like(v))
+    s = torch.where(v > _EPS, (v - mn) / v.clamp_min(_EPS), 0.0)
     s_new = (s * a + b).clamp(0.0, 1.0)
-    ratio = s_new / s.clamp_min(_EPS)
-    colored = v - ratio * (v - x)
-    red_first = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], 1)
-    out = torch.where(s > _EPS, colored, red_first).clamp(0.0, 1.0)
+    colored = s > _EPS
+    # per-pixel factors on one plane (B, 1, H, W); then two passes over the channels
+    ratio = torch.where(colored, s_new / s.clamp_min(_EPS), 0.0)
+    grey_drop = torch.where(colored, 0.0, v * s_new)  # grey pixels: G and B drop to V(1 − S')
+    not_red = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    base = torch.addcmul(v, grey_drop, -not_red)  # (V, V − V·S'·grey, V − V·S'·grey)
+    out = torch.addcmul(base, ratio, x - v).clamp(0.0, 1.0)  # V − ratio·(V − x) for coloured pixels
     return out if images.shape[1] == 3 else out[:, :1]
 
 
@@ -154,13 +160,18 @@ def pixelate(images: torch.Tensor, *, generator: GeneratorLike = None, scale: fl
     """Pixelation: box-average down to ``int(side·scale)`` then nearest-neighbour back up.
 
     Uses Pillow's exact BOX and NEAREST sampling grids (as the reference), as two small
-    linear maps per axis. ``(B, C, H, W) -> (B, C, H, W)``.
+    linear maps per axis. On the CPU without autograd (float32), the box step is Pillow's own
+    BOX resize in float mode, per plane (same values up to float rounding).
+    ``(B, C, H, W) -> (B, C, H, W)``.
     """
     _, _, h, w = images.shape
     sh, sw = max(1, int(h * float(scale))), max(1, int(w * float(scale)))
-    ay = _pil_box_matrix(h, sh).to(images.device, images.dtype)
-    ax = _pil_box_matrix(w, sw).to(images.device, images.dtype)
-    small = torch.matmul(ay, torch.matmul(images, ax.T))  # (B, C, sh, sw)
+    if images.dtype == torch.float32 and _cpu.fast_path_ok(images):
+        small = _cpu.pil_box_resize_planes(images, sh, sw)
+    else:
+        ay = _pil_box_matrix(h, sh).to(images.device, images.dtype)
+        ax = _pil_box_matrix(w, sw).to(images.device, images.dtype)
+        small = torch.matmul(ay, torch.matmul(images, ax.T))  # (B, C, sh, sw)
     iy = _pil_nearest_index(sh, h).to(images.device)
     ix = _pil_nearest_index(sw, w).to(images.device)
     # columns first, while there are few rows (a per-element gather), then whole rows (copies)
@@ -326,7 +337,11 @@ def elastic_transform(
     m = float(max_shift_frac) * h
     u = rand((b, 2, h, w), generator, images.device, images.dtype, stream="imagenet_c.elastic_transform.field")
     field = (u * 2 - 1) * m
-    field = fast_separable_filter2d(field, _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h))
+    kx, ky = _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h)
+    if _cpu.fast_path_ok(images, needs_cv2=True, min_side=max(kx.numel(), ky.numel()) // 2 + 1):
+        field = _cpu.sep_filter_planes(field, kx, ky, border="reflect")  # cv2.sepFilter2D, same taps
+    else:
+        field = fast_separable_filter2d(field, kx, ky)
     field = field * float(alpha)
     yy, xx = torch.meshgrid(
         torch.arange(h, device=images.device, dtype=images.dtype),

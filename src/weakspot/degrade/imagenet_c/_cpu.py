@@ -1,0 +1,109 @@
+"""CPU fast paths for a few ImageNet-C corruptions: OpenCV filters and Pillow resampling.
+
+Each public corruption keeps one readable torch implementation (any device, differentiable)
+and, when :func:`fast_path_ok` says so — a CPU tensor that needs no gradient, float32 or
+float64, large enough for the filter — calls one of these helpers instead (kornia style: the
+choice is made inside the one public function). The helpers compute the same values up to
+float rounding (``tests/test_fast_paths.py`` ties every pair on the same batch).
+
+They work plane by plane on the contiguous ``(B·C, H, W)`` view: OpenCV and Pillow take one
+2-D image per call, and a plane's result depends only on that plane, so an image gives the
+same bytes in any batch; the number of torch ops per call does not depend on the batch.
+OpenCV is optional (not a core dependency): without ``cv2`` the filters take the torch path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+__all__ = [
+    "fast_path_ok",
+    "have_cv2",
+    "sep_filter_planes",
+    "filter2d_planes",
+    "pil_box_resize_planes",
+]
+
+#: OpenCV border flags for the torch path's border names (torch ``reflect`` mirrors about the
+#: edge pixel without repeating it, OpenCV's ``BORDER_REFLECT_101``)
+_CV2_BORDER = {"replicate": "BORDER_REPLICATE", "reflect": "BORDER_REFLECT_101"}
+
+
+@functools.lru_cache(maxsize=1)
+def _cv2():
+    try:
+        import cv2
+    except ImportError:  # optional: the torch path is used
+        return None
+    return cv2
+
+
+def have_cv2() -> bool:
+    """Whether OpenCV can be imported (the filter fast paths need it)."""
+    return _cv2() is not None
+
+
+def fast_path_ok(images: torch.Tensor, *, needs_cv2: bool = False, min_side: int = 1) -> bool:
+    """True when ``images`` may take a CPU fast path: on the CPU, no gradient wanted
+    (``requires_grad`` off or grad mode off), float32/float64, both sides ≥ ``min_side``,
+    and OpenCV importable if ``needs_cv2``."""
+    return (
+        images.device.type == "cpu"
+        and not (images.requires_grad and torch.is_grad_enabled())
+        and images.dtype in (torch.float32, torch.float64)
+        and images.ndim == 4
+        and min(images.shape[-2:]) >= min_side
+        and images.numel() > 0
+        and (not needs_cv2 or have_cv2())
+    )
+
+
+def _planes(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The input's ``(B·C, H, W)`` planes as NumPy (a view when contiguous) and an output buffer."""
+    src = images.detach().contiguous().reshape(-1, *images.shape[-2:]).numpy()
+    return src, np.empty_like(src)
+
+
+def sep_filter_planes(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, border: str) -> torch.Tensor:
+    """Correlate every plane with the separable kernel ``ky ⊗ kx`` (1-D, odd lengths) using
+    ``cv2.sepFilter2D``; ``border`` is ``replicate`` or ``reflect`` (mirror, edge not repeated).
+    Same values as :func:`weakspot.degrade.filters.fast_separable_filter2d` up to float rounding."""
+    cv2 = _cv2()
+    src, out = _planes(images)
+    dt = src.dtype
+    kxn = kx.detach().reshape(-1).to("cpu", torch.float64).numpy().astype(dt)
+    kyn = ky.detach().reshape(-1).to("cpu", torch.float64).numpy().astype(dt)
+    flag = getattr(cv2, _CV2_BORDER[border])
+    for i in range(src.shape[0]):  # one OpenCV call per plane (numpy only: no torch ops per image)
+        cv2.sepFilter2D(src[i], -1, kxn, kyn, dst=out[i], borderType=flag)
+    return torch.from_numpy(out).view(images.shape)
+
+
+def filter2d_planes(images: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
+    """Correlate every plane with the 2-D ``kernel`` ``(kh, kw)`` (odd sides) using ``cv2.filter2D``
+    (direct or DFT-based, as OpenCV picks by kernel size). Same values as
+    :func:`weakspot.degrade.filters.fft_filter2d` up to float rounding."""
+    cv2 = _cv2()
+    src, out = _planes(images)
+    k = kernel.detach().to("cpu", torch.float64).numpy().astype(src.dtype)
+    flag = getattr(cv2, _CV2_BORDER[border])
+    for i in range(src.shape[0]):
+        cv2.filter2D(src[i], -1, k, dst=out[i], borderType=flag)
+    return torch.from_numpy(out).view(images.shape)
+
+
+def pil_box_resize_planes(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pillow's BOX resampling of every plane to ``height × width``, in Pillow's 32-bit float
+    mode (``"F"``, what ``fromarray`` makes of a float32 plane): the reference's resampling grid
+    without its 8-bit rounding. Same values as the torch path's box matrices up to float
+    rounding. Float32 in and out."""
+    from PIL import Image
+
+    src = images.detach().contiguous().reshape(-1, *images.shape[-2:]).numpy()
+    out = np.empty((src.shape[0], height, width), np.float32)
+    for i in range(src.shape[0]):
+        out[i] = np.asarray(Image.fromarray(src[i]).resize((width, height), Image.Resampling.BOX))
+    return torch.from_numpy(out).view(*images.shape[:-2], height, width)
