@@ -266,10 +266,10 @@ def jpeg_exact(images: torch.Tensor, quality: int) -> torch.Tensor:
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import decode_jpeg, encode_jpeg
 
-        u8 = torch.round(images.detach().clamp(0, 1) * 255).to(torch.uint8)
+        u8 = images.detach().mul(255).round_().clamp_(0, 255).to(torch.uint8)  # new buffers: in place is safe
         data = encode_jpeg(list(u8.unbind(0)), quality=int(quality))
         dec = decode_jpeg(data, device=images.device)
-    return (torch.stack(dec).to(images.dtype) / 255).to(images.device)
+    return torch.stack(dec).to(images.dtype).div_(255)
 
 
 @register(
