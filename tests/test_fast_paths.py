@@ -28,7 +28,7 @@ TOL_ELASTIC = 1e-4
 FAST = [
     ("gaussian_blur", "sep_filter_planes", TOL_FILTER),
     ("defocus_blur", "filter2d_planes", TOL_FILTER),
-    ("pixelate", "pil_box_resize_planes", TOL_FILTER),
+    ("pixelate", "pil_pixelate_planes", TOL_FILTER),
     ("elastic_transform", "sep_filter_planes", TOL_ELASTIC),
 ]
 
@@ -156,3 +156,16 @@ def test_fast_path_predicate():
         assert _cpu.fast_path_ok(x.clone().requires_grad_(True))
     assert not _cpu.fast_path_ok(x, min_side=9)
     assert _cpu.fast_path_ok(x, needs_cv2=True) == _cpu.have_cv2()
+
+
+def test_nearest_index_is_pillows_at_every_size():
+    """The torch path's NEAREST grid equals Pillow's (the reference's upsampling) for all sizes,
+    including the ties its running-sum arithmetic decides (4 -> 7: output 3 reads input 1)."""
+    from PIL import Image
+
+    for n_out in range(1, 260):
+        for frac in (0.6, 0.5, 0.4, 0.37, 0.3, 0.25):
+            n_in = max(1, int(n_out * frac))
+            row = np.arange(n_in, dtype=np.float32)[None].repeat(2, 0)
+            want = np.asarray(Image.fromarray(row).resize((n_out, 2), Image.Resampling.NEAREST))[0]
+            assert np.array_equal(digital._pil_nearest_index(n_in, n_out).numpy(), want.astype(np.int64)), (n_in, n_out)

@@ -24,7 +24,7 @@ __all__ = [
     "have_cv2",
     "sep_filter_planes",
     "filter2d_planes",
-    "pil_box_resize_planes",
+    "pil_pixelate_planes",
 ]
 
 #: OpenCV border flags for the torch path's border names (torch ``reflect`` mirrors about the
@@ -95,15 +95,16 @@ def filter2d_planes(images: torch.Tensor, kernel: torch.Tensor, border: str) -> 
     return torch.from_numpy(out).view(images.shape)
 
 
-def pil_box_resize_planes(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pillow's BOX resampling of every plane to ``height × width``, in Pillow's 32-bit float
-    mode (``"F"``, what ``fromarray`` makes of a float32 plane): the reference's resampling grid
-    without its 8-bit rounding. Same values as the torch path's box matrices up to float
-    rounding. Float32 in and out."""
+def pil_pixelate_planes(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pillow's BOX resize of every plane to ``height × width`` and NEAREST back to its size, in
+    Pillow's 32-bit float mode (``"F"``, what ``fromarray`` makes of a float32 plane): the
+    reference's resampling grids without its 8-bit rounding. Same values as the torch path's box
+    matrices and nearest indices up to float rounding. Float32 in and out."""
     from PIL import Image
 
-    src = images.detach().contiguous().reshape(-1, *images.shape[-2:]).numpy()
-    out = np.empty((src.shape[0], height, width), np.float32)
+    src, out = _planes(images)
+    h, w = images.shape[-2:]
+    box, nearest = Image.Resampling.BOX, Image.Resampling.NEAREST
     for i in range(src.shape[0]):
-        out[i] = np.asarray(Image.fromarray(src[i]).resize((width, height), Image.Resampling.BOX))
-    return torch.from_numpy(out).view(*images.shape[:-2], height, width)
+        out[i] = np.asarray(Image.fromarray(src[i]).resize((width, height), box).resize((w, h), nearest))
+    return torch.from_numpy(out).view(images.shape)

@@ -10,6 +10,7 @@ pass through.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
@@ -142,8 +143,14 @@ def _pil_box_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return m
 
 
+@functools.lru_cache(maxsize=64)
 def _pil_nearest_index(n_in: int, n_out: int) -> torch.Tensor:
-    return torch.clamp(((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out)).floor().long(), max=n_in - 1)
+    """Pillow's NEAREST source index of each of ``n_out`` outputs: its affine transform adds the
+    scale ``n_in / n_out`` (a double) to ``scale / 2`` one output at a time and truncates. The
+    running sum, not ``(i + 0.5)·scale``, decides the ties (e.g. 4 -> 7: output 3 reads input 1)."""
+    scale = n_in / n_out
+    xs = itertools.accumulate([scale] * (n_out - 1), initial=0.5 * scale)
+    return torch.tensor([min(int(v), n_in - 1) for v in xs], dtype=torch.long)
 
 
 @register(
@@ -160,18 +167,17 @@ def pixelate(images: torch.Tensor, *, generator: GeneratorLike = None, scale: fl
     """Pixelation: box-average down to ``int(side·scale)`` then nearest-neighbour back up.
 
     Uses Pillow's exact BOX and NEAREST sampling grids (as the reference), as two small
-    linear maps per axis. On the CPU without autograd (float32), the box step is Pillow's own
-    BOX resize in float mode, per plane (same values up to float rounding).
+    linear maps per axis. On the CPU without autograd (float32) Pillow's own BOX and NEAREST
+    resizes run per plane in its float mode (same values up to float rounding).
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     _, _, h, w = images.shape
     sh, sw = max(1, int(h * float(scale))), max(1, int(w * float(scale)))
     if images.dtype == torch.float32 and _cpu.fast_path_ok(images):
-        small = _cpu.pil_box_resize_planes(images, sh, sw)
-    else:
-        ay = _pil_box_matrix(h, sh).to(images.device, images.dtype)
-        ax = _pil_box_matrix(w, sw).to(images.device, images.dtype)
-        small = torch.matmul(ay, torch.matmul(images, ax.T))  # (B, C, sh, sw)
+        return _cpu.pil_pixelate_planes(images, sh, sw)
+    ay = _pil_box_matrix(h, sh).to(images.device, images.dtype)
+    ax = _pil_box_matrix(w, sw).to(images.device, images.dtype)
+    small = torch.matmul(ay, torch.matmul(images, ax.T))  # (B, C, sh, sw)
     iy = _pil_nearest_index(sh, h).to(images.device)
     ix = _pil_nearest_index(sw, w).to(images.device)
     # columns first, while there are few rows (a per-element gather), then whole rows (copies)
