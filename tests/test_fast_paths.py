@@ -114,8 +114,12 @@ def test_fast_gaussian_blur_matches_scipy(sigma_px, batch):
     at these σ its radius ⌊4σ + 0.5⌋ equals weakspot's ⌈4σ⌉."""
     x = batch.double()
     out = blur.gaussian_blur(x, sigma_px=sigma_px)
-    want = np.stack([[ndimage.gaussian_filter(p, sigma_px, mode="nearest", truncate=4.0) for p in img]
-                     for img in x.numpy()])
+    want = np.stack(
+        [
+            [ndimage.gaussian_filter(p, sigma_px, mode="nearest", truncate=4.0) for p in img]
+            for img in x.numpy()
+        ]
+    )
     np.testing.assert_allclose(out.numpy(), np.clip(want, 0, 1), rtol=0, atol=1e-12)
 
 
@@ -140,8 +144,19 @@ def test_fast_pixelate_is_pillows_box_then_nearest(scale, batch):
     h, w = x.shape[-2:]
     small = (int(w * scale), int(h * scale))
     u8 = (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    want = np.stack([np.asarray(Image.fromarray(a).resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.NEAREST))
-                     for a in u8]).astype(np.float64) / 255
+    want = (
+        np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(a)
+                    .resize(small, Image.Resampling.BOX)
+                    .resize((w, h), Image.Resampling.NEAREST)
+                )
+                for a in u8
+            ]
+        ).astype(np.float64)
+        / 255
+    )
     diff = np.abs(out.permute(0, 2, 3, 1).double().numpy() - want)
     assert diff.max() <= 1 / 255 + 1e-6
     assert diff.mean() < 0.5 / 255  # rounding (measured ≤ 0.38/255); OpenCV's AREA/NEAREST grid: ≥ 5/255
@@ -168,4 +183,7 @@ def test_nearest_index_is_pillows_at_every_size():
             n_in = max(1, int(n_out * frac))
             row = np.arange(n_in, dtype=np.float32)[None].repeat(2, 0)
             want = np.asarray(Image.fromarray(row).resize((n_out, 2), Image.Resampling.NEAREST))[0]
-            assert np.array_equal(digital._pil_nearest_index(n_in, n_out).numpy(), want.astype(np.int64)), (n_in, n_out)
+            assert np.array_equal(digital._pil_nearest_index(n_in, n_out).numpy(), want.astype(np.int64)), (
+                n_in,
+                n_out,
+            )
