@@ -112,15 +112,12 @@ def saturate(
     x = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
     v = x.amax(1, keepdim=True)
     mn = x.amin(1, keepdim=True)
-    s = torch.where(v > _EPS, (v - mn) / v.clamp_min(_EPS), 0.0)
+    s = torch.where(v > _EPS, (v - mn) / v.clamp_min(_EPS), torch.zeros_like(v))
     s_new = (s * a + b).clamp(0.0, 1.0)
-    colored = s > _EPS
-    # per-pixel factors on one plane (B, 1, H, W); then two passes over the channels
-    ratio = torch.where(colored, s_new / s.clamp_min(_EPS), 0.0)
-    grey_drop = torch.where(colored, 0.0, v * s_new)  # grey pixels: G and B drop to V(1 − S')
-    not_red = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    base = torch.addcmul(v, grey_drop, -not_red)  # (V, V − V·S'·grey, V − V·S'·grey)
-    out = torch.addcmul(base, ratio, x - v).clamp(0.0, 1.0)  # V − ratio·(V − x) for coloured pixels
+    ratio = s_new / s.clamp_min(_EPS)
+    colored = v - ratio * (v - x)
+    red_first = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], 1)
+    out = torch.where(s > _EPS, colored, red_first).clamp(0.0, 1.0)
     return out if images.shape[1] == 3 else out[:, :1]
 
 
