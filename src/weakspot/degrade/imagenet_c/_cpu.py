@@ -25,6 +25,7 @@ __all__ = [
     "sep_filter_planes",
     "filter2d_planes",
     "pil_pixelate_planes",
+    "hsv_saturate_images",
 ]
 
 #: OpenCV border flags for the torch path's border names (torch ``reflect`` mirrors about the
@@ -108,3 +109,23 @@ def pil_pixelate_planes(images: torch.Tensor, height: int, width: int) -> torch.
     for i in range(src.shape[0]):
         out[i] = np.asarray(Image.fromarray(src[i]).resize((width, height), box).resize((w, h), nearest))
     return torch.from_numpy(out).view(images.shape)
+
+
+def hsv_saturate_images(images: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    """The reference's saturate literally: RGB → HSV (``cv2.cvtColor``, float32), ``S ← clip(S·scale
+    + shift)``, HSV → RGB, per image of a float32 RGB batch. OpenCV gives grey pixels hue 0 (red),
+    as skimage does. Same values as the closed form in
+    :func:`weakspot.degrade.imagenet_c.digital.saturate` up to float rounding (≤ 10⁻⁴), except
+    near-grey pixels off the 8-bit grid (V − min < 10⁻³), whose hue OpenCV computes in float32
+    from nearly equal values (≤ 1/255 there; the closed form needs no hue)."""
+    cv2 = _cv2()
+    hwc = images.detach().permute(0, 2, 3, 1).contiguous().numpy()  # OpenCV wants interleaved RGB
+    out = np.empty_like(hwc)
+    for i in range(hwc.shape[0]):
+        hsv = cv2.cvtColor(hwc[i], cv2.COLOR_RGB2HSV)
+        sat = hsv[..., 1]
+        sat *= scale
+        sat += shift
+        np.clip(sat, 0.0, 1.0, out=sat)
+        cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=out[i])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

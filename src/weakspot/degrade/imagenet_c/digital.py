@@ -106,9 +106,13 @@ def saturate(
     For fixed H and V each channel is ``V − S·V·g(H)``, so the round trip is
     ``V − (S'/S)(V − x)``; grey pixels (S = 0, hue 0 = red by convention, as skimage)
     become ``(V, V(1−S'), V(1−S'))``. 1-channel images are returned unchanged (the
-    reference's grey path keeps the red channel, which is V). ``(B, C, H, W) -> (B, C, H, W)``.
+    reference's grey path keeps the red channel, which is V). On the CPU without autograd
+    (float32 RGB) OpenCV's HSV round trip runs instead (same values up to float rounding).
+    ``(B, C, H, W) -> (B, C, H, W)``.
     """
     a, b = float(saturation_scale), float(saturation_shift)
+    if images.shape[1] == 3 and images.dtype == torch.float32 and _cpu.fast_path_ok(images, needs_cv2=True):
+        return _cpu.hsv_saturate_images(images, a, b).clamp_(0.0, 1.0)
     x = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
     v = x.amax(1, keepdim=True)
     mn = x.amin(1, keepdim=True)
