@@ -23,7 +23,6 @@ __all__ = [
     "fast_path_ok",
     "have_cv2",
     "sep_filter_planes",
-    "filter2d_planes",
     "pil_pixelate_planes",
     "hsv_saturate_images",
 ]
@@ -80,19 +79,6 @@ def sep_filter_planes(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, 
     flag = getattr(cv2, _CV2_BORDER[border])
     for i in range(src.shape[0]):  # one OpenCV call per plane (numpy only: no torch ops per image)
         cv2.sepFilter2D(src[i], -1, kxn, kyn, dst=out[i], borderType=flag)
-    return torch.from_numpy(out).view(images.shape)
-
-
-def filter2d_planes(images: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
-    """Correlate every plane with the 2-D ``kernel`` ``(kh, kw)`` (odd sides) using ``cv2.filter2D``
-    (direct or DFT-based, as OpenCV picks by kernel size). Same values as
-    :func:`weakspot.degrade.filters.fft_filter2d` up to float rounding."""
-    cv2 = _cv2()
-    src, out = _planes(images)
-    k = kernel.detach().to("cpu", torch.float64).numpy().astype(src.dtype)
-    flag = getattr(cv2, _CV2_BORDER[border])
-    for i in range(src.shape[0]):
-        cv2.filter2D(src[i], -1, k, dst=out[i], borderType=flag)
     return torch.from_numpy(out).view(images.shape)
 
 

@@ -99,9 +99,6 @@ def defocus_blur(
     (see ``docs/imagenet_c.md`` for the diopter equivalents). ``(B, C, H, W) -> (B, C, H, W)``.
     """
     k = disk_kernel(int(radius_px), float(alias_blur_px)).to(images.dtype)
-    if _cpu.fast_path_ok(images, needs_cv2=True, min_side=k.shape[-1] // 2 + 1):
-        # CPU, no autograd: cv2.filter2D per plane (same values up to float rounding)
-        return _cpu.filter2d_planes(images, k, border="reflect").clamp_(0.0, 1.0)
     return fft_filter2d(images, k, border="reflect").clamp(0.0, 1.0)
 
 
