@@ -25,6 +25,10 @@ per round) and each time is the minimum over the rounds, so a burst of load on a
 machine does not land on one side. The last line is
 ``faithful ops ahead of every peer per core: K/19``: the corruptions where weakspot (which
 follows imagecorruptions 1.1.2) is faster per image than every peer that has that corruption.
+
+weakspot is timed as users call it: on these CPU tensors without autograd, gaussian blur,
+pixelate, saturate and the elastic field's blur take their CPU fast paths (OpenCV / Pillow
+per plane, ``weakspot.degrade.imagenet_c._cpu``; docs/imagenet_c.md).
 """
 
 from __future__ import annotations
