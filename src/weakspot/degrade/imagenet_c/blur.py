@@ -16,8 +16,10 @@ import torch
 from weakspot.degrade.filters import (
     fast_gaussian_blur2d,
     fft_filter2d,
+    gaussian_kernel1d,
     separable_filter2d,
 )
+from weakspot.degrade.imagenet_c import _cpu
 from weakspot.degrade.imagenet_c._common import (
     clipped_zoom,
     motion_blur_images,
@@ -294,6 +296,12 @@ def zoom_stack_matrix(h: int, w: int, factors: tuple[float, ...], dtype: torch.d
 def gaussian_blur(images: torch.Tensor, *, generator: GeneratorLike = None, sigma_px: float = 3.0) -> torch.Tensor:
     """Isotropic Gaussian blur (radius ⌈4σ⌉, edge-replicated borders as skimage's default).
 
+    On the CPU without autograd the same taps run through ``cv2.sepFilter2D`` per plane
+    (same values up to float rounding); elsewhere the torch separable filter.
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    return fast_gaussian_blur2d(images, float(sigma_px), border="replicate").clamp(0.0, 1.0)
+    sigma = float(sigma_px)
+    if sigma > 0 and _cpu.fast_path_ok(images, needs_cv2=True):
+        k = gaussian_kernel1d(sigma, max(1, math.ceil(4.0 * sigma)), dtype=images.dtype)  # the torch path's taps
+        return _cpu.sep_filter_planes(images, k, k, border="replicate").clamp_(0.0, 1.0)
+    return fast_gaussian_blur2d(images, sigma, border="replicate").clamp(0.0, 1.0)

@@ -10,12 +10,14 @@ pass through.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from weakspot.degrade.filters import fast_separable_filter2d
+from weakspot.degrade.imagenet_c import _cpu
 from weakspot.degrade.registry import Param, register
 from weakspot.random import GeneratorLike, rand
 
@@ -56,8 +58,10 @@ def brightness(images: torch.Tensor, *, generator: GeneratorLike = None, delta_v
         return (images + d).clamp(0.0, 1.0)
     v = images.amax(1, keepdim=True)
     v_new = (v + d).clamp(0.0, 1.0)
-    scaled = images * (v_new / v.clamp_min(_EPS))
-    return torch.where(v > _EPS, scaled, v_new.expand_as(images)).clamp(0.0, 1.0)
+    lit = v > _EPS
+    gain = torch.where(lit, v_new / v.clamp_min(_EPS), 0.0)  # (B, 1, H, W): per-pixel work on one plane
+    black = torch.where(lit, 0.0, v_new)  # black pixels (no hue) become grey v_new
+    return torch.addcmul(black, images, gain).clamp(0.0, 1.0)  # black + x·gain: one pass over the channels
 
 
 @register(
@@ -102,9 +106,13 @@ def saturate(
     For fixed H and V each channel is ``V − S·V·g(H)``, so the round trip is
     ``V − (S'/S)(V − x)``; grey pixels (S = 0, hue 0 = red by convention, as skimage)
     become ``(V, V(1−S'), V(1−S'))``. 1-channel images are returned unchanged (the
-    reference's grey path keeps the red channel, which is V). ``(B, C, H, W) -> (B, C, H, W)``.
+    reference's grey path keeps the red channel, which is V). On the CPU without autograd
+    (float32 RGB) OpenCV's HSV round trip runs instead (same values up to float rounding).
+    ``(B, C, H, W) -> (B, C, H, W)``.
     """
     a, b = float(saturation_scale), float(saturation_shift)
+    if images.shape[1] == 3 and images.dtype == torch.float32 and _cpu.fast_path_ok(images, needs_cv2=True):
+        return _cpu.hsv_saturate_images(images, a, b).clamp_(0.0, 1.0)
     x = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
     v = x.amax(1, keepdim=True)
     mn = x.amin(1, keepdim=True)
@@ -136,8 +144,14 @@ def _pil_box_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return m
 
 
+@functools.lru_cache(maxsize=64)
 def _pil_nearest_index(n_in: int, n_out: int) -> torch.Tensor:
-    return torch.clamp(((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out)).floor().long(), max=n_in - 1)
+    """Pillow's NEAREST source index of each of ``n_out`` outputs: its affine transform adds the
+    scale ``n_in / n_out`` (a double) to ``scale / 2`` one output at a time and truncates. The
+    running sum, not ``(i + 0.5)·scale``, decides the ties (e.g. 4 -> 7: output 3 reads input 1)."""
+    scale = n_in / n_out
+    xs = itertools.accumulate([scale] * (n_out - 1), initial=0.5 * scale)
+    return torch.tensor([min(int(v), n_in - 1) for v in xs], dtype=torch.long)
 
 
 @register(
@@ -154,10 +168,14 @@ def pixelate(images: torch.Tensor, *, generator: GeneratorLike = None, scale: fl
     """Pixelation: box-average down to ``int(side·scale)`` then nearest-neighbour back up.
 
     Uses Pillow's exact BOX and NEAREST sampling grids (as the reference), as two small
-    linear maps per axis. ``(B, C, H, W) -> (B, C, H, W)``.
+    linear maps per axis. On the CPU without autograd (float32) Pillow's own BOX and NEAREST
+    resizes run per plane in its float mode (same values up to float rounding).
+    ``(B, C, H, W) -> (B, C, H, W)``.
     """
     _, _, h, w = images.shape
     sh, sw = max(1, int(h * float(scale))), max(1, int(w * float(scale)))
+    if images.dtype == torch.float32 and _cpu.fast_path_ok(images):
+        return _cpu.pil_pixelate_planes(images, sh, sw)
     ay = _pil_box_matrix(h, sh).to(images.device, images.dtype)
     ax = _pil_box_matrix(w, sw).to(images.device, images.dtype)
     small = torch.matmul(ay, torch.matmul(images, ax.T))  # (B, C, sh, sw)
@@ -255,10 +273,10 @@ def jpeg_exact(images: torch.Tensor, quality: int) -> torch.Tensor:
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import decode_jpeg, encode_jpeg
 
-        u8 = torch.round(images.detach().clamp(0, 1) * 255).to(torch.uint8)
+        u8 = images.detach().mul(255).round_().clamp_(0, 255).to(torch.uint8)  # new buffers: in place is safe
         data = encode_jpeg(list(u8.unbind(0)), quality=int(quality))
         dec = decode_jpeg(data, device=images.device)
-    return (torch.stack(dec).to(images.dtype) / 255).to(images.device)
+    return torch.stack(dec).to(images.dtype).div_(255)
 
 
 @register(
@@ -326,7 +344,11 @@ def elastic_transform(
     m = float(max_shift_frac) * h
     u = rand((b, 2, h, w), generator, images.device, images.dtype, stream="imagenet_c.elastic_transform.field")
     field = (u * 2 - 1) * m
-    field = fast_separable_filter2d(field, _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h))
+    kx, ky = _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h)
+    if _cpu.fast_path_ok(images, needs_cv2=True, min_side=max(kx.numel(), ky.numel()) // 2 + 1):
+        field = _cpu.sep_filter_planes(field, kx, ky, border="reflect")  # cv2.sepFilter2D, same taps
+    else:
+        field = fast_separable_filter2d(field, kx, ky)
     field = field * float(alpha)
     yy, xx = torch.meshgrid(
         torch.arange(h, device=images.device, dtype=images.dtype),
