@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-
 from test_analysis_synth import EVIL, make_store
+
 from weakspot import analysis as A
 from weakspot.errors import DataError, InvalidParameterError
 
@@ -26,7 +26,7 @@ def analysis(synth):
 
 
 def test_accuracy_matches_numpy_and_ci_brackets_it(synth, analysis):
-    run, raw = synth
+    _run, raw = synth
     acc = analysis.accuracy.set_index("condition_id")
     for cid, p in raw["probs"].items():
         top1 = np.argmax(p, 1)
@@ -45,12 +45,12 @@ def test_bootstrap_covers_known_mean_and_agrees_with_scipy():
     rng = np.random.default_rng(1)
     groups = np.repeat(np.arange(300), 40)
     values = (rng.random(len(groups)) < 0.7).astype(float)
-    keys, mean, lo, hi = A.bootstrap_mean_ci(values, groups, n_boot=400, seed=3)
-    coverage = np.mean((lo <= 0.7) & (0.7 <= hi))
+    _keys, mean, lo, hi = A.bootstrap_mean_ci(values, groups, n_boot=400, seed=3)
+    coverage = np.mean((lo <= 0.7) & (hi >= 0.7))
     assert 0.88 <= coverage <= 0.99, coverage  # nominal 0.95; percentile CIs run a bit short at n=40
     np.testing.assert_allclose(mean, values.reshape(300, 40).mean(1))
     x = rng.normal(2.0, 1.5, 60)
-    _, m, l1, h1 = A.bootstrap_mean_ci(x, n_boot=4000, seed=0)
+    _, _m, l1, h1 = A.bootstrap_mean_ci(x, n_boot=4000, seed=0)
     ref = scipy.stats.bootstrap((x,), np.mean, n_resamples=4000, method="percentile", random_state=0)
     assert l1[0] == pytest.approx(ref.confidence_interval.low, abs=0.06)
     assert h1[0] == pytest.approx(ref.confidence_interval.high, abs=0.06)
@@ -95,7 +95,7 @@ def _mann_whitney_auc(pos, neg):
 
 
 def test_confusion_auc_equals_pairwise_count(synth, analysis):
-    run, raw = synth
+    _run, raw = synth
     auc = analysis.auc
     assert not auc.empty and set(auc.order) >= {0}
     checked = 0
@@ -149,6 +149,8 @@ def test_breaking_point_interpolation_is_analytic():
     assert x == pytest.approx(tau * math.log(2), abs=2e-3)
     assert A.breaking_point([1, 2], [0.9, 0.8], 1.0, 0.0) == (pytest.approx(math.nan, nan_ok=True), "not_reached")
     assert A.breaking_point([5, 8], [0.2, 0.1], 0.9, None) == (5.0, "before_first_level")
+    with pytest.raises(InvalidParameterError, match="one value per level"):  # used to zip-truncate silently
+        A.breaking_point([1, 2, 3], [0.9, 0.8], 1.0, 0.0)
     assert A.breaking_point([5, 8], [0.2, 0.1], 0.0, 0.0)[1] == "no_clean_signal"
 
 

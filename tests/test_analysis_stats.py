@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 from scipy import stats
-
 from test_analysis_synth import EVIL, make_store
+
 from weakspot import analysis as A
 from weakspot.errors import InvalidParameterError
 
@@ -55,7 +55,7 @@ def test_accuracy_intervals_are_wilson_and_tests_are_exact_mcnemar_with_holm(syn
         assert acc.loc[cid, "diff_vs_clean"] == pytest.approx(hit.mean() - clean_hit.mean())
         assert acc.loc[cid, "diff_vs_clean_lo"] <= acc.loc[cid, "diff_vs_clean"] <= acc.loc[cid, "diff_vs_clean_hi"]
         ps[cid] = ref
-    holm = dict(zip(ps, _holm_textbook(ps.values())))
+    holm = dict(zip(ps, _holm_textbook(ps.values()), strict=True))
     for cid, v in holm.items():
         assert acc.loc[cid, "p_vs_clean_holm"] == pytest.approx(v, rel=1e-9)
         assert bool(acc.loc[cid, "significant"]) == (v < 0.05)
@@ -85,7 +85,7 @@ def test_what_broke_intervals_are_simultaneous_over_the_run(synth):
 def test_a_condition_that_changes_nothing_is_not_significant(tmp_path):
     # strength 0 at one level: the same predictions as clean, McNemar p = 1, never "significant"
     levels = [(0.1, 0.0), (1.0, 1.0), (2.0, 2.0)]
-    store, raw = make_store(tmp_path / "r", physical=("gaussian_blur", "blur", "sigma_px", "px", levels))
+    store, _raw = make_store(tmp_path / "r", physical=("gaussian_blur", "blur", "sigma_px", "px", levels))
     acc = A.accuracy_table(store).set_index("condition_id")
     row = acc.loc["gaussian_blur.sigma_px=0.1"]
     assert row.n_lost == row.n_gained == 0 and row.p_vs_clean == 1.0 and not row.significant
@@ -243,7 +243,7 @@ def _add_reference(store, raw, strength):
     store.write_conditions(new)
     p = raw["probs"]["clean"].astype(np.float64)
     labels = raw["labels"]
-    n, k = p.shape
+    n, _k = p.shape
     logits = np.log(np.maximum(p, 1e-12))
     logits[np.arange(n), labels] -= strength * raw["sens"][labels]
     probs = _softmax(logits).astype(np.float16).astype(np.float32)

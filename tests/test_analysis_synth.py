@@ -87,7 +87,7 @@ def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=Tr
     ids = list(image_ids)[:n] if image_ids is not None else [f"img{i:04d}" for i in range(n)]
     assert len(ids) == n, "need one image id per image"
     store.write_images({"image_index": list(range(n)), "image_id": ids,
-                        "path": [f"/data/{names[l]}/{i}.png" for i, l in enumerate(labels)],
+                        "path": [f"/data/{names[lab]}/{i}.png" for i, lab in enumerate(labels)],
                         "label": img_labels.tolist(), "height": [32] * n, "width": [32] * n})
     store.write_conditions({c: [d[c] for d in conds] for c in
                             ("condition_id", "degradation", "family", "params_json", "severity", "axis",

@@ -52,7 +52,7 @@ def write_run(root, correct=CORRECT, reference_correct=40, labelled=True, extra_
         rows = {"image_index": list(range(N)), "top1": top1.tolist(), "top1_prob": [0.9] * N,
                 "top5": [[int(t)] + [int((t + m) % K) for m in range(1, K)] + [0] for t in top1],
                 "top5_prob": [[0.9, 0.05, 0.03, 0.02, 0.0]] * N, "label": lab.tolist(),
-                "p_label": [0.9 if l >= 0 else float("nan") for l in lab], "clean_top1": clean_top1.tolist(),
+                "p_label": [0.9 if y >= 0 else float("nan") for y in lab], "clean_top1": clean_top1.tolist(),
                 "p_clean_top1": [0.9] * N, "correct1": ((lab >= 0) & (top1 == lab)).tolist(),
                 "correct5": (lab >= 0).tolist()}
         store.write_unit(cid, 0, rows)

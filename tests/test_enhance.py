@@ -29,7 +29,6 @@ from weakspot.robustify import (
 from weakspot.robustify.enhance import apply_enhancement_reference
 from weakspot.robustify.grid import degrade_test_set
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -74,7 +73,7 @@ def test_untrained_front_end_is_the_identity(small_photos, photos):
     net = EnhanceNet(channels=3, kernel_size=5)
     assert torch.equal(net.enhance(small_photos), small_photos)
     assert torch.equal(net.enhance(photos[:1]), photos[:1])  # 224² goes through the 64² analysis path
-    m, t, k = net(small_photos)
+    _m, _t, k = net(small_photos)
     torch.testing.assert_close(k.sum(dim=(1, 2)), torch.ones(4))
 
 
@@ -158,6 +157,6 @@ def test_cli_robustify_and_enhance_end_to_end(tmp_path, capsys):
     ],
 )
 def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, args, match):
-    rc = main(args[:1] + ["--out", str(tmp_path / "x"), "--limit", "50", "--epochs", "1", "--no-progress"] + args[1:])
+    rc = main([*args[:1], "--out", str(tmp_path / "x"), "--limit", "50", "--epochs", "1", "--no-progress", *args[1:]])
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err

@@ -256,7 +256,7 @@ def test_full_reference_columns_match_skimage_and_physics(run_dir, perception):
     rows = t[t.condition_id == cond.condition_id].head(2)
     clean = [data.load(int(i)) for i in rows.image_index]
     deg = degrade_images(cond, clean, list(rows.image_id), run.seed)
-    for (_, r), x, y in zip(rows.iterrows(), deg, clean):
+    for (_, r), x, y in zip(rows.iterrows(), deg, clean, strict=True):
         a, b = x.clamp(0, 1).double().permute(1, 2, 0).numpy(), y.double().permute(1, 2, 0).numpy()
         assert r.psnr_db == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1.0), rel=1e-9)
         assert r.ssim == pytest.approx(structural_similarity(b, a, channel_axis=-1, gaussian_weights=True, sigma=1.5,

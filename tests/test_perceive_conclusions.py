@@ -3,6 +3,7 @@ whose answer is known by construction (no model, no images)."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_direction_orients_the_axis_not_the_value():
 
 def _corr(rows):
     cols = ["relation", "measure", "level", "statistic", "value", "lo", "hi", "n", "note", "degradation"]
-    return pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols)
+    return pd.DataFrame([dict(zip(cols, r, strict=True)) for r in rows], columns=cols)
 
 
 def test_plain_conclusions_state_number_interval_and_no_evidence():
@@ -164,7 +165,7 @@ def test_printed_summary_keeps_relation_names_whole_and_names_the_degradation():
         ("quality_predicts_error", "brisque", "image", "auc", 0.71, 0.62, 0.80, 120, "", ""),
         ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
     ])
-    con = Console(width=100, record=True, file=open("/dev/null", "w"))
+    con = Console(width=100, record=True, file=io.StringIO())
     print_summary(PerceptionResult(pd.DataFrame(), _ctab(), corr, Path("."), {"n_images": 4}), con)
     text = con.export_text()
     assert "quality_predicts_error" in text  # whole on one line, not folded
@@ -194,6 +195,6 @@ def test_quality_accuracy_figure_legend_outside_and_reference_named():
     leg = ax.get_legend().get_window_extent()
     assert leg.x0 >= ax.get_window_extent().x1  # right of the plotting area
     # lines run mild -> severe: the exposure line visits 1/250 s, 1/1000 s, 1/4000 s in that order
-    line = [ln for ln in ax.get_lines() if ln.get_label() == "exposure"][0]
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "exposure")
     assert list(line.get_xdata()) == [20.0, 22.0, 19.0, 12.0]
     plt.close(fig)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_analysis_synth import EVIL, make_store
+
 from weakspot import analysis as A
 from weakspot.cli import main
 from weakspot.report import Section, SectionOutput, esc, registered_sections, write_report
@@ -57,7 +57,7 @@ def evil_run(tmp_path_factory):
 
     ids = open_dataset(kind="foolbox", subset="imagenet").image_ids
     root = tmp_path_factory.mktemp("x") / "run <b>&'\""
-    store, raw = make_store(root, n_classes=5, per_class=4, class_names=["tiger", EVIL, "crab"], image_ids=ids,
+    _store, raw = make_store(root, n_classes=5, per_class=4, class_names=["tiger", EVIL, "crab"], image_ids=ids,
                             manifest={"seed": 1, "model": {"name": "<i>model</i>"},
                                       "config": {"data": [{"kind": "foolbox", "subset": "imagenet"}]}})
     return root, raw
@@ -102,7 +102,7 @@ def test_examples_are_the_images_the_run_evaluated(mnist_report, mnist_run):
     from weakspot.evaluate.store import ResultsStore
     from weakspot.models import load_model
 
-    html_path, a = mnist_report
+    html_path, _a = mnist_report
     ex = json.loads((html_path.parent / "summary.json").read_text())["sections"]["examples"]["examples"]
     assert len(ex) >= 2
     store = ResultsStore(mnist_run)
@@ -127,7 +127,7 @@ def test_examples_are_the_images_the_run_evaluated(mnist_report, mnist_run):
 
 @pytest.mark.slow
 def test_markup_in_class_names_and_paths_is_escaped(evil_run, tmp_path):
-    root, raw = evil_run
+    root, _raw = evil_run
     p = write_report(root, tmp_path / "r", n_boot=50)
     html = p.read_text()
     assert EVIL not in html and ESCAPED in html
@@ -159,7 +159,7 @@ def test_sections_are_extensible(tmp_path):
         n = len(ctx.analysis.accuracy)
         return SectionOutput(f"<p>{esc('<fix> works')} on {n} conditions</p>", {"n_conditions": n}, "fix md")
 
-    secs = registered_sections() + [Section("fixes", "Before / after", render, order=80)]
+    secs = [*registered_sections(), Section("fixes", "Before / after", render, order=80)]
     p = write_report(tmp_path / "run", tmp_path / "out", sections=secs, n_boot=50)
     html = p.read_text()
     assert 'id="fixes"' in html and "&lt;fix&gt; works on 10 conditions" in html

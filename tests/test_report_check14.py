@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-
 from test_analysis_synth import make_store
+
 from weakspot import analysis as A
 
 
 def _jpeg_store(root):
     """An ImageNet-C-style jpeg sweep: severities 1, 3, 5 AND a quality axis that falls with them."""
     levels = [(25, 0.5), (15, 1.0), (7, 2.0)]
-    store, raw = make_store(root, physical=("jpeg", "imagenet_c", "quality", "", levels))
+    store, _raw = make_store(root, physical=("jpeg", "imagenet_c", "quality", "", levels))
     c = store.conditions()
-    c.loc[c.degradation == "jpeg", "degradation"] = "imagenet_c/jpeg_compression"  # ids may not hold '/' 
-    for (q, _), sev in zip(levels, (1, 3, 5)):
+    c.loc[c.degradation == "jpeg", "degradation"] = "imagenet_c/jpeg_compression"  # ids may not hold '/'
+    for (q, _), sev in zip(levels, (1, 3, 5), strict=True):
         c.loc[c.axis_value == q, "severity"] = float(sev)
     store.write_conditions({k: [None if isinstance(v, float) and np.isnan(v) else v for v in c[k].tolist()] for k in ("condition_id", "degradation", "family", "params_json",
                                                         "severity", "axis", "axis_value", "axis_unit")})
@@ -70,7 +69,7 @@ def test_accuracy_table_shows_per_level_flip_counts(tmp_path):
     level); they are now a column, equal to a direct count over the store."""
     from weakspot.report import write_report
 
-    store, raw = make_store(tmp_path / "run", n_classes=3, per_class=5)
+    store, _raw = make_store(tmp_path / "run", n_classes=3, per_class=5)
     html = write_report(tmp_path / "run", tmp_path / "r", n_boot=20, max_examples=0).read_text()
     assert "<th>flips vs clean</th>" in html
     p = store.predictions()

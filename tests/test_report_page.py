@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from test_analysis_synth import make_store
 from test_analysis_stats import _add_reference
+from test_analysis_synth import make_store
+
 from weakspot import analysis as A
 from weakspot.report import SECTION_REGISTRY, registered_sections, write_report
 
@@ -77,7 +77,7 @@ def test_every_class_name_is_escaped_everywhere(tmp_path):
     s = json.loads((tmp_path / "r/summary.json").read_text())
     assert s["sections"]["examples"]["examples"] and s["sections"]["classes"]["degradations"]
     assert 'class="ex"' in html and "most affected:" in html
-    for i in list(range(5)) + ["name"]:
+    for i in [*range(5), "name"]:
         assert f"<b>x{i}</b>" not in html, i
     assert '&"\'' not in html and "</b>&" not in html
     assert "&lt;b&gt;x4&lt;/b&gt;&amp;&quot;&#x27;" in html  # the name is there, escaped
@@ -177,7 +177,7 @@ def test_axes_point_to_more_damage_and_breaking_signs_follow(tmp_path):
     html = write_report(tmp_path / "exp", tmp_path / "r", analysis=a, max_examples=0).read_text()
     assert "vs camera reference" in html and "effect vs camera reference" in html
     s = json.loads((tmp_path / "r/summary.json").read_text())
-    row = [r for r in s["sections"]["what_broke"]["rows"] if r["degradation"] == "exposure"][0]
+    row = next(r for r in s["sections"]["what_broke"]["rows"] if r["degradation"] == "exposure")
     assert row["effect_vs_reference"] is not None and row["effect_vs_reference"] >= row["effect"]
 
 

@@ -94,7 +94,7 @@ def test_training_digits_are_not_evaluated_and_have_their_labels(run_dir, digits
     assert len(train) == 5000 - n_equal and info["n_overlap"] == n_equal >= 40
     assert sorted(torch.unique(train.labels).tolist()) == list(range(10))
     # labels are the file's labels for those very pixels
-    label_of = {d.tobytes(): int(y) for d, y in zip(digits, labels)}
+    label_of = {d.tobytes(): int(y) for d, y in zip(digits, labels, strict=True)}
     got = [label_of[img[0].numpy().tobytes()] for img in train.images[::97]]
     assert got == train.labels[::97].tolist()
     # --allow-overlap keeps them
@@ -258,7 +258,7 @@ def test_imagefolder_copies_and_bad_files(tmp_path, digits_csv):
     assert info["n_overlap"] == n_eval and len(train) == 80 - n_eval
     assert any("broken" in s["image_id"] for s in train.skipped)
     # labels follow the folder names (the run's label mapping onto the model's classes)
-    assert all(int(i.split("/")[0]) == y for i, y in zip(train.image_ids, train.labels.tolist()))
+    assert all(int(i.split("/")[0]) == y for i, y in zip(train.image_ids, train.labels.tolist(), strict=True))
 
     other = tmp_path / "other"
     shutil.copytree(root, other)
@@ -276,7 +276,7 @@ def test_imagefolder_copies_and_bad_files(tmp_path, digits_csv):
     (part / "3" / "broken.png").unlink()
     train3, _ = training_images(d, train_data=f"imagefolder:{part}")
     assert sorted(set(train3.labels.tolist())) == [3, 7]
-    assert all(int(i.split("/")[0]) == y for i, y in zip(train3.image_ids, train3.labels.tolist()))
+    assert all(int(i.split("/")[0]) == y for i, y in zip(train3.image_ids, train3.labels.tolist(), strict=True))
 
     # the run's own folder changed after the run: its evaluated images can no longer be identified
     Image.open(evaluated_files[1]).save(root / "1" / "late.png")

@@ -123,7 +123,10 @@ def test_transfer_changes_the_weights_and_recovers_blurred_digits(digits, clean_
 # ------------------------------------------------------------------ where a test level sits
 def test_level_kinds_against_the_training_grid():
     ranges = [r for s in STUDY_TRAIN for r in parse_specs(s)]
-    kind = lambda s: level_kind(parse_condition(s), ranges)
+
+    def kind(s):
+        return level_kind(parse_condition(s), ranges)
+
     step = (0.05 - 0.001) / 15  # 16 evenly spaced noise levels
     assert kind("clean") == "clean"
     assert kind("gaussian_noise:variance=0.05") == "within range"
@@ -140,6 +143,11 @@ def test_level_kinds_against_the_training_grid():
     assert level_kind(parse_condition("imagenet_c/fog@5"), sev) == "beyond range"
     assert level_kind(parse_condition("defocus@1"), sev) == "beyond range"
     assert level_kind(parse_condition("imagenet_c/snow@3"), sev) == "not trained"
+    # a test *range* of severities: inside the trained severities or not (was "not trained"), and
+    # against a trained parameter range it is not trained (used to raise AttributeError on .param)
+    assert level_kind(parse_condition("imagenet_c/fog@1..2"), sev) == "within range"
+    assert level_kind(parse_condition("imagenet_c/fog@0..5"), sev) == "beyond range"
+    assert level_kind(parse_condition("gaussian_blur@0..3"), ranges) == "not trained"
     kinds = {s: kind(s) for s in STUDY_TESTS}
     assert {"within range", "between levels", "beyond range"} <= set(kinds.values())
 
@@ -237,7 +245,10 @@ def test_label_free_front_end_learns_from_clean_predictions_alone(digits, clean_
     xt = digits.test_images[::2]
     ref = predict(clf, xt)
     noisy = degrade_test_set(xt, parse_condition("gaussian_noise:variance=0.1"))
-    agree = lambda m: float((predict(m, noisy) == ref).float().mean())
+
+    def agree(m):
+        return float((predict(m, noisy) == ref).float().mean())
+
     assert agree(EnhancedClassifier(res.front_end, clf)) > agree(clf) + 0.1
 
 
@@ -275,7 +286,7 @@ def test_cli_label_free_robustify_writes_paired_verdicts(tmp_path, capsys):
     assert "between levels" in study and "beyond range" in study and "Holm" in study
     grid = (out / "grid.md").read_text()
     assert "*between levels*" in grid and "*beyond range*" in grid
-    assert main(args + ["--temperature", "0"]) == 2  # a user mistake: one line, exit 2
+    assert main([*args, "--temperature", "0"]) == 2  # a user mistake: one line, exit 2
     assert "Traceback" not in capsys.readouterr().err
 
 

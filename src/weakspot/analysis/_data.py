@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import pandas as pd
@@ -144,7 +143,7 @@ class RunData:
         return all(self.store.has_probs(c) for c in self.conditions.condition_id)
 
 
-StoreLike = Union[str, Path, ResultsStore, RunData]
+StoreLike = str | Path | ResultsStore | RunData
 
 
 def load_run(store: StoreLike) -> RunData:
@@ -199,7 +198,7 @@ def load_run(store: StoreLike) -> RunData:
     conds["level"] = [
         "clean" if cid == CLEAN else level_label(x, u, s, None if _missing(av) else ax)
         for cid, x, u, s, ax, av in zip(conds.condition_id, conds.x, conds.axis_unit, conds.severity, conds.axis,
-                                         conds.axis_value)
+                                         conds.axis_value, strict=True)
     ]
 
     clean = preds[preds.condition_id == CLEAN].set_index("image_index")

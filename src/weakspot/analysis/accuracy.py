@@ -100,7 +100,7 @@ def accuracy_table(store: StoreLike, *, ci: float = 0.95, alpha: float = 0.05, n
     """
     run = load_run(store)
     r = run.rows
-    cond_ids = [CLEAN] + list(run.degraded.condition_id)
+    cond_ids = [CLEAN, *run.degraded.condition_id]
     if CAMERA_REFERENCE in set(run.conditions.condition_id) and CAMERA_REFERENCE not in cond_ids:
         cond_ids.insert(1, CAMERA_REFERENCE)
     cindex = {c: i for i, c in enumerate(cond_ids)}

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from weakspot.analysis._data import StoreLike, load_run
+from weakspot.errors import InvalidParameterError
 from weakspot.evaluate.store import CLEAN
 
 __all__ = ["breaking_point", "breaking_points", "ALL_CLASSES"]
@@ -40,15 +41,17 @@ def breaking_point(xs, values, clean_value: float, clean_x: float | None = None,
     """
     xs = [float(x) for x in xs]
     vs = [float(v) for v in values]
+    if len(vs) != len(xs):
+        raise InvalidParameterError("values", f"{len(vs)} values", f"one value per level x ({len(xs)})")
     if not (clean_value > 0) or not xs:
         return math.nan, "no_clean_signal"
     thr = fraction * clean_value
     px, pv = (clean_x, clean_value) if clean_x is not None else (None, None)
-    for x, v in zip(xs, vs):
+    for x, v in zip(xs, vs, strict=True):
         if math.isnan(v):
             continue
         if v <= thr:
-            if px is None:
+            if px is None or pv is None:  # pv is None only together with px
                 return x, "before_first_level"
             if pv == v:
                 return x, "interpolated"
@@ -129,7 +132,7 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
         xs = conds["x"].to_numpy(dtype=float)
         cx = _neutral_x(deg, None if uses_sev else axis, uses_sev, xs)
         direction = int(conds["direction"].iloc[0]) if "direction" in conds else 1
-        for k in [ALL_CLASSES] + classes:
+        for k in [ALL_CLASSES, *classes]:
             if k == ALL_CLASSES:
                 v0 = float(pooled.get(CLEAN, np.nan))
                 vs = [float(pooled.get(c, np.nan)) for c in conds.condition_id]

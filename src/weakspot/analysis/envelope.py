@@ -277,7 +277,7 @@ def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: s
     xs, ys = sorted(df[x].unique().tolist()), sorted(df[y].unique().tolist())
     acc = np.full((len(ys), len(xs)), np.nan)
     n = 0
-    for cid, xv, yv in zip(df.condition_id, df[x], df[y]):
+    for cid, xv, yv in zip(df.condition_id, df[x], df[y], strict=True):
         a, k = _hit_rate(run, cid)
         acc[ys.index(yv), xs.index(xv)] = a
         n = max(n, k)
@@ -350,7 +350,11 @@ def refine_envelope(run_dir: StoreLike, model=None, dataset=None, *, share: floa
                   else env.accuracy[env.ys.index(v), env.xs.index(c["fixed"])] for v in (lo, hi)}
         mild, severe = (lo, hi) if acc_at[lo] >= acc_at[hi] else (hi, lo)
         base = dict(row[row[p] == mild].params.iloc[0])
-        res = bisect_breaking_point(lambda v, base=base, p=p: accuracy({**base, p: float(v)}), mild, severe,
+
+        def acc_along(v: float, base: dict = base, p: str = p) -> float:
+            return accuracy({**base, p: float(v)})
+
+        res = bisect_breaking_point(acc_along, mild, severe,
                                     env.reference_accuracy, fraction=env.share, tol=abs(hi - lo) * float(tol_fraction))
         refined[_refine_key(p, fp, c["fixed"], lo, hi)] = {"crossing": res.x, "status": res.status,
                                                             "evaluations": res.evaluations}

@@ -146,7 +146,7 @@ def findings(analysis) -> pd.DataFrame:
     auc = a.auc
     if auc is not None and not auc.empty:
         best_per_deg: dict = {}
-        for (deg, fa, fb), g in auc.groupby(["degradation", "from_class", "to_class"], sort=False):
+        for (deg, fa, _fb), g in auc.groupby(["degradation", "from_class", "to_class"], sort=False):
             g = g.sort_values("order")
             if g.auc.isna().all():
                 continue

@@ -46,7 +46,8 @@ def _figure(env):
     for refined, marker in ((False, "o"), (True, "D")):
         sel = [(x, y) for x, y, r in pts if r == refined]
         if sel:
-            ax.scatter(*zip(*sel), marker=marker, facecolor="none", edgecolor="black", s=40,
+            sx, sy = zip(*sel, strict=True)
+            ax.scatter(sx, sy, marker=marker, facecolor="none", edgecolor="black", s=40,
                        label="refined (bisection)" if refined else "interpolated")
     if len(env.xs) > 1 and len(env.ys) > 1:
         ax.contour(np.arange(len(env.xs)), np.arange(len(env.ys)), np.nan_to_num(env.accuracy, nan=0.0),

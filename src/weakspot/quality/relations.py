@@ -292,7 +292,7 @@ def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float 
                        f"({' → '.join(names)}: Spearman ρ {rho:+.2f}); it rates {'; '.join(inv) or 'the levels equal'}"
                        f" — do not use {label} as a proxy for this degradation")
             out.append(dict(degradation=str(name), measure=m, rho=rho, n_levels=len(seq),
-                            levels=", ".join(f"{n} {v:.3g}" for n, v in zip(names, seq[col])),
+                            levels=", ".join(f"{n} {v:.3g}" for n, v in zip(names, seq[col], strict=True)),
                             inversions="; ".join(inv), flagged=flagged, message=msg))
     return pd.DataFrame(out, columns=cols)
 
@@ -349,7 +349,8 @@ def plain_conclusions(correlations: pd.DataFrame, flags: pd.DataFrame | None = N
     if groups["against"]:
         out.append("Across conditions, these measures run against accuracy (worse score, higher accuracy): "
                    + "; ".join(groups["against"]) + ".")
-    moves, still = [], []
+    moves: list[tuple[str, str]] = []
+    still: list[tuple[str, str]] = []
     for _, r in rows("saliency_shift_px").sort_values("value", ascending=False).iterrows():
         if pd.isna(r.value):
             continue
@@ -403,7 +404,7 @@ def _quality_reference(imgs: list[torch.Tensor], refs: list[torch.Tensor], lpips
 
     out = {m: np.full(len(imgs), np.nan) for m in FULL_REFERENCE}
     groups: dict[tuple, list[int]] = {}
-    for i, (im, ref) in enumerate(zip(imgs, refs)):
+    for i, (im, ref) in enumerate(zip(imgs, refs, strict=True)):
         groups.setdefault((tuple(im.shape), tuple(ref.shape)), []).append(i)
     for (shape, rshape), idx in groups.items():
         x = torch.stack([imgs[i] for i in idx]).clamp(0, 1).double()
@@ -414,10 +415,8 @@ def _quality_reference(imgs: list[torch.Tensor], refs: list[torch.Tensor], lpips
         if x.shape[1] != y.shape[1]:
             continue
         out["psnr_db"][idx] = psnr_db(x, y).numpy()
-        try:
+        with contextlib.suppress(InvalidImageError):  # smaller than the SSIM window: stays NaN
             out["ssim"][idx] = ssim(x, y).numpy()
-        except InvalidImageError:
-            pass  # smaller than the SSIM window: stays NaN
         out["lpips"][idx] = lpips_distance(x, y, lpips_weights).numpy()
     return out
 
@@ -547,10 +546,10 @@ def perceive(
         :class:`PerceptionResult`; the tables are also written to ``RUN_DIR/perception/``.
     """
     from weakspot.evaluate import Run, degrade_images
-    from weakspot.quality.reference import lpips_status
     from weakspot.evaluate.store import atomic_write_bytes, atomic_write_json
     from weakspot.explain import as_net, centroid_shift, cosine_distance, pearson, spearman, topk_overlap
     from weakspot.quality.maps import brisque_map, grid_box, grid_pool
+    from weakspot.quality.reference import lpips_status
 
     t0 = time.perf_counter()
     if str(saliency).lower().replace("-", "").replace("_", "") not in ("auto", "gradcam", "occlusion", "none"):
@@ -709,10 +708,11 @@ def load_perception(run_dir: str | Path) -> PerceptionResult | None:
     if not (out / "correlations.parquet").is_file():
         return None
     meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
-    tabs = [pd.read_parquet(out / f"{n}.parquet") for n in ("images", "conditions", "correlations")]
+    images, conditions, correlations = (pd.read_parquet(out / f"{n}.parquet")
+                                        for n in ("images", "conditions", "correlations"))
     flags = (pd.read_parquet(out / "flags.parquet") if (out / "flags.parquet").is_file()
-             else quality_order_flags(tabs[1]))  # written before flags existed
-    return PerceptionResult(*tabs, out, meta, flags)
+             else quality_order_flags(conditions))  # written before flags existed
+    return PerceptionResult(images, conditions, correlations, out, meta, flags)
 
 
 # ------------------------------------------------------------------ figures
@@ -812,8 +812,7 @@ def print_summary(res: PerceptionResult, console=None) -> None:
     t = Table(title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
               title_justify="left")
     t.add_column("relation", overflow="fold", min_width=27)  # the longest name stays whole in 100 columns
-    for c, name in (("measure", "measure"), ("level", "level"), ("statistic", "stat"), ("value", "value"),
-                    ("95% interval", "95% interval"), ("n", "n")):
+    for name in ("measure", "level", "stat", "value", "95% interval", "n"):
         t.add_column(name, no_wrap=True, min_width=len(name))
     for _, r in res.correlations.iterrows():
         ci = "—" if math.isnan(r.lo) else f"[{r.lo:.2f}, {r.hi:.2f}]"

@@ -5,7 +5,7 @@ resolved lazily: Python and the CLI build the same page); :func:`register_sectio
 run time (see docs/report.md).
 """
 
-from weakspot.report.builder import (  # noqa: F401
+from weakspot.report.builder import (
     SECTION_REGISTRY,
     SUMMARY_SCHEMA_VERSION,
     ReportContext,

@@ -20,7 +20,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ class Section:
 
     id: str
     title: str
-    render: Callable[["ReportContext"], SectionOutput | None]
+    render: Callable[[ReportContext], SectionOutput | None]
     order: int = 100
 
 
@@ -79,7 +79,7 @@ class _LazyRender:
 
     def __init__(self, target: str):
         self.target = target
-        self._fn = None
+        self._fn: Callable[[Any], Any] | None = None
 
     def __call__(self, ctx):
         if self._fn is None:
@@ -176,7 +176,7 @@ class ReportContext:
         return f'<img class="{cls}" alt="{esc(alt)}"{w} src="data:image/png;base64,{b64}">'
 
     @staticmethod
-    def table(df: pd.DataFrame, columns: dict[str, str], formats: dict[str, Callable[[Any], str]] | None = None,
+    def table(df: pd.DataFrame, columns: dict[str, str], formats: Mapping[str, Callable[[Any], str]] | None = None,
               *, cls: str = "") -> tuple[str, str]:
         """An escaped HTML table and a Markdown table of ``df[columns]`` (``{column: header}``)."""
         formats = formats or {}
@@ -260,7 +260,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, base
     title = f"weakspot report — {_run_title(run)}"
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "weakspot_version": _version(),
         "run": _run_info(run),
         "findings": _jsonable(a.findings[[c for c in ("kind", "degradation", "class_name", "class", "condition_id",

@@ -7,10 +7,10 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.transforms  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.transforms
+import numpy as np
+import pandas as pd
 
 __all__ = ["mpl_text", "axis_label", "accuracy_figure", "auc_figure", "heatmap_figure", "flip_matrix_figure",
            "orient_axis", "exposure_label"]

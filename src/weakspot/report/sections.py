@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -212,28 +214,28 @@ def render_accuracy(ctx: ReportContext) -> SectionOutput | None:
         parts.append(f"<h3>{esc(fam)}</h3><div class='grid3'>{''.join(figs)}</div>")
     metric = "top1" if run.labelled else "agreement"
     t = acc.copy()
-    t["ci"] = [_interval(lo, hi) for lo, hi in zip(t[f"{metric}_lo"], t[f"{metric}_hi"])]
+    t["ci"] = [_interval(lo, hi) for lo, hi in zip(t[f"{metric}_lo"], t[f"{metric}_hi"], strict=True)]
     t["vs_clean"] = [("—" if cid == "clean" else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}]")
                      for cid, d, lo, hi in zip(t.condition_id, t.diff_vs_clean, t.diff_vs_clean_lo,
-                                               t.diff_vs_clean_hi)]
+                                               t.diff_vs_clean_hi, strict=True)]
     t["real"] = ["" if cid == "clean" else ("yes" if sg else "no")
-                 for cid, sg in zip(t.condition_id, t.significant)]
+                 for cid, sg in zip(t.condition_id, t.significant, strict=True)]
     # per-level flip counts: the discordant pairs the McNemar test counts (right on clean → wrong here, and back)
     t["flips"] = ["—" if cid == "clean" or nl != nl else f"{int(nl)} lost / {int(ng)} gained"
                   for cid, nl, ng in zip(t.condition_id, t.get("n_lost", pd.Series(np.nan, t.index)),
-                                          t.get("n_gained", pd.Series(np.nan, t.index)))]
+                                          t.get("n_gained", pd.Series(np.nan, t.index)), strict=True)]
     cols = {"degradation": "degradation", "level": "level", "n": "images", metric: "top-1" if run.labelled
             else "agreement", "ci": "95% CI", "vs_clean": "vs clean [95% CI]", "flips": "flips vs clean",
             "p_vs_clean_holm": "p (Holm)", "real": "real drop?"}
     if "diff_vs_reference" in t:
         t["vs_ref"] = ["" if d != d else f"{_pts(d)} [{_pts(lo)}, {_pts(hi)}] (p {_pval(p)})"
                        for d, lo, hi, p in zip(t.diff_vs_reference, t.diff_vs_reference_lo, t.diff_vs_reference_hi,
-                                               t.p_vs_reference_holm)]
+                                               t.p_vs_reference_holm, strict=True)]
         cols["vs_ref"] = "vs camera reference [95% CI] (Holm p)"
     if run.labelled:
         cols.update({"top5": "top-5", "agreement": "agreement"})
     cols["mean_p_clean_class"] = "mean p(clean class)"
-    fm = {"p_vs_clean_holm": _pval, metric: _f, "top5": _f, "agreement": _f, "mean_p_clean_class": _f}
+    fm: dict[str, Callable[[Any], str]] = {"p_vs_clean_holm": _pval, metric: _f, "top5": _f, "agreement": _f, "mean_p_clean_class": _f}
     tt, tm = ctx.table(t, cols, fm)
     parts.append("<details><summary>Accuracy table (95% Wilson intervals; paired exact McNemar test against "
                  f"clean, Holm-corrected)</summary>{tt}</details>")
@@ -310,8 +312,8 @@ def _per_image(ctx: ReportContext, k: int = 12) -> tuple[str, str, list]:
     t = pd.DataFrame({
         "image": [str(ids.get(i, i)) for i in im.image_index],
         "class": [f"{run.class_name(c)} (n = {int(n_class.get(c, 0))})" for c in im.ref_class],
-        "degradation": [f"{d} at {lv}" for d, lv in zip(im.degradation, im.level)],
-        "clean": [f"{run.class_name(c)} p {_p(p)}" for c, p in zip(im.clean_top1, im.p_clean)],
+        "degradation": [f"{d} at {lv}" for d, lv in zip(im.degradation, im.level, strict=True)],
+        "clean": [f"{run.class_name(c)} p {_p(p)}" for c, p in zip(im.clean_top1, im.p_clean, strict=True)],
         "degraded": [f"{run.class_name(c)}" for c in im.top1],
         "p_drop": [_p(v) for v in im["drop"]],
     })
@@ -449,7 +451,7 @@ def render_confusion(ctx: ReportContext) -> SectionOutput | None:
     cols = {"degradation": "degradation", "from_name": "clean top-1", "to_name": "became", "flips": "images",
             "first_level": "first at", "worst_level": "most at"}
     pairs = pairs.copy()
-    pairs["flips"] = [f"{c}/{n} ({c / n:.0%})" if n else str(c) for c, n in zip(pairs["count"], pairs["n_from"])]
+    pairs["flips"] = [f"{c}/{n} ({c / n:.0%})" if n else str(c) for c, n in zip(pairs["count"], pairs["n_from"], strict=True)]
     top = pairs.sort_values(["count", "degradation", "rank"], ascending=[False, True, True], kind="stable").head(12)
     t, _ = ctx.table(top, cols)
     t_all, tm = ctx.table(pairs, cols)
@@ -531,14 +533,14 @@ def _worst_first(b: pd.DataFrame, run) -> pd.DataFrame:
     pos = np.full(len(b), np.inf)
     levels = {deg: g.sort_values("order") for deg, g in run.degraded.groupby("degradation")}
     for i, (deg, x, st, cx, d) in enumerate(zip(b.degradation, b.breaking_x, b.status, b.clean_x,
-                                                  b.get("direction", pd.Series(1, index=b.index)))):
+                                                  b.get("direction", pd.Series(1, index=b.index)), strict=True)):
         g = levels.get(deg)
         if g is None or st not in ("interpolated", "before_first_level") or x != x:
             continue
         xs = (int(d) * g.x.to_numpy(float)).tolist()
         steps = list(range(1, len(xs) + 1))
         if cx is not None and cx == cx:
-            xs, steps = [int(d) * float(cx)] + xs, [0] + steps
+            xs, steps = [int(d) * float(cx), *xs], [0, *steps]
         pos[i] = float(np.interp(int(d) * float(x), xs, steps)) / len(g)
     b["_pos"] = pos
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -558,7 +560,7 @@ def render_breaking(ctx: ReportContext) -> SectionOutput | None:
     per = _worst_first(per, run)
     cols = {"degradation": "degradation", "label": "half lost at", "clean_value": "clean",
             "final_value": "at strongest", "final_level": "strongest level"}
-    fm = {"clean_value": _f, "final_value": _f}
+    fm: dict[str, Callable[[Any], str]] = {"clean_value": _f, "final_value": _f}
     t_all, tm = ctx.table(pooled, cols, fm)
     html = [f'<p class="note">Where {esc(metric)} falls to half its clean value (the same metric as the findings), '
             "linearly interpolated between levels; ≤/≥ x: already at the first level; not reached (&gt;/&lt; x): "

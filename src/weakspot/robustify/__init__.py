@@ -32,7 +32,13 @@ from weakspot.robustify.mix import (
 )
 from weakspot.robustify.nets import SmallCNN, replace_head
 from weakspot.robustify.run import enhance_job, robustify_job
-from weakspot.robustify.train import STRATEGIES, TrainConfig, degraded_share, load_checkpoint, train_classifier
+from weakspot.robustify.train import (
+    STRATEGIES,
+    TrainConfig,
+    degraded_share,
+    load_checkpoint,
+    train_classifier,
+)
 
 __all__ = [
     "Split",

@@ -147,15 +147,13 @@ def load_split(
             x, y = x[keep], y[keep]
         tr, te = split_indices(y, test_fraction, seed)
         return Split(x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)], "mnist_5k")
-    try:
-        import weakspot.data as wd
+    import weakspot.data as wd
 
-        getattr(wd, "open_dataset")
-    except AttributeError:
+    if not hasattr(wd, "open_dataset"):
         raise DataError(
             f"data source '{source}' needs weakspot.data.open_dataset, which this installation lacks; "
             "use --data mnist (the bundled digits)"
-        ) from None
+        )
     xtr, ytr, names = _from_dataset(source, root, "train", limit)
     xte, yte, _ = _from_dataset(source, root, "test", test_limit if test_limit is not None else limit)
     return Split(xtr, ytr, xte, yte, names, source)
@@ -241,8 +239,8 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str,
         reason = err if img is None else (
             "unlabelled" if lab < 0 and not keep_unlabelled
             else f"label {lab} out of range for a model with {num_classes} classes" if lab >= num_classes else None)
-        if reason is not None:
-            skipped.append({"image_id": ds.image_ids[i], "reason": reason})
+        if img is None or reason is not None:
+            skipped.append({"image_id": ds.image_ids[i], "reason": reason or "could not be decoded"})
             continue
         img8 = (img.clamp(0, 1) * 255).round().to(torch.uint8)  # 4× less memory than float
         imgs.append(img8)

@@ -152,9 +152,10 @@ class EnhanceNet(nn.Module):
             nn.AdaptiveAvgPool2d(1),
         )
         n_out = c * c + c + kernel_size * kernel_size
-        self.head = nn.Sequential(nn.Linear(2 * w + c, 4 * w), nn.ReLU(inplace=True), nn.Linear(4 * w, n_out))
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        last = nn.Linear(4 * w, n_out)
+        self.head = nn.Sequential(nn.Linear(2 * w + c, 4 * w), nn.ReLU(inplace=True), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         delta = torch.zeros(kernel_size, kernel_size)
         delta[kernel_size // 2, kernel_size // 2] = 1.0
         self.register_buffer("delta", delta, persistent=False)
@@ -229,14 +230,14 @@ class EnhanceResult:
 
 @torch.no_grad()
 def _ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    for pt, ps in zip(teacher.parameters(), student.parameters()):
+    for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
         pt.mul_(decay).add_(ps.detach(), alpha=1 - decay)
 
 
 def train_enhancer(
     classifier: nn.Module,
     images: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     mix: RandomDegradation,
     config: EnhanceConfig | None = None,
     *,
@@ -267,12 +268,12 @@ def train_enhancer(
     """
     config = config or EnhanceConfig()
     device = torch.device(device)
-    if config.labels != "clean-predictions" and labels is None:  # checked before the classifier is touched
-        raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
     soft = None
     if config.labels == "clean-predictions":
         soft = clean_soft_targets(classifier.to(device), images, config.temperature, device=device)
         labels = soft.argmax(1)
+    elif labels is None:  # checked before the classifier is touched
+        raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
     c = int(images.shape[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(keyed_seed(config.seed, "enhance-init"))
@@ -334,7 +335,7 @@ def train_enhancer(
             if on_epoch is not None:
                 on_epoch(rec)
     finally:
-        for p, r in zip(classifier.parameters(), saved):
+        for p, r in zip(classifier.parameters(), saved, strict=True):
             p.requires_grad_(r)
     student.eval()
     teacher.eval()
@@ -374,6 +375,6 @@ def count_flops(fn: Callable[[torch.Tensor], Any] | nn.Module, example: torch.Te
         fn.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn(example)
-    if was:
+    if isinstance(fn, nn.Module) and was:
         fn.train()
     return int(counter.get_total_flops())

@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
@@ -35,6 +35,9 @@ from weakspot.evaluate.store import CLEAN, atomic_write_bytes, atomic_write_json
 from weakspot.robustify.data import LabelledImages, image_hashes, load_labelled_images, split_indices
 from weakspot.robustify.mix import LevelRange, RandomDegradation
 from weakspot.robustify.train import TrainConfig, train_classifier
+
+if TYPE_CHECKING:  # imported lazily at run time (the front-end path only)
+    from weakspot.robustify.enhance import EnhanceNet
 
 __all__ = [
     "Weakness",
@@ -164,7 +167,7 @@ def _run_label_map(ds, model):
     from weakspot.evaluate.run import _label_map
 
     mapped, _ = _label_map(ds, model)  # per item; a folder's label maps to one class, so a table suffices
-    table = {int(orig): int(new) for orig, new in zip(ds.labels, mapped)}
+    table = {int(orig): int(new) for orig, new in zip(ds.labels, mapped, strict=True)}
     return lambda y: table.get(int(y), int(y))
 
 
@@ -245,7 +248,10 @@ class _OnPreprocessed(nn.Module):
     """Front-end + classifier on *preprocessed* input (what the engine feeds a TorchScript
     model): undo the normalisation, enhance in [0, 1], normalise again, classify."""
 
-    def __init__(self, front_end: nn.Module, classifier: nn.Module, mean, std):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, front_end: EnhanceNet, classifier: nn.Module, mean, std):
         super().__init__()
         self.front_end, self.classifier = front_end, classifier
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -318,7 +324,7 @@ def _compare(rows: pd.DataFrame, keys: list[str], alpha: float, min_images: int)
     for key, g in rows.groupby(keys, sort=False):
         c = compare_paired(g.before.to_numpy(bool), g.after.to_numpy(bool))
         key = key if isinstance(key, tuple) else (key,)
-        recs.append({**dict(zip(keys, key)), "n": c["n"], "before": c["acc_a"], "after": c["acc_b"],
+        recs.append({**dict(zip(keys, key, strict=True)), "n": c["n"], "before": c["acc_a"], "after": c["acc_b"],
                      "gain": c["diff"], "gain_lo": c["diff_lo"], "gain_hi": c["diff_hi"], "p": c["p"]})
     t = pd.DataFrame(recs)
     if t.empty:
@@ -394,11 +400,12 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
         else:
             cost = f"no significant clean-accuracy change: {cost}"
         lines.append(cost)
-    return [head] + lines
+    return [head, *lines]
 
 
 def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *, epochs: int, p_clean: float,
-           seed: int, out: Path, progress: bool, log, labels: str = "labels",
+           seed: int, out: Path, progress: bool, log,
+           labels: Literal["labels", "clean-predictions"] = "labels",
            temperature: float = 2.0) -> tuple[nn.Module, list[dict]]:
     """Train the fix; returns the module to export (on preprocessed input) and the epoch history."""
     import hashlib
@@ -473,6 +480,7 @@ def fix_run(
         raise InvalidParameterError("--method", method, "auto | robust | frontend")
     if labels not in ("labels", "clean-predictions"):
         raise InvalidParameterError("--labels", labels, "labels | clean-predictions")
+    label_mode: Literal["labels", "clean-predictions"] = "labels" if labels == "labels" else "clean-predictions"
     if not temperature > 0:
         raise InvalidParameterError("--temperature", temperature, "a positive number, e.g. 2")
     run_dir = Path(run_dir)
@@ -510,7 +518,7 @@ def fix_run(
         log(f"label-free: targets are the frozen model's predictions on the clean images (T = {temperature:g}); "
             "the training images' labels are not used")
     export, hist = _train(chosen, model, train, mix, epochs=epochs, p_clean=p_clean, seed=seed, out=out,
-                          progress=progress, log=log, labels=labels, temperature=temperature)
+                          progress=progress, log=log, labels=label_mode, temperature=temperature)
     train_s = time.perf_counter() - t0
     ts = out / "fixed_model.ts"
     _export(export, example, ts)
@@ -551,9 +559,8 @@ def fix_run(
         log(x)
     summary["table"] = overall
     if report and out == run_dir / FIX_DIRNAME:
-        from weakspot.report import write_report
-
         import weakspot.robustify.report_section  # noqa: F401  (registers the section)
+        from weakspot.report import write_report
 
         summary["report"] = str(write_report(run_dir))
     return summary
@@ -566,7 +573,7 @@ def format_table(t: pd.DataFrame) -> pd.DataFrame:
         "before": [f"{100 * v:.1f}%" for v in t.before],
         "after": [f"{100 * v:.1f}%" for v in t.after],
         "gain (95% CI)": [f"{100 * g:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f})"
-                          for g, lo, hi in zip(t.gain, t.gain_lo, t.gain_hi)],
+                          for g, lo, hi in zip(t.gain, t.gain_lo, t.gain_hi, strict=True)],
         "McNemar p": [f"{v:.2g}" for v in t.p],
         "Holm p": [f"{v:.2g}" for v in t.p_holm],
         "verdict": list(t.verdict),

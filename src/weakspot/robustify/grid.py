@@ -110,5 +110,5 @@ def markdown_table(t: pd.DataFrame, digits: int = 1) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for idx, row in t.iterrows():
         cells = [f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v) for v in row.tolist()]
-        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
+        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
     return "\n".join(lines)

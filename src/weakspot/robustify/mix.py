@@ -77,21 +77,27 @@ class LevelRange:
         object.__setattr__(self, "high", high)
         spec.resolve(**{**self.fixed, param: low})  # validates the fixed params too
 
+    def _resolved(self) -> tuple[str, float, float]:
+        """``(param, low, high)``, all set by ``__post_init__`` (the fields are Optional only as inputs)."""
+        assert self.param is not None and self.low is not None and self.high is not None
+        return self.param, self.low, self.high
+
     @property
     def is_int(self) -> bool:
-        return get_spec(self.name).param(self.param).type is int
+        return get_spec(self.name).param(self._resolved()[0]).type is int
 
     def grid(self, levels: int = 16) -> torch.Tensor:
         """The values a level is drawn from (float64, ascending, unique)."""
-        if self.low == self.high:
-            return torch.tensor([float(self.low)], dtype=torch.float64)
+        _, low, high = self._resolved()
+        if low == high:
+            return torch.tensor([float(low)], dtype=torch.float64)
         if self.is_int:
-            return torch.arange(int(self.low), int(self.high) + 1, dtype=torch.float64)
-        return torch.linspace(float(self.low), float(self.high), levels, dtype=torch.float64)
+            return torch.arange(int(low), int(high) + 1, dtype=torch.float64)
+        return torch.linspace(float(low), float(high), levels, dtype=torch.float64)
 
     def build(self, value: float) -> Degradation:
         v: Any = int(round(value)) if self.is_int else float(value)
-        return get_degradation(self.name, **{**self.fixed, self.param: v})
+        return get_degradation(self.name, **{**self.fixed, self._resolved()[0]: v})
 
     @property
     def label(self) -> str:
@@ -154,7 +160,7 @@ class RandomDegradation(nn.Module):
         torch.Size([4, 1, 28, 28])
     """
 
-    def __init__(self, ranges: Sequence[LevelRange], p_clean: float = 0.0, levels: int = 16):
+    def __init__(self, ranges: Sequence[LevelRange | SeverityRange], p_clean: float = 0.0, levels: int = 16):
         super().__init__()
         if not 0.0 <= float(p_clean) <= 1.0:
             raise InvalidParameterError("p_clean", p_clean, "[0, 1]")
@@ -164,7 +170,7 @@ class RandomDegradation(nn.Module):
         self.p_clean = float(p_clean) if self.ranges else 1.0
         self.levels = int(levels)
         self._grids = [r.grid(self.levels) for r in self.ranges]
-        self._cache: dict[tuple[int, float], Degradation] = {}
+        self._cache: dict[tuple[int, float], nn.Module] = {}
 
     @property
     def name(self) -> str:
@@ -189,7 +195,7 @@ class RandomDegradation(nn.Module):
             value = torch.where(choice == i, grid[idx], value)
         return choice, value
 
-    def _get(self, i: int, v: float) -> Degradation:
+    def _get(self, i: int, v: float) -> nn.Module:
         key = (i, v)
         if key not in self._cache:
             self._cache[key] = self.ranges[i].build(v)
@@ -209,7 +215,7 @@ class RandomDegradation(nn.Module):
         if bool((choice < 0).all()):
             return images
         out = images.clone()
-        pairs = sorted({(int(c), float(v)) for c, v in zip(choice.tolist(), value.tolist()) if c >= 0})
+        pairs = sorted({(int(c), float(v)) for c, v in zip(choice.tolist(), value.tolist(), strict=True) if c >= 0})
         for i, v in pairs:
             sel = torch.nonzero((choice == i) & (value == v)).flatten()
             sub_gen = [gens[j] for j in sel.tolist()] if isinstance(gens, list) else gens
@@ -217,16 +223,17 @@ class RandomDegradation(nn.Module):
             out[idx] = self._get(i, v)(images[idx], sub_gen)
         return out
 
-    def __call__(self, images, generator=None, degrade_mask=None):  # noqa: D401
+    def __call__(self, images, generator=None, degrade_mask=None):
         return super().__call__(images, generator, degrade_mask)
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A named test (or training) condition: ``clean`` or one :class:`LevelRange`."""
+    """A named test (or training) condition: ``clean`` or one :class:`LevelRange` or
+    :class:`SeverityRange`."""
 
     spec: str
-    range: LevelRange | None
+    range: LevelRange | SeverityRange | None
 
     @property
     def id(self) -> str:
@@ -267,9 +274,9 @@ def parse_spec(text: str) -> LevelRange | SeverityRange | None:
         params = spec.resolve(level)
         if spec.axis is None:
             raise InvalidParameterError(text, text, "a degradation with a sweep axis, or NAME:PARAM=VALUE")
-        fixed = {k: v for k, v in spec.severities[level].items() if k != spec.axis}
-        v = params[spec.axis]
-        return LevelRange(spec.name, spec.axis, v, v, fixed)
+        sev_fixed = {k: v for k, v in spec.severities[level].items() if k != spec.axis}
+        level_value = params[spec.axis]
+        return LevelRange(spec.name, spec.axis, level_value, level_value, sev_fixed)
     name, _, rest = text.partition(":")
     spec = get_spec(name.strip())
     varied: tuple[str, float, float] | None = None
@@ -288,18 +295,18 @@ def parse_spec(text: str) -> LevelRange | SeverityRange | None:
     if varied is None:
         axis = spec.axis if spec.axis in fixed else None
         if axis is None and spec.axis is not None:
-            v = spec.resolve(**fixed)[spec.axis]
-            return LevelRange(spec.name, spec.axis, v, v, fixed)
+            default = spec.resolve(**fixed)[spec.axis]
+            return LevelRange(spec.name, spec.axis, default, default, fixed)
         if axis is None:
             first = next(iter(fixed), None)
             if first is None:
                 raise InvalidParameterError(text, text, "NAME:PARAM=VALUE for a degradation without a sweep axis")
             axis = first
-        v = spec.param(axis).coerce(fixed.pop(axis), spec.name)
-        return LevelRange(spec.name, axis, v, v, fixed)
-    k, lo, hi = varied
-    spec.param(k)  # unknown parameter → suggestion
-    return LevelRange(spec.name, k, lo, hi, fixed)
+        value = spec.param(axis).coerce(fixed.pop(axis), spec.name)
+        return LevelRange(spec.name, axis, value, value, fixed)
+    varied_param, low, high = varied
+    spec.param(varied_param)  # unknown parameter → suggestion
+    return LevelRange(spec.name, varied_param, low, high, fixed)
 
 
 def parse_specs(text: str) -> list[LevelRange | SeverityRange]:

@@ -127,7 +127,7 @@ def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0
     try:
         from sklearn.datasets import load_sample_images
 
-        for n, a in zip(("china", "flower"), load_sample_images().images):
+        for n, a in zip(("china", "flower"), load_sample_images().images, strict=True):
             train.append((f"sklearn/{n}", _to_tensor(a)))
     except (OSError, ImportError):  # scikit-learn missing: its two photos are optional
         pass
@@ -155,7 +155,7 @@ def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0
     x_te = torch.stack([_centre(t, size_px) for _, t, _ in test])
     y_te = torch.tensor([lab for _, _, lab in test], dtype=torch.int64)
     crops = []
-    for j, (n, t) in enumerate(train):
+    for n, t in train:
         crops.append(_centre(t, size_px))
         g = keyed_generator(seed, "photo-crops", n)
         h, w = t.shape[-2:]

@@ -42,7 +42,7 @@ def render_fix(ctx) -> SectionOutput | None:
         html = ("<p>This fix was recorded by an older weakspot without a paired test; run "
                 "<code>weakspot fix</code> again to get before/after verdicts.</p>")
         return SectionOutput(html, {"method": fx.get("method")}, "Fix recorded without a paired test; re-run it.")
-    ba["ci"] = [f"{_pts(lo)} … {_pts(hi)}" for lo, hi in zip(ba.gain_lo, ba.gain_hi)]
+    ba["ci"] = [f"{_pts(lo)} … {_pts(hi)}" for lo, hi in zip(ba.gain_lo, ba.gain_hi, strict=True)]
     overall = ba[ba.cls == "all"]
     worst = {w["worst_condition"] for w in fx["weaknesses"]}
     per = ba[(ba.cls != "all") & ba.condition_id.isin(worst)].sort_values(["condition_id", "cls"])

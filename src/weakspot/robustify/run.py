@@ -39,7 +39,14 @@ from weakspot.robustify.enhance import (
     train_enhancer,
 )
 from weakspot.robustify.grid import evaluate_grid, grid_table, markdown_table
-from weakspot.robustify.mix import Condition, LevelRange, RandomDegradation, parse_condition, parse_specs
+from weakspot.robustify.mix import (
+    Condition,
+    LevelRange,
+    RandomDegradation,
+    SeverityRange,
+    parse_condition,
+    parse_specs,
+)
 from weakspot.robustify.nets import SmallCNN
 from weakspot.robustify.study import (
     correctness,
@@ -76,7 +83,7 @@ def _model_id(strategy: str, train_label: str) -> str:
     return strategy if strategy == "clean" else f"{strategy}-{train_label}"
 
 
-def _label(r: LevelRange) -> str:
+def _label(r: LevelRange | SeverityRange) -> str:
     return r.name.replace("/", ".")
 
 
@@ -158,7 +165,7 @@ def robustify_job(
         soft = clean_soft_targets(clean, split.train_images, base.temperature, device=device)
         log(f"label-free: targets are the clean model's predictions on the clean images (T = {base.temperature:g})")
 
-    jobs: list[tuple[str, str, list[LevelRange]]] = []
+    jobs: list[tuple[str, str, list[LevelRange | SeverityRange]]] = []
     if per_degradation and len(ranges) > 1 and "constant" in strategies:
         jobs += [("constant", _label(r), [r]) for r in ranges]
     jobs += [(s, mix_label, ranges) for s in strategies if s != "clean"]
@@ -202,7 +209,7 @@ def robustify_job(
     if any(c.range is None for c in tests) and len(tests) > 1:
         clean_spec = next(c.spec for c in tests if c.range is None)
         verdicts = verdict_table(correct, kinds, clean=clean_spec)
-        pairs = pairwise_table({k: v for k, v in correct.items()}, kinds)
+        pairs = pairwise_table(dict(correct), kinds)
         _write_parquet(out_dir / "verdicts.parquet", verdicts)
         _write_parquet(out_dir / "pairs.parquet", pairs)
         study_md = study_markdown(verdicts, pairs)
@@ -363,7 +370,7 @@ def before_after(
         df.loc[sel, "p_holm"] = holm(df.loc[sel, "p"].to_numpy())
     df["verdict"] = [
         "not significant" if ph >= 0.05 else ("better" if ch > 0 else "worse")
-        for ph, ch in zip(df["p_holm"], df["change"])
+        for ph, ch in zip(df["p_holm"], df["change"], strict=True)
     ]
     return df
 

@@ -95,7 +95,8 @@ def level_kind(condition: Condition, train_ranges: Sequence[LevelRange | Severit
     ``[low, high]`` but not on the grid; ``"beyond range"``; ``"not trained"``. A differing fixed
     parameter (say ``map_seed``) appends ``", other map_seed"``. A test at a registry severity
     (``imagenet_c/fog@3``) against a trained severity range (``imagenet_c/fog@1..5``) is within or
-    beyond that range of severities.
+    beyond that range of severities; a test severity range (``imagenet_c/fog@0..3``) is within if
+    it lies inside the trained severity range, beyond if not, and not trained without one.
     """
     r = condition.range
     if r is None:
@@ -107,12 +108,18 @@ def level_kind(condition: Condition, train_ranges: Sequence[LevelRange | Severit
         except ValueError:
             sev = None
         if sev is not None:
-            t = sev_ranges[0]
-            return "within range" if t.low <= sev <= t.high else "beyond range"
+            ts = sev_ranges[0]
+            return "within range" if ts.low <= sev <= ts.high else "beyond range"
+    if isinstance(r, SeverityRange):  # a range of severities: inside the trained one, or not
+        if not sev_ranges:
+            return "not trained"
+        ts = sev_ranges[0]
+        return "within range" if ts.low <= r.low and r.high <= ts.high else "beyond range"
     same = [t for t in train_ranges if isinstance(t, LevelRange) and t.name == r.name and t.param == r.param]
-    if not isinstance(r, LevelRange) or not same:
+    if not same:
         return "not trained"
     t = same[0]
+    assert r.low is not None and t.low is not None and t.high is not None  # set by LevelRange.__post_init__
     v = float(r.low)
     if v < float(t.low) - 1e-12 or v > float(t.high) + 1e-12:
         kind = "beyond range"
@@ -239,9 +246,9 @@ def study_markdown(verdicts: pd.DataFrame, pairs: pd.DataFrame, *, margin_points
     show = pd.DataFrame({
         "level": v["kind"], "test": v["test"], "model": v["model"],
         "clean %": v["clean_acc"].map("{:.1f}".format),
-        "degraded % [95% CI]": [f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in zip(v["acc"], v["acc_lo"], v["acc_hi"])],
+        "degraded % [95% CI]": [f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in zip(v["acc"], v["acc_lo"], v["acc_hi"], strict=True)],
         "change, points [95% CI]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-                                    for d, lo, hi in zip(v["change"], v["change_lo"], v["change_hi"])],
+                                    for d, lo, hi in zip(v["change"], v["change_lo"], v["change_hi"], strict=True)],
         "verdict": v["verdict"],
     })
     parts = [
@@ -258,8 +265,8 @@ def study_markdown(verdicts: pd.DataFrame, pairs: pd.DataFrame, *, margin_points
             "level": p["kind"], "test": p["test"], "A": p["A"], "B": p["B"],
             "A %": p["acc_A"].map("{:.1f}".format), "B %": p["acc_B"].map("{:.1f}".format),
             "B − A, points [95% CI]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-                                       for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"])],
-            "only A / only B": [f"{a} / {b}" for a, b in zip(p["only_A"], p["only_B"])],
+                                       for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)],
+            "only A / only B": [f"{a} / {b}" for a, b in zip(p["only_A"], p["only_B"], strict=True)],
             "McNemar p": p["p"].map("{:.2g}".format), "Holm p": p["p_holm"].map("{:.2g}".format),
             "verdict": p["verdict"],
         })
