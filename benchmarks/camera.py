@@ -21,7 +21,6 @@ import torchvision
 from weakspot.degrade.camera_ops import DEFAULT_CAMERA
 from weakspot.random import KeyedBatch
 
-
 #: the clock: wall time by default; ``--cpu-time`` uses this process's CPU time on one thread,
 #: which other jobs on a shared machine barely disturb
 _CLOCK = {"fn": time.perf_counter}

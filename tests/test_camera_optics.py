@@ -1,5 +1,6 @@
 """Optics: defocus PSF geometry, diffraction, energy conservation, convolution correctness."""
 
+import itertools
 import math
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_zero_diopters_leaves_an_edge_sharp_and_defocus_widens_it():
     # a uniform disk of radius ρ: the fraction of its area left of x is
     # F(x) = ½ + (u√(1−u²) + asin u)/π with u = x/ρ, so the 10–90 % width is 2·u₉₀·ρ
     u90 = scipy.optimize.brentq(lambda u: 0.5 + (u * math.sqrt(1 - u * u) + math.asin(u)) / math.pi - 0.9, 0, 1)
-    for d, w in zip((1.0, 2.0, 4.0), widths):
+    for d, w in zip((1.0, 2.0, 4.0), widths, strict=True):
         rho = blur_circle_diameter_um(6.0, 2.8, d) / 2 / PITCH
         assert w == pytest.approx(2 * u90 * rho, rel=0.08)
 
@@ -117,4 +118,4 @@ def test_camera_defocus_blurs_the_captured_photo(photos):
         return float((img[..., 1:, :] - img[..., :-1, :]).abs().mean())
     vals = [sharpness(Camera(optics=Optics(defocus_diopters=d), sensor=Sensor(read_noise_e=0.0)).capture(x, 0).image)
             for d in (0.0, 1.0, 2.0, 4.0)]
-    assert all(a > b for a, b in zip(vals, vals[1:]))
+    assert all(a > b for a, b in itertools.pairwise(vals))

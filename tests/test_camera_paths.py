@@ -99,7 +99,7 @@ def test_straight_through_gradient_of_electrons_and_dn_is_the_analytic_one(expos
         1 + 4 * cam.optics.f_number**2
     )
     area_um2 = s.pixel_size_um**2 * s.fill_factor
-    per_band = torch.tensor([lux * p * q * area_um2 * exposure_s for p, q in zip(PHOTONS_PER_LUX, s.qe_rgb)], dtype=torch.float64)
+    per_band = torch.tensor([lux * p * q * area_um2 * exposure_s for p, q in zip(PHOTONS_PER_LUX, s.qe_rgb, strict=True)], dtype=torch.float64)
     h, w = x.shape[-2:]
     band = torch.zeros(3, h, w, dtype=torch.float64)  # RGGB: which band each pixel records
     band[0, 0::2, 0::2] = 1

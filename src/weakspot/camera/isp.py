@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from weakspot._checks import check_range
 from weakspot.camera.scene import PHOTONS_PER_LUX, linear_to_srgb
-from weakspot.camera.sensor import Sensor, straight_through, straight_through_
+from weakspot.camera.sensor import Sensor, straight_through_
 from weakspot.errors import InvalidParameterError
 
 __all__ = ["ISP", "demosaic_bilinear", "demosaic_malvar", "auto_white_balance"]
@@ -37,7 +37,7 @@ __all__ = ["ISP", "demosaic_bilinear", "demosaic_malvar", "auto_white_balance"]
 
 def auto_white_balance(sensor: Sensor) -> tuple[float, float, float]:
     """Gains ``(R, G, B)`` that render the equal-energy reference white neutral (green = 1)."""
-    resp = [p * q for p, q in zip(PHOTONS_PER_LUX, sensor.qe_rgb)]
+    resp = [p * q for p, q in zip(PHOTONS_PER_LUX, sensor.qe_rgb, strict=True)]
     return tuple(resp[1] / r if r > 0 else 1.0 for r in resp)  # type: ignore[return-value]
 
 
@@ -83,7 +83,7 @@ class ISP:
             raise InvalidParameterError("output", self.output, "'srgb' or 'linear'")
 
     @classmethod
-    def linear_raw(cls, demosaic: str = "bilinear") -> "ISP":
+    def linear_raw(cls, demosaic: str = "bilinear") -> ISP:
         """An ISP that only normalises (and demosaics): linear raw out, no WB, matrix or gamma."""
         return cls(white_balance=(1.0, 1.0, 1.0), color_matrix=None, digital_gain=1.0, demosaic=demosaic, output="linear")
 
@@ -249,7 +249,7 @@ def _demosaic(
     raw: torch.Tensor, pattern: str, kind: str, transform: torch.Tensor | None = None, black: float = 0.0
 ) -> torch.Tensor:
     """Demosaic ``(B, 1, H, W)``; with ``transform`` (3×3) return ``transform @ (rgb − black)``."""
-    b, _, h, w = raw.shape
+    _, _, h, w = raw.shape
     oh, ow = h % 2, w % 2
     mode = "reflect" if min(h, w) > 3 else "replicate"
     x = F.pad(raw, (2, 2 + ow, 2, 2 + oh), mode=mode)  # reflect by 2 keeps the CFA phase

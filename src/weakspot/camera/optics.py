@@ -127,9 +127,9 @@ def defocus_otf(nu: torch.Tensor, w20_waves: float) -> torch.Tensor:
 
     nu64 = torch.as_tensor(nu, dtype=torch.float64).abs()
     n = _quadrature_nodes(w20_waves)
-    t, wt = np.polynomial.legendre.leggauss(n)
-    t = torch.as_tensor(t, dtype=torch.float64)
-    wt = torch.as_tensor(wt, dtype=torch.float64)
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    t = torch.as_tensor(nodes, dtype=torch.float64)
+    wt = torch.as_tensor(weights, dtype=torch.float64)
     flat = nu64.reshape(-1).clamp(max=1.0)
     a = torch.acos(flat).unsqueeze(1)  # upper limit per frequency
     phi = (t.unsqueeze(0) + 1.0) * (a / 2.0)  # Gauss–Legendre nodes mapped to [0, a]
@@ -315,7 +315,7 @@ def _wave_psf_cached(key: tuple, pitch_um: float) -> torch.Tensor:
     return psf / psf.sum(dim=(-2, -1), keepdim=True)
 
 
-def apply_otf(images: torch.Tensor, optics: "Optics", pitch_um: float) -> torch.Tensor:
+def apply_otf(images: torch.Tensor, optics: Optics, pitch_um: float) -> torch.Tensor:
     """Filter ``(B, 3, H, W)`` on a grid of ``pitch_um`` µm with the wave-optics OTF per band.
 
     The image is reflect-padded by the PSF's reach to an FFT-friendly size, multiplied by the
@@ -409,7 +409,7 @@ def apply_psf(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     One real FFT product per image (padded to an FFT-friendly size); differentiable in
     ``images``. A ``1 × 1`` kernel is a plain multiplication.
     """
-    b, c, h, w = images.shape
+    _, c, h, w = images.shape
     k = kernels.shape[-1]
     if k == 1:  # no blur (kernels are normalised, so the single tap is 1)
         return images

@@ -65,7 +65,7 @@ class Capture:
     image: torch.Tensor
     psf: torch.Tensor
     white_luminance_cd_m2: torch.Tensor
-    camera: "Camera" = field(repr=False)
+    camera: Camera = field(repr=False)
     _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     exposure_s: torch.Tensor | None = field(default=None, repr=False)  # per-image times, if not the sensor's
 
@@ -136,11 +136,11 @@ class Camera:
     isp: ISP = field(default_factory=ISP)
 
     def __post_init__(self) -> None:
-        for name, cls in zip(_STAGES, (Scene, Optics, Sensor, ISP)):
+        for name, cls in zip(_STAGES, (Scene, Optics, Sensor, ISP), strict=True):
             if not isinstance(getattr(self, name), cls):
                 raise InvalidParameterError(name, type(getattr(self, name)).__name__, f"a weakspot.camera.{cls.__name__}")
 
-    def replace(self, **params: Any) -> "Camera":
+    def replace(self, **params: Any) -> Camera:
         """A copy with named stage parameters changed, e.g. ``cam.replace(exposure_s=0.002)``."""
         stages = {s: getattr(self, s) for s in _STAGES}
         owners = {f.name: s for s in _STAGES for f in fields(stages[s])}
@@ -222,7 +222,8 @@ class Camera:
     def __call__(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
         """The rendered image resampled to the input's ``H × W`` (see :func:`resample_to`)."""
         c = images.shape[1] if isinstance(images, torch.Tensor) and images.ndim == 4 else 3
-        out = resample_to(self.capture(images, generator).image, tuple(images.shape[-2:]))
+        h, w = images.shape[-2:]
+        out = resample_to(self.capture(images, generator).image, (int(h), int(w)))
         return to_channels(out, c)
 
 
@@ -249,8 +250,8 @@ def _check_fast(images: torch.Tensor) -> None:
         check_images(images)  # raises with the precise message
         raise InvalidImageError("images must be a (B, 1|3, H, W) float tensor in [0, 1]")  # pragma: no cover
     with torch.no_grad():
-        lo, hi = torch.aminmax(images.detach())
-        lo, hi = float(lo), float(hi)  # NaN propagates through min/max, Inf shows up directly
+        lo_t, hi_t = torch.aminmax(images.detach())
+        lo, hi = float(lo_t), float(hi_t)  # NaN propagates through min/max, Inf shows up directly
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         check_images(images)
         raise InvalidImageError(f"'images' must be finite and in [0, 1], got [{lo:.4g}, {hi:.4g}]")  # pragma: no cover

@@ -161,7 +161,7 @@ class Sensor:
         """DN of a full well (or the ADC maximum if that is lower)."""
         return min(self.black_level_dn + self.full_well_e * self.conversion_gain, float(self.adc_max_dn))
 
-    def scaled_to_pixel(self, pixel_size_um: float, well: str = "fixed") -> "Sensor":
+    def scaled_to_pixel(self, pixel_size_um: float, well: str = "fixed") -> Sensor:
         """The same sensor design at another pixel pitch (fill factor kept constant).
 
         ``well="fixed"`` (default; ISETCam's ``'size constant fill factor'``): the voltage swing
@@ -221,7 +221,7 @@ class Sensor:
         irradiance and its photometric scale this way). ``exposure_s``: optional per-image
         integration times ``(B,)`` in s instead of :attr:`exposure_s` (same numbers per image).
         """
-        b, c, h, w = irradiance.shape
+        _, _, h, w = irradiance.shape
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
         _, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))

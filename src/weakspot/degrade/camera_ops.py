@@ -53,7 +53,8 @@ def _shoot(
     camera: Camera, images: torch.Tensor, generator: GeneratorLike, exposure_s: torch.Tensor | None = None
 ) -> torch.Tensor:
     out = camera.capture(images, generator, exposure_s=exposure_s).image
-    return to_channels(resample_to(out, tuple(images.shape[-2:])), images.shape[1])
+    h, w = images.shape[-2:]
+    return to_channels(resample_to(out, (int(h), int(w))), images.shape[1])
 
 
 @register(
@@ -259,7 +260,7 @@ def camera(images: torch.Tensor, *, generator: GeneratorLike = None, **params) -
     out: torch.Tensor | None = None
     for combo, idx in groups.items():
         sub_keys = keys.select(idx) if len(keys) == b else keys  # each image keeps its own key
-        fixed = {**params, **dict(zip(values, combo))}
+        fixed = {**params, **dict(zip(values, combo, strict=True))}
         t_s = None
         if exposures is not None:  # each value checked, auto-exposed and rounded as a scalar capture would be
             cams = {t: camera_from_params(**{**fixed, "exposure_s": t}) for t in dict.fromkeys(exposures[i] for i in idx)}

@@ -89,7 +89,7 @@ def fft_correlate(
     from the range the kernels were drawn from), so that an image's result does not depend
     on the other kernels of the batch (the FFT size would).
     """
-    b, c, h, w = images.shape
+    _, _, h, w = images.shape
     r = kernels.shape[-1] // 2
     if support is None:
         nz = kernels.abs().sum(0) > 0
