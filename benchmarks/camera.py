@@ -52,10 +52,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc malloc as it is (by default the run reuses freed pages, as the CLI does)")
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="CPU only: one thread, timed by this process's CPU time (robust to a loaded machine)")
+    ap.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc malloc as it is (by default the run reuses freed pages, as the CLI does)",
+    )
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="CPU only: one thread, timed by this process's CPU time (robust to a loaded machine)",
+    )
     args = ap.parse_args()
     if args.cpu_time:
         if args.device != "cpu":
@@ -70,10 +76,12 @@ def main() -> None:
     net = torchvision.models.resnet18().eval().to(dev)
     # the degradations' camera: the scene is 0.6272 mm wide whatever the input size, so a 512² input
     # is sensed with 224² default pixels (box-integrated), a 224² one 1:1 (the fast path)
-    cams = {"default (0 D)": DEFAULT_CAMERA,
-            "defocus 2 D wave": DEFAULT_CAMERA.replace(defocus_diopters=2.0),
-            "defocus 2 D geom": DEFAULT_CAMERA.replace(defocus_diopters=2.0, defocus_model="geometric"),
-            "pixel 8 µm": DEFAULT_CAMERA.replace(pixel_size_um=8.0)}
+    cams = {
+        "default (0 D)": DEFAULT_CAMERA,
+        "defocus 2 D wave": DEFAULT_CAMERA.replace(defocus_diopters=2.0),
+        "defocus 2 D geom": DEFAULT_CAMERA.replace(defocus_diopters=2.0, defocus_model="geometric"),
+        "pixel 8 µm": DEFAULT_CAMERA.replace(pixel_size_um=8.0),
+    }
     print(f"device={dev} threads={torch.get_num_threads()} batch={args.batch} torch={torch.__version__}")
     print(f"{'size':>5} {'camera':>15} {'camera ms':>10} {'resnet18 ms':>12} {'ratio':>7}")
     for size in args.sizes:
@@ -86,7 +94,9 @@ def main() -> None:
         with torch.inference_mode():
             ms = interleaved_medians(fns, args.repeats)
         for name in cams:
-            print(f"{size:>5} {name:>15} {ms[name]:>10.1f} {ms['resnet18']:>12.1f} {ms[name] / ms['resnet18']:>7.3f}")
+            print(
+                f"{size:>5} {name:>15} {ms[name]:>10.1f} {ms['resnet18']:>12.1f} {ms[name] / ms['resnet18']:>7.3f}"
+            )
 
 
 if __name__ == "__main__":

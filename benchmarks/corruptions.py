@@ -26,7 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera", "cat", "hubble_deep_field")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "camera",
+    "cat",
+    "hubble_deep_field",
+)
 
 
 def real_batch(n: int, size: int = 224) -> torch.Tensor:
@@ -64,13 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="weakspot batch size (default 32)")
     ap.add_argument("--ref-images", type=int, default=None, help="images per reference measurement")
     ap.add_argument("--only", default=None, help="comma-separated corruption names")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: all cores, as the goals are stated for the whole "
-                         "2-core machine; 1 gives a per-core comparison with the single-threaded reference "
-                         "and is steadier on a machine shared with other jobs)")
-    ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc malloc as it is; by default the run reuses freed pages "
-                         "(weakspot.runtime.keep_freed_memory, as the weakspot CLI does)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: all cores, as the goals are stated for the whole "
+        "2-core machine; 1 gives a per-core comparison with the single-threaded reference "
+        "and is steadier on a machine shared with other jobs)",
+    )
+    ap.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc malloc as it is; by default the run reuses freed pages "
+        "(weakspot.runtime.keep_freed_memory, as the weakspot CLI does)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,12 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     load = os.getloadavg()[0]
-    console.print(f"load average {load:.1f} on {os.cpu_count()} cores"
-                  + (" [yellow](shared machine: absolute times are inflated; ratios are measured in one run)[/]"
-                     if load > (os.cpu_count() or 1) else ""))
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-                  f"224² real photos, severities {severities}, "
-                  + ("malloc keeps freed pages" if kept else "default malloc"))
+    console.print(
+        f"load average {load:.1f} on {os.cpu_count()} cores"
+        + (
+            " [yellow](shared machine: absolute times are inflated; ratios are measured in one run)[/]"
+            if load > (os.cpu_count() or 1)
+            else ""
+        )
+    )
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"224² real photos, severities {severities}, "
+        + ("malloc keeps freed pages" if kept else "default malloc")
+    )
 
     model = resnet18(weights=None).eval()
     with torch.inference_mode():
@@ -119,8 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         t_ref, ops = {}, {}
         for sev in severities:
             # per image, the best of two runs (the reference works one image at a time)
-            t_ref[sev] = float(np.mean([min(best_time(lambda: run_reference(u8[i], name, sev, seed=i), 1)
-                                            for _ in range(2)) for i in range(k)]))
+            t_ref[sev] = float(
+                np.mean(
+                    [
+                        min(best_time(lambda: run_reference(u8[i], name, sev, seed=i), 1) for _ in range(2))
+                        for i in range(k)
+                    ]
+                )
+            )
             deg = weakspot.get_degradation(f"imagenet_c/{name}", severity=sev)
             ops[sev] = (deg.spec.func, deg.params)  # the registered op (the module adds input checks)
         # weakspot's runs and ResNet-18's, interleaved: each repeat times one forward pass and
@@ -135,22 +164,34 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.quick:
                     t_resnet = min(t_resnet, best_time(lambda: model(x), 1) / len(x))
                 for sev, (fn, params) in ops.items():
-                    t_ours[sev] = min(t_ours[sev], best_time(lambda: fn(x, generator=0, **params), 1) / len(x))
+                    t_ours[sev] = min(
+                        t_ours[sev], best_time(lambda: fn(x, generator=0, **params), 1) / len(x)
+                    )
         rows.extend((name, sev, t_ref[sev], t_ours[sev], t_resnet) for sev in severities)
     per_name: dict[str, tuple[float, float, float]] = {}
     for name, sev, t_ref, t_ours, t_resnet in rows:
-        table.add_row(name, str(sev), f"{t_ref * 1e3:.2f}", f"{t_ours * 1e3:.3f}", f"{t_ref / t_ours:.0f}×",
-                      f"{100 * t_ours / t_resnet:.1f}%")
+        table.add_row(
+            name,
+            str(sev),
+            f"{t_ref * 1e3:.2f}",
+            f"{t_ours * 1e3:.3f}",
+            f"{t_ref / t_ours:.0f}×",
+            f"{100 * t_ours / t_resnet:.1f}%",
+        )
         sum_ref, sum_ours, worst = per_name.get(name, (0.0, 0.0, 0.0))
         per_name[name] = (sum_ref + t_ref, sum_ours + t_ours, max(worst, t_ours / t_resnet))
         total_ref += t_ref
         total_ours += t_ours
     console.print(table)
     fwd = [r[4] for r in rows]
-    console.print(f"ResNet-18 forward next to the corruptions: {min(fwd) * 1e3:.1f}–{max(fwd) * 1e3:.1f} ms/image")
+    console.print(
+        f"ResNet-18 forward next to the corruptions: {min(fwd) * 1e3:.1f}–{max(fwd) * 1e3:.1f} ms/image"
+    )
     worst_name = max(per_name, key=lambda n: per_name[n][2])
-    console.print(f"most expensive corruption relative to ResNet-18: {worst_name} at "
-                  f"{100 * per_name[worst_name][2]:.1f}% of a forward pass (goal ≤ 10%)")
+    console.print(
+        f"most expensive corruption relative to ResNet-18: {worst_name} at "
+        f"{100 * per_name[worst_name][2]:.1f}% of a forward pass (goal ≤ 10%)"
+    )
     if "glass_blur" in per_name:
         r, o, _ = per_name["glass_blur"]
         console.print(f"glass_blur speedup: {r / o:.0f}x")

@@ -35,7 +35,9 @@ def main():
 
         base = timed(batch_of_1ch)
         ours = timed(lambda: gaussian_blur2d(x, 1.0))
-        print(f"B={b:3d}  1-channel batch {base:8.2f} ms   weakspot grouped {ours:8.2f} ms   speed-up {base / ours:5.1f}x")
+        print(
+            f"B={b:3d}  1-channel batch {base:8.2f} ms   weakspot grouped {ours:8.2f} ms   speed-up {base / ours:5.1f}x"
+        )
 
 
 if __name__ == "__main__":

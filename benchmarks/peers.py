@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
     x = real_batch(batch)
     u8 = (x[:n_peer] * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
-    with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as tmp:  # the worker reads it; unlinked below
+    with tempfile.NamedTemporaryFile(
+        suffix=".npy", delete=False
+    ) as tmp:  # the worker reads it; unlinked below
         np.save(tmp, u8)
 
     worker, peers = None, []

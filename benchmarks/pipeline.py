@@ -67,14 +67,24 @@ def scenario(name: str, cfg: dict, work: Path) -> dict:
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     base, base_cpu = _baseline(model, images, len(conds) + 1, int(cfg["batch_size"]))
     loop = wall - s.setup_s
-    return {"name": name, "images": len(images), "conditions": len(conds) + 1, "wall_s": wall,
-            "setup_s": s.setup_s, "degrade_s": s.degrade_s, "baseline_forward_s": base,
-            "overhead_wall": (loop - s.degrade_s - base) / base,
-            "loop_cpu_s": s.loop_cpu_s, "degrade_cpu_s": s.degrade_cpu_s, "baseline_cpu_s": base_cpu,
-            "overhead_cpu": (s.loop_cpu_s - s.degrade_cpu_s - s.model_cpu_s) / s.model_cpu_s,
-            "model_cpu_s": s.model_cpu_s,
-            "overhead_vs_bare": (s.loop_cpu_s - s.degrade_cpu_s - base_cpu) / base_cpu,
-            "workers_cpu_s": (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)}
+    return {
+        "name": name,
+        "images": len(images),
+        "conditions": len(conds) + 1,
+        "wall_s": wall,
+        "setup_s": s.setup_s,
+        "degrade_s": s.degrade_s,
+        "baseline_forward_s": base,
+        "overhead_wall": (loop - s.degrade_s - base) / base,
+        "loop_cpu_s": s.loop_cpu_s,
+        "degrade_cpu_s": s.degrade_cpu_s,
+        "baseline_cpu_s": base_cpu,
+        "overhead_cpu": (s.loop_cpu_s - s.degrade_cpu_s - s.model_cpu_s) / s.model_cpu_s,
+        "model_cpu_s": s.model_cpu_s,
+        "overhead_vs_bare": (s.loop_cpu_s - s.degrade_cpu_s - base_cpu) / base_cpu,
+        "workers_cpu_s": (children1.ru_utime + children1.ru_stime)
+        - (children0.ru_utime + children0.ru_stime),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,36 +101,56 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = {
         "lite0-foolbox": {
             "model": {"name": "efficientnet_lite0"},
-            "data": [{"kind": "foolbox", "subset": "imagenet", **({"limit": 8} if args.quick else {})},
-                     {"kind": "skimage"}],
-            "batch_size": 16, "shard_size": 32, "workers": 1, "seed": 0, "store_probs": True,
-            "conditions": [{"degradation": "gaussian_noise", "grid": {"variance": [0.01, 0.05]}},
-                           {"degradation": "gaussian_blur", "grid": {"sigma_px": [2.0]}}],
+            "data": [
+                {"kind": "foolbox", "subset": "imagenet", **({"limit": 8} if args.quick else {})},
+                {"kind": "skimage"},
+            ],
+            "batch_size": 16,
+            "shard_size": 32,
+            "workers": 1,
+            "seed": 0,
+            "store_probs": True,
+            "conditions": [
+                {"degradation": "gaussian_noise", "grid": {"variance": [0.01, 0.05]}},
+                {"degradation": "gaussian_blur", "grid": {"sigma_px": [2.0]}},
+            ],
         },
         "mnist_cnn-5k": {
             "model": {"name": "mnist_cnn"},
             "data": {"kind": "mnist_5k", "limit": n_mnist},
-            "batch_size": 500, "shard_size": 1000, "workers": 0, "seed": 0, "store_probs": True,
-            "conditions": [{"degradation": "gaussian_noise", "grid": {"variance": [0.05]}},
-                           {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.0]}}],
+            "batch_size": 500,
+            "shard_size": 1000,
+            "workers": 0,
+            "seed": 0,
+            "store_probs": True,
+            "conditions": [
+                {"degradation": "gaussian_noise", "grid": {"variance": [0.05]}},
+                {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.0]}},
+            ],
         },
     }
     work = Path(tempfile.mkdtemp(prefix="weakspot-bench-"))
-    print(f"torch threads {torch.get_num_threads()}; overhead = (pipeline loop - degradations - network) / network, "
-          "network = module(x) inside the run")
-    print(f"{'scenario':14} {'img×cond':>8} | {'CPU s: loop':>11} {'degrade':>7} {'network':>7} {'overhead':>8} "
-          f"{'bare fwd':>8} {'vs bare':>7} {'workers':>7} | {'wall s: loop':>12} {'degrade':>7} {'bare fwd':>8} "
-          f"{'overhead':>8} | {'setup':>5}")
+    print(
+        f"torch threads {torch.get_num_threads()}; overhead = (pipeline loop - degradations - network) / network, "
+        "network = module(x) inside the run"
+    )
+    print(
+        f"{'scenario':14} {'img×cond':>8} | {'CPU s: loop':>11} {'degrade':>7} {'network':>7} {'overhead':>8} "
+        f"{'bare fwd':>8} {'vs bare':>7} {'workers':>7} | {'wall s: loop':>12} {'degrade':>7} {'bare fwd':>8} "
+        f"{'overhead':>8} | {'setup':>5}"
+    )
     worst = 0.0
     try:
         for name, cfg in scenarios.items():
             r = scenario(name, cfg, work)
             worst = max(worst, r["overhead_cpu"])
-            print(f"{name:14} {r['images'] * r['conditions']:>8} | {r['loop_cpu_s']:>11.2f} {r['degrade_cpu_s']:>7.2f} "
-                  f"{r['model_cpu_s']:>7.2f} {r['overhead_cpu']:>8.1%} {r['baseline_cpu_s']:>8.2f} "
-                  f"{r['overhead_vs_bare']:>7.1%} {r['workers_cpu_s']:>7.2f} | "
-                  f"{r['wall_s'] - r['setup_s']:>12.2f} {r['degrade_s']:>7.2f} {r['baseline_forward_s']:>8.2f} "
-                  f"{r['overhead_wall']:>8.1%} | {r['setup_s']:>5.1f}")
+            print(
+                f"{name:14} {r['images'] * r['conditions']:>8} | {r['loop_cpu_s']:>11.2f} {r['degrade_cpu_s']:>7.2f} "
+                f"{r['model_cpu_s']:>7.2f} {r['overhead_cpu']:>8.1%} {r['baseline_cpu_s']:>8.2f} "
+                f"{r['overhead_vs_bare']:>7.1%} {r['workers_cpu_s']:>7.2f} | "
+                f"{r['wall_s'] - r['setup_s']:>12.2f} {r['degrade_s']:>7.2f} {r['baseline_forward_s']:>8.2f} "
+                f"{r['overhead_wall']:>8.1%} | {r['setup_s']:>5.1f}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"worst CPU overhead {worst:.1%} (target <= 15%)")

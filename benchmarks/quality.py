@@ -18,7 +18,16 @@ import time
 import numpy as np
 import torch
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "cat", "camera")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "cat",
+    "camera",
+)
 
 
 def real_batch(n: int, h: int, w: int) -> torch.Tensor:
@@ -57,8 +66,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     n, h, w = (8, 288, 384) if args.quick else (16, 384, 512)
     x = real_batch(n, h, w)
-    u8 = [np.ascontiguousarray((im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)[:, :, ::-1]) for im in x]
-    luma = (np.einsum("bchw,c->bhw", x.double().numpy(), np.array([0.2989, 0.587, 0.114])) * 255).astype(np.float32)
+    u8 = [
+        np.ascontiguousarray((im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)[:, :, ::-1])
+        for im in x
+    ]
+    luma = (np.einsum("bchw,c->bhw", x.double().numpy(), np.array([0.2989, 0.587, 0.114])) * 255).astype(
+        np.float32
+    )
 
     import weakspot.quality as q
 
@@ -94,7 +108,9 @@ def main(argv=None) -> int:
     rows.append(("BRISQUE", "OpenCV C++", ref_b, t_b))
     rows.append(("NIQE", "scikit-video", ref_n, t_n))
     print(f"{n} real photos {h}×{w}, torch threads {torch.get_num_threads()}")
-    print(f"{'measure':8} {'reference':13} {'ref ms/img':>10} {'weakspot ms/img':>16} {'speed-up':>9} {'vs Lite0 fwd':>13}")
+    print(
+        f"{'measure':8} {'reference':13} {'ref ms/img':>10} {'weakspot ms/img':>16} {'speed-up':>9} {'vs Lite0 fwd':>13}"
+    )
     for name, ref, tr, tw in rows:
         r = "—" if tr is None else f"{tr * 1e3:10.1f}"
         s = "—" if tr is None else f"{tr / tw:8.1f}x"

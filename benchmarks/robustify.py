@@ -59,7 +59,10 @@ def main() -> None:
     for c, size in ((1, 28), (3, 224)):
         x = torch.rand(b, c, size, size, generator=g)
         mix = RandomDegradation(
-            [LevelRange("gaussian_noise", "variance", 0.001, 0.05), LevelRange("gaussian_blur", "sigma_px", 0.4, 1.0)]
+            [
+                LevelRange("gaussian_noise", "variance", 0.001, 0.05),
+                LevelRange("gaussian_blur", "sigma_px", 0.4, 1.0),
+            ]
         )
         gens = [keyed_generator(0, i) for i in range(b)]
         choice, value = mix.sample(b, [keyed_generator(0, i) for i in range(b)])
@@ -90,7 +93,9 @@ def main() -> None:
         for k_, v in res.items():
             print(f"  {k_:24s} {v:9.2f} ms")
         print(f"  mix: per-image / grouped = {res['mix (per image)'] / res['mix (grouped)']:.1f}×")
-        print(f"  warp: loop / grouped     = {res['warp (per-image loop)'] / res['warp (grouped conv)']:.1f}×")
+        print(
+            f"  warp: loop / grouped     = {res['warp (per-image loop)'] / res['warp (grouped conv)']:.1f}×"
+        )
         cname = "SmallCNN" if size == 28 else "ResNet-18"
         print(f"  front-end / {cname:9s}   = {res['front-end forward'] / res['classifier forward']:.2f}")
 

@@ -42,8 +42,16 @@ def make_config(args) -> dict:
         data = {"kind": "mnist_5k", "limit": args.images}
     else:
         data = {"kind": "foolbox", "subset": "imagenet"}
-    return {"model": {"name": args.model}, "data": data, "seed": 0, "batch_size": args.batch_size,
-            "shard_size": args.shard_size, "workers": 0, "store_probs": False, "conditions": conds}
+    return {
+        "model": {"name": args.model},
+        "data": data,
+        "seed": 0,
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "workers": 0,
+        "store_probs": False,
+        "conditions": conds,
+    }
 
 
 def timed(fn, out: Path) -> dict:
@@ -54,8 +62,15 @@ def timed(fn, out: Path) -> dict:
 
     sess = ResultsStore(out).manifest()["sessions"][-1]
     busy = sess.get("ray", {}).get("worker_busy_s")
-    return {"wall": wall, "setup": s.setup_s, "units": s.units_run, "imgs": s.images_evaluated,
-            "busy": busy, "forward": s.forward_s, "degrade": s.degrade_s}
+    return {
+        "wall": wall,
+        "setup": s.setup_s,
+        "units": s.units_run,
+        "imgs": s.images_evaluated,
+        "busy": busy,
+        "forward": s.forward_s,
+        "degrade": s.degrade_s,
+    }
 
 
 def main() -> None:
@@ -77,9 +92,11 @@ def main() -> None:
     cfg1 = {**cfg, "threads": 1}
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    print(f"ray {ray.__version__}: local cluster up in {time.perf_counter() - t:.1f} s; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, "
-          f"shard {args.shard_size}, batch {args.batch_size}")
+    print(
+        f"ray {ray.__version__}: local cluster up in {time.perf_counter() - t:.1f} s; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, "
+        f"shard {args.shard_size}, batch {args.batch_size}"
+    )
     engines = {
         "local": lambda out: run_sweep(cfg, out, progress=False),
         "local, 1 thread": lambda out: run_sweep(cfg1, out, progress=False),
@@ -93,24 +110,31 @@ def main() -> None:
                 runs[name].append(timed(fn, Path(tmp) / name.replace(" ", "_").replace(",", "")))
     ray.shutdown()
 
-    res = {k: sorted(v, key=lambda r: r["wall"])[len(v) // 2]
-           for k, v in runs.items()}
+    res = {k: sorted(v, key=lambda r: r["wall"])[len(v) // 2] for k, v in runs.items()}
     base = res["local"]
     base_tput = base["imgs"] / base["wall"]
-    print(f"\n{base['units']} units of {args.shard_size} images ({base['imgs']} image·conditions), "
-          f"median of {args.repeats}")
+    print(
+        f"\n{base['units']} units of {args.shard_size} images ({base['imgs']} image·conditions), "
+        f"median of {args.repeats}"
+    )
     print(f"{'engine':<16} {'img·cond/s':>11} {'vs local':>9} {'wall s':>8} {'set-up s':>9} {'busy':>6}")
     for name, r in res.items():
         tput = r["imgs"] / r["wall"]
         busy = f"{r['busy'] / r['wall']:.0%}" if r["busy"] is not None else "–"
-        print(f"{name:<16} {tput:>11.1f} {tput / base_tput:>8.2f}× {r['wall']:>8.2f} {r['setup']:>9.2f} {busy:>6}")
+        print(
+            f"{name:<16} {tput:>11.1f} {tput / base_tput:>8.2f}× {r['wall']:>8.2f} {r['setup']:>9.2f} {busy:>6}"
+        )
     one, ref = res["ray, 1 actor"], res["local, 1 thread"]
     unit_ms = one["busy"] / one["units"] * 1e3
     over_ms = (one["wall"] - one["busy"]) / one["units"] * 1e3
-    print(f"\nper-unit overhead Ray adds (1 actor: wall - actor busy time, per unit): {over_ms:.1f} ms "
-          f"= {over_ms / unit_ms:.1%} of a unit's {unit_ms:.1f} ms of work (target < 5 %)")
-    print(f"end to end, 1 actor vs the local engine with 1 thread: {ref['wall'] / one['wall']:.2f}× the speed "
-          "(the driver writes while the actor computes; noisy on a shared machine)")
+    print(
+        f"\nper-unit overhead Ray adds (1 actor: wall - actor busy time, per unit): {over_ms:.1f} ms "
+        f"= {over_ms / unit_ms:.1%} of a unit's {unit_ms:.1f} ms of work (target < 5 %)"
+    )
+    print(
+        f"end to end, 1 actor vs the local engine with 1 thread: {ref['wall'] / one['wall']:.2f}× the speed "
+        "(the driver writes while the actor computes; noisy on a shared machine)"
+    )
     two = res["ray, 2 actors"]
     print(f"scaling 1 → 2 actors: {one['wall'] / two['wall']:.2f}× (ideal 2× on 2 free cores)")
 

@@ -29,7 +29,9 @@ def photos() -> torch.Tensor:
         s = min(h, w)
         a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
         t = torch.from_numpy(a).permute(2, 0, 1).float().unsqueeze(0) / 255
-        t = torch.nn.functional.interpolate(t, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        t = torch.nn.functional.interpolate(
+            t, size=(224, 224), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(t.clamp(0, 1))
     return torch.cat(out)
 

@@ -55,7 +55,9 @@ def test_bootstrap_covers_known_mean_and_agrees_with_scipy():
     assert l1[0] == pytest.approx(ref.confidence_interval.low, abs=0.06)
     assert h1[0] == pytest.approx(ref.confidence_interval.high, abs=0.06)
     # same seed -> same interval
-    assert A.bootstrap_mean_ci(x, n_boot=500, seed=7)[2][0] == A.bootstrap_mean_ci(x, n_boot=500, seed=7)[2][0]
+    assert (
+        A.bootstrap_mean_ci(x, n_boot=500, seed=7)[2][0] == A.bootstrap_mean_ci(x, n_boot=500, seed=7)[2][0]
+    )
 
 
 def test_drops_zscores_and_class_ranks_against_numpy(synth, analysis):
@@ -113,11 +115,16 @@ def test_confusion_auc_equals_pairwise_count(synth, analysis):
     # a pair's count is per level (its largest), from numpy: never more than the images of the class
     c = np.argmax(raw["probs"]["clean"], 1)
     for t in pairs.itertuples():
-        per_level = {cid: int(np.sum((c == t.from_class) & (np.argmax(p, 1) == t.to_class)))
-                     for cid, p in raw["probs"].items() if cid.startswith(t.degradation.split("/")[0])}
+        per_level = {
+            cid: int(np.sum((c == t.from_class) & (np.argmax(p, 1) == t.to_class)))
+            for cid, p in raw["probs"].items()
+            if cid.startswith(t.degradation.split("/")[0])
+        }
         assert t.count == max(per_level.values()) <= t.n_from == int(np.sum(c == t.from_class))
     # AUC at clean near 1, far lower at the strongest level
-    g = auc[(auc.degradation == "gaussian_blur") & (auc.from_class == 5) & (auc.to_class == 0)].sort_values("order")
+    g = auc[(auc.degradation == "gaussian_blur") & (auc.from_class == 5) & (auc.to_class == 0)].sort_values(
+        "order"
+    )
     assert g.auc.iloc[0] > 0.95 and g.auc.iloc[-1] < 0.2
 
 
@@ -147,7 +154,10 @@ def test_breaking_point_interpolation_is_analytic():
     xs = np.arange(0.05, 5, 0.05)
     x, st = A.breaking_point(xs, np.exp(-xs / tau), 1.0, clean_x=0.0)
     assert x == pytest.approx(tau * math.log(2), abs=2e-3)
-    assert A.breaking_point([1, 2], [0.9, 0.8], 1.0, 0.0) == (pytest.approx(math.nan, nan_ok=True), "not_reached")
+    assert A.breaking_point([1, 2], [0.9, 0.8], 1.0, 0.0) == (
+        pytest.approx(math.nan, nan_ok=True),
+        "not_reached",
+    )
     assert A.breaking_point([5, 8], [0.2, 0.1], 0.9, None) == (5.0, "before_first_level")
     with pytest.raises(InvalidParameterError, match="one value per level"):  # used to zip-truncate silently
         A.breaking_point([1, 2, 3], [0.9, 0.8], 1.0, 0.0)
@@ -159,8 +169,10 @@ def test_breaking_points_from_store(synth, analysis):
     bp = analysis.breaking.set_index(["degradation", "class"])
     # pooled accuracy curve of the blur, interpolated by hand from clean at 0 px
     xs = [0.0, 0.5, 1.0, 2.0, 3.0]
-    accs = [np.mean(np.argmax(raw["probs"][cid], 1) == raw["labels"]) for cid in
-            ["clean"] + [f"gaussian_blur.sigma_px={s}" for s in (0.5, 1.0, 2.0, 3.0)]]
+    accs = [
+        np.mean(np.argmax(raw["probs"][cid], 1) == raw["labels"])
+        for cid in ["clean"] + [f"gaussian_blur.sigma_px={s}" for s in (0.5, 1.0, 2.0, 3.0)]
+    ]
     i = next(i for i, v in enumerate(accs) if v <= accs[0] / 2)
     ref = xs[i - 1] + (accs[0] / 2 - accs[i - 1]) * (xs[i] - xs[i - 1]) / (accs[i] - accs[i - 1])
     assert bp.loc[("gaussian_blur", A.ALL_CLASSES), "breaking_x"] == pytest.approx(ref)
@@ -189,10 +201,14 @@ def test_findings_are_generated_from_the_numbers(analysis):
 
 @pytest.mark.slow
 def test_imagenet_mce_uses_alexnet_and_baseline_runs(tmp_path):
-    s, raw = make_store(tmp_path / "inet", n_classes=1000, per_class=1, store_probs=False, imagenet_c=True, shards=1)
+    s, raw = make_store(
+        tmp_path / "inet", n_classes=1000, per_class=1, store_probs=False, imagenet_c=True, shards=1
+    )
     ce = A.corruption_errors(s).set_index("degradation")
-    errs = [1 - np.mean(np.argmax(raw["probs"][f"imagenet_c.defocus_blur.sev={k}"], 1) == raw["labels"])
-            for k in range(1, 6)]
+    errs = [
+        1 - np.mean(np.argmax(raw["probs"][f"imagenet_c.defocus_blur.sev={k}"], 1) == raw["labels"])
+        for k in range(1, 6)
+    ]
     e_clean = 1 - np.mean(np.argmax(raw["probs"]["clean"], 1) == raw["labels"])
     row = ce.loc["imagenet_c/defocus_blur"]
     assert row.reference == "alexnet"
@@ -213,7 +229,9 @@ def test_imagenet_mce_uses_alexnet_and_baseline_runs(tmp_path):
     num = sum(err(raw_me, c) for c in cids)
     den = sum(err(raw_b, c) for c in cids)
     assert ce.loc["gaussian_blur", "ce"] == pytest.approx(num / den)
-    rel = sum(err(raw_me, c) - err(raw_me, "clean") for c in cids) / sum(err(raw_b, c) - err(raw_b, "clean") for c in cids)
+    rel = sum(err(raw_me, c) - err(raw_me, "clean") for c in cids) / sum(
+        err(raw_b, c) - err(raw_b, "clean") for c in cids
+    )
     assert ce.loc["gaussian_blur", "relative_ce"] == pytest.approx(rel)
     assert ce.loc["gaussian_blur", "ce"] < 1  # the less sensitive model beats its baseline
 

@@ -53,7 +53,11 @@ def test_accuracy_intervals_are_wilson_and_tests_are_exact_mcnemar_with_holm(syn
         assert acc.loc[cid, "p_vs_clean"] == pytest.approx(ref, rel=1e-9)
         assert (acc.loc[cid, "n_lost"], acc.loc[cid, "n_gained"]) == (b, c)
         assert acc.loc[cid, "diff_vs_clean"] == pytest.approx(hit.mean() - clean_hit.mean())
-        assert acc.loc[cid, "diff_vs_clean_lo"] <= acc.loc[cid, "diff_vs_clean"] <= acc.loc[cid, "diff_vs_clean_hi"]
+        assert (
+            acc.loc[cid, "diff_vs_clean_lo"]
+            <= acc.loc[cid, "diff_vs_clean"]
+            <= acc.loc[cid, "diff_vs_clean_hi"]
+        )
         ps[cid] = ref
     holm = dict(zip(ps, _holm_textbook(ps.values()), strict=True))
     for cid, v in holm.items():
@@ -102,10 +106,12 @@ def test_unlabelled_runs_test_agreement_with_wilson_intervals(tmp_path):
         agree = np.argmax(p, 1) == c
         ci = stats.binomtest(int(agree.sum()), len(agree)).proportion_ci(0.95, method="wilson")
         assert (acc.loc[cid, "agreement_lo"], acc.loc[cid, "agreement_hi"]) == (
-            pytest.approx(ci.low, abs=1e-9), pytest.approx(ci.high, abs=1e-9))
+            pytest.approx(ci.low, abs=1e-9),
+            pytest.approx(ci.high, abs=1e-9),
+        )
         if cid != "clean":  # clean agrees with itself: only losses are possible, a sign test
             k = int((~agree).sum())
-            assert acc.loc[cid, "p_vs_clean"] == pytest.approx(min(1.0, 2 * 0.5 ** k) if k else 1.0)
+            assert acc.loc[cid, "p_vs_clean"] == pytest.approx(min(1.0, 2 * 0.5**k) if k else 1.0)
 
 
 def test_per_class_claims_need_min_per_class_images(tmp_path):
@@ -113,7 +119,9 @@ def test_per_class_claims_need_min_per_class_images(tmp_path):
     a = A.analyze(store, n_boot=50)
     assert a.min_per_class == A.MIN_IMAGES_FOR_CLAIM == 5
     d = a.damage
-    assert not d.claim.any() and d.rank_z.isna().all() and d.mean_drop_lo.isna().all() and d.acc_lo.isna().all()
+    assert (
+        not d.claim.any() and d.rank_z.isna().all() and d.mean_drop_lo.isna().all() and d.acc_lo.isna().all()
+    )
     assert d.mean_z.isna().all() and d.mean_drop.notna().all()  # observations stay, claims go
     assert A.rank_classes(a.damage_by_degradation) == {}
     assert (a.findings.kind != "collapse").all()
@@ -128,13 +136,24 @@ def test_per_class_claims_need_min_per_class_images(tmp_path):
 
 
 def test_mce_states_its_coverage(tmp_path):
-    s, _ = make_store(tmp_path / "inet", n_classes=1000, per_class=1, store_probs=False, imagenet_c=True, shards=1)
+    s, _ = make_store(
+        tmp_path / "inet", n_classes=1000, per_class=1, store_probs=False, imagenet_c=True, shards=1
+    )
     m = A.mean_corruption_error(A.corruption_errors(s))
     assert m["corruptions"] == ["defocus_blur"] and len(m["missing_corruptions"]) == 14
     assert m["severities"] == [1, 2, 3, 4, 5] and m["n_images"] == 1000 and m["comparable"] is False
     # all 15 at all 5 severities: comparable; one severity missing: not
-    rows = [{"degradation": f"imagenet_c/{c}", "reference": "alexnet", "ce": 1.0, "relative_ce": 1.0,
-             "severities": [1, 2, 3, 4, 5], "n_images": 50} for c in A.ALEXNET_ERR]
+    rows = [
+        {
+            "degradation": f"imagenet_c/{c}",
+            "reference": "alexnet",
+            "ce": 1.0,
+            "relative_ce": 1.0,
+            "severities": [1, 2, 3, 4, 5],
+            "n_images": 50,
+        }
+        for c in A.ALEXNET_ERR
+    ]
     import pandas as pd
 
     assert A.mean_corruption_error(pd.DataFrame(rows))["comparable"] is True
@@ -185,7 +204,13 @@ def test_every_number_in_every_finding_is_in_the_tables(synth):
             allowed |= {f"{acc.loc['clean', metric]:.2f}"}
             if f.condition_id:
                 r = acc.loc[f.condition_id]
-                allowed |= {f"{r[metric]:.2f}", str(int(r.n_tested)), f"{r.p_vs_clean_holm:.2g}", "0.001", "1"}
+                allowed |= {
+                    f"{r[metric]:.2f}",
+                    str(int(r.n_tested)),
+                    f"{r.p_vs_clean_holm:.2g}",
+                    "0.001",
+                    "1",
+                }
             else:  # most/least damaging: means over levels of the same metric
                 g = acc[acc.index.isin(set(a.run.degraded.condition_id))]
                 allowed |= {f"{v:.2f}" for v in g.groupby("degradation")[metric].mean()}
@@ -223,7 +248,9 @@ def test_camera_reference_is_a_reference_not_a_level(tmp_path):
         hit = np.argmax(raw["probs"][cid], 1) == labels
         assert acc.loc[cid, "diff_vs_reference"] == pytest.approx(hit.mean() - ref_hit.mean())
         b, c = int(np.sum(ref_hit & ~hit)), int(np.sum(~ref_hit & hit))
-        assert acc.loc[cid, "p_vs_reference"] == pytest.approx(stats.binomtest(b, b + c).pvalue if b + c else 1.0)
+        assert acc.loc[cid, "p_vs_reference"] == pytest.approx(
+            stats.binomtest(b, b + c).pvalue if b + c else 1.0
+        )
     assert acc.loc[acc.family != "camera", "diff_vs_reference"].isna().all()
     assert (a.damage.condition_id != "camera_reference").all()
     assert (a.flips.condition_id != "camera_reference").all()
@@ -234,11 +261,29 @@ def _add_reference(store, raw, strength):
     from test_analysis_synth import _rows, _softmax
 
     conds = store.conditions()
-    new = {c: [None if v is None or v != v else v for v in conds[c]] for c in ("condition_id", "degradation", "family", "params_json", "severity", "axis",
-                                       "axis_value", "axis_unit")}
-    for c, v in (("condition_id", "camera_reference"), ("degradation", "camera_reference"), ("family", "camera"),
-                 ("params_json", json.dumps({})), ("severity", None), ("axis", None), ("axis_value", None),
-                 ("axis_unit", None)):
+    new = {
+        c: [None if v is None or v != v else v for v in conds[c]]
+        for c in (
+            "condition_id",
+            "degradation",
+            "family",
+            "params_json",
+            "severity",
+            "axis",
+            "axis_value",
+            "axis_unit",
+        )
+    }
+    for c, v in (
+        ("condition_id", "camera_reference"),
+        ("degradation", "camera_reference"),
+        ("family", "camera"),
+        ("params_json", json.dumps({})),
+        ("severity", None),
+        ("axis", None),
+        ("axis_value", None),
+        ("axis_unit", None),
+    ):
         new[c].append(v)
     store.write_conditions(new)
     p = raw["probs"]["clean"].astype(np.float64)
@@ -248,4 +293,6 @@ def _add_reference(store, raw, strength):
     logits[np.arange(n), labels] -= strength * raw["sens"][labels]
     probs = _softmax(logits).astype(np.float16).astype(np.float32)
     raw["probs"]["camera_reference"] = probs
-    store.write_unit("camera_reference", 0, _rows(probs, raw["img_labels"], raw["probs"]["clean"]), probs=probs)
+    store.write_unit(
+        "camera_reference", 0, _rows(probs, raw["img_labels"], raw["probs"]["clean"]), probs=probs
+    )

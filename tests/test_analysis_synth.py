@@ -49,9 +49,22 @@ def _rows(probs, labels, clean_probs):
     }
 
 
-def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=True, seed=0,
-               class_names=None, sens=None, imagenet_c=False, shards=2, image_ids=None, manifest=None,
-               physical=None):
+def make_store(
+    root,
+    *,
+    n_classes=6,
+    per_class=10,
+    store_probs=True,
+    labelled=True,
+    seed=0,
+    class_names=None,
+    sens=None,
+    imagenet_c=False,
+    shards=2,
+    image_ids=None,
+    manifest=None,
+    physical=None,
+):
     """Write a run to ``root``; return ``(ResultsStore, raw)`` where ``raw`` holds
     ``labels``, ``probs`` {condition_id: (N, K)} and ``conditions`` (list of dicts)."""
     rng = np.random.default_rng(seed)
@@ -67,33 +80,92 @@ def make_store(root, *, n_classes=6, per_class=10, store_probs=True, labelled=Tr
     names = list(class_names) if class_names else [f"class_{i}" for i in range(k)]
     if len(names) < k:
         names += [f"c{i}" for i in range(len(names), k)]
-    conds = [{"condition_id": "clean", "degradation": "clean", "family": "clean", "params_json": "{}",
-              "severity": None, "axis": None, "axis_value": None, "axis_unit": None, "s": 0.0}]
+    conds = [
+        {
+            "condition_id": "clean",
+            "degradation": "clean",
+            "family": "clean",
+            "params_json": "{}",
+            "severity": None,
+            "axis": None,
+            "axis_value": None,
+            "axis_unit": None,
+            "s": 0.0,
+        }
+    ]
     # physical grid: (degradation, family, axis, unit, [(value, strength), ...])
     physical = physical or ("gaussian_blur", "blur", "sigma_px", "px", [(v, v) for v in (0.5, 1.0, 2.0, 3.0)])
     deg_name, fam, axis, unit, levels = physical
     for value, strength in levels:
-        conds.append({"condition_id": f"{deg_name}.{axis}={value}", "degradation": deg_name,
-                      "family": fam, "params_json": json.dumps({axis: value}), "severity": None,
-                      "axis": axis, "axis_value": value, "axis_unit": unit, "s": strength})
+        conds.append(
+            {
+                "condition_id": f"{deg_name}.{axis}={value}",
+                "degradation": deg_name,
+                "family": fam,
+                "params_json": json.dumps({axis: value}),
+                "severity": None,
+                "axis": axis,
+                "axis_value": value,
+                "axis_unit": unit,
+                "s": strength,
+            }
+        )
     for sev in range(1, 6):
         name = "imagenet_c/defocus_blur" if imagenet_c else "contrast_drop"
-        conds.append({"condition_id": f"{name.replace('/', '.')}.sev={sev}", "degradation": name,
-                      "family": "imagenet_c" if imagenet_c else "digital", "params_json": json.dumps({"severity": sev}),
-                      "severity": sev, "axis": None, "axis_value": None, "axis_unit": None, "s": 0.6 * sev})
+        conds.append(
+            {
+                "condition_id": f"{name.replace('/', '.')}.sev={sev}",
+                "degradation": name,
+                "family": "imagenet_c" if imagenet_c else "digital",
+                "params_json": json.dumps({"severity": sev}),
+                "severity": sev,
+                "axis": None,
+                "axis_value": None,
+                "axis_unit": None,
+                "s": 0.6 * sev,
+            }
+        )
     img_labels = labels if labelled else np.full(n, -1, np.int32)
     store = ResultsStore(root)
     store.write_classes(names)
     ids = list(image_ids)[:n] if image_ids is not None else [f"img{i:04d}" for i in range(n)]
     assert len(ids) == n, "need one image id per image"
-    store.write_images({"image_index": list(range(n)), "image_id": ids,
-                        "path": [f"/data/{names[lab]}/{i}.png" for i, lab in enumerate(labels)],
-                        "label": img_labels.tolist(), "height": [32] * n, "width": [32] * n})
-    store.write_conditions({c: [d[c] for d in conds] for c in
-                            ("condition_id", "degradation", "family", "params_json", "severity", "axis",
-                             "axis_value", "axis_unit")})
-    store.write_manifest(manifest or {"seed": seed, "model": {"name": "synthetic"}, "data": {"name": "synthetic"}})
-    raw = {"labels": labels, "img_labels": img_labels, "probs": {}, "conditions": conds, "sens": sens, "names": names}
+    store.write_images(
+        {
+            "image_index": list(range(n)),
+            "image_id": ids,
+            "path": [f"/data/{names[lab]}/{i}.png" for i, lab in enumerate(labels)],
+            "label": img_labels.tolist(),
+            "height": [32] * n,
+            "width": [32] * n,
+        }
+    )
+    store.write_conditions(
+        {
+            c: [d[c] for d in conds]
+            for c in (
+                "condition_id",
+                "degradation",
+                "family",
+                "params_json",
+                "severity",
+                "axis",
+                "axis_value",
+                "axis_unit",
+            )
+        }
+    )
+    store.write_manifest(
+        manifest or {"seed": seed, "model": {"name": "synthetic"}, "data": {"name": "synthetic"}}
+    )
+    raw = {
+        "labels": labels,
+        "img_labels": img_labels,
+        "probs": {},
+        "conditions": conds,
+        "sens": sens,
+        "names": names,
+    }
     clean_probs = None
     for c in conds:
         logits = base.copy()

@@ -104,8 +104,14 @@ def test_keep_freed_memory_stops_page_faults_on_repeated_batches():
         "for _ in range(3): deg(x, generator=0)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r)\n"
     )
-    faults = {m: int(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, check=True)
-                     .stdout.split()[-1]) for m in ("off", "on")}
+    faults = {
+        m: int(
+            subprocess.run(
+                [sys.executable, "-c", code, m], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for m in ("off", "on")
+    }
     batch_pages = 32 * 3 * 224 * 224 * 4 // 4096  # one 19 MB float32 batch
     assert faults["off"] > 3 * batch_pages, faults  # each call faults in several batch-sized buffers
     assert faults["on"] < faults["off"] / 4, faults

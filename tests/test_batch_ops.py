@@ -32,14 +32,19 @@ class _OpCounter(TorchDispatchMode):
 
 def _build(name: str):
     spec = get_spec(name)
-    return weakspot.get_degradation(name, severity=3) if spec.severities and 3 in spec.severities else \
-        weakspot.get_degradation(name)
+    return (
+        weakspot.get_degradation(name, severity=3)
+        if spec.severities and 3 in spec.severities
+        else weakspot.get_degradation(name)
+    )
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    smooth = torch.nn.functional.interpolate(torch.rand(8, 3, 10, 12, generator=g), size=(40, 48), mode="bilinear")
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(8, 3, 10, 12, generator=g), size=(40, 48), mode="bilinear"
+    )
     return (0.7 * smooth + 0.3 * torch.rand(8, 3, 40, 48, generator=g)).clamp(0, 1)
 
 

@@ -34,7 +34,9 @@ def test_mean_signal_grows_with_pixel_area_and_the_fixed_well_renders_brighter(w
         ratio = float(cap.electrons.mean()) / e0
         assert ratio == pytest.approx((p / 2.8) ** 2, rel=0.01)  # collected charge ∝ photodiode area
         assert cam.sensor.full_well_e == pytest.approx(10_000.0 * ((p / 2.8) ** 2 if well == "area" else 1.0))
-        grey = float(weakspot.get_degradation("camera", pixel_size_um=p, well=well, **quiet)(x, generator=0).mean())
+        grey = float(
+            weakspot.get_degradation("camera", pixel_size_um=p, well=well, **quiet)(x, generator=0).mean()
+        )
         if well == "area":
             assert grey == pytest.approx(grey0, abs=0.01)  # constant charge density: same brightness
         else:
@@ -56,7 +58,9 @@ def test_fixed_well_clips_per_channel_and_tints():
         assert float(got[c].max()) < big.sensor.full_well_e
     # the rendered patch loses its red-to-green ratio (the tint of clipping) with the fixed well only
     img_fixed = weakspot.get_degradation("camera", pixel_size_um=8.0, **quiet)(x, generator=0).mean((0, 2, 3))
-    img_area = weakspot.get_degradation("camera", pixel_size_um=8.0, well="area", **quiet)(x, generator=0).mean((0, 2, 3))
+    img_area = weakspot.get_degradation("camera", pixel_size_um=8.0, well="area", **quiet)(
+        x, generator=0
+    ).mean((0, 2, 3))
     assert float(img_fixed[0] / img_fixed[1]) < float(img_area[0] / img_area[1]) - 0.2
 
 
@@ -64,7 +68,11 @@ def test_auto_exposure_undoes_the_area_gain():
     x = flat((0.02, 0.02, 0.02))
     quiet = {"read_noise_e": 0.0, "dark_current_e_per_s": 0.0}
     e0 = float(camera_from_params(**quiet).capture(x, generator=0).electrons.mean())
-    e = float(camera_from_params(pixel_size_um=8.0, auto_exposure=True, **quiet).capture(x, generator=0).electrons.mean())
+    e = float(
+        camera_from_params(pixel_size_um=8.0, auto_exposure=True, **quiet)
+        .capture(x, generator=0)
+        .electrons.mean()
+    )
     assert e == pytest.approx(e0, rel=0.01)
 
 
@@ -95,10 +103,13 @@ def test_non_square_input_keeps_the_pixel_pitch():
 
 def test_camera_degradation_reproduces_the_single_parameter_ones(photos):
     x = photos[:2, :, :96, :128]
-    cases = [({}, "exposure", {}), ({"exposure_s": 0.001}, "exposure", {"exposure_s": 0.001}),
-             ({"pixel_size_um": 8.0}, "pixel_size", {"pixel_size_um": 8.0}),
-             ({"pixel_size_um": 8.0, "well": "area"}, "pixel_size", {"pixel_size_um": 8.0, "well": "area"}),
-             ({"defocus_diopters": 1.0}, "defocus", {"defocus_diopters": 1.0})]
+    cases = [
+        ({}, "exposure", {}),
+        ({"exposure_s": 0.001}, "exposure", {"exposure_s": 0.001}),
+        ({"pixel_size_um": 8.0}, "pixel_size", {"pixel_size_um": 8.0}),
+        ({"pixel_size_um": 8.0, "well": "area"}, "pixel_size", {"pixel_size_um": 8.0, "well": "area"}),
+        ({"defocus_diopters": 1.0}, "defocus", {"defocus_diopters": 1.0}),
+    ]
     for cam_params, name, params in cases:
         a = weakspot.get_degradation("camera", **cam_params)(x, generator=3)
         b = weakspot.get_degradation(name, **params)(x, generator=3)
@@ -108,8 +119,14 @@ def test_camera_degradation_reproduces_the_single_parameter_ones(photos):
 def test_camera_degradation_registers_units_and_ranges():
     spec = weakspot.degrade.get_spec("camera")
     units = {p.name: p.unit for p in spec.params}
-    for name, unit in (("pixel_size_um", "µm"), ("exposure_s", "s"), ("defocus_diopters", "D"),
-                       ("focal_length_mm", "mm"), ("mean_luminance_cd_m2", "cd/m²"), ("read_noise_e", "e⁻")):
+    for name, unit in (
+        ("pixel_size_um", "µm"),
+        ("exposure_s", "s"),
+        ("defocus_diopters", "D"),
+        ("focal_length_mm", "mm"),
+        ("mean_luminance_cd_m2", "cd/m²"),
+        ("read_noise_e", "e⁻"),
+    ):
         assert units[name] == unit
     from weakspot.errors import InvalidParameterError
 
@@ -122,8 +139,13 @@ def test_camera_degradation_registers_units_and_ranges():
 def test_config_grid_over_two_camera_parameters_and_the_camera_reference():
     from weakspot.evaluate.config import SweepSpec, expand_conditions
 
-    conds, _ = expand_conditions([SweepSpec(degradation="camera",
-                                            grid={"pixel_size_um": [5.0, 8.0, 11.0], "exposure_s": [0.001, 0.0125]})])
+    conds, _ = expand_conditions(
+        [
+            SweepSpec(
+                degradation="camera", grid={"pixel_size_um": [5.0, 8.0, 11.0], "exposure_s": [0.001, 0.0125]}
+            )
+        ]
+    )
     ids = [c.condition_id for c in conds]
     assert len(conds) == 3 * 2 + 1 and ids[-1] == "camera_reference"
     ref = conds[-1]
@@ -156,8 +178,13 @@ def test_camera_per_sample_parameters_equal_single_captures(photos):
     batched = camera(x, generator=gens(), exposure_s=exposures, pixel_size_um=pixels, defocus_diopters=0.5)
     g = gens()
     for i in range(4):
-        alone = camera(x[i : i + 1], generator=[g[i]], exposure_s=float(exposures[i]), pixel_size_um=pixels[i],
-                       defocus_diopters=0.5)
+        alone = camera(
+            x[i : i + 1],
+            generator=[g[i]],
+            exposure_s=float(exposures[i]),
+            pixel_size_um=pixels[i],
+            defocus_diopters=0.5,
+        )
         assert torch.equal(batched[i : i + 1], alone), i
     with pytest.raises(weakspot.errors.InvalidParameterError, match="exposure_s"):
         camera(x, generator=0, exposure_s=[0.001, 0.002])
@@ -184,7 +211,9 @@ def test_per_sample_exposures_are_one_capture_equal_to_scalar_captures(photos, d
     t = [0.001, 0.0125, 0.004, 0.0005, 0.05, 0.002, 0.0125, 0.0003]
     ids = [f"img{i}" for i in range(8)]
     kw = dict(defocus_diopters=defocus, dsnu_e=3.0, dark_current_e_per_s=400.0)
-    batched = camera(x, generator=KeyedBatch.from_ids(0, ids, "c"), exposure_s=torch.tensor(t, dtype=torch.float64), **kw)
+    batched = camera(
+        x, generator=KeyedBatch.from_ids(0, ids, "c"), exposure_s=torch.tensor(t, dtype=torch.float64), **kw
+    )
     for i in range(8):
         alone = camera(x[i : i + 1], generator=KeyedBatch.from_ids(0, [ids[i]], "c"), exposure_s=t[i], **kw)
         assert torch.equal(batched[i : i + 1], alone), i
@@ -196,8 +225,16 @@ def test_per_sample_exposures_are_one_capture_equal_to_scalar_captures(photos, d
         counts.append(Count.n)
     assert counts[0] == counts[1]
     cap = camera_from_params(**kw).capture(x[:3], generator=0, exposure_s=torch.tensor(t[:3]))
-    expected = torch.stack([camera_from_params(**kw, exposure_s=float(torch.tensor(v))).capture(
-        x[i : i + 1], generator=0).photons_rgb[0] for i, v in enumerate(t[:3])])
-    torch.testing.assert_close(cap.photons_rgb, expected, rtol=1e-6, atol=0)  # the lazy intermediate uses them too
+    expected = torch.stack(
+        [
+            camera_from_params(**kw, exposure_s=float(torch.tensor(v)))
+            .capture(x[i : i + 1], generator=0)
+            .photons_rgb[0]
+            for i, v in enumerate(t[:3])
+        ]
+    )
+    torch.testing.assert_close(
+        cap.photons_rgb, expected, rtol=1e-6, atol=0
+    )  # the lazy intermediate uses them too
     with pytest.raises(weakspot.errors.InvalidParameterError, match="exposure_s"):
         DEFAULT_CAMERA.capture(x[:2], exposure_s=torch.tensor([0.001, -1.0]))

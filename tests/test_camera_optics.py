@@ -38,8 +38,12 @@ def test_blur_circle_formula():
     # f = 6 mm, N = 2.8: aperture 2.143 mm; 1 D of defocus ⇒ angular blur 2.143 mrad ⇒ 12.86 µm at f
     aperture_m = 6e-3 / 2.8
     assert blur_circle_diameter_um(6.0, 2.8, 1.0) == pytest.approx(aperture_m * 1.0 * 6e-3 * 1e6)
-    assert blur_circle_diameter_um(6.0, 2.8, -2.0) == pytest.approx(2 * blur_circle_diameter_um(6.0, 2.8, 1.0))
-    assert blur_circle_diameter_um(12.0, 2.8, 1.0) == pytest.approx(4 * blur_circle_diameter_um(6.0, 2.8, 1.0))
+    assert blur_circle_diameter_um(6.0, 2.8, -2.0) == pytest.approx(
+        2 * blur_circle_diameter_um(6.0, 2.8, 1.0)
+    )
+    assert blur_circle_diameter_um(12.0, 2.8, 1.0) == pytest.approx(
+        4 * blur_circle_diameter_um(6.0, 2.8, 1.0)
+    )
     assert blur_circle_diameter_um(6.0, 5.6, 1.0) == pytest.approx(blur_circle_diameter_um(6.0, 2.8, 1.0) / 2)
 
 
@@ -69,11 +73,17 @@ def test_zero_diopters_leaves_an_edge_sharp_and_defocus_widens_it():
     assert torch.equal(sharp, edge)  # 0 D without diffraction is the identity
     with_diff = Optics(diffraction=True).blur(edge, PITCH)[0, 1, 16].numpy()
     assert edge_width_10_90(with_diff) < 1.5  # the f/2.8 Airy disk is sub-pixel at 2.8 µm
-    widths = [edge_width_10_90(Optics(defocus_diopters=d, defocus_model="geometric").blur(edge, PITCH)[0, 1, 16].numpy())
-              for d in (1.0, 2.0, 4.0)]
+    widths = [
+        edge_width_10_90(
+            Optics(defocus_diopters=d, defocus_model="geometric").blur(edge, PITCH)[0, 1, 16].numpy()
+        )
+        for d in (1.0, 2.0, 4.0)
+    ]
     # a uniform disk of radius ρ: the fraction of its area left of x is
     # F(x) = ½ + (u√(1−u²) + asin u)/π with u = x/ρ, so the 10–90 % width is 2·u₉₀·ρ
-    u90 = scipy.optimize.brentq(lambda u: 0.5 + (u * math.sqrt(1 - u * u) + math.asin(u)) / math.pi - 0.9, 0, 1)
+    u90 = scipy.optimize.brentq(
+        lambda u: 0.5 + (u * math.sqrt(1 - u * u) + math.asin(u)) / math.pi - 0.9, 0, 1
+    )
     for d, w in zip((1.0, 2.0, 4.0), widths, strict=True):
         rho = blur_circle_diameter_um(6.0, 2.8, d) / 2 / PITCH
         assert w == pytest.approx(2 * u90 * rho, rel=0.08)
@@ -114,8 +124,14 @@ def test_blur_conserves_energy():
 
 def test_camera_defocus_blurs_the_captured_photo(photos):
     x = photos[:1, :, :96, :96]
+
     def sharpness(img):
         return float((img[..., 1:, :] - img[..., :-1, :]).abs().mean())
-    vals = [sharpness(Camera(optics=Optics(defocus_diopters=d), sensor=Sensor(read_noise_e=0.0)).capture(x, 0).image)
-            for d in (0.0, 1.0, 2.0, 4.0)]
+
+    vals = [
+        sharpness(
+            Camera(optics=Optics(defocus_diopters=d), sensor=Sensor(read_noise_e=0.0)).capture(x, 0).image
+        )
+        for d in (0.0, 1.0, 2.0, 4.0)
+    ]
     assert all(a > b for a, b in itertools.pairwise(vals))

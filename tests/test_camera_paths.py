@@ -79,7 +79,9 @@ def test_the_settings_exercise_what_they_claim(photos):
 
 def _srgb_decoding_derivative(x: torch.Tensor) -> torch.Tensor:
     """d/dx of the IEC 61966-2-1 sRGB decoding, written from the standard."""
-    return torch.where(x <= 0.04045, torch.full_like(x, 1 / 12.92), (2.4 / 1.055) * ((x + 0.055) / 1.055) ** 1.4)
+    return torch.where(
+        x <= 0.04045, torch.full_like(x, 1 / 12.92), (2.4 / 1.055) * ((x + 0.055) / 1.055) ** 1.4
+    )
 
 
 @pytest.mark.parametrize("exposure_s", [0.0125, 0.1])
@@ -95,11 +97,18 @@ def test_straight_through_gradient_of_electrons_and_dn_is_the_analytic_one(expos
     (ddn,) = torch.autograd.grad(cap.dn.sum(), x)
     # photons per unit linear value: scene white (mean_luminance / mid_grey) cd/m² → lux on the
     # sensor (camera equation π T / (1 + 4N²), as ISETCam) → photons s⁻¹ µm⁻² per band → × area × t
-    lux = cam.scene.mean_luminance_cd_m2 / cam.scene.mid_grey * math.pi * cam.optics.transmittance / (
-        1 + 4 * cam.optics.f_number**2
+    lux = (
+        cam.scene.mean_luminance_cd_m2
+        / cam.scene.mid_grey
+        * math.pi
+        * cam.optics.transmittance
+        / (1 + 4 * cam.optics.f_number**2)
     )
     area_um2 = s.pixel_size_um**2 * s.fill_factor
-    per_band = torch.tensor([lux * p * q * area_um2 * exposure_s for p, q in zip(PHOTONS_PER_LUX, s.qe_rgb, strict=True)], dtype=torch.float64)
+    per_band = torch.tensor(
+        [lux * p * q * area_um2 * exposure_s for p, q in zip(PHOTONS_PER_LUX, s.qe_rgb, strict=True)],
+        dtype=torch.float64,
+    )
     h, w = x.shape[-2:]
     band = torch.zeros(3, h, w, dtype=torch.float64)  # RGGB: which band each pixel records
     band[0, 0::2, 0::2] = 1

@@ -51,8 +51,11 @@ def test_exposure_darkens_and_adds_noise_iso_gain_keeps_brightness(photos):
     iso = weakspot.get_degradation("exposure", severity=4, iso_gain=True)(x, generator=0)
     assert float(dark.mean()) < 0.6 * float(ref.mean())
     assert float(iso.mean()) == pytest.approx(float(ref.mean()), abs=0.04)
+
     # noise: residual after a median filter grows when fewer photons are amplified
-    resid = lambda im: float((im - torch.from_numpy(ndi.median_filter(im.numpy(), size=(1, 1, 3, 3)))).abs().mean())  # noqa: E731
+    def resid(im):
+        return float((im - torch.from_numpy(ndi.median_filter(im.numpy(), size=(1, 1, 3, 3)))).abs().mean())
+
     assert resid(iso) > 1.5 * resid(ref)
 
 
@@ -87,13 +90,21 @@ def test_severities_are_monotone(photos):
     x = photos[:2, :, :112, :112]
 
     def detail(img):  # energy of fine detail (Laplacian), falls with blur / resolution loss
-        lap = img[..., 1:-1, 1:-1] * 4 - img[..., :-2, 1:-1] - img[..., 2:, 1:-1] - img[..., 1:-1, :-2] - img[..., 1:-1, 2:]
+        lap = (
+            img[..., 1:-1, 1:-1] * 4
+            - img[..., :-2, 1:-1]
+            - img[..., 2:, 1:-1]
+            - img[..., 1:-1, :-2]
+            - img[..., 1:-1, 2:]
+        )
         return float(lap.abs().mean())
 
     for name in ("defocus", "pixel_size"):
         vals = [detail(weakspot.get_degradation(name, severity=s)(x, generator=0)) for s in (1, 3, 5)]
         assert vals[0] > vals[1] > vals[2], (name, vals)
-    means = [float(weakspot.get_degradation("exposure", severity=s)(x, generator=0).mean()) for s in (1, 3, 5)]
+    means = [
+        float(weakspot.get_degradation("exposure", severity=s)(x, generator=0).mean()) for s in (1, 3, 5)
+    ]
     assert means[0] > means[1] > means[2]
 
 
@@ -136,11 +147,15 @@ def test_optics_and_isp_gradients_are_exact():
     sensor = Sensor()
     isp = ISP()
     dn = raw * (sensor.white_dn - sensor.black_level_dn) + sensor.black_level_dn
-    assert torch.autograd.gradcheck(lambda t: isp.process(t, sensor)[1], (dn.requires_grad_(True),), fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda t: isp.process(t, sensor)[1], (dn.requires_grad_(True),), fast_mode=True
+    )
 
 
 def test_demosaic_reproduces_ramps_and_malvar_matches_reference():
-    yy, xx = torch.meshgrid(torch.arange(24.0, dtype=torch.float64), torch.arange(26.0, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(24.0, dtype=torch.float64), torch.arange(26.0, dtype=torch.float64), indexing="ij"
+    )
     rgb = torch.stack([0.1 + 0.01 * xx, 0.2 + 0.005 * yy + 0.003 * xx, 0.6 - 0.004 * yy])[None]
     for pat in ("RGGB", "BGGR", "GRBG", "GBRG"):
         raw = mosaic(rgb, pat)
@@ -152,10 +167,26 @@ def test_demosaic_reproduces_ramps_and_malvar_matches_reference():
     rng = np.random.default_rng(0)
     img = rng.random((3, 20, 20))
     raw = mosaic(torch.from_numpy(img)[None], "RGGB")[0, 0].numpy()
-    g_at = np.array([[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]) / 8
-    row = np.array([[0, 0, .5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, .5, 0, 0]]) / 8
-    opp = np.array([[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]]) / 8
-    f = {n: ndi.correlate(raw, k, mode="mirror") for n, k in (("g", g_at), ("row", row), ("col", row.T), ("opp", opp))}
+    g_at = (
+        np.array([[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]])
+        / 8
+    )
+    row = (
+        np.array(
+            [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]]
+        )
+        / 8
+    )
+    opp = (
+        np.array(
+            [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]]
+        )
+        / 8
+    )
+    f = {
+        n: ndi.correlate(raw, k, mode="mirror")
+        for n, k in (("g", g_at), ("row", row), ("col", row.T), ("opp", opp))
+    }
     ours = demosaic_malvar(torch.from_numpy(raw)[None, None], "RGGB")[0].numpy()
     y, x = 7, 9  # B site (odd, odd): G = g filter, R = opposite filter
     assert ours[1, y, x] == pytest.approx(f["g"][y, x]) and ours[0, y, x] == pytest.approx(f["opp"][y, x])
@@ -169,7 +200,9 @@ def test_demosaic_reproduces_ramps_and_malvar_matches_reference():
 @pytest.mark.parametrize("demosaic", ["bilinear", "malvar"])
 def test_fused_isp_matches_step_by_step_reference(cfa, demosaic):
     sensor = Sensor(cfa=cfa)
-    isp = ISP(demosaic=demosaic, color_matrix=(1.2, -0.1, -0.1, -0.2, 1.3, -0.1, 0.0, -0.3, 1.3), digital_gain=1.1)
+    isp = ISP(
+        demosaic=demosaic, color_matrix=(1.2, -0.1, -0.1, -0.2, 1.3, -0.1, 0.0, -0.3, 1.3), digital_gain=1.1
+    )
     g = torch.Generator().manual_seed(0)
     dn = (torch.rand(2, 1 if cfa else 3, 15, 18, generator=g, dtype=torch.float64) * 4000 + 64).round()
     lin, img = isp.process(dn, sensor)
@@ -222,7 +255,10 @@ def test_cli_degrade_with_camera_op_and_bad_parameter(tmp_path, photo_uint8):
     Image.fromarray(photo_uint8[:64, :64]).save(src)
     assert main(["degrade", str(src), str(tmp_path / "out.png"), "--op", "defocus", "--severity", "2"]) == 0
     assert Image.open(tmp_path / "out.png").size == (64, 64)
-    assert main(["degrade", str(src), str(tmp_path / "bad.png"), "--op", "exposure", "--param", "exposure_s=-1"]) == 2
+    assert (
+        main(["degrade", str(src), str(tmp_path / "bad.png"), "--op", "exposure", "--param", "exposure_s=-1"])
+        == 2
+    )
 
 
 def test_contact_sheet_writes_a_labelled_grid(tmp_path, photo_uint8):
@@ -231,9 +267,13 @@ def test_contact_sheet_writes_a_labelled_grid(tmp_path, photo_uint8):
     from weakspot.camera.contact_sheet import camera_contact_sheet
 
     img = torch.from_numpy(photo_uint8).permute(2, 0, 1).float() / 255
-    sweeps = (("Defocus", "defocus", "defocus_diopters", (0.0, 3.0), {}),
-              ("Pixel size", "pixel_size", "pixel_size_um", (2.8, 8.0), {}))
-    out = camera_contact_sheet(img, tmp_path / "sheet" / "cam.png", size=64, sweeps=sweeps, title=None, dpi=60)
+    sweeps = (
+        ("Defocus", "defocus", "defocus_diopters", (0.0, 3.0), {}),
+        ("Pixel size", "pixel_size", "pixel_size_um", (2.8, 8.0), {}),
+    )
+    out = camera_contact_sheet(
+        img, tmp_path / "sheet" / "cam.png", size=64, sweeps=sweeps, title=None, dpi=60
+    )
     a = np.asarray(Image.open(out).convert("RGB")).astype(float)
     assert a.shape[0] > 100 and a.shape[1] > 100
     assert a.std() > 20  # a picture, not a blank canvas

@@ -20,8 +20,15 @@ FLAT = torch.full((2, 3, 48, 48), GREY)
 
 def ideal(**kw) -> Camera:
     """A camera whose only noise source is shot noise (no read noise, dark current, CFA, blur)."""
-    sensor = dict(read_noise_e=0.0, dark_current_e_per_s=0.0, full_well_e=1e7, conversion_gain=1e-3, adc_bits=16,
-                  cfa=None, black_level_dn=0.0)
+    sensor = dict(
+        read_noise_e=0.0,
+        dark_current_e_per_s=0.0,
+        full_well_e=1e7,
+        conversion_gain=1e-3,
+        adc_bits=16,
+        cfa=None,
+        black_level_dn=0.0,
+    )
     sensor.update(kw)
     return Camera(optics=Optics(diffraction=False), sensor=Sensor(**sensor))
 
@@ -85,7 +92,10 @@ def test_mean_signal_proportional_to_area_exposure_and_luminance():
         "area ×4": (base.replace(pixel_size_um=5.6), 4.0),  # 48 px · 2.8 µm = 24 pixels of 5.6 µm
         "exposure ×3": (base.replace(exposure_s=3e-3), 3.0),
         "luminance ×2.5": (base.replace(mean_luminance_cd_m2=250.0), 2.5),
-        "f/2.8 → f/5.6": (base.replace(f_number=5.6), illuminance_per_luminance(5.6) / illuminance_per_luminance(2.8)),
+        "f/2.8 → f/5.6": (
+            base.replace(f_number=5.6),
+            illuminance_per_luminance(5.6) / illuminance_per_luminance(2.8),
+        ),
     }
     for name, (cam, factor) in cases.items():
         cap = cam.capture(FLAT, generator=0)
@@ -155,7 +165,9 @@ def test_larger_pixels_fewer_pixels_lower_resolution_less_noise(photos):
     # flat field: relative noise falls as 1/pixel size (shot noise; well ∝ area so nothing clips)
     rel = []
     for p in (2.8, 5.6):
-        cap = Camera(sensor=replace(base.scaled_to_pixel(p, well="area"), cfa=None)).capture(FLAT, generator=0)
+        cap = Camera(sensor=replace(base.scaled_to_pixel(p, well="area"), cfa=None)).capture(
+            FLAT, generator=0
+        )
         r = cap.raw[:, 1]
         rel.append(float(r.std() / r.mean()))
     assert rel[1] == pytest.approx(rel[0] / 2, rel=0.15)
@@ -184,7 +196,11 @@ def test_fixed_pattern_noise_is_persistent_per_sensor():
     flat = torch.full((1, 3, 32, 32), 0.6)
     a = Camera(sensor=sensor).capture(flat, generator=1).electrons
     b = Camera(sensor=sensor).capture(flat, generator=2).electrons
-    c = Camera(sensor=Sensor(cfa=None, read_noise_e=0.0, prnu_percent=5.0, fpn_seed=8)).capture(flat, generator=1).electrons
+    c = (
+        Camera(sensor=Sensor(cfa=None, read_noise_e=0.0, prnu_percent=5.0, fpn_seed=8))
+        .capture(flat, generator=1)
+        .electrons
+    )
     # the PRNU pattern dominates shot noise here (5 % vs ~1 %): same sensor ⇒ correlated maps
     corr = lambda u, v: float(np.corrcoef(u[:, 1].flatten().numpy(), v[:, 1].flatten().numpy())[0, 1])  # noqa: E731
     assert corr(a, b) > 0.8
@@ -260,18 +276,23 @@ def test_whole_batch_noise_is_per_image_and_fixed_pattern_per_sensor():
         assert float(np.corrcoef(e[0].flatten().numpy(), e[i].flatten().numpy())[0, 1]) > 0.8
     diff = (e[0] - e[1]).flatten()
     assert float(diff.var()) == pytest.approx(2 * mean, rel=0.1)  # independent shot noise only
-    assert float(pattern.std() / pattern.mean()) == pytest.approx(math.sqrt(0.05**2 + 1 / (4 * mean)), rel=0.15)
+    assert float(pattern.std() / pattern.mean()) == pytest.approx(
+        math.sqrt(0.05**2 + 1 / (4 * mean)), rel=0.15
+    )
     alone = cam.capture(flat[:1], KeyedBatch.from_ids(0, ["c"], "fpn")).electrons[:, 1].double()
     assert torch.equal(alone[0], e[2])
 
 
-@pytest.mark.parametrize(("n_in", "pitch_um", "pixel_um", "fill"), [
-    (512, 1.225, 2.8, 0.75),  # 512² input onto 224² default pixels
-    (224, 2.8, 8.0, 0.75),
-    (224, 2.8, 100.0, 0.75),  # wide bands (≈ 31 input pixels per photodiode)
-    (40, 15.68, 6.5, 0.75),  # more sensor pixels than input pixels
-    (64, 2.8, 2.8, 0.5),
-])
+@pytest.mark.parametrize(
+    ("n_in", "pitch_um", "pixel_um", "fill"),
+    [
+        (512, 1.225, 2.8, 0.75),  # 512² input onto 224² default pixels
+        (224, 2.8, 8.0, 0.75),
+        (224, 2.8, 100.0, 0.75),  # wide bands (≈ 31 input pixels per photodiode)
+        (40, 15.68, 6.5, 0.75),  # more sensor pixels than input pixels
+        (64, 2.8, 2.8, 0.5),
+    ],
+)
 def test_banded_collect_equals_the_dense_aperture_product(n_in, pitch_um, pixel_um, fill):
     """The banded pixel integration in Sensor.collect is the reference Ay · irradiance · Axᵀ."""
     s = Sensor(pixel_size_um=pixel_um, fill_factor=fill)

@@ -11,7 +11,9 @@ from weakspot.camera import Camera, Optics, Scene, Sensor
 from weakspot.camera.scene import linear_to_srgb
 
 
-def pupil_autocorrelation_otf(w20_waves: float, radius_samples: int = 100, n: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def pupil_autocorrelation_otf(
+    w20_waves: float, radius_samples: int = 100, n: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """OTF along one axis as the FFT of |FFT(P · exp(i 2π w20 ρ²))|² for a sampled circular pupil.
 
     Returns ``(nu, otf)`` with ``nu`` the shift as a fraction of the pupil diameter (1 = cut-off).
@@ -61,7 +63,10 @@ def test_in_focus_mtf_is_the_analytic_diffraction_limit():
 
 def test_wave_defocus_keeps_more_contrast_than_the_geometric_disk_at_one_diopter():
     f = torch.tensor([89.0])
-    wave, geo = Optics(defocus_diopters=1.0).mtf(f), Optics(defocus_diopters=1.0, defocus_model="geometric").mtf(f)
+    wave, geo = (
+        Optics(defocus_diopters=1.0).mtf(f),
+        Optics(defocus_diopters=1.0, defocus_model="geometric").mtf(f),
+    )
     assert float(wave) == pytest.approx(0.17, abs=0.01) and float(geo) == pytest.approx(0.054, abs=0.005)
     assert Optics().mtf(f).shape == f.shape and float(Optics().mtf(f)) == 1.0  # in focus, no diffraction
 
@@ -76,8 +81,11 @@ def test_captured_grating_contrast_is_optics_mtf_times_pixel_mtf(diopters):
     x_um = (torch.arange(w, dtype=torch.float64) + 0.5) * pitch
     lin = 0.5 + 0.4 * torch.cos(2 * math.pi * x_um / period_um)
     img = linear_to_srgb(lin.view(1, 1, 1, w).expand(1, 3, 64, w).clone())
-    cam = Camera(scene=Scene(sample_pitch_um=pitch), optics=Optics(defocus_diopters=diopters),
-                 sensor=Sensor(pixel_size_um=px, fill_factor=1.0, cfa=None))
+    cam = Camera(
+        scene=Scene(sample_pitch_um=pitch),
+        optics=Optics(defocus_diopters=diopters),
+        sensor=Sensor(pixel_size_um=px, fill_factor=1.0, cfa=None),
+    )
     photons = cam.capture(img.float().double(), generator=0).photons[0, 1, 4].numpy()  # green, one row
     seg = photons[32:96]  # 64 pixels = 16 whole periods away from the borders
     xs = np.arange(32, 96) + 0.5

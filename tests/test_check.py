@@ -91,9 +91,11 @@ def test_wordnet_and_name_folders_give_the_foolbox_clean_top1(imagenet_folders, 
     exactly like the foolbox kind (labels from the file names): 0.85 with EfficientNet-Lite0."""
     base = {"model": {"name": "efficientnet_lite0"}, "workers": 0, "conditions": []}
     runs = {}
-    for key, data in (("foolbox", {"kind": "foolbox", "subset": "imagenet"}),
-                      ("wn", {"root": str(imagenet_folders / "wn")}),
-                      ("nm", {"root": str(imagenet_folders / "nm")})):
+    for key, data in (
+        ("foolbox", {"kind": "foolbox", "subset": "imagenet"}),
+        ("wn", {"root": str(imagenet_folders / "wn")}),
+        ("nm", {"root": str(imagenet_folders / "nm")}),
+    ):
         run_sweep({**base, "data": data}, tmp_path / key, progress=False)
         st = ResultsStore(tmp_path / key)
         pred = st.predictions().merge(st.images()[["image_index", "image_id"]], on="image_index")
@@ -116,8 +118,11 @@ def test_wordnet_and_name_folders_give_the_foolbox_clean_top1(imagenet_folders, 
 
 
 def test_preflight_reports_mapping_sample_and_eta(imagenet_folders):
-    cfg = {"model": {"name": "efficientnet_lite0"}, "data": {"root": str(imagenet_folders / "wn")},
-           "conditions": [{"degradation": "gaussian_blur", "severities": [1, 3]}]}
+    cfg = {
+        "model": {"name": "efficientnet_lite0"},
+        "data": {"root": str(imagenet_folders / "wn")},
+        "conditions": [{"degradation": "gaussian_blur", "severities": [1, 3]}],
+    }
     rep = preflight(cfg, sample=64, eta_images=1)
     assert rep.model["name"] == "efficientnet_lite0" and rep.model["input_size"] == [224, 224]
     assert rep.label_map["mode"] == "wordnet" and len(rep.label_map["folders"]) == 19
@@ -128,7 +133,9 @@ def test_preflight_reports_mapping_sample_and_eta(imagenet_folders):
     # the ETA is the stated per-image costs times images × conditions
     tm = rep.timing
     assert tm["conditions"] == 3 and tm["images"] == 20
-    want = 20 * (tm["decode_s_per_image"] + 3 * tm["forward_s_per_image"] + sum(tm["degrade_s_per_image"].values()))
+    want = 20 * (
+        tm["decode_s_per_image"] + 3 * tm["forward_s_per_image"] + sum(tm["degrade_s_per_image"].values())
+    )
     assert rep.eta_s == pytest.approx(want) and rep.eta_s > 0
     assert set(tm["degrade_s_per_image"]) == {"gaussian_blur.sev=1", "gaussian_blur.sev=3"}
     small = preflight(cfg, sample=5, eta=False)
@@ -173,8 +180,14 @@ def test_duplicates_found_by_content(tmp_path):
     rng = np.random.default_rng(3)
     a = rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)
     b = rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)
-    for folder, name, img in (("0", "a.png", a), ("1", "a_copy.png", a), ("2", "a_again.png", a),
-                              ("1", "b.png", b), ("2", "b.png", b), ("3", "c.png", 255 - a)):
+    for folder, name, img in (
+        ("0", "a.png", a),
+        ("1", "a_copy.png", a),
+        ("2", "a_again.png", a),
+        ("1", "b.png", b),
+        ("2", "b.png", b),
+        ("3", "c.png", 255 - a),
+    ):
         (tmp_path / "d" / folder).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(tmp_path / "d" / folder / name)
     files = sorted(p for p in (tmp_path / "d").rglob("*.png"))
@@ -194,8 +207,16 @@ def test_duplicates_found_by_content(tmp_path):
     assert any("2 groups of identical files (3 extra copies" in w for w in rep.warnings)
     assert duplicate_groups(["x", "y", "x", ""], ["i", "j", "k", "l"]) == [["i", "k"]]
     # a run finds them while probing, prints the warning and keeps it in the manifest
-    run_sweep({"model": {"name": "mnist_cnn"}, "data": {"root": str(tmp_path / "d")}, "workers": 0,
-               "conditions": []}, tmp_path / "run", progress=False)
+    run_sweep(
+        {
+            "model": {"name": "mnist_cnn"},
+            "data": {"root": str(tmp_path / "d")},
+            "workers": 0,
+            "conditions": [],
+        },
+        tmp_path / "run",
+        progress=False,
+    )
     warns = ResultsStore(tmp_path / "run").manifest()["data"]["warnings"]
     assert any("2 groups of identical files" in w for w in warns)
     assert any("4 of 4 classes have fewer than 5 images" in w for w in warns)
@@ -203,14 +224,30 @@ def test_duplicates_found_by_content(tmp_path):
 
 @pytest.mark.slow
 def test_cli_check_output_json_and_errors(imagenet_folders, tmp_path, capsys):
-    cfg = _write(tmp_path / "c.yaml", {"model": {"name": "efficientnet_lite0"}, "data": {"root": "imgs"},
-                                       "conditions": [{"degradation": "gaussian_noise", "severities": [2]}]})
+    cfg = _write(
+        tmp_path / "c.yaml",
+        {
+            "model": {"name": "efficientnet_lite0"},
+            "data": {"root": "imgs"},
+            "conditions": [{"degradation": "gaussian_noise", "severities": [2]}],
+        },
+    )
     shutil.copytree(imagenet_folders / "nm", tmp_path / "imgs")  # a root relative to the config
     (tmp_path / "imgs" / "Bullmastiff").rename(tmp_path / "imgs" / "bull_mastiff")  # a WordNet synonym
     assert main(["check", str(cfg), "--sample", "8", "--json", str(tmp_path / "r.json")]) == 0
     out = _flat(capsys.readouterr().out)
-    for text in ("efficientnet_lite0", "label mapping (names)", "bull_mastiff", "Bullmastiff", "synonym",
-                 "clean top-1", "seeded sample of 8", "ETA", "20 images × 2 conditions", "per-class claims"):
+    for text in (
+        "efficientnet_lite0",
+        "label mapping (names)",
+        "bull_mastiff",
+        "Bullmastiff",
+        "synonym",
+        "clean top-1",
+        "seeded sample of 8",
+        "ETA",
+        "20 images × 2 conditions",
+        "per-class claims",
+    ):
         assert text in out, text
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["sample_labelled"] == 8 and len(rep["sample_ids"]) == 8
@@ -224,24 +261,36 @@ def test_cli_check_output_json_and_errors(imagenet_folders, tmp_path, capsys):
     assert main(["check", str(cfg), "--no-eta"]) == 2
     assert "134 (crane bird), 517 (construction crane)" in _flat(capsys.readouterr().err)
     (tmp_path / "map.csv").write_text("folder,index\ncrane,517\n")
-    cfg2 = _write(tmp_path / "c2.yaml", {**yaml.safe_load(cfg.read_text()),
-                                         "data": {"root": "imgs", "class_map": "map.csv"}})
+    cfg2 = _write(
+        tmp_path / "c2.yaml",
+        {**yaml.safe_load(cfg.read_text()), "data": {"root": "imgs", "class_map": "map.csv"}},
+    )
     assert main(["check", str(cfg2), "--no-eta", "--sample", "4"]) == 0
     assert "construction crane" in capsys.readouterr().out
     with pytest.raises(DataError, match="class_map file not found"):
-        preflight({"model": {"name": "mnist_cnn"}, "data": {"root": str(tmp_path / "imgs"),
-                                                             "class_map": str(tmp_path / "no.yaml")}})
+        preflight(
+            {
+                "model": {"name": "mnist_cnn"},
+                "data": {"root": str(tmp_path / "imgs"), "class_map": str(tmp_path / "no.yaml")},
+            }
+        )
 
 
 def test_labels_none_and_sorted_in_a_run(digit_folders, tmp_path):
     cfg = {"model": {"name": "mnist_cnn"}, "workers": 0, "conditions": []}
-    run_sweep({**cfg, "data": {"root": str(digit_folders / "right"), "labels": "none"}}, tmp_path / "n",
-              progress=False)
+    run_sweep(
+        {**cfg, "data": {"root": str(digit_folders / "right"), "labels": "none"}},
+        tmp_path / "n",
+        progress=False,
+    )
     st = ResultsStore(tmp_path / "n")
     assert set(st.images().label) == {-1} and st.manifest()["data"]["label_map"]["mode"] == "none"
     # 'sorted' on folders 0..9 is the identity here: the same labels as the index mode
-    run_sweep({**cfg, "data": {"root": str(digit_folders / "right"), "labels": "sorted"}}, tmp_path / "s",
-              progress=False)
+    run_sweep(
+        {**cfg, "data": {"root": str(digit_folders / "right"), "labels": "sorted"}},
+        tmp_path / "s",
+        progress=False,
+    )
     lab = ResultsStore(tmp_path / "s").images()
     assert [int(Path(i).parent.name) for i in lab.image_id] == lab.label.tolist()
 

@@ -53,13 +53,30 @@ def test_user_mistakes_raise_one_line_weakspot_errors(tmp_path, capsys):
         (["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")], "config file not found"),
         (["perceive", str(tmp_path)], "is not a weakspot run"),
         (["report", str(tmp_path)], "is not a complete weakspot run"),
-        (["degrade", str(img), str(tmp_path / "b.png"), "--op", "gaussian_blur", "--param", "sigma_px"],
-         "invalid value for '--param'"),
-        (["degrade", str(img), str(tmp_path / "b.png"), "--op", "gaussian_blur", "--param", "sigma_px=abc"],
-         "invalid value for 'gaussian_blur.sigma_px'"),
-        (["degrade", str(img), str(tmp_path / "b.png"), "--op", "gausian_blur"], "did you mean: gaussian_blur"),
-        (["degrade", str(tmp_path / "nope.png"), str(tmp_path / "b.png"), "--op", "gaussian_blur"],
-         "image file not found"),
+        (
+            ["degrade", str(img), str(tmp_path / "b.png"), "--op", "gaussian_blur", "--param", "sigma_px"],
+            "invalid value for '--param'",
+        ),
+        (
+            [
+                "degrade",
+                str(img),
+                str(tmp_path / "b.png"),
+                "--op",
+                "gaussian_blur",
+                "--param",
+                "sigma_px=abc",
+            ],
+            "invalid value for 'gaussian_blur.sigma_px'",
+        ),
+        (
+            ["degrade", str(img), str(tmp_path / "b.png"), "--op", "gausian_blur"],
+            "did you mean: gaussian_blur",
+        ),
+        (
+            ["degrade", str(tmp_path / "nope.png"), str(tmp_path / "b.png"), "--op", "gaussian_blur"],
+            "image file not found",
+        ),
     ]
     for argv, says in cases:
         rc, out, err = _run(capsys, *argv)

@@ -54,7 +54,7 @@ def test_mnist_idx_files(tmp_path, mnist_ref, gz):
     fds = open_dataset(tmp_path, kind="fashion_mnist")
     assert fds.class_names[9] == "Ankle boot"
     # a truncated file is an error that says so
-    raw = (tmp_path / f"t10k-images-idx3-ubyte{suf}")
+    raw = tmp_path / f"t10k-images-idx3-ubyte{suf}"
     with op(raw, "rb") as f:
         data = f.read()
     with op(raw, "wb") as f:
@@ -119,7 +119,26 @@ def test_cifar_python_batches_and_unsafe_pickle(tmp_path):
     with open(sub / "test_batch", "wb") as f:
         pickle.dump({b"data": data, b"labels": [3, 1, 4, 1, 5, 9]}, f)
     with open(sub / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]]}, f)
+        pickle.dump(
+            {
+                b"label_names": [
+                    n.encode()
+                    for n in [
+                        "airplane",
+                        "automobile",
+                        "bird",
+                        "cat",
+                        "deer",
+                        "dog",
+                        "frog",
+                        "horse",
+                        "ship",
+                        "truck",
+                    ]
+                ]
+            },
+            f,
+        )
     ds = open_dataset(tmp_path)
     assert ds.kind == "cifar10" and ds.labels == [3, 1, 4, 1, 5, 9] and ds.class_names[3] == "cat"
     ref = data[2].reshape(3, 32, 32)  # CIFAR rows are channel-major R, G, B planes

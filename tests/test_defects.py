@@ -63,10 +63,15 @@ def test_count_and_density_design():
     for n in (1, 5, 10):
         out = weakspot.get_degradation("hot_pixels", count=n)(mnist)
         assert int((out != mnist).sum()) == 2 * n
-    sev = [int((weakspot.get_degradation("dead_pixels", severity=s)(mnist) != mnist).sum()) // 2 for s in range(1, 6)]
+    sev = [
+        int((weakspot.get_degradation("dead_pixels", severity=s)(mnist) != mnist).sum()) // 2
+        for s in range(1, 6)
+    ]
     assert sev == [1, 1, 2, 4, 8]
     big = torch.full((1, 3, 224, 224), 0.5)
-    assert int(changed(weakspot.get_degradation("dead_pixels", severity=5)(big), big).sum()) == round(0.01 * 224 * 224)
+    assert int(changed(weakspot.get_degradation("dead_pixels", severity=5)(big), big).sum()) == round(
+        0.01 * 224 * 224
+    )
 
 
 def test_defects_keep_gradients_for_unaffected_pixels(mid):

@@ -34,7 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def small_photos(photos):
-    return F.interpolate(photos, size=(40, 40), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return F.interpolate(photos, size=(40, 40), mode="bilinear", antialias=True, align_corners=False).clamp(
+        0, 1
+    )
 
 
 def _random_params(b, c, k, seed=0):
@@ -86,7 +88,9 @@ def test_noise_estimate_follows_immerkaer_law(photos):
         assert est == pytest.approx(sigma, rel=0.05)
     # on a real photo the estimate grows with the added noise
     gray = photos[:1].mean(1, keepdim=True)
-    ests = [float(estimate_noise_sigma(gray + s * torch.randn(gray.shape, generator=g))) for s in (0.0, 0.03, 0.1)]
+    ests = [
+        float(estimate_noise_sigma(gray + s * torch.randn(gray.shape, generator=g))) for s in (0.0, 0.03, 0.1)
+    ]
     assert ests[0] < ests[1] < ests[2]
     assert ests[2] == pytest.approx(0.1, rel=0.15)
 
@@ -112,11 +116,19 @@ def test_front_end_recovers_noisy_digits_and_keeps_the_classifier_frozen(digits)
     x, y = digits.train_images[::3], digits.train_labels[::3]
     torch.manual_seed(0)
     clf = SmallCNN(1, 10, widths=(8, 16), hidden=32)
-    train_classifier(clf, x, y, RandomDegradation([]), TrainConfig(strategy="clean", epochs=3, batch_size=32, lr=5e-3),
-                     progress=False)
+    train_classifier(
+        clf,
+        x,
+        y,
+        RandomDegradation([]),
+        TrainConfig(strategy="clean", epochs=3, batch_size=32, lr=5e-3),
+        progress=False,
+    )
     before = {k: v.clone() for k, v in clf.state_dict().items()}
     mix = RandomDegradation([LevelRange("gaussian_noise", "variance", 0.02, 0.15)])
-    res = train_enhancer(clf, x, y, mix, EnhanceConfig(epochs=2, batch_size=32, lr=5e-3, p_clean=0.25), progress=False)
+    res = train_enhancer(
+        clf, x, y, mix, EnhanceConfig(epochs=2, batch_size=32, lr=5e-3, p_clean=0.25), progress=False
+    )
     for k, v in clf.state_dict().items():
         assert torch.equal(v, before[k]), f"classifier changed: {k}"
     assert all(p.requires_grad for p in clf.parameters())  # restored afterwards
@@ -131,8 +143,25 @@ def test_front_end_recovers_noisy_digits_and_keeps_the_classifier_frozen(digits)
 
 def test_cli_robustify_and_enhance_end_to_end(tmp_path, capsys):
     out = tmp_path / "rb"
-    args = ["robustify", "--out", str(out), "--limit", "200", "--epochs", "1", "--strategy", "constant",
-            "--strategy", "transfer", "--mix-only", "--no-progress", "--test", "clean", "--test", "gaussian_blur@4"]
+    args = [
+        "robustify",
+        "--out",
+        str(out),
+        "--limit",
+        "200",
+        "--epochs",
+        "1",
+        "--strategy",
+        "constant",
+        "--strategy",
+        "transfer",
+        "--mix-only",
+        "--no-progress",
+        "--test",
+        "clean",
+        "--test",
+        "gaussian_blur@4",
+    ]
     assert main(args) == 0
     grid = (out / "grid.md").read_text()
     for row in ("| clean |", "| constant-mix |", "| transfer-mix |"):
@@ -140,8 +169,27 @@ def test_cli_robustify_and_enhance_end_to_end(tmp_path, capsys):
     assert main(args) == 0  # resumes: nothing to retrain, same table
     assert "resumed from 1" in capsys.readouterr().out
     assert (out / "grid.md").read_text() == grid
-    assert main(["enhance", "--out", str(out), "--limit", "200", "--epochs", "1", "--classifier-epochs", "1",
-                 "--no-progress", "--test", "clean", "--test", "gaussian_noise:variance=0.1"]) == 0
+    assert (
+        main(
+            [
+                "enhance",
+                "--out",
+                str(out),
+                "--limit",
+                "200",
+                "--epochs",
+                "1",
+                "--classifier-epochs",
+                "1",
+                "--no-progress",
+                "--test",
+                "clean",
+                "--test",
+                "gaussian_noise:variance=0.1",
+            ]
+        )
+        == 0
+    )
     text = (out / "enhance.md").read_text()
     assert "with front-end" in text and "FLOPs per image" in text
     assert (out / "front_end.pt").is_file()
@@ -157,6 +205,18 @@ def test_cli_robustify_and_enhance_end_to_end(tmp_path, capsys):
     ],
 )
 def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, args, match):
-    rc = main([*args[:1], "--out", str(tmp_path / "x"), "--limit", "50", "--epochs", "1", "--no-progress", *args[1:]])
+    rc = main(
+        [
+            *args[:1],
+            "--out",
+            str(tmp_path / "x"),
+            "--limit",
+            "50",
+            "--epochs",
+            "1",
+            "--no-progress",
+            *args[1:],
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err

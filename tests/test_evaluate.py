@@ -83,7 +83,7 @@ def test_yaml_and_toml_configs_agree(tmp_path):
     y.write_text(yaml.safe_dump(_cfg()))
     t = tmp_path / "c.toml"
     t.write_text(
-        'seed = 7\nbatch_size = 50\nshard_size = 40\nworkers = 0\nstore_probs = true\n'
+        "seed = 7\nbatch_size = 50\nshard_size = 40\nworkers = 0\nstore_probs = true\n"
         '[model]\nname = "mnist_cnn"\n[data]\nkind = "mnist_5k"\nper_class = 12\n'
         '[[conditions]]\ndegradation = "gaussian_noise"\ngrid = {variance = [0.05, 0.2]}\n'
         '[[conditions]]\ndegradation = "gaussian_blur"\nseverities = [5]\n'
@@ -98,11 +98,23 @@ def test_yaml_and_toml_configs_agree(tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"data": {"kind": "imagenet_folder"}}, "unknown data kind 'imagenet_folder'"),
         ({"conditions": [{"degradation": "gaussian_nois"}]}, "did you mean: gaussian_noise"),
-        ({"conditions": [{"degradation": "gaussian_noise", "grid": {"variance": [2.0]}}]},
-         r"conditions\[0\]: invalid value for 'gaussian_noise.variance': 2.0"),
-        ({"conditions": [{"degradation": "gaussian_blur", "grid": {"sigma": [1]}}]}, "parameter of 'gaussian_blur'"),
-        ({"conditions": [{"degradation": "gaussian_blur", "severities": [1]},
-                         {"degradation": "gaussian_blur", "severities": [1]}]}, "duplicate condition ids"),
+        (
+            {"conditions": [{"degradation": "gaussian_noise", "grid": {"variance": [2.0]}}]},
+            r"conditions\[0\]: invalid value for 'gaussian_noise.variance': 2.0",
+        ),
+        (
+            {"conditions": [{"degradation": "gaussian_blur", "grid": {"sigma": [1]}}]},
+            "parameter of 'gaussian_blur'",
+        ),
+        (
+            {
+                "conditions": [
+                    {"degradation": "gaussian_blur", "severities": [1]},
+                    {"degradation": "gaussian_blur", "severities": [1]},
+                ]
+            },
+            "duplicate condition ids",
+        ),
     ],
 )
 def test_config_errors_name_the_problem(bad, message):
@@ -114,12 +126,21 @@ def test_config_errors_name_the_problem(bad, message):
 def test_expansion_ids_axes_and_globs():
     from weakspot.degrade import get_spec, list_degradations
 
-    cfg = parse_config(_cfg(conditions=[
-        {"degradation": "gaussian_blur", "grid": {"sigma_px": [0.5, 2]}},
-        {"degradation": "gaussian_noise", "severities": [1, 5]},
-        {"degradation": "imagenet_c/*", "severities": [2]},
-        {"compose": [{"name": "gaussian_blur", "sigma_px": 1}, {"name": "gaussian_noise", "variance": 0.01}]},
-    ]))
+    cfg = parse_config(
+        _cfg(
+            conditions=[
+                {"degradation": "gaussian_blur", "grid": {"sigma_px": [0.5, 2]}},
+                {"degradation": "gaussian_noise", "severities": [1, 5]},
+                {"degradation": "imagenet_c/*", "severities": [2]},
+                {
+                    "compose": [
+                        {"name": "gaussian_blur", "sigma_px": 1},
+                        {"name": "gaussian_noise", "variance": 0.01},
+                    ]
+                },
+            ]
+        )
+    )
     conds, _ = expand_conditions(cfg.conditions)
     by = {c.condition_id: c for c in conds}
     c = by["gaussian_blur.sigma_px=0.5"]
@@ -131,7 +152,9 @@ def test_expansion_ids_axes_and_globs():
     comp = by["gaussian_blur.sigma_px=1+gaussian_noise.variance=0.01"]
     assert comp.degradation == "gaussian_blur+gaussian_noise" and comp.family == "composite"
     with pytest.raises(ConfigError, match="reserved"):
-        expand_conditions(parse_config(_cfg(conditions=[{"degradation": "gaussian_blur", "id": "clean"}])).conditions)
+        expand_conditions(
+            parse_config(_cfg(conditions=[{"degradation": "gaussian_blur", "id": "clean"}])).conditions
+        )
 
 
 def _check_conditions(conds, where: str) -> None:
@@ -202,8 +225,16 @@ def _check_data_entry(d, where: str, base: Path) -> None:
 
     assert d.kind in KINDS, where
     if d.kind in ("foolbox", "mnist_5k", "skimage"):
-        ds = open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names,
-                          per_class=d.per_class, limit=d.limit, labels=d.labels)
+        ds = open_dataset(
+            d.root,
+            d.kind,
+            split=d.split,
+            subset=d.subset,
+            names=d.names,
+            per_class=d.per_class,
+            limit=d.limit,
+            labels=d.labels,
+        )
         assert len(ds) >= 1, where
         if d.limit is not None:
             assert len(ds) <= d.limit, where
@@ -222,7 +253,8 @@ def test_example_configs_are_valid():
         for k, sw in enumerate(cfg.conditions):  # a misspelt degradation fails here
             conds, skipped = expand_conditions([sw], skip_unknown=False)
             assert not skipped and len([c for c in conds if c.condition_id != "camera_reference"]) >= 1, (
-                f"{f.name}: conditions[{k}] expands to nothing")
+                f"{f.name}: conditions[{k}] expands to nothing"
+            )
         conds, skipped = expand_conditions(cfg.conditions, skip_unknown=False)
         assert not skipped and len(conds) >= len(cfg.conditions), f.name
         _check_conditions(conds, f.name)
@@ -256,8 +288,17 @@ def test_example_config_check_catches_a_misspelt_degradation(tmp_path):
     assert expand_conditions(load_config(bad).conditions, skip_unknown=True)[1] == ["gausian_blur"]
 
 
-_IMAGENET_C_DEMO = ["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "contrast",
-                    "brightness", "jpeg_compression", "pixelate"]
+_IMAGENET_C_DEMO = [
+    "gaussian_noise",
+    "shot_noise",
+    "defocus_blur",
+    "motion_blur",
+    "fog",
+    "contrast",
+    "brightness",
+    "jpeg_compression",
+    "pixelate",
+]
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -280,7 +321,11 @@ def test_demo_configs_are_valid(quick):
         },
     }
     # (camera axis, unit) of the physical sweeps
-    axes = {"pixel_size": ("pixel_size_um", "µm"), "exposure": ("exposure_s", "s"), "defocus": ("defocus_diopters", "D")}
+    axes = {
+        "pixel_size": ("pixel_size_um", "µm"),
+        "exposure": ("exposure_s", "s"),
+        "defocus": ("defocus_diopters", "D"),
+    }
     for key, raw in configs.items():
         cfg = parse_config(raw)
         assert cfg.model.name in list_bundled()
@@ -297,7 +342,9 @@ def test_demo_configs_are_valid(quick):
         for c in conds:
             if c.condition_id == "camera_reference":
                 continue
-            assert c.axis is not None and c.axis_value is not None, c.condition_id  # every sweep has an x axis
+            assert c.axis is not None and c.axis_value is not None, (
+                c.condition_id
+            )  # every sweep has an x axis
             name = c.steps[0].name
             if name in axes:
                 assert (c.axis, c.axis_unit) == axes[name], c.condition_id
@@ -310,8 +357,11 @@ def test_demo_configs_are_valid(quick):
 
 # ----------------------------------------------------------------------------- keyed conditions
 def test_apply_condition_keys_each_image_independently(photos):
-    cond, _ = expand_conditions(parse_config(_cfg(conditions=[
-        {"degradation": "gaussian_noise", "grid": {"variance": [0.04]}}])).conditions)
+    cond, _ = expand_conditions(
+        parse_config(
+            _cfg(conditions=[{"degradation": "gaussian_noise", "grid": {"variance": [0.04]}}])
+        ).conditions
+    )
     c = cond[0]
     ids = ["a", "b", "c", "d"]
     full = apply_condition(c, photos, ids, seed=3)
@@ -344,15 +394,22 @@ def test_rows_from_probs_against_brute_force():
             assert np.isnan(rows["p_label"][i]) and not rows["correct1"][i] and not rows["correct5"][i]
         else:
             assert rows["p_label"][i] == pytest.approx(p[i, labels[i]])
-            assert rows["correct1"][i] == (order[0] == labels[i]) and rows["correct5"][i] == (labels[i] in order)
+            assert rows["correct1"][i] == (order[0] == labels[i]) and rows["correct5"][i] == (
+                labels[i] in order
+            )
     assert plan_units(5, ["x"], 2, done={("clean", 0)})[0] == Unit("x", 0, 0, 2)
 
 
 def test_unit_results_do_not_depend_on_batch_size(cnn):
     ds = open_dataset(kind="mnist_5k", limit=30, seed=1)
-    cond = expand_conditions(parse_config(_cfg(conditions=[
-        {"degradation": "gaussian_noise", "grid": {"variance": [0.1]}}])).conditions)[0][0]
-    sh = ShardImages(np.arange(30), ds.image_ids, np.asarray(ds.labels), [ds[i][0] for i in range(30)], [None] * 30)
+    cond = expand_conditions(
+        parse_config(
+            _cfg(conditions=[{"degradation": "gaussian_noise", "grid": {"variance": [0.1]}}])
+        ).conditions
+    )[0][0]
+    sh = ShardImages(
+        np.arange(30), ds.image_ids, np.asarray(ds.labels), [ds[i][0] for i in range(30)], [None] * 30
+    )
     u = Unit(cond.condition_id, 0, 0, 30)
     clean = evaluate_unit(cnn, sh, CLEAN_CONDITION, Unit("clean", 0, 0, 30), seed=0, batch_size=30)
     a = evaluate_unit(cnn, sh, cond, u, seed=0, batch_size=4, clean_top1=clean.top1, store_probs=True)
@@ -442,8 +499,14 @@ def test_cli_run_and_user_errors(tmp_path, capsys):
     from weakspot.cli import main
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(_cfg(data={"kind": "mnist_5k", "limit": 40}, conditions=[
-        {"degradation": "gaussian_blur", "severities": [4]}])))
+    cfg.write_text(
+        yaml.safe_dump(
+            _cfg(
+                data={"kind": "mnist_5k", "limit": 40},
+                conditions=[{"degradation": "gaussian_blur", "severities": [4]}],
+            )
+        )
+    )
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "gaussian_blur.sev=4" in out and "top-1 acc" in out
@@ -459,15 +522,25 @@ def test_cli_run_and_user_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
-    cfg = _cfg(data={"kind": "mnist_5k", "limit": 400}, shard_size=20, batch_size=20, conditions=[
-        {"degradation": "gaussian_noise", "grid": {"variance": [0.05, 0.2]}},
-        {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.0]}}])
+    cfg = _cfg(
+        data={"kind": "mnist_5k", "limit": 400},
+        shard_size=20,
+        batch_size=20,
+        conditions=[
+            {"degradation": "gaussian_noise", "grid": {"variance": [0.05, 0.2]}},
+            {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.0]}},
+        ],
+    )
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "weakspot.cli", "run", str(path), "--out", str(out),
-                             "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "weakspot.cli", "run", str(path), "--out", str(out), "--no-progress"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list((out / "predictions").glob("*/shard-*.parquet"))) >= 5:
@@ -501,17 +574,34 @@ def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
 def test_conditions_round_trip_through_the_store(tmp_path, photos):
     from weakspot.evaluate.engine import _write_conditions
 
-    conds, _ = expand_conditions(parse_config(_cfg(conditions=[
-        {"degradation": "gaussian_noise", "severities": [2]},
-        {"compose": [{"name": "gaussian_blur", "sigma_px": 1}, {"name": "gaussian_noise", "variance": 0.01}],
-         "id": "blur+noise"}])).conditions)
+    conds, _ = expand_conditions(
+        parse_config(
+            _cfg(
+                conditions=[
+                    {"degradation": "gaussian_noise", "severities": [2]},
+                    {
+                        "compose": [
+                            {"name": "gaussian_blur", "sigma_px": 1},
+                            {"name": "gaussian_noise", "variance": 0.01},
+                        ],
+                        "id": "blur+noise",
+                    },
+                ]
+            )
+        ).conditions
+    )
     _write_conditions(ResultsStore(tmp_path), conds)
     back = load_run_conditions(tmp_path)
     assert set(back) == {"clean", "gaussian_noise.sev=2", "blur+noise"}
     for c in conds:
         r = back[c.condition_id]
-        assert (r.family, r.severity, r.axis, r.axis_value, r.degradation) == \
-            (c.family, c.severity, c.axis, c.axis_value, c.degradation)
+        assert (r.family, r.severity, r.axis, r.axis_value, r.degradation) == (
+            c.family,
+            c.severity,
+            c.axis,
+            c.axis_value,
+            c.degradation,
+        )
         ids = ["p0", "p1"]
         assert torch.equal(apply_condition(r, photos[:2], ids, 1), apply_condition(c, photos[:2], ids, 1))
 

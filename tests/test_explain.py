@@ -45,7 +45,9 @@ def imagenet_photos() -> tuple[torch.Tensor, list[int]]:
 
     folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     files = sorted(folder.glob("imagenet_0[0-3]_*.jpg"))  # read as files; foolbox is not imported
-    x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    x = torch.stack(
+        [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    )
     return x.float() / 255, [int(f.stem.split("_")[-1]) for f in files]
 
 
@@ -99,9 +101,17 @@ def test_grad_cam_keeps_raw_strength_and_is_batch_invariant(mnist_cnn, digits):
     s = grad_cam(mnist_cnn, x)
     # logits ×2.5 → gradients ×2.5 → the raw map ×2.5 (a normalised map would not change)
     scaled = torch.nn.Sequential(mnist_cnn.module, _Scale(2.5)).eval()
-    s2 = grad_cam(scaled, x, targets=s.targets, target_layer=mnist_cnn.target_layer, preprocess=as_net(mnist_cnn).normalize)
+    s2 = grad_cam(
+        scaled,
+        x,
+        targets=s.targets,
+        target_layer=mnist_cnn.target_layer,
+        preprocess=as_net(mnist_cnn).normalize,
+    )
     torch.testing.assert_close(s2.maps, 2.5 * s.maps, rtol=1e-4, atol=1e-6)
-    one_by_one = torch.cat([grad_cam(mnist_cnn, x[i : i + 1], targets=s.targets[i : i + 1]).maps for i in range(8)])
+    one_by_one = torch.cat(
+        [grad_cam(mnist_cnn, x[i : i + 1], targets=s.targets[i : i + 1]).maps for i in range(8)]
+    )
     torch.testing.assert_close(one_by_one, s.maps, rtol=1e-4, atol=1e-6)
     small = grad_cam(mnist_cnn, x, batch_size=3)
     torch.testing.assert_close(small.maps, s.maps, rtol=1e-4, atol=1e-6)
@@ -134,7 +144,9 @@ def test_model_view_of_a_list_of_images_equals_that_of_the_batch(mnist_cnn, digi
         view = model_view(model, list(x))
         assert isinstance(view, torch.Tensor)
         torch.testing.assert_close(view, model_view(model, x))
-    torch.testing.assert_close(model_view(mnist_cnn.module, list(x)), x)  # a plain module sees the images as given
+    torch.testing.assert_close(
+        model_view(mnist_cnn.module, list(x)), x
+    )  # a plain module sees the images as given
 
 
 @pytest.mark.parametrize("window, stride", [(7, 7), (8, 4), (7, 5)])  # (7, 5) does not tile 28 px
@@ -150,7 +162,11 @@ def test_occlusion_equals_captum(mnist_cnn, digits, window, stride):
         return torch.softmax(net.logits_of_view(v), 1)
 
     ref = Occlusion(prob).attribute(
-        s.views, sliding_window_shapes=(1, window, window), strides=(1, stride, stride), baselines=0.5, target=y[:8]
+        s.views,
+        sliding_window_shapes=(1, window, window),
+        strides=(1, stride, stride),
+        baselines=0.5,
+        target=y[:8],
     )
     torch.testing.assert_close(s.maps, ref[:, 0].float(), rtol=1e-4, atol=1e-5)
 
@@ -171,8 +187,14 @@ def test_occlusion_of_exported_models_equals_captum_on_the_pytorch_module(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "onnx":
-            torch.onnx.export(mnist_cnn.module, torch.zeros(2, 1, 28, 28), str(path), dynamo=False,
-                              input_names=["x"], dynamic_axes={"x": {0: "b"}})
+            torch.onnx.export(
+                mnist_cnn.module,
+                torch.zeros(2, 1, 28, 28),
+                str(path),
+                dynamo=False,
+                input_names=["x"],
+                dynamic_axes={"x": {0: "b"}},
+            )
         else:
             torch.jit.save(torch.jit.trace(mnist_cnn.module, torch.zeros(1, 1, 28, 28)), str(path))
     exported = load_model(str(path), preprocess=mnist_cnn.preprocess_config.to_dict())
@@ -181,7 +203,8 @@ def test_occlusion_of_exported_models_equals_captum_on_the_pytorch_module(tmp_pa
     s = occlusion(exported, x, targets=y[:6], window_px=6, stride_px=3, baseline=0.5, batch_size=40)
     net = as_net(mnist_cnn)
     ref = Occlusion(lambda v: torch.softmax(net.logits_of_view(v), 1)).attribute(
-        x, sliding_window_shapes=(1, 6, 6), strides=(1, 3, 3), baselines=0.5, target=y[:6])
+        x, sliding_window_shapes=(1, 6, 6), strides=(1, 3, 3), baselines=0.5, target=y[:6]
+    )
     torch.testing.assert_close(s.maps, ref[:, 0].float(), rtol=1e-4, atol=1e-5)
     assert s.maps.abs().amax() > 0.01  # the digits' strokes matter: a real map, not zeros
     if fmt == "onnx":
@@ -198,15 +221,18 @@ def test_grad_cam_beats_random_map_on_deletion_and_insertion(lite0, imagenet_pho
     # over 4 random maps per image (one map's AUC alone scatters by ±0.06, as much as the margin)
     k = 4
     targets = torch.as_tensor(s.targets).repeat(k)
-    rnd = deletion_insertion(lite0, x.repeat(k, 1, 1, 1), random_maps(4 * k, 224, 224, generator=0, cell_px=32),
-                             targets, steps=5)
+    rnd = deletion_insertion(
+        lite0, x.repeat(k, 1, 1, 1), random_maps(4 * k, 224, 224, generator=0, cell_px=32), targets, steps=5
+    )
     rnd_deletion_auc = rnd.deletion_auc.reshape(k, 4).mean(0)
     rnd_insertion_auc = rnd.insertion_auc.reshape(k, 4).mean(0)
     assert cam.deletion.shape == (4, 6) and np.allclose(cam.fractions, np.linspace(0, 1, 6))
     # both curves start (nothing removed / all blurred) and end at the same images
     np.testing.assert_allclose(cam.deletion[:, 0], s.probs.numpy(), atol=1e-4)
     np.testing.assert_allclose(cam.insertion[:, -1], s.probs.numpy(), atol=1e-4)
-    np.testing.assert_allclose(rnd.deletion[:, -1].reshape(k, 4), np.tile(cam.deletion[:, -1], (k, 1)), atol=1e-5)
+    np.testing.assert_allclose(
+        rnd.deletion[:, -1].reshape(k, 4), np.tile(cam.deletion[:, -1], (k, 1)), atol=1e-5
+    )
     assert cam.deletion_auc.mean() < rnd_deletion_auc.mean() - 0.05
     assert cam.insertion_auc.mean() > rnd_insertion_auc.mean() + 0.05
     assert (cam.insertion_auc > rnd_insertion_auc).sum() >= 3
@@ -219,11 +245,15 @@ def test_map_comparisons_against_analytic_values():
     torch.testing.assert_close(centroid(a), torch.tensor([[2.5, 3.5], [5.5, 12.5]], dtype=torch.float64))
     b = torch.roll(a, shifts=(3, 4), dims=(1, 2))  # 3 down, 4 right: 5 px
     diag = (10**2 + 20**2) ** 0.5
-    torch.testing.assert_close(centroid_shift(a, b, relative=False), torch.tensor([5.0, 5.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        centroid_shift(a, b, relative=False), torch.tensor([5.0, 5.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(centroid_shift(a, b), torch.tensor([5 / diag] * 2, dtype=torch.float64))
     g = torch.Generator().manual_seed(0)
     m = torch.rand(3, 8, 8, generator=g)
-    torch.testing.assert_close(cosine_distance(m, 3 * m), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        cosine_distance(m, 3 * m), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0
+    )
     torch.testing.assert_close(topk_overlap(m, m, 0.25), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(topk_overlap(m, -m, 0.25), torch.zeros(3, dtype=torch.float64))
     n = torch.rand(3, 8, 8, generator=g)

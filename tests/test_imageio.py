@@ -23,7 +23,7 @@ def test_conversion_rules(tmp_path):
     assert g.shape == (3, 8, 8) and torch.equal(g[0], g[2])
     assert load_image(tmp_path / "g.png", channels=1).shape == (1, 8, 8)
 
-    g16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    g16 = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     Image.fromarray(g16).save(tmp_path / "g16.png")
     t16 = load_image(tmp_path / "g16.png", channels=1)
     assert torch.allclose(t16[0], torch.from_numpy(g16.astype(np.float32) / 65535), atol=1e-6)
@@ -40,7 +40,9 @@ def test_conversion_rules(tmp_path):
     pal.putpalette([0, 0, 255, 0, 255, 0] + [0] * 762)
     pal.save(tmp_path / "p.png")
     p = load_image(tmp_path / "p.png")
-    assert torch.equal(p[:, 0, 0], torch.tensor([0.0, 0, 1])) and torch.equal(p[:, 0, 1], torch.tensor([0.0, 1, 0]))
+    assert torch.equal(p[:, 0, 0], torch.tensor([0.0, 0, 1])) and torch.equal(
+        p[:, 0, 1], torch.tensor([0.0, 1, 0])
+    )
 
     Image.fromarray(np.full((4, 4, 4), 128, np.uint8), mode="CMYK").save(tmp_path / "c.jpg")
     assert load_image(tmp_path / "c.jpg").shape == (3, 4, 4)
@@ -82,7 +84,7 @@ def test_exif_orientation_is_applied(tmp_path, photo_uint8):
 def test_16_bit_gray_keeps_every_level(tmp_path):
     """A 16-bit gray PNG whose levels differ by 1/65535 keeps them (÷ 65535, not ÷ 257 then
     8-bit): neighbouring values stay distinct and exact."""
-    g16 = (np.arange(256, dtype=np.uint16).reshape(16, 16) + 30000)  # 30000 … 30255: one 8-bit step
+    g16 = np.arange(256, dtype=np.uint16).reshape(16, 16) + 30000  # 30000 … 30255: one 8-bit step
     Image.fromarray(g16).save(tmp_path / "g16.png")
     with Image.open(tmp_path / "g16.png") as im:
         assert im.mode == "I;16"

@@ -33,7 +33,10 @@ def test_all_nineteen_and_mixed_are_registered():
     for spec in weakspot.list_specs("imagenet_c/*"):
         assert spec.family == "imagenet_c"
         assert sorted(spec.severities) == [1, 2, 3, 4, 5]
-    assert weakspot.get_degradation("imagenet_c/fog", severity=3).params == {"fog_strength": 2.5, "wibble_decay": 1.7}
+    assert weakspot.get_degradation("imagenet_c/fog", severity=3).params == {
+        "fog_strength": 2.5,
+        "wibble_decay": 1.7,
+    }
     assert weakspot.get_degradation("imagenet_c/shot_noise", severity=5).params == {"photons": 3.0}
 
 
@@ -105,9 +108,17 @@ def test_gradients_flow(name, small):
 
 @pytest.mark.parametrize(
     "name,params",
-    [("contrast", {}), ("brightness", {}), ("saturate", {}), ("defocus_blur", {}), ("gaussian_blur", {}),
-     ("zoom_blur", {}), ("pixelate", {}), ("motion_blur", {"angle_min_deg": 20.0, "angle_max_deg": 20.0}),
-     ("fog", {})],
+    [
+        ("contrast", {}),
+        ("brightness", {}),
+        ("saturate", {}),
+        ("defocus_blur", {}),
+        ("gaussian_blur", {}),
+        ("zoom_blur", {}),
+        ("pixelate", {}),
+        ("motion_blur", {"angle_min_deg": 20.0, "angle_max_deg": 20.0}),
+        ("fog", {}),
+    ],
 )
 def test_gradient_matches_finite_differences(name, params, small):
     """<∇f(x), v> against (f(x + εv) − f(x − εv)) / 2ε, in float64, away from the clip points."""
@@ -173,7 +184,9 @@ def test_jpeg_exact_is_libjpeg_and_approximation_is_close(photos):
             buf = io.BytesIO()
             Image.fromarray((x[i] * 255).round().byte().permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=q)
             ref = np.asarray(Image.open(buf)).astype(np.float64) / 255
-            np.testing.assert_array_equal((ours[i] * 255).round().permute(1, 2, 0).double().numpy(), ref * 255)
+            np.testing.assert_array_equal(
+                (ours[i] * 255).round().permute(1, 2, 0).double().numpy(), ref * 255
+            )
             assert np.abs(approx[i].permute(1, 2, 0).double().numpy() - ref).mean() <= 2 / 255
 
 
@@ -204,7 +217,10 @@ def test_canny_equalize_and_distance_equal_opencv_and_scipy(photo_uint8):
     edges = canny(t, 50, 150)[0, 0].numpy()
     np.testing.assert_array_equal(edges, cv2.Canny(grey, 50, 150) > 0)
     # a batch: each image's edges on its own (the edge candidates are gathered batch-wide)
-    others = [np.ascontiguousarray(grey[::-1, ::-1]), cv2.cvtColor(photo_uint8, cv2.COLOR_RGB2GRAY)[60:180, 40:190]]
+    others = [
+        np.ascontiguousarray(grey[::-1, ::-1]),
+        cv2.cvtColor(photo_uint8, cv2.COLOR_RGB2GRAY)[60:180, 40:190],
+    ]
     batch = canny(torch.from_numpy(np.stack([grey, *others])).float()[:, None], 30, 90)
     for i, g in enumerate([grey, *others]):
         np.testing.assert_array_equal(batch[i, 0].numpy(), cv2.Canny(g, 30, 90) > 0)
@@ -221,7 +237,9 @@ def test_glass_shuffle_map_equals_the_sequential_scan():
         steps = torch.randint(-d, d, (2, iters, 30, 27, 2), generator=torch.Generator().manual_seed(d))
         ours = glass_shuffle_map(steps, d)
         for b in range(2):
-            np.testing.assert_array_equal(ours[b].numpy(), simulate_glass_shuffle(steps[b].numpy(), d).ravel())
+            np.testing.assert_array_equal(
+                ours[b].numpy(), simulate_glass_shuffle(steps[b].numpy(), d).ravel()
+            )
 
 
 def test_glass_step_codes_are_uniform_steps_and_keyed_per_image():
@@ -290,10 +308,12 @@ def test_glass_blur_fast_path_matches_the_plain_reference_and_autograd_bytes(pho
 
     d = 2
     codes = glass_step_codes((1, 2, 13, 11), d, 9)
-    steps = torch.stack([(codes.long() >> (_code_base(d).bit_length() - 1)) - d,
-                         (codes.long() & (_code_base(d) - 1)) - d], -1)
-    np.testing.assert_array_equal(glass_shuffle_map_reference(codes, d)[0].numpy(),
-                                  simulate_glass_shuffle(steps[0].numpy(), d).ravel())
+    steps = torch.stack(
+        [(codes.long() >> (_code_base(d).bit_length() - 1)) - d, (codes.long() & (_code_base(d) - 1)) - d], -1
+    )
+    np.testing.assert_array_equal(
+        glass_shuffle_map_reference(codes, d)[0].numpy(), simulate_glass_shuffle(steps[0].numpy(), d).ravel()
+    )
 
 
 def test_zoom_stack_matrix_equals_scipy_zooms_and_the_resampling_path():
@@ -309,7 +329,11 @@ def test_zoom_stack_matrix_equals_scipy_zooms_and_the_resampling_path():
     )
 
     gen = torch.Generator().manual_seed(3)
-    for (h, w), (stop, step) in (((33, 37), (1.31, 0.03)), ((64, 48), (1.16, 0.01)), ((40, 40), (1.26, 0.02))):
+    for (h, w), (stop, step) in (
+        ((33, 37), (1.31, 0.03)),
+        ((64, 48), (1.16, 0.01)),
+        ((40, 40), (1.26, 0.02)),
+    ):
         x = torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64)
         factors = tuple(float(z) for z in zoom_factors(stop, step))
         m = zoom_stack_matrix(h, w, factors, torch.float64)
@@ -341,10 +365,14 @@ def test_filters_agree_with_direct_convolution():
     x = torch.rand(2, 3, 40, 50, generator=g, dtype=torch.float64)
     k = torch.rand(2, 7, 9, generator=g, dtype=torch.float64)
     torch.testing.assert_close(fft_filter2d(x, k, "replicate"), filter2d(x, k, "replicate"))
-    torch.testing.assert_close(shift_filter2d(x, k[0, :5, :3], "reflect"), filter2d(x, k[0, :5, :3], "reflect"))
+    torch.testing.assert_close(
+        shift_filter2d(x, k[0, :5, :3], "reflect"), filter2d(x, k[0, :5, :3], "reflect")
+    )
     for sigma in (0.7, 3.0, 6.0):  # shifted sums and band-matrix products
         for border in ("replicate", "reflect"):
-            torch.testing.assert_close(fast_gaussian_blur2d(x, sigma, border=border), gaussian_blur2d(x, sigma, border=border))
+            torch.testing.assert_close(
+                fast_gaussian_blur2d(x, sigma, border=border), gaussian_blur2d(x, sigma, border=border)
+            )
     mk = motion_kernel(6, 3.0, torch.tensor([-40.0, 10.0]), 40, 50, torch.float64)
     torch.testing.assert_close(fft_correlate(x, mk), filter2d(x, mk, "replicate"))
     assert [next_fast_len(n) for n in (7, 224, 257, 301)] == [8, 225, 270, 320]
@@ -370,8 +398,14 @@ def test_mixed_applies_k_registered_corruptions_per_image(small):
     # held-out subset, k = 1, severity 3: every image must equal one of the four corruptions;
     # the deterministic two (gaussian_blur, saturate) can be recognised exactly
     x = small.repeat(8, 1, 1, 1)
-    out = mixed(x, generator=[keyed_generator("mix", i) for i in range(len(x))], k=1, severity_min=3,
-                severity_max=3, subset="held_out")
+    out = mixed(
+        x,
+        generator=[keyed_generator("mix", i) for i in range(len(x))],
+        k=1,
+        severity_min=3,
+        severity_max=3,
+        subset="held_out",
+    )
     det = [corrupt(x, "gaussian_blur", 3), corrupt(x, "saturate", 3)]
     hits = sum(int(any(torch.allclose(out[i], d[i], atol=1e-6) for d in det)) for i in range(len(x)))
     assert 2 <= hits <= 14  # ~half of 16

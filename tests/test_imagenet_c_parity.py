@@ -81,8 +81,16 @@ def _assert_spectrum(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
 
 # ----------------------------------------------------------------- deterministic
 
-DETERMINISTIC = ["brightness", "contrast", "saturate", "jpeg_compression", "pixelate", "defocus_blur",
-                 "gaussian_blur", "zoom_blur"]
+DETERMINISTIC = [
+    "brightness",
+    "contrast",
+    "saturate",
+    "jpeg_compression",
+    "pixelate",
+    "defocus_blur",
+    "gaussian_blur",
+    "zoom_blur",
+]
 
 
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
@@ -269,7 +277,9 @@ def test_same_random_numbers_give_the_reference_output(two_photos, name, severit
     for i in range(len(u8)):
         draws = _record_draws(monkeypatch)
         keys = KeyedBatch.from_ids(100, [f"photo{i}"], "parity")
-        ours = weakspot.get_degradation(f"imagenet_c/{name}", severity=severity)(two_photos[i : i + 1], generator=keys)
+        ours = weakspot.get_degradation(f"imagenet_c/{name}", severity=severity)(
+            two_photos[i : i + 1], generator=keys
+        )
         with _numpy_draws_from(draws):
             ref = run_reference(u8[i], name, severity).astype(np.float64) / 255
         assert np.abs(_hwc(ours)[0] - ref).mean() <= MAE_MAX, name
@@ -284,7 +294,9 @@ def test_glass_blur_with_the_same_steps_gives_the_reference_output(two_photos):
     for severity, d, iters in [(1, 1, 2), (3, 2, 3), (5, 4, 2)]:
         g = torch.Generator().manual_seed(severity)
         steps = torch.randint(-d, d, (1, iters, 64, 64, 2), generator=g)
-        order = [(it, h, w) for it in range(iters) for h in range(64 - d, d, -1) for w in range(64 - d, d, -1)]
+        order = [
+            (it, h, w) for it in range(iters) for h in range(64 - d, d, -1) for w in range(64 - d, d, -1)
+        ]
         feed = iter(order)
         orig = np.random.randint
 

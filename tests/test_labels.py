@@ -93,8 +93,11 @@ def test_every_torchvision_category_maps_to_its_index_or_is_refused(torchvision_
 
 
 def test_ambiguous_name_refused_then_pinned_by_class_map():
-    with pytest.raises(DataError, match=r"'crane' is ambiguous.*134 \(crane bird\), 517 \(construction crane\)"
-                                        r".*class_map"):
+    with pytest.raises(
+        DataError,
+        match=r"'crane' is ambiguous.*134 \(crane bird\), 517 \(construction crane\)"
+        r".*class_map",
+    ):
         resolve_labels(["crane", "goldfish"], NAMES)
     with pytest.raises(DataError, match=r"836 \(sunglasses\), 837 \(sunglasses\)"):
         resolve_labels(["sunglasses"], NAMES)
@@ -113,8 +116,11 @@ def test_names_normalised_and_synonyms():
     assert normalize_name("T-shirt/top") == normalize_name("T_shirt_top") == "t shirt top"
     lm = resolve_labels(folders[:3], NAMES)
     assert lm.as_dict() == {"great_white_shark": 2, "Bull-Mastiff": 243, "tinca tinca": 0}
-    assert dict(zip(lm.folders, lm.how, strict=True)) == {"great_white_shark": "name", "Bull-Mastiff": "synonym",
-                                             "tinca tinca": "synonym"}
+    assert dict(zip(lm.folders, lm.how, strict=True)) == {
+        "great_white_shark": "name",
+        "Bull-Mastiff": "synonym",
+        "tinca tinca": "synonym",
+    }
     # synonyms are ImageNet's; a 3-class model only matches its own names
     assert resolve_labels(["T_shirt_top", "Pullover"], names10).as_dict() == {"T_shirt_top": 0, "Pullover": 2}
     with pytest.raises(DataError, match="folder 'bull mastiff' matches none"):
@@ -122,8 +128,11 @@ def test_names_normalised_and_synonyms():
 
 
 def test_unmatched_folder_is_named_never_numbered():
-    with pytest.raises(DataError, match=r"folder 'holidays' matches none of the model's 1000 class names"
-                                        r".*labels: sorted") as exc:
+    with pytest.raises(
+        DataError,
+        match=r"folder 'holidays' matches none of the model's 1000 class names"
+        r".*labels: sorted",
+    ) as exc:
         resolve_labels(["goldfish", "holidays"], NAMES)
     assert "\n" not in str(exc.value)
     with pytest.raises(DataError, match=r"\(2 such folders: cats, dogs\)"):
@@ -282,7 +291,16 @@ def test_identity_unchanged_by_default_label_options():
     """A run directory made before 'labels'/'class_map' existed still resumes (same identity)."""
     from weakspot.evaluate.config import parse_config
 
-    old = {"kind": "foolbox", "root": None, "split": "test", "subset": "imagenet", "names": None,
-           "per_class": None, "limit": None}
+    old = {
+        "kind": "foolbox",
+        "root": None,
+        "split": "test",
+        "subset": "imagenet",
+        "names": None,
+        "per_class": None,
+        "limit": None,
+    }
     assert parse_config({"data": {"kind": "foolbox"}}).identity()["data"] == [old]
-    assert parse_config({"data": {"kind": "foolbox", "labels": "none"}}).identity()["data"] == [{**old, "labels": "none"}]
+    assert parse_config({"data": {"kind": "foolbox", "labels": "none"}}).identity()["data"] == [
+        {**old, "labels": "none"}
+    ]

@@ -69,8 +69,13 @@ def test_preprocess_equals_torchvision_transforms(photo_uint8):
 
     img = torch.from_numpy(photo_uint8).permute(2, 0, 1).float() / 255
     for crop in (img, img[:, :299, :451], img[:, :, :211]):  # odd sizes exercise the rounding
-        ref = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224),
-                          v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])(crop)
+        ref = v2.Compose(
+            [
+                v2.Resize(256, antialias=True),
+                v2.CenterCrop(224),
+                v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )(crop)
         assert torch.allclose(Preprocess()(crop[None])[0], ref, atol=1e-5)
     # gray model input from an RGB image = BT.601 luma; list input of mixed sizes
     p = Preprocess(size=(28, 28), resize_px=None, mean=(0.0,), std=(1.0,), channels=1)
@@ -168,10 +173,18 @@ def test_torchscript_and_onnx_give_the_same_predictions(tmp_path, mnist_cnn):
     onnx_path = tmp_path / "cnn.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(mnist_cnn.module, torch.zeros(2, 1, 28, 28), str(onnx_path), dynamo=False,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
-    m_onnx = load_model(str(onnx_path), preprocess=mnist_cnn.preprocess_config.to_dict(),
-                        class_names=mnist_cnn.class_names)
+        torch.onnx.export(
+            mnist_cnn.module,
+            torch.zeros(2, 1, 28, 28),
+            str(onnx_path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+        )
+    m_onnx = load_model(
+        str(onnx_path), preprocess=mnist_cnn.preprocess_config.to_dict(), class_names=mnist_cnn.class_names
+    )
     assert m_onnx.source == "onnx" and not m_onnx.differentiable
     assert torch.allclose(m_onnx.predict_proba(x), ref, atol=1e-4)
     assert (ref.argmax(1) == torch.tensor(ds.labels)).float().mean() >= 0.9
@@ -200,8 +213,14 @@ def lite0_exports(tmp_path_factory, lite0):
     d = tmp_path_factory.mktemp("lite0_export")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(lite0.module, torch.zeros(1, 3, 224, 224), str(d / "lite0.onnx"), dynamo=False,
-                          input_names=["image"], output_names=["logits"])
+        torch.onnx.export(
+            lite0.module,
+            torch.zeros(1, 3, 224, 224),
+            str(d / "lite0.onnx"),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+        )
         torch.jit.save(torch.jit.trace(lite0.module, torch.zeros(1, 3, 224, 224)), str(d / "lite0.pt"))
     return d / "lite0.onnx", d / "lite0.pt"
 
@@ -210,19 +229,29 @@ def _documented_imagenet_input(images: torch.Tensor) -> torch.Tensor:
     """torchvision's own Resize(256) + CenterCrop(224) + Normalize(documented constants)."""
     from torchvision.transforms import v2
 
-    t = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224), v2.Normalize(DOC_IMAGENET_MEAN, DOC_IMAGENET_STD)])
+    t = v2.Compose(
+        [
+            v2.Resize(256, antialias=True),
+            v2.CenterCrop(224),
+            v2.Normalize(DOC_IMAGENET_MEAN, DOC_IMAGENET_STD),
+        ]
+    )
     return torch.stack([t(im) for im in images])
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.slow
-def test_exported_model_without_preprocess_gets_the_documented_defaults(fmt, lite0, lite0_exports, foolbox_imagenet):
+def test_exported_model_without_preprocess_gets_the_documented_defaults(
+    fmt, lite0, lite0_exports, foolbox_imagenet
+):
     path = lite0_exports[0] if fmt == "onnx" else lite0_exports[1]
     m = load_model(str(path))
     assert m.source == fmt and m.num_classes == 1000 and m.class_names[0] == "tench"
     p = m.preprocess_config
     assert p.size == (224, 224) and p.resize_px == 256 and p.channels == 3 and p.interpolation == "bilinear"
-    assert p.mean == pytest.approx(DOC_IMAGENET_MEAN, abs=1e-12) and p.std == pytest.approx(DOC_IMAGENET_STD, abs=1e-12)
+    assert p.mean == pytest.approx(DOC_IMAGENET_MEAN, abs=1e-12) and p.std == pytest.approx(
+        DOC_IMAGENET_STD, abs=1e-12
+    )
     # end to end: the exported model's logits through the loader equal the PyTorch module's
     # logits on the same real photos preprocessed by torchvision with the documented constants
     images = foolbox_imagenet[0][:3]  # native sizes (512 px and larger)
@@ -255,7 +284,13 @@ def test_onnx_defaults_follow_the_graph_input(tmp_path, mnist_cnn):
     with torch.no_grad():
         torch.testing.assert_close(m.module(x), mnist_cnn.module(x), rtol=1e-4, atol=1e-4)
     q = onnx_default_preprocess(["batch", 3, "height", "width"])
-    assert (q.size, q.resize_px, q.channels, q.mean, q.std) == ((224, 224), 256, 3, DOC_IMAGENET_MEAN, DOC_IMAGENET_STD)
+    assert (q.size, q.resize_px, q.channels, q.mean, q.std) == (
+        (224, 224),
+        256,
+        3,
+        DOC_IMAGENET_MEAN,
+        DOC_IMAGENET_STD,
+    )
     assert onnx_default_preprocess(["n", 1, None, None]).mean == (0.5,)
 
 
@@ -268,8 +303,10 @@ def test_torchscript_that_rejects_the_default_input_is_a_clear_error(tmp_path, m
         torch.jit.save(torch.jit.trace(mnist_cnn.module, torch.zeros(1, 1, 28, 28)), str(path))
     with pytest.raises(ModelLoadError, match=r"does not accept a \(1, 3, 224, 224\) input.*preprocess"):
         load_model(str(path))
-    m = load_model(str(path), preprocess={"size": 28, "resize_px": None, "mean": [0.1307], "std": [0.3081],
-                                          "channels": 1})
+    m = load_model(
+        str(path),
+        preprocess={"size": 28, "resize_px": None, "mean": [0.1307], "std": [0.3081], "channels": 1},
+    )
     assert m.num_classes == 10
 
 
@@ -300,8 +337,12 @@ def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, p
     for f in ("my_model.onnx", "my_model.pt", "my_resnet18.pth", "my_classes.txt"):
         assert (tmp_path / f).is_file(), f
     blocks = re.findall(r"<!-- config: (\S+) -->\s*```yaml\n(.*?)```", doc, re.S)
-    assert sorted(n for n, _ in blocks) == ["own_onnx.yaml", "own_timm.yaml", "own_torchscript.yaml",
-                                            "own_torchvision.yaml"]
+    assert sorted(n for n, _ in blocks) == [
+        "own_onnx.yaml",
+        "own_timm.yaml",
+        "own_torchscript.yaml",
+        "own_torchvision.yaml",
+    ]
     keys = {"name", "source", "weights", "num_classes", "class_names", "preprocess", "device"}
     pre_keys = {"size", "resize_px", "interpolation", "mean", "std", "channels"}
     x = photos[:2]
@@ -310,13 +351,19 @@ def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, p
     for name, block in blocks:
         text = (root / "examples" / name).read_text()
         example = yaml.safe_load(text)
-        assert block == text if "data" in yaml.safe_load(block) else yaml.safe_load(block)["model"] == example["model"]
+        assert (
+            block == text
+            if "data" in yaml.safe_load(block)
+            else yaml.safe_load(block)["model"] == example["model"]
+        )
         assert keys <= set(example["model"]) and set(example["model"]["preprocess"]) == pre_keys, name
         (tmp_path / name).write_text(text)
         if example["model"]["source"] == "timm":
             pytest.importorskip("timm")
         m = load_run_model(load_config(tmp_path / name))
-        assert m.source == example["model"]["source"] and m.num_classes == 10 and m.class_names[3] == "class_3"
+        assert (
+            m.source == example["model"]["source"] and m.num_classes == 10 and m.class_names[3] == "class_3"
+        )
         assert m.preprocess_config.mean == pytest.approx(DOC_IMAGENET_MEAN)
         with torch.no_grad():
             torch.testing.assert_close(m(x), want, rtol=1e-4, atol=1e-4, msg=name)
@@ -325,7 +372,18 @@ def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, p
         d = tmp_path / "my_images" / f"class_{k}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(d / f"{k}.png")
-    assert main(["run", str(tmp_path / "own_onnx.yaml"), "--out", str(tmp_path / "runs" / "mine"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "own_onnx.yaml"),
+                "--out",
+                str(tmp_path / "runs" / "mine"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     from weakspot.evaluate import ResultsStore
 

@@ -21,18 +21,20 @@ def run_dir(tmp_path_factory):
     from weakspot.evaluate import parse_config, run_sweep
 
     out = tmp_path_factory.mktemp("perceive") / "run"
-    cfg = parse_config({
-        "name": "perceive-test",
-        "model": {"name": "efficientnet_lite0"},
-        "data": {"kind": "foolbox", "subset": "imagenet", "limit": 4},
-        "seed": 3,
-        "batch_size": 8,
-        "workers": 0,
-        "conditions": [
-            {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.5, 4.0]}},
-            {"degradation": "gaussian_noise", "grid": {"variance": [0.03]}},
-        ],
-    })
+    cfg = parse_config(
+        {
+            "name": "perceive-test",
+            "model": {"name": "efficientnet_lite0"},
+            "data": {"kind": "foolbox", "subset": "imagenet", "limit": 4},
+            "seed": 3,
+            "batch_size": 8,
+            "workers": 0,
+            "conditions": [
+                {"degradation": "gaussian_blur", "grid": {"sigma_px": [1.5, 4.0]}},
+                {"degradation": "gaussian_noise", "grid": {"variance": [0.03]}},
+            ],
+        }
+    )
     run_sweep(cfg, out, progress=False)
     return out
 
@@ -71,10 +73,13 @@ def test_numbers_match_the_store_and_independent_statistics(run_dir, perception)
     store = ResultsStore(run_dir)
     ref = store.sql(
         "select d.condition_id, d.image_index, c.top1_prob - d.p_clean_top1 as drop "
-        "from predictions d join predictions c on c.image_index = d.image_index and c.condition_id = 'clean'")
+        "from predictions d join predictions c on c.image_index = d.image_index and c.condition_id = 'clean'"
+    )
     m = t.merge(ref, on=["condition_id", "image_index"])
     np.testing.assert_allclose(m.prob_drop, m["drop"], atol=1e-6)
-    acc = store.sql("select condition_id, avg(correct1::int) as a from predictions group by 1").set_index("condition_id")
+    acc = store.sql("select condition_id, avg(correct1::int) as a from predictions group by 1").set_index(
+        "condition_id"
+    )
     np.testing.assert_allclose(c.set_index("condition_id").top1_acc, acc.loc[c.condition_id, "a"], atol=1e-12)
 
     def row(rel, measure):
@@ -90,7 +95,9 @@ def test_numbers_match_the_store_and_independent_statistics(run_dir, perception)
         wrong = ~t.correct1.astype(bool)
         if wrong.any() and (~wrong).any():  # AUC = U / (n_wrong · n_right)
             u = mannwhitneyu(t[measure][wrong], t[measure][~wrong]).statistic
-            assert row("quality_predicts_error", measure).value == pytest.approx(u / (wrong.sum() * (~wrong).sum()))
+            assert row("quality_predicts_error", measure).value == pytest.approx(
+                u / (wrong.sum() * (~wrong).sum())
+            )
 
 
 def test_physics_and_saliency_invariants(perception):
@@ -112,10 +119,28 @@ def test_physics_and_saliency_invariants(perception):
 
 
 def test_cli_perceive_and_user_errors(run_dir, tmp_path, capsys):
-    assert main(["perceive", str(run_dir), "--max-images", "2", "--n-boot", "0", "--overlays", "0",
-                 "--conditions", "gaussian_noise*", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "perceive",
+                str(run_dir),
+                "--max-images",
+                "2",
+                "--n-boot",
+                "0",
+                "--overlays",
+                "0",
+                "--conditions",
+                "gaussian_noise*",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "perception: 2 images × 2 conditions" in out and "spearman" in out and "correlations.parquet" in out
+    assert (
+        "perception: 2 images × 2 conditions" in out and "spearman" in out and "correlations.parquet" in out
+    )
     assert main(["perceive", str(tmp_path)]) == 2
     assert "is not a weakspot run" in " ".join(capsys.readouterr().err.split())  # one line, rich-wrapped
     assert main(["perceive", str(run_dir), "--conditions", "nothing*", "--no-progress"]) == 2
@@ -161,18 +186,28 @@ def exported_runs(tmp_path_factory):
     cnn = bundled("mnist_cnn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(cnn.module, torch.zeros(2, 1, 28, 28), str(d / "cnn.onnx"), dynamo=False,
-                          input_names=["x"], dynamic_axes={"x": {0: "b"}})
+        torch.onnx.export(
+            cnn.module,
+            torch.zeros(2, 1, 28, 28),
+            str(d / "cnn.onnx"),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "b"}},
+        )
         torch.jit.save(torch.jit.trace(cnn.module, torch.zeros(1, 1, 28, 28)), str(d / "cnn.pt"))
     runs = {}
     for fmt, f in (("onnx", "cnn.onnx"), ("torchscript", "cnn.pt")):
-        cfg = parse_config({
-            "name": f"perceive-{fmt}",
-            "model": {"name": str(d / f), "preprocess": cnn.preprocess_config.to_dict()},
-            "data": {"kind": "mnist_5k", "limit": 32},
-            "seed": 1, "batch_size": 32, "workers": 0,
-            "conditions": [{"degradation": "gaussian_blur", "grid": {"sigma_px": [1.5]}}],
-        })
+        cfg = parse_config(
+            {
+                "name": f"perceive-{fmt}",
+                "model": {"name": str(d / f), "preprocess": cnn.preprocess_config.to_dict()},
+                "data": {"kind": "mnist_5k", "limit": 32},
+                "seed": 1,
+                "batch_size": 32,
+                "workers": 0,
+                "conditions": [{"degradation": "gaussian_blur", "grid": {"sigma_px": [1.5]}}],
+            }
+        )
         run_sweep(cfg, d / fmt, progress=False)
         runs[fmt] = (d / fmt, cfg)
     return runs
@@ -209,8 +244,12 @@ def test_perceive_on_onnx_and_torchscript_runs_uses_occlusion(exported_runs, fmt
     cnn = bundled("mnist_cnn")
     net = as_net(cnn)
     ref = Occlusion(lambda v: torch.softmax(net.logits_of_view(v), 1)).attribute(
-        net.view(x), sliding_window_shapes=(1, 4, 4), strides=(1, 4, 4), baselines=0.5,
-        target=torch.tensor(clean.top1.to_numpy(dtype=np.int64)))
+        net.view(x),
+        sliding_window_shapes=(1, 4, 4),
+        strides=(1, 4, 4),
+        baselines=0.5,
+        target=torch.tensor(clean.top1.to_numpy(dtype=np.int64)),
+    )
     want = ref[:, 0].clamp_min(0).mean(dim=(-2, -1)).numpy()
     np.testing.assert_allclose(clean.saliency_strength.to_numpy(), want, rtol=1e-4, atol=1e-6)
     assert want.max() > 1e-2  # a real map: hiding strokes lowers the probability of the digit
@@ -218,17 +257,38 @@ def test_perceive_on_onnx_and_torchscript_runs_uses_occlusion(exported_runs, fmt
     # blur makes the CNN less sure, so hiding a window costs more probability on average
     assert deg.saliency_strength.mean() > clean.saliency_strength.mean()
     # the CLI: auto works, Grad-CAM is refused in one line, 'none' skips saliency
-    assert main(["perceive", str(run), "--max-images", "4", "--n-boot", "0", "--overlays", "0", "--no-progress"]) == 0
+    assert (
+        main(["perceive", str(run), "--max-images", "4", "--n-boot", "0", "--overlays", "0", "--no-progress"])
+        == 0
+    )
     assert "occlusion" in capsys.readouterr().out
     assert main(["perceive", str(run), "--saliency", "gradcam", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--saliency occlusion" in " ".join(err.split())
-    assert main(["perceive", str(run), "--saliency", "none", "--max-images", "4", "--n-boot", "0",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "perceive",
+                str(run),
+                "--saliency",
+                "none",
+                "--max-images",
+                "4",
+                "--n-boot",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     meta = json.loads((run / "perception" / "meta.json").read_text())
     t2 = pd.read_parquet(run / "perception" / "images.parquet")
-    assert meta["saliency"] == "none" and t2.saliency_strength.isna().all() and (t2.top1_regenerated == t2.top1).all()
+    assert (
+        meta["saliency"] == "none"
+        and t2.saliency_strength.isna().all()
+        and (t2.top1_regenerated == t2.top1).all()
+    )
 
 
 def test_saliency_choice(lite0, mnist_cnn):
@@ -259,8 +319,18 @@ def test_full_reference_columns_match_skimage_and_physics(run_dir, perception):
     for (_, r), x, y in zip(rows.iterrows(), deg, clean, strict=True):
         a, b = x.clamp(0, 1).double().permute(1, 2, 0).numpy(), y.double().permute(1, 2, 0).numpy()
         assert r.psnr_db == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1.0), rel=1e-9)
-        assert r.ssim == pytest.approx(structural_similarity(b, a, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                                             use_sample_covariance=False, data_range=1.0), abs=1e-9)
+        assert r.ssim == pytest.approx(
+            structural_similarity(
+                b,
+                a,
+                channel_axis=-1,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1.0,
+            ),
+            abs=1e-9,
+        )
     blur = sorted((i for i in c.index if i.startswith("gaussian_blur")), key=lambda i: c.loc[i, "axis_value"])
     assert c.loc[blur[0], "mean_psnr_db"] > c.loc[blur[1], "mean_psnr_db"]
     assert c.loc[blur[0], "mean_ssim"] > c.loc[blur[1], "mean_ssim"]

@@ -17,19 +17,65 @@ def _ctab():
     """clean + exposure (smaller exposure_s is worse: direction −1, no severities) + a blur with
     severities. BRISQUE is built to rate the darkest exposure BETTER than clean (the measured
     failure), NIQE to grow with damage everywhere; PSNR falls with damage (higher = better)."""
-    rows = [dict(condition_id="clean", degradation="clean", severity=np.nan, axis=None, axis_value=np.nan,
-                 axis_unit=None, direction=1, mean_niqe=4.0, mean_brisque=20.0, mean_psnr_db=np.nan)]
+    rows = [
+        dict(
+            condition_id="clean",
+            degradation="clean",
+            severity=np.nan,
+            axis=None,
+            axis_value=np.nan,
+            axis_unit=None,
+            direction=1,
+            mean_niqe=4.0,
+            mean_brisque=20.0,
+            mean_psnr_db=np.nan,
+        )
+    ]
     for x, b, q, p in ((0.004, 22.0, 5.0, 30.0), (0.001, 19.0, 6.0, 24.0), (0.00025, 12.0, 8.0, 15.0)):
-        rows.append(dict(condition_id=f"exposure.exposure_s={x}", degradation="exposure", severity=np.nan,
-                         axis="exposure_s", axis_value=x, axis_unit="s", direction=-1, mean_niqe=q, mean_brisque=b,
-                         mean_psnr_db=p))
+        rows.append(
+            dict(
+                condition_id=f"exposure.exposure_s={x}",
+                degradation="exposure",
+                severity=np.nan,
+                axis="exposure_s",
+                axis_value=x,
+                axis_unit="s",
+                direction=-1,
+                mean_niqe=q,
+                mean_brisque=b,
+                mean_psnr_db=p,
+            )
+        )
     for s, b, q, p in ((1, 25.0, 4.5, 33.0), (3, 35.0, 5.5, 27.0), (5, 50.0, 7.0, 22.0)):
-        rows.append(dict(condition_id=f"blur.sev={s}", degradation="blur", severity=float(s), axis="sigma_px",
-                         axis_value=float(s), axis_unit="px", direction=1, mean_niqe=q, mean_brisque=b,
-                         mean_psnr_db=p))
+        rows.append(
+            dict(
+                condition_id=f"blur.sev={s}",
+                degradation="blur",
+                severity=float(s),
+                axis="sigma_px",
+                axis_value=float(s),
+                axis_unit="px",
+                direction=1,
+                mean_niqe=q,
+                mean_brisque=b,
+                mean_psnr_db=p,
+            )
+        )
     # one level only: never judged
-    rows.append(dict(condition_id="fog.sev=1", degradation="fog", severity=1.0, axis=None, axis_value=np.nan,
-                     axis_unit=None, direction=1, mean_niqe=1.0, mean_brisque=1.0, mean_psnr_db=40.0))
+    rows.append(
+        dict(
+            condition_id="fog.sev=1",
+            degradation="fog",
+            severity=1.0,
+            axis=None,
+            axis_value=np.nan,
+            axis_unit=None,
+            direction=1,
+            mean_niqe=1.0,
+            mean_brisque=1.0,
+            mean_psnr_db=40.0,
+        )
+    )
     return pd.DataFrame(rows)
 
 
@@ -45,8 +91,13 @@ def test_flags_a_metric_that_ranks_against_the_damage_order():
     assert "0.001 s better than 0.004 s" in r.inversions and "0.00025 s better than 0.001 s" in r.inversions
     assert "BRISQUE" in r.message and "exposure" in r.message and "0.00025 s" in r.message
     # NIQE grows with damage on both; BRISQUE on blur too; PSNR falls (higher = better) -> not flagged
-    for key in (("exposure", "niqe"), ("blur", "niqe"), ("blur", "brisque"), ("exposure", "psnr_db"),
-                ("blur", "psnr_db")):
+    for key in (
+        ("exposure", "niqe"),
+        ("blur", "niqe"),
+        ("blur", "brisque"),
+        ("exposure", "psnr_db"),
+        ("blur", "psnr_db"),
+    ):
         assert not got.loc[key].flagged and got.loc[key].rho == pytest.approx(1.0), key
     # full-reference measures are not defined on clean: judged on the degraded levels only
     assert got.loc[("exposure", "psnr_db")].n_levels == 3 and got.loc[("exposure", "niqe")].n_levels == 4
@@ -74,21 +125,26 @@ def _corr(rows):
 
 
 def test_plain_conclusions_state_number_interval_and_no_evidence():
-    corr = _corr([
-        ("quality_predicts_error", "brisque", "image", "auc", 0.71, 0.62, 0.80, 120, "", ""),
-        ("quality_predicts_error", "niqe", "image", "auc", 0.55, 0.45, 0.66, 120, "", ""),
-        ("quality_predicts_error", "ssim", "image", "auc", 0.30, 0.20, 0.40, 100, "", ""),
-        ("mean_quality_vs_top1_acc", "brisque", "condition", "spearman", -0.7, -0.9, -0.3, 12, "", ""),
-        ("mean_quality_vs_top1_acc", "psnr_db", "condition", "spearman", 0.2, -0.3, 0.6, 11, "", ""),
-        ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
-        ("saliency_shift_px", "grad_cam", "degradation", "mean", 1.2, 0.4, 2.1, 60, "", "jpeg"),
-    ])
+    corr = _corr(
+        [
+            ("quality_predicts_error", "brisque", "image", "auc", 0.71, 0.62, 0.80, 120, "", ""),
+            ("quality_predicts_error", "niqe", "image", "auc", 0.55, 0.45, 0.66, 120, "", ""),
+            ("quality_predicts_error", "ssim", "image", "auc", 0.30, 0.20, 0.40, 100, "", ""),
+            ("mean_quality_vs_top1_acc", "brisque", "condition", "spearman", -0.7, -0.9, -0.3, 12, "", ""),
+            ("mean_quality_vs_top1_acc", "psnr_db", "condition", "spearman", 0.2, -0.3, 0.6, 11, "", ""),
+            ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
+            ("saliency_shift_px", "grad_cam", "degradation", "mean", 1.2, 0.4, 2.1, 60, "", "jpeg"),
+        ]
+    )
     text = plain_conclusions(corr, quality_order_flags(_ctab()))
     joined = "\n".join(text)
     assert "BRISQUE predicts which images the model gets wrong: AUC 0.71 [0.62, 0.80]" in joined
     assert "No evidence that NIQE predicts" in joined and "[0.45, 0.66]" in joined
     assert "SSIM rates the images the model gets wrong as better quality: AUC 0.30 [0.20, 0.40]" in joined
-    assert "worse mean quality goes with lower top-1 accuracy (Spearman): BRISQUE ρ -0.70 [-0.90, -0.30]" in joined
+    assert (
+        "worse mean quality goes with lower top-1 accuracy (Spearman): BRISQUE ρ -0.70 [-0.90, -0.30]"
+        in joined
+    )
     assert "No evidence that mean quality tracks top-1 accuracy across conditions for: PSNR ρ +0.20" in joined
     assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in joined
     assert "No evidence that saliency moves under jpeg" in joined
@@ -118,9 +174,18 @@ def test_relations_orient_full_reference_auc_and_use_degraded_rows():
     img["prob_drop"] = rng.random(3 * n)
     for c in ("map_saliency_pearson", "map_saliency_topk", "saliency_shift", "saliency_shift_px"):
         img[c] = np.nan
-    ct = img.groupby("condition_id", sort=False).agg(
-        mean_niqe=("niqe", "mean"), mean_brisque=("brisque", "mean"), mean_psnr_db=("psnr_db", "mean"),
-        mean_ssim=("ssim", "mean"), top1_acc=("correct1", "mean"), top5_acc=("correct1", "mean")).reset_index()
+    ct = (
+        img.groupby("condition_id", sort=False)
+        .agg(
+            mean_niqe=("niqe", "mean"),
+            mean_brisque=("brisque", "mean"),
+            mean_psnr_db=("psnr_db", "mean"),
+            mean_ssim=("ssim", "mean"),
+            top1_acc=("correct1", "mean"),
+            top5_acc=("correct1", "mean"),
+        )
+        .reset_index()
+    )
     ct["degradation"] = ["clean", "blur", "blur"]
     corr = quality_relations(img, ct, n_boot=50, seed=0)
     row = corr[(corr.relation == "quality_predicts_error") & (corr.measure == "psnr_db")].iloc[0]
@@ -141,9 +206,19 @@ def test_camera_sweeps_start_at_the_camera_reference():
     c = _ctab()
     c["family"] = np.where(c.degradation == "exposure", "camera", "blur")
     c.loc[c.degradation == "exposure", "mean_brisque"] = [40.0, 45.0, 50.0]
-    ref = dict(condition_id="camera_reference", degradation="camera", family="camera", severity=np.nan,
-               axis=None, axis_value=np.nan, axis_unit=None, direction=1, mean_niqe=4.5, mean_brisque=60.0,
-               mean_psnr_db=31.0)
+    ref = dict(
+        condition_id="camera_reference",
+        degradation="camera",
+        family="camera",
+        severity=np.nan,
+        axis=None,
+        axis_value=np.nan,
+        axis_unit=None,
+        direction=1,
+        mean_niqe=4.5,
+        mean_brisque=60.0,
+        mean_psnr_db=31.0,
+    )
     c = pd.concat([c, pd.DataFrame([ref])], ignore_index=True)
     f = quality_order_flags(c).set_index(["degradation", "measure"])
     r = f.loc[("exposure", "brisque")]
@@ -161,15 +236,19 @@ def test_printed_summary_keeps_relation_names_whole_and_names_the_degradation():
 
     from weakspot.quality.relations import PerceptionResult, print_summary
 
-    corr = _corr([
-        ("quality_predicts_error", "brisque", "image", "auc", 0.71, 0.62, 0.80, 120, "", ""),
-        ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
-    ])
+    corr = _corr(
+        [
+            ("quality_predicts_error", "brisque", "image", "auc", 0.71, 0.62, 0.80, 120, "", ""),
+            ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
+        ]
+    )
     con = Console(width=100, record=True, file=io.StringIO())
     print_summary(PerceptionResult(pd.DataFrame(), _ctab(), corr, Path("."), {"n_images": 4}), con)
     text = con.export_text()
     assert "quality_predicts_error" in text  # whole on one line, not folded
-    assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in " ".join(text.split())
+    assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in " ".join(
+        text.split()
+    )
     rows = [ln for ln in text.splitlines() if "saliency_shift_px" in ln]
     assert rows and "gaussian_blur" in rows[0]
 
@@ -183,8 +262,13 @@ def test_quality_accuracy_figure_legend_outside_and_reference_named():
 
     c = _ctab()
     c["family"] = np.where(c.degradation == "exposure", "camera", "blur")
-    ref = dict(condition_id="camera_reference", degradation="camera", family="camera", mean_niqe=4.5,
-               mean_brisque=30.0)
+    ref = dict(
+        condition_id="camera_reference",
+        degradation="camera",
+        family="camera",
+        mean_niqe=4.5,
+        mean_brisque=30.0,
+    )
     c = pd.concat([c, pd.DataFrame([ref])], ignore_index=True)
     c["top1_acc"] = np.linspace(0.9, 0.2, len(c))
     fig = quality_accuracy_figure(c, "brisque")

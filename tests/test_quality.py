@@ -71,7 +71,18 @@ def nss_photos() -> torch.Tensor:
 
 
 #: Degradation sets of ``degraded_set``, in order.
-SETS = ["clean", "blur0.5", "blur1", "blur2", "blur3", "noise0.02", "noise0.05", "noise0.1", "jpeg30", "jpeg8"]
+SETS = [
+    "clean",
+    "blur0.5",
+    "blur1",
+    "blur2",
+    "blur3",
+    "noise0.02",
+    "noise0.05",
+    "noise0.1",
+    "jpeg30",
+    "jpeg8",
+]
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +230,10 @@ def _ref_brisque_features(gray: np.ndarray) -> np.ndarray:
         sd = np.sqrt(np.abs(correlate(im * im, win, mode="constant") - mu * mu))
         s = (im - mu) / (sd + 1)
         v = s.ravel()
-        feats += [alphas[np.argmin(np.abs(v.dot(v) / v.size / np.mean(np.abs(v)) ** 2 - r_ggd))], np.mean(v * v)]
+        feats += [
+            alphas[np.argmin(np.abs(v.dot(v) / v.size / np.mean(np.abs(v)) ** 2 - r_ggd))],
+            np.mean(v * v),
+        ]
         for dy, dx in ((0, 1), (1, 0), (1, 1), (-1, 1)):
             feats += aggd((s * np.roll(s, (dy, dx), axis=(0, 1))).ravel())
         im = cv2.resize(im, (im.shape[1] // 2, im.shape[0] // 2), interpolation=cv2.INTER_CUBIC)
@@ -276,7 +290,9 @@ def test_brisque_map_cell_tracks_whole_measure_on_cell(nss_photos):
     """A map cell's score ranks like BRISQUE of that cell cropped out as an image."""
     x = torch.cat([nss_photos[:2, :, :192, :192], _blur(nss_photos[:2, :, :192, :192], 1.5)])
     m = q.brisque_map(x, grid=(2, 2))
-    crops = torch.stack([x[:, :, r * 96 : (r + 1) * 96, c * 96 : (c + 1) * 96] for r in (0, 1) for c in (0, 1)], 1)
+    crops = torch.stack(
+        [x[:, :, r * 96 : (r + 1) * 96, c * 96 : (c + 1) * 96] for r in (0, 1) for c in (0, 1)], 1
+    )
     whole = q.brisque(crops.reshape(-1, 3, 96, 96)).reshape(4, 2, 2)
     assert spearmanr(m.flatten().numpy(), whole.flatten().numpy()).statistic > 0.8
 
@@ -324,13 +340,15 @@ def test_paq2piq_loads_weights_and_roi_path_matches_plain_pooling(tmp_path):
     x = torch.rand(2, 3, 224, 224)
     out = loaded.predict(x, grid=(4, 4))
     assert out.score.shape == (2,) and out.local_map.shape == (2, 4, 4)
+
     # independent path: RoI max pooling written out for a 7×7 feature map. torchvision's
     # RoIPool (as the original model) rounds box ends to feature cells and includes the end
     # cell: the whole image (0…224 px → cells 0…7) splits into bins [0, 4) and [4, 7); the
     # top-left 56-px cell (cells 0…2) into the overlapping bins [0, 2) and [1, 3).
     def pooled(f, bins):
         return torch.stack(
-            [torch.stack([f[:, :, r0:r1, c0:c1].amax((-2, -1)) for c0, c1 in bins], -1) for r0, r1 in bins], -2
+            [torch.stack([f[:, :, r0:r1, c0:c1].amax((-2, -1)) for c0, c1 in bins], -1) for r0, r1 in bins],
+            -2,
         )
 
     with torch.no_grad():

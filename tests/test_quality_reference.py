@@ -55,15 +55,34 @@ def test_ssim_matches_skimage_per_channel_mean(pairs):
     from skimage.metrics import structural_similarity
 
     got = ssim(torch.cat([_t(d) for d, _ in pairs]), torch.cat([_t(c) for _, c in pairs]))
-    ref = [structural_similarity(c, d, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False, data_range=1.0) for d, c in pairs]
+    ref = [
+        structural_similarity(
+            c,
+            d,
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        for d, c in pairs
+    ]
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-9)
     assert np.ptp(ref) > 0.2  # the set spans a real range of SSIM
     # grey images: one channel
     g = torch.cat([_t(d).mean(1, keepdim=True) for d, _ in pairs[:2]])
     c = torch.cat([_t(c).mean(1, keepdim=True) for _, c in pairs[:2]])
-    ref_g = [structural_similarity(b[0, 0].numpy(), a[0, 0].numpy(), gaussian_weights=True, sigma=1.5,
-                                   use_sample_covariance=False, data_range=1.0) for a, b in zip(g.split(1), c.split(1), strict=True)]
+    ref_g = [
+        structural_similarity(
+            b[0, 0].numpy(),
+            a[0, 0].numpy(),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        for a, b in zip(g.split(1), c.split(1), strict=True)
+    ]
     np.testing.assert_allclose(ssim(g, c).numpy(), ref_g, atol=1e-9)
 
 

@@ -35,8 +35,13 @@ def _kb(n: int, cond: str = "test") -> KeyedBatch:
 def test_counter_words_are_splitmix64():
     """Word j of a key is SplitMix64's j-th output from state = key: the published sequence for
     seed 1234567 (Vigna's splitmix64.c) and a pure-Python SplitMix64 for random keys."""
-    published = [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431,
-                 16408922859458223821]
+    published = [
+        6457827717110365317,
+        3203168211198807973,
+        9817491932198370423,
+        4593380528125082431,
+        16408922859458223821,
+    ]
     words = counter_words(torch.tensor([1234567]), 5)[0].tolist()
     assert [w & (2**64 - 1) for w in words] == published
 
@@ -121,13 +126,25 @@ def test_poisson_quantile_equals_scipy_ppf():
     for lam in (0.001, 0.5, 1.0, 3.0, 9.5, 20.0, 99.0, 1000.0, 12345.6, 1e7):
         got = poisson_quantile(torch.full_like(u, lam), u).numpy()
         assert np.array_equal(got, st.poisson.ppf(u.numpy(), lam)), lam
-    assert poisson_quantile(torch.zeros(3, dtype=torch.float64), torch.tensor([0.1, 0.5, 0.9])).tolist() == [0, 0, 0]
+    assert poisson_quantile(torch.zeros(3, dtype=torch.float64), torch.tensor([0.1, 0.5, 0.9])).tolist() == [
+        0,
+        0,
+        0,
+    ]
 
 
 @pytest.mark.parametrize(
     "lam,fallback",
-    [(0.5, False), (3.0, False), (9.99, False), (10.0, False), (20.0, False), (1000.0, False),
-     (3.0, True), (20.0, True)],
+    [
+        (0.5, False),
+        (3.0, False),
+        (9.99, False),
+        (10.0, False),
+        (20.0, False),
+        (1000.0, False),
+        (3.0, True),
+        (20.0, True),
+    ],
 )
 def test_poisson_mean_variance_and_goodness_of_fit(lam, fallback, monkeypatch):
     """Samples have mean and variance λ (within 5 standard errors) and follow scipy's pmf
@@ -140,7 +157,11 @@ def test_poisson_mean_variance_and_goodness_of_fit(lam, fallback, monkeypatch):
         monkeypatch.setattr(R, "POISSON_INVERSION_STEPS", 1)
         monkeypatch.setattr(R, "POISSON_PTRS_ROUNDS", 0)
     n_img, per = 4, 50_000
-    x = poisson(torch.full((n_img, per), lam, dtype=torch.float64), _kb(n_img), stream="pois").flatten().numpy()
+    x = (
+        poisson(torch.full((n_img, per), lam, dtype=torch.float64), _kb(n_img), stream="pois")
+        .flatten()
+        .numpy()
+    )
     n = x.size
     assert abs(x.mean() - lam) < 5 * math.sqrt(lam / n)
     var_se = math.sqrt((2 * lam**2 + lam) / n)  # var of the sample variance: (μ4 − σ⁴)/n, μ4 = 3λ² + λ
@@ -171,8 +192,14 @@ def test_draws_are_contiguous_with_the_requested_shape_and_dtype():
     contiguous tensors, for every generator form."""
     for shape in [(1, 3, 5, 7), (2, 3, 5, 7), (3, 1, 4, 4), (2, 5)]:
         for g in (0, torch.Generator().manual_seed(0), _kb(shape[0])):
-            for out in (rand(shape, g), randn(shape, g), rand(shape, g, dtype=torch.float64),
-                        randn(shape, g, dtype=torch.float16), random_bits(shape, g), randint(0, 3, shape, g)):
+            for out in (
+                rand(shape, g),
+                randn(shape, g),
+                rand(shape, g, dtype=torch.float64),
+                randn(shape, g, dtype=torch.float16),
+                random_bits(shape, g),
+                randint(0, 3, shape, g),
+            ):
                 assert out.shape == shape and out.is_contiguous()
                 out.view(-1)
 
@@ -185,7 +212,9 @@ def test_poisson_mixed_rates_are_keyed_per_image():
     rates[:, :, :5] = 0
     ids = ["p", "q", "r"]
     full = poisson(rates, KeyedBatch.from_ids(1, ids, "c"), stream="s")
-    assert torch.equal(poisson(rates[[2, 0]], KeyedBatch.from_ids(1, ["r", "p"], "c"), stream="s"), full[[2, 0]])
+    assert torch.equal(
+        poisson(rates[[2, 0]], KeyedBatch.from_ids(1, ["r", "p"], "c"), stream="s"), full[[2, 0]]
+    )
     assert float(full[:, :, :5].abs().sum()) == 0 and torch.equal(full, full.round())
     resid = (full - rates)[:, :, 5:] / rates[:, :, 5:].clamp(min=1e-9).sqrt()
     assert abs(float(resid.mean())) < 5 / math.sqrt(resid.numel()) and abs(float(resid.var()) - 1) < 0.05
@@ -199,7 +228,9 @@ def test_values_depend_only_on_key_stream_and_counter():
         part = randn((len(sub), 5, 7), KeyedBatch.from_ids(0, [ids[i] for i in sub], "c"), stream="s")
         assert torch.equal(part, full[sub])
     # select keeps keys; a different stream, condition or seed gives different values
-    assert torch.equal(randn((2, 5, 7), KeyedBatch.from_ids(0, ids, "c").select([4, 1]), stream="s"), full[[4, 1]])
+    assert torch.equal(
+        randn((2, 5, 7), KeyedBatch.from_ids(0, ids, "c").select([4, 1]), stream="s"), full[[4, 1]]
+    )
     assert not torch.equal(randn((8, 5, 7), KeyedBatch.from_ids(0, ids, "c"), stream="t"), full)
     assert not torch.equal(randn((8, 5, 7), KeyedBatch.from_ids(0, ids, "d"), stream="s"), full)
     assert not torch.equal(randn((8, 5, 7), KeyedBatch.from_ids(1, ids, "c"), stream="s"), full)
@@ -208,6 +239,7 @@ def test_values_depend_only_on_key_stream_and_counter():
 def test_unnamed_draws_advance_like_a_generator():
     """Without a stream name successive draws differ (an automatic per-image call counter),
     and replaying the same sequence of calls replays the values."""
+
     def seq():
         kb = _kb(2)
         return [rand((2, 100), kb) for _ in range(3)]
@@ -235,7 +267,9 @@ def test_legacy_per_image_generator_patterns_stay_keyed():
     assert not torch.equal(kids_big[0][:13], z_parent[0, :13])
     # a list of single-image children concatenates into one batch of their keys
     again = as_generators([big[3], big[1]], 2)
-    assert isinstance(again, KeyedBatch) and torch.equal(again.keys, torch.stack([big[3].keys[0], big[1].keys[0]]))
+    assert isinstance(again, KeyedBatch) and torch.equal(
+        again.keys, torch.stack([big[3].keys[0], big[1].keys[0]])
+    )
     with pytest.raises(InvalidParameterError, match="generator"):
         rand((3, 4), big)
 
@@ -272,10 +306,16 @@ def test_int_seed_and_torch_generator():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to compare against the CPU")
 def test_same_values_on_cpu_and_gpu():
     kb = _kb(3)
-    for fn in (lambda d: rand((3, 1000), kb, d, stream="u"), lambda d: random_bits((3, 1000), kb, d, stream="b"),
-               lambda d: randint(0, 7, (3, 1000), kb, d, stream="i")):
+    for fn in (
+        lambda d: rand((3, 1000), kb, d, stream="u"),
+        lambda d: random_bits((3, 1000), kb, d, stream="b"),
+        lambda d: randint(0, 7, (3, 1000), kb, d, stream="i"),
+    ):
         assert torch.equal(fn("cpu"), fn("cuda").cpu())
-    zc, zg = randn((3, 1000), kb, "cpu", torch.float64, stream="n"), randn((3, 1000), kb, "cuda", torch.float64, stream="n")
+    zc, zg = (
+        randn((3, 1000), kb, "cpu", torch.float64, stream="n"),
+        randn((3, 1000), kb, "cuda", torch.float64, stream="n"),
+    )
     torch.testing.assert_close(zc, zg.cpu(), rtol=1e-14, atol=1e-14)
     rate = torch.rand(3, 1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 50
     assert torch.equal(poisson(rate, kb, stream="p"), poisson(rate.cuda(), kb, stream="p").cpu())

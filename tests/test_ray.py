@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 ray = pytest.importorskip(
-    "ray", reason="ray is not installed; the Ray engine tests need pip install 'weakspot[ray]' (in the dev extra)"
+    "ray",
+    reason="ray is not installed; the Ray engine tests need pip install 'weakspot[ray]' (in the dev extra)",
 )
 
 from weakspot.cli import main  # noqa: E402
@@ -41,8 +42,13 @@ CFG = {
     "conditions": [
         {"degradation": "gaussian_noise", "grid": {"variance": [0.05, 0.3]}},
         {"degradation": "gaussian_blur", "severities": [2, 5]},
-        {"compose": [{"name": "gaussian_blur", "sigma_px": 1.0}, {"name": "gaussian_noise", "variance": 0.1}],
-         "id": "blur1+noise"},
+        {
+            "compose": [
+                {"name": "gaussian_blur", "sigma_px": 1.0},
+                {"name": "gaussian_noise", "variance": 0.1},
+            ],
+            "id": "blur1+noise",
+        },
     ],
     "ray": {"actors": 2, "num_cpus": 1},
 }
@@ -148,9 +154,24 @@ def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster, local_ref, 
     out = tmp_path / "killed-driver"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "weakspot.cli", "run", str(path), "--out", str(out), "--engine", "ray",
-         "--address", cluster, "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "weakspot.cli",
+            "run",
+            str(path),
+            "--out",
+            str(out),
+            "--engine",
+            "ray",
+            "--address",
+            cluster,
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while proc.poll() is None and _units(out) < 6 and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -208,14 +229,19 @@ def test_bad_address_and_engine_are_one_line_errors(cluster, tmp_path, capsys):
     finally:
         held.close()
     with pytest.raises(ConfigError, match="no GPU"):
-        run_sweep_ray(_small_cfg(tmp_path, model={"name": "mnist_cnn", "device": "cuda"}), tmp_path / "g",
-                      progress=False)
+        run_sweep_ray(
+            _small_cfg(tmp_path, model={"name": "mnist_cnn", "device": "cuda"}),
+            tmp_path / "g",
+            progress=False,
+        )
 
 
 @pytest.mark.slow
 def test_the_local_engine_does_not_import_ray(tmp_path):
-    code = ("import sys; from weakspot.cli import main; "
-            f"rc = main(['run', {str(_small_cfg(tmp_path))!r}, '--out', {str(tmp_path / 'o')!r}, '--no-progress']); "
-            "assert rc == 0, rc; assert 'ray' not in sys.modules, 'ray was imported'")
+    code = (
+        "import sys; from weakspot.cli import main; "
+        f"rc = main(['run', {str(_small_cfg(tmp_path))!r}, '--out', {str(tmp_path / 'o')!r}, '--no-progress']); "
+        "assert rc == 0, rc; assert 'ray' not in sys.modules, 'ray was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -64,21 +64,28 @@ def test_bad_images_are_clear_errors(images, match):
 
 def test_compose_is_seeded_and_ordered():
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    chain = weakspot.compose([("gaussian_blur", {"sigma_px": 1.0}), {"name": "gaussian_noise", "variance": 0.01}])
+    chain = weakspot.compose(
+        [("gaussian_blur", {"sigma_px": 1.0}), {"name": "gaussian_noise", "variance": 0.01}]
+    )
     a, b = chain(x, generator=3), chain(x, generator=3)
     assert torch.equal(a, b)
     # step j > 0 draws from the batch's keys folded with ("compose", j)
     from weakspot.random import batch_keys
 
     noise = weakspot.get_degradation("gaussian_noise", variance=0.01)
-    manual = noise(weakspot.get_degradation("gaussian_blur", sigma_px=1.0)(x), generator=batch_keys(3, 2).fold("compose", 1))
+    manual = noise(
+        weakspot.get_degradation("gaussian_blur", sigma_px=1.0)(x),
+        generator=batch_keys(3, 2).fold("compose", 1),
+    )
     assert torch.equal(a, manual)
     # so the same noise twice in a chain is two independent draws, variance 2·0.01
     flat = torch.full((2, 3, 64, 64), 0.5)
     twice = weakspot.compose([("gaussian_noise", {"variance": 0.01})] * 2)(flat, generator=3) - 0.5
     once = noise(flat, generator=3) - 0.5
     assert abs(float(twice.var()) - 0.02) < 0.002 and abs(float(once.var()) - 0.01) < 0.001
-    assert torch.equal(weakspot.compose([("gaussian_noise", {"variance": 0.01})])(flat, generator=3) - 0.5, once)
+    assert torch.equal(
+        weakspot.compose([("gaussian_noise", {"variance": 0.01})])(flat, generator=3) - 0.5, once
+    )
 
 
 def test_cli_list_and_user_errors(tmp_path, capsys, photo_uint8):
@@ -88,11 +95,24 @@ def test_cli_list_and_user_errors(tmp_path, capsys, photo_uint8):
     assert "sigma_px" in capsys.readouterr().out
     src = tmp_path / "in.png"
     Image.fromarray(photo_uint8).save(src)
-    assert main(["degrade", str(src), str(tmp_path / "out.png"), "--op", "gaussian_blur", "--param", "sigma_px=2"]) == 0
+    assert (
+        main(
+            ["degrade", str(src), str(tmp_path / "out.png"), "--op", "gaussian_blur", "--param", "sigma_px=2"]
+        )
+        == 0
+    )
     assert (tmp_path / "out.png").is_file()
     # user mistakes: exit code 2, one clear message, no traceback
     assert main(["degrade", str(src), str(tmp_path / "o.png"), "--op", "nope"]) == 2
-    assert main(["degrade", str(src), str(tmp_path / "o.png"), "--op", "gaussian_blur", "--param", "sigma_px=-3"]) == 2
-    assert main(["degrade", str(tmp_path / "missing.png"), str(tmp_path / "o.png"), "--op", "gaussian_blur"]) == 2
+    assert (
+        main(
+            ["degrade", str(src), str(tmp_path / "o.png"), "--op", "gaussian_blur", "--param", "sigma_px=-3"]
+        )
+        == 2
+    )
+    assert (
+        main(["degrade", str(tmp_path / "missing.png"), str(tmp_path / "o.png"), "--op", "gaussian_blur"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err and "unknown degradation" in err and "not found" in err

@@ -57,9 +57,18 @@ def evil_run(tmp_path_factory):
 
     ids = open_dataset(kind="foolbox", subset="imagenet").image_ids
     root = tmp_path_factory.mktemp("x") / "run <b>&'\""
-    _store, raw = make_store(root, n_classes=5, per_class=4, class_names=["tiger", EVIL, "crab"], image_ids=ids,
-                            manifest={"seed": 1, "model": {"name": "<i>model</i>"},
-                                      "config": {"data": [{"kind": "foolbox", "subset": "imagenet"}]}})
+    _store, raw = make_store(
+        root,
+        n_classes=5,
+        per_class=4,
+        class_names=["tiger", EVIL, "crab"],
+        image_ids=ids,
+        manifest={
+            "seed": 1,
+            "model": {"name": "<i>model</i>"},
+            "config": {"data": [{"kind": "foolbox", "subset": "imagenet"}]},
+        },
+    )
     return root, raw
 
 
@@ -78,12 +87,22 @@ def test_report_files_and_summary_match_the_analysis(mnist_report, mnist_run):
     s = json.loads((out / "summary.json").read_text())
     assert s["schema_version"] == 1 and s["run"]["n_images"] == 100 and s["run"]["full_probabilities"]
     assert [f["text"] for f in s["findings"]] == list(a.findings.text)
-    assert set(s["sections"]) >= {"overview", "accuracy", "heatmap", "classes", "examples", "confusion", "breaking"}
+    assert set(s["sections"]) >= {
+        "overview",
+        "accuracy",
+        "heatmap",
+        "classes",
+        "examples",
+        "confusion",
+        "breaking",
+    }
     conds = {c["condition_id"]: c for c in s["sections"]["accuracy"]["conditions"]}
     # independent: top-1 accuracy straight from the Parquet predictions with DuckDB
     from weakspot.evaluate.store import ResultsStore
 
-    ref = ResultsStore(mnist_run).sql("select condition_id, avg(correct1::int) acc from predictions group by 1")
+    ref = ResultsStore(mnist_run).sql(
+        "select condition_id, avg(correct1::int) acc from predictions group by 1"
+    )
     for r in ref.itertuples():
         assert conds[r.condition_id]["top1"] == pytest.approx(r.acc)
     # x-axis units are in the figures' labels and the levels
@@ -163,7 +182,9 @@ def test_sections_are_extensible(tmp_path):
     p = write_report(tmp_path / "run", tmp_path / "out", sections=secs, n_boot=50)
     html = p.read_text()
     assert 'id="fixes"' in html and "&lt;fix&gt; works on 10 conditions" in html
-    assert json.loads((tmp_path / "out/summary.json").read_text())["sections"]["fixes"] == {"n_conditions": 10}
+    assert json.loads((tmp_path / "out/summary.json").read_text())["sections"]["fixes"] == {
+        "n_conditions": 10
+    }
     assert "fix md" in (tmp_path / "out/report.md").read_text()
 
 
@@ -180,20 +201,34 @@ def test_cli_report_and_user_errors(tmp_path, capsys):
 
 # ------------------------------------------------------------------ real browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-                           *extra, url], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _console_messages(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not found (make test installs it: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian chromium not found (make test installs it: apt-get install chromium)"
+)
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(mnist_report, tmp_path):
     # the console detector itself: a page with a console error must be caught
@@ -225,8 +260,24 @@ def test_report_renders_in_headless_chromium(mnist_report, tmp_path):
 def test_adaptive_cli_on_a_real_run_and_its_report_section(mnist_run, tmp_path, capsys):
     import pyarrow.parquet as pq
 
-    assert main(["breaking", str(mnist_run), "gaussian_blur", "--mild", "0", "--severe", "4", "--tol", "0.25",
-                 "--per-class", "2"]) == 0
+    assert (
+        main(
+            [
+                "breaking",
+                str(mnist_run),
+                "gaussian_blur",
+                "--mild",
+                "0",
+                "--severe",
+                "4",
+                "--tol",
+                "0.25",
+                "--per-class",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = " ".join(capsys.readouterr().out.split())
     df = pq.read_table(mnist_run / "adaptive/gaussian_blur.parquet").to_pandas()
     assert len(df) == 10 and (df.n_images == 2).all()

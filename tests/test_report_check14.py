@@ -16,8 +16,21 @@ def _jpeg_store(root):
     c.loc[c.degradation == "jpeg", "degradation"] = "imagenet_c/jpeg_compression"  # ids may not hold '/'
     for (q, _), sev in zip(levels, (1, 3, 5), strict=True):
         c.loc[c.axis_value == q, "severity"] = float(sev)
-    store.write_conditions({k: [None if isinstance(v, float) and np.isnan(v) else v for v in c[k].tolist()] for k in ("condition_id", "degradation", "family", "params_json",
-                                                        "severity", "axis", "axis_value", "axis_unit")})
+    store.write_conditions(
+        {
+            k: [None if isinstance(v, float) and np.isnan(v) else v for v in c[k].tolist()]
+            for k in (
+                "condition_id",
+                "degradation",
+                "family",
+                "params_json",
+                "severity",
+                "axis",
+                "axis_value",
+                "axis_unit",
+            )
+        }
+    )
     return store
 
 
@@ -40,7 +53,9 @@ def test_imagenet_c_jpeg_axis_points_to_more_damage(tmp_path):
     left, right = fig.axes[0].get_xlim()
     assert left > right  # quality 25 (mild) left, 7 (severe) right
     plt.close(fig)
-    bp = a.breaking[(a.breaking.degradation == "imagenet_c/jpeg_compression") & a.breaking.label.str.contains("not")]
+    bp = a.breaking[
+        (a.breaking.degradation == "imagenet_c/jpeg_compression") & a.breaking.label.str.contains("not")
+    ]
     assert not bp.label.str.contains(">").any()
 
 

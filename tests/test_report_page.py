@@ -20,17 +20,22 @@ from weakspot import analysis as A
 from weakspot.report import SECTION_REGISTRY, registered_sections, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-MARKUP = '<b>x{}</b>&"\''
+MARKUP = "<b>x{}</b>&\"'"
 
 
 def _fix_json(run_dir: Path, store) -> None:
     """A minimal RUN_DIR/fix/fix.json as 'weakspot fix' writes it (robustify.fix.fix_run)."""
     conds = list(store.conditions().condition_id)
     ba = [{"condition_id": c, "cls": "all", "before": 0.5, "after": 0.7, "gain": 0.2} for c in conds]
-    fx = {"method": "robust", "weaknesses": [{"degradation": "gaussian_blur", "worst_condition": conds[-1],
-                                              "drop": 0.4}],
-          "training_data": {"name": "synthetic", "train": 10}, "train_range": "gaussian_blur 0.5-3",
-          "p_clean": 0.2, "after_run": str(run_dir / "fix/run"), "before_after": ba}
+    fx = {
+        "method": "robust",
+        "weaknesses": [{"degradation": "gaussian_blur", "worst_condition": conds[-1], "drop": 0.4}],
+        "training_data": {"name": "synthetic", "train": 10},
+        "train_range": "gaussian_blur 0.5-3",
+        "p_clean": 0.2,
+        "after_run": str(run_dir / "fix/run"),
+        "before_after": ba,
+    }
     (run_dir / "fix").mkdir(parents=True, exist_ok=True)
     (run_dir / "fix/fix.json").write_text(json.dumps(fx))
 
@@ -68,10 +73,18 @@ def test_every_class_name_is_escaped_everywhere(tmp_path):
     # 20 real photos (foolbox's ImageNet samples) so that the examples (captions) render too
     ids = open_dataset(kind="foolbox", subset="imagenet").image_ids
     names = [MARKUP.format(i) for i in range(5)]
-    make_store(tmp_path / "run", n_classes=5, per_class=4, class_names=names, image_ids=ids,
-               manifest={"seed": 1, "model": {"name": "m"},
-                         "config": {"name": MARKUP.format("name"),
-                                    "data": [{"kind": "foolbox", "subset": "imagenet"}]}})
+    make_store(
+        tmp_path / "run",
+        n_classes=5,
+        per_class=4,
+        class_names=names,
+        image_ids=ids,
+        manifest={
+            "seed": 1,
+            "model": {"name": "m"},
+            "config": {"name": MARKUP.format("name"), "data": [{"kind": "foolbox", "subset": "imagenet"}]},
+        },
+    )
     p = write_report(tmp_path / "run", tmp_path / "r", n_boot=30, min_per_class=4)
     html = p.read_text()
     s = json.loads((tmp_path / "r/summary.json").read_text())
@@ -79,7 +92,7 @@ def test_every_class_name_is_escaped_everywhere(tmp_path):
     assert 'class="ex"' in html and "most affected:" in html
     for i in [*range(5), "name"]:
         assert f"<b>x{i}</b>" not in html, i
-    assert '&"\'' not in html and "</b>&" not in html
+    assert "&\"'" not in html and "</b>&" not in html
     assert "&lt;b&gt;x4&lt;/b&gt;&amp;&quot;&#x27;" in html  # the name is there, escaped
     md = (tmp_path / "r/report.md").read_text()
     assert not any(f"<b>x{i}</b>" in md for i in range(5))  # Markdown renders raw HTML too
@@ -183,7 +196,11 @@ def test_axes_point_to_more_damage_and_breaking_signs_follow(tmp_path):
 
 @pytest.mark.slow
 def test_title_uses_the_config_name(tmp_path):
-    make_store(tmp_path / "run", n_classes=3, per_class=5,
-               manifest={"seed": 0, "model": {"name": "m"}, "config": {"name": "Night <shots>"}})
+    make_store(
+        tmp_path / "run",
+        n_classes=3,
+        per_class=5,
+        manifest={"seed": 0, "model": {"name": "m"}, "config": {"name": "Night <shots>"}},
+    )
     html = write_report(tmp_path / "run", tmp_path / "r", n_boot=20, max_examples=0).read_text()
     assert "<title>weakspot report — Night &lt;shots&gt; (m)</title>" in html

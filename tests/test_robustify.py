@@ -53,7 +53,9 @@ def tiny_models(digits):
     ]:
         torch.manual_seed(0)
         m = SmallCNN(1, 10, **TINY)
-        cfg = TrainConfig(strategy="clean" if name == "clean" else "constant", epochs=3, batch_size=32, lr=5e-3)
+        cfg = TrainConfig(
+            strategy="clean" if name == "clean" else "constant", epochs=3, batch_size=32, lr=5e-3
+        )
         out[name] = train_classifier(m, x, y, mix, cfg, progress=False).model
     return out
 
@@ -93,7 +95,10 @@ def test_mix_levels_follow_the_registry(digits):
     with the image's own generator (independent reference, no batching)."""
     x = digits.test_images[:24].float() / 255
     mix = RandomDegradation(
-        [LevelRange("gaussian_noise", "variance", 0.001, 0.05), LevelRange("gaussian_blur", "sigma_px", 0.4, 1.0)],
+        [
+            LevelRange("gaussian_noise", "variance", 0.001, 0.05),
+            LevelRange("gaussian_blur", "sigma_px", 0.4, 1.0),
+        ],
         p_clean=0.25,
     )
     gens = [keyed_generator(7, i) for i in range(24)]
@@ -185,8 +190,15 @@ def _tiny_train(digits, epochs, ckpt, resume=True, stop_after=None, strategy="in
             raise KeyboardInterrupt
 
     return m, lambda model=m: train_classifier(
-        model, digits.train_images[::16], digits.train_labels[::16], mix, cfg,
-        checkpoint_dir=ckpt, resume=resume, progress=False, on_epoch=stop,
+        model,
+        digits.train_images[::16],
+        digits.train_labels[::16],
+        mix,
+        cfg,
+        checkpoint_dir=ckpt,
+        resume=resume,
+        progress=False,
+        on_epoch=stop,
     )
 
 
@@ -210,9 +222,15 @@ def test_resume_gives_the_same_weights_bit_for_bit(digits, tmp_path):
     # a different configuration refuses the old checkpoint with advice
     m4 = SmallCNN(1, 10, **TINY)
     with pytest.raises(ConfigError, match="--no-resume"):
-        train_classifier(m4, digits.train_images[::16], digits.train_labels[::16], RandomDegradation([]),
-                         TrainConfig(epochs=3, seed=5, strategy="clean"), checkpoint_dir=tmp_path / "b",
-                         progress=False)
+        train_classifier(
+            m4,
+            digits.train_images[::16],
+            digits.train_labels[::16],
+            RandomDegradation([]),
+            TrainConfig(epochs=3, seed=5, strategy="clean"),
+            checkpoint_dir=tmp_path / "b",
+            progress=False,
+        )
 
 
 @pytest.mark.slow
@@ -252,12 +270,22 @@ def test_robustify_job_fine_tunes_a_loaded_model(tmp_path):
 
     split = load_split("mnist", limit=250)
     net = _loaded_module("mnist_cnn", split)
-    s = robustify_job(split, tmp_path, strategies=["constant"], train_specs=["gaussian_blur:sigma_px=0.4..2.0"],
-                      test_specs=["clean", "gaussian_blur:sigma_px=2.0"], config=TrainConfig(epochs=1),
-                      pretrained=net, progress=False, log=lambda *a: None)
+    s = robustify_job(
+        split,
+        tmp_path,
+        strategies=["constant"],
+        train_specs=["gaussian_blur:sigma_px=0.4..2.0"],
+        test_specs=["clean", "gaussian_blur:sigma_px=2.0"],
+        config=TrainConfig(epochs=1),
+        pretrained=net,
+        progress=False,
+        log=lambda *a: None,
+    )
     ref = bundled("mnist_cnn")
     direct = ref.predict_proba(split.test_images.float() / 255).argmax(1)
-    assert s["table"].loc["clean", "clean"] == pytest.approx(100 * float((direct == split.test_labels).float().mean()))
+    assert s["table"].loc["clean", "clean"] == pytest.approx(
+        100 * float((direct == split.test_labels).float().mean())
+    )
     assert list(s["table"].index) == ["clean", "constant-gaussian_blur"]
     assert not (tmp_path / "models" / "clean").exists()  # nothing trained for the clean row
 

@@ -164,13 +164,23 @@ def test_a_do_nothing_fix_is_not_called_better(run_dir, tmp_path, monkeypatch):
         return TrainResult(model=model.eval(), history=[{"epoch": 1, "loss": float("nan"), "train_acc": 0.0}])
 
     monkeypatch.setattr(fixmod, "train_classifier", no_training)
-    s = fix_run(run_dir, out_dir=tmp_path / "noop", epochs=1, train_limit=100, top=2, progress=False,
-                log=lambda *a: None)
+    s = fix_run(
+        run_dir,
+        out_dir=tmp_path / "noop",
+        epochs=1,
+        train_limit=100,
+        top=2,
+        progress=False,
+        log=lambda *a: None,
+    )
     overall = [r for r in s["before_after"] if r["cls"] == "all"]
     assert all(r["verdict"] == "not significant" for r in overall)
     assert all(r["before"] == pytest.approx(r["after"]) for r in overall)
     assert s["summary"][0] == f"0 of {len(s['weaknesses'])} weaknesses got a significant gain"
-    assert all(x.startswith(("no significant gain", "no significant clean-accuracy change")) for x in s["summary"][1:])
+    assert all(
+        x.startswith(("no significant gain", "no significant clean-accuracy change"))
+        for x in s["summary"][1:]
+    )
     assert not any("fixed" in x for x in s["summary"])
 
 
@@ -179,19 +189,32 @@ def test_too_few_images_claims_nothing(tmp_path):
     complete flip (exact McNemar p = 2·0.5²⁰ ≈ 2e-6), and the summary says so."""
     import pandas as pd
 
-    rows = pd.DataFrame({"condition_id": ["clean"] * 20 + ["blur"] * 20, "before": [True] * 20 + [False] * 20,
-                         "after": [True] * 40})
-    t = fixmod._compare(rows, ["condition_id"], 0.05, fixmod.MIN_IMAGES_FOR_FIX_CLAIM).set_index("condition_id")
+    rows = pd.DataFrame(
+        {
+            "condition_id": ["clean"] * 20 + ["blur"] * 20,
+            "before": [True] * 20 + [False] * 20,
+            "after": [True] * 40,
+        }
+    )
+    t = fixmod._compare(rows, ["condition_id"], 0.05, fixmod.MIN_IMAGES_FOR_FIX_CLAIM).set_index(
+        "condition_id"
+    )
     assert t.loc["blur", "p"] == pytest.approx(2 * 0.5**20) and t.loc["blur", "gain"] == 1.0
     assert set(t.verdict) == {"too few images"}
     # the same flip on 40 images is a claim
-    big = pd.concat([rows, rows.assign(condition_id=rows.condition_id + "2")]).replace({"clean2": "clean",
-                                                                                          "blur2": "blur"})
-    t40 = fixmod._compare(big, ["condition_id"], 0.05, fixmod.MIN_IMAGES_FOR_FIX_CLAIM).set_index("condition_id")
+    big = pd.concat([rows, rows.assign(condition_id=rows.condition_id + "2")]).replace(
+        {"clean2": "clean", "blur2": "blur"}
+    )
+    t40 = fixmod._compare(big, ["condition_id"], 0.05, fixmod.MIN_IMAGES_FOR_FIX_CLAIM).set_index(
+        "condition_id"
+    )
     assert t40.loc["blur", "verdict"] == "better" and t40.loc["clean", "verdict"] == "not significant"
     # a real 20-image run, compared end to end
-    cfg = {**CONFIG, "data": {"kind": "mnist_5k", "per_class": 2},
-           "conditions": [{"degradation": "gaussian_blur", "severities": [5]}]}
+    cfg = {
+        **CONFIG,
+        "data": {"kind": "mnist_5k", "per_class": 2},
+        "conditions": [{"degradation": "gaussian_blur", "severities": [5]}],
+    }
     d = _sweep(cfg, tmp_path / "small")
     ba = before_after(d, d, [str(i) for i in range(10)])
     assert set(ba.verdict) == {"too few images"} and set(ba[ba.cls == "all"].n) == {20}
@@ -218,8 +241,11 @@ def test_idx_train_split_drops_digits_that_are_also_test_digits(tmp_path, digits
     _write_idx(root / "t10k-labels-idx1-ubyte", labels[test_rows])
     _write_idx(root / "train-images-idx3-ubyte", digits[train_rows])
     _write_idx(root / "train-labels-idx1-ubyte", labels[train_rows])
-    cfg = {**CONFIG, "data": {"kind": "mnist", "root": str(root)},
-           "conditions": [{"degradation": "gaussian_blur", "severities": [5]}]}
+    cfg = {
+        **CONFIG,
+        "data": {"kind": "mnist", "root": str(root)},
+        "conditions": [{"degradation": "gaussian_blur", "severities": [5]}],
+    }
     d = _sweep(cfg, tmp_path / "run")
     train, info = training_images(d)
     evaluated = {digits[r].tobytes() for r in test_rows}
@@ -246,8 +272,11 @@ def test_imagefolder_copies_and_bad_files(tmp_path, digits_csv):
         for r in np.nonzero(labels == c)[0][:8]:
             Image.fromarray(digits[r]).save(root / str(c) / f"{r}.png")
     (root / "3" / "broken.png").write_bytes(b"not a png")
-    cfg = {**CONFIG, "data": {"kind": "imagefolder", "root": str(root), "per_class": 3},
-           "conditions": [{"degradation": "gaussian_blur", "severities": [5]}]}
+    cfg = {
+        **CONFIG,
+        "data": {"kind": "imagefolder", "root": str(root), "per_class": 3},
+        "conditions": [{"degradation": "gaussian_blur", "severities": [5]}],
+    }
     d = _sweep(cfg, tmp_path / "run")
     evaluated_files = list(ResultsStore(d).images().path)
     evaluated = {np.asarray(Image.open(f)).tobytes() for f in evaluated_files}
@@ -276,7 +305,9 @@ def test_imagefolder_copies_and_bad_files(tmp_path, digits_csv):
     (part / "3" / "broken.png").unlink()
     train3, _ = training_images(d, train_data=f"imagefolder:{part}")
     assert sorted(set(train3.labels.tolist())) == [3, 7]
-    assert all(int(i.split("/")[0]) == y for i, y in zip(train3.image_ids, train3.labels.tolist(), strict=True))
+    assert all(
+        int(i.split("/")[0]) == y for i, y in zip(train3.image_ids, train3.labels.tolist(), strict=True)
+    )
 
     # the run's own folder changed after the run: its evaluated images can no longer be identified
     Image.open(evaluated_files[1]).save(root / "1" / "late.png")
@@ -295,8 +326,11 @@ def test_all_images_evaluated_asks_for_training_data(tmp_path, digits_csv):
         (root / str(c)).mkdir(parents=True)
         for r in np.nonzero(labels == c)[0][:2]:
             Image.fromarray(digits[r]).save(root / str(c) / f"{r}.png")
-    cfg = {**CONFIG, "data": {"kind": "imagefolder", "root": str(root)},
-           "conditions": [{"degradation": "gaussian_blur", "severities": [5]}]}
+    cfg = {
+        **CONFIG,
+        "data": {"kind": "imagefolder", "root": str(root)},
+        "conditions": [{"degradation": "gaussian_blur", "severities": [5]}],
+    }
     d = _sweep(cfg, tmp_path / "run")
     with pytest.raises(DataError, match="--train-data"):
         training_images(d)
@@ -305,14 +339,31 @@ def test_all_images_evaluated_asks_for_training_data(tmp_path, digits_csv):
 
 @pytest.mark.slow
 def test_frontend_fix_exports_a_working_model(run_dir, tmp_path):
-    s = fix_run(run_dir, out_dir=tmp_path / "fe", method="frontend", epochs=1, train_limit=128, top=1,
-                progress=False, log=lambda *a: None)
+    s = fix_run(
+        run_dir,
+        out_dir=tmp_path / "fe",
+        method="frontend",
+        epochs=1,
+        train_limit=128,
+        top=1,
+        progress=False,
+        log=lambda *a: None,
+    )
     assert s["method"] == "frontend" and (tmp_path / "fe" / "fixed_model.ts").is_file()
     ba = [r for r in s["before_after"] if r["cls"] == "all"]
     assert {r["condition_id"] for r in ba} == set(ResultsStore(run_dir).conditions().condition_id)
     # a second fix into the same folder replaces the re-run (no stale predictions of the first model)
-    s2 = fix_run(run_dir, out_dir=tmp_path / "fe", method="frontend", epochs=1, train_limit=128, top=1, seed=5,
-                 progress=False, log=lambda *a: None)
+    s2 = fix_run(
+        run_dir,
+        out_dir=tmp_path / "fe",
+        method="frontend",
+        epochs=1,
+        train_limit=128,
+        top=1,
+        seed=5,
+        progress=False,
+        log=lambda *a: None,
+    )
     from weakspot.models import load_model
 
     after = ResultsStore(tmp_path / "fe" / "run")
@@ -330,9 +381,14 @@ def test_foolbox_imagenet_fix_says_too_few_images(tmp_path, capsys):
     """The 20 foolbox ImageNet photos with EfficientNet-Lite0, end to end through the CLI: every
     candidate training image is an evaluated one, so fix refuses; with --allow-overlap it trains,
     and the report claims nothing ("too few images")."""
-    cfg = {"model": {"name": "efficientnet_lite0"}, "data": {"kind": "foolbox", "subset": "imagenet"},
-           "seed": 0, "batch_size": 20, "workers": 0,
-           "conditions": [{"degradation": "gaussian_blur", "severities": [5]}]}
+    cfg = {
+        "model": {"name": "efficientnet_lite0"},
+        "data": {"kind": "foolbox", "subset": "imagenet"},
+        "seed": 0,
+        "batch_size": 20,
+        "workers": 0,
+        "conditions": [{"degradation": "gaussian_blur", "severities": [5]}],
+    }
     d = _sweep(cfg, tmp_path / "run")
     assert main(["fix", str(d), "--epochs", "1", "--no-progress"]) == 2
     assert "--train-data" in capsys.readouterr().err
@@ -348,8 +404,16 @@ def test_foolbox_imagenet_fix_says_too_few_images(tmp_path, capsys):
 def test_frontend_fix_actually_trains_and_gains_on_the_weakness(run_dir, tmp_path):
     """A front-end fix that trains nothing (identity front-end) must fail this: the worst
     condition's accuracy rises by a margin and the front-end is no longer the identity."""
-    s = fix_run(run_dir, out_dir=tmp_path / "fe_gain", method="frontend", epochs=2, train_limit=600, top=1,
-                progress=False, log=lambda *a: None)
+    s = fix_run(
+        run_dir,
+        out_dir=tmp_path / "fe_gain",
+        method="frontend",
+        epochs=2,
+        train_limit=600,
+        top=1,
+        progress=False,
+        log=lambda *a: None,
+    )
     ba = {r["condition_id"]: r for r in s["before_after"] if r["cls"] == "all"}
     worst = s["weaknesses"][0]["worst_condition"]
     assert ba[worst]["after"] > ba[worst]["before"] + 0.05, ba[worst]
@@ -367,8 +431,18 @@ def test_label_free_fix_trains_on_an_unlabelled_folder(run_dir, tmp_path, digits
     folder.mkdir()
     for r in range(3, 5000, 8):  # every class (the CSV is sorted by label)
         Image.fromarray(digits[r]).save(folder / f"shot_{r}.png")
-    s = fix_run(run_dir, out_dir=tmp_path / "lf", method="robust", epochs=2, top=1, train_data=f"folder:{folder}",
-                labels="clean-predictions", temperature=2.0, progress=False, log=lambda *a: None)
+    s = fix_run(
+        run_dir,
+        out_dir=tmp_path / "lf",
+        method="robust",
+        epochs=2,
+        top=1,
+        train_data=f"folder:{folder}",
+        labels="clean-predictions",
+        temperature=2.0,
+        progress=False,
+        log=lambda *a: None,
+    )
     assert s["labels"] == "clean-predictions" and s["training_data"]["n_skipped"] == 0
     assert s["training_data"]["train"] == 625 - s["training_data"]["n_overlap"]
     ba = {r["condition_id"]: r for r in s["before_after"] if r["cls"] == "all"}

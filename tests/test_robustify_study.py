@@ -48,8 +48,14 @@ def _tiny(seed=0):
 def clean_tiny(digits):
     """A tiny SmallCNN trained on clean digits (every third training digit, 2 epochs)."""
     m = _tiny()
-    train_classifier(m, digits.train_images[::3], digits.train_labels[::3], RandomDegradation([]),
-                     TrainConfig(strategy="clean", epochs=2, batch_size=32, lr=5e-3), progress=False)
+    train_classifier(
+        m,
+        digits.train_images[::3],
+        digits.train_labels[::3],
+        RandomDegradation([]),
+        TrainConfig(strategy="clean", epochs=2, batch_size=32, lr=5e-3),
+        progress=False,
+    )
     return m
 
 
@@ -68,8 +74,9 @@ def test_weights_do_not_depend_on_the_callers_thread_count(digits, tmp_path):
     for k in out[0]:
         assert torch.equal(out[0][k], out[1][k]), k
     # the training thread count is part of the fingerprint: a 2-thread checkpoint is not resumed as 1-thread
-    train_classifier(_tiny(), x, y, mix, cfg.model_copy(update={"threads": 2}), checkpoint_dir=tmp_path,
-                     progress=False)
+    train_classifier(
+        _tiny(), x, y, mix, cfg.model_copy(update={"threads": 2}), checkpoint_dir=tmp_path, progress=False
+    )
     with pytest.raises(ConfigError, match="different configuration"):
         train_classifier(_tiny(), x, y, mix, cfg, checkpoint_dir=tmp_path, progress=False)
 
@@ -94,8 +101,9 @@ def test_incremental_training_images_are_degraded_more_at_later_epochs(digits):
     x, y = digits.train_images[::8], digits.train_labels[::8]  # 500 digits, 16 batches of 32
     mix = RandomDegradation([LevelRange("gaussian_noise", "variance", 0.001, 0.05)])
     rec = _Recorder(_tiny())
-    res = train_classifier(rec, x, y, mix, TrainConfig(strategy="incremental", epochs=3, batch_size=32),
-                           progress=False)
+    res = train_classifier(
+        rec, x, y, mix, TrainConfig(strategy="incremental", epochs=3, batch_size=32), progress=False
+    )
     steps = math.ceil(len(y) / 32)
     per_epoch = [float(np.mean(rec.shares[e * steps : (e + 1) * steps])) for e in range(3)]
     # the measured degraded share follows the schedule 5 % → 52.5 % → 100 % (rounding per batch)
@@ -108,15 +116,22 @@ def test_transfer_changes_the_weights_and_recovers_blurred_digits(digits, clean_
     clean = clean_tiny
     model = copy.deepcopy(clean)
     mix = RandomDegradation([LevelRange("gaussian_blur", "sigma_px", 1.0, 2.5)])
-    train_classifier(model, x, y, mix, TrainConfig(strategy="transfer", epochs=2, batch_size=32, lr=5e-3),
-                     progress=False)
+    train_classifier(
+        model, x, y, mix, TrainConfig(strategy="transfer", epochs=2, batch_size=32, lr=5e-3), progress=False
+    )
     # the feature extractor was fine-tuned, not only a new head bolted on
-    moved = [k for k, v in clean.state_dict().items() if "features" in k and v.is_floating_point()
-             and not torch.equal(v, model.state_dict()[k])]
+    moved = [
+        k
+        for k, v in clean.state_dict().items()
+        if "features" in k and v.is_floating_point() and not torch.equal(v, model.state_dict()[k])
+    ]
     assert moved
     xt, yt = digits.test_images[::2], digits.test_labels[::2]
     blurred = degrade_test_set(xt, parse_condition("gaussian_blur:sigma_px=2.0"))
-    acc = {k: float((predict(m, blurred) == yt).float().mean()) for k, m in (("clean", clean), ("transfer", model))}
+    acc = {
+        k: float((predict(m, blurred) == yt).float().mean())
+        for k, m in (("clean", clean), ("transfer", model))
+    }
     assert acc["transfer"] > acc["clean"] + 0.2, acc
 
 
@@ -180,11 +195,14 @@ def _pair(n11, n10, n01, n00):
     return a, b
 
 
-@pytest.mark.parametrize("table, verdict", [
-    ((950, 20, 10, 20), "within 3 points"),  # −1 point, tight interval on 1000 images
-    ((90, 4, 3, 3), "not shown"),  # −1 point, but only 100 images: the interval reaches past −3
-    ((900, 60, 10, 30), "not shown"),  # −5 points
-])
+@pytest.mark.parametrize(
+    "table, verdict",
+    [
+        ((950, 20, 10, 20), "within 3 points"),  # −1 point, tight interval on 1000 images
+        ((90, 4, 3, 3), "not shown"),  # −1 point, but only 100 images: the interval reaches past −3
+        ((900, 60, 10, 30), "not shown"),  # −5 points
+    ],
+)
 def test_within_three_points_needs_the_whole_newcombe_interval(table, verdict):
     clean, degraded = _pair(*table)
     v = verdict_table({"clean": {"m": clean}, "blur": {"m": degraded}}, {"blur": "within range"})
@@ -218,7 +236,9 @@ def test_strategy_pairs_use_exact_mcnemar_and_holm():
     blur_ab = df[(df.test == "blur") & (df.A == "a") & (df.B == "b")].iloc[0]
     assert blur_ab["verdict"] == "A better" and blur_ab["p_holm"] < 1e-10
     clean_ab = df[(df.test == "clean") & (df.A == "a") & (df.B == "b")].iloc[0]
-    assert clean_ab["verdict"] == "no significant difference" and clean_ab["only_A"] == clean_ab["only_B"] == 0
+    assert (
+        clean_ab["verdict"] == "no significant difference" and clean_ab["only_A"] == clean_ab["only_B"] == 0
+    )
 
 
 # ------------------------------------------------------------------ label-free targets
@@ -265,10 +285,14 @@ def test_label_free_robust_training_learns_from_clean_predictions_alone(digits, 
     xt, yt = digits.test_images[::2], digits.test_labels[::2]
     ref = predict(clean_tiny, xt)
     blurred = degrade_test_set(xt, parse_condition("gaussian_blur:sigma_px=2.0"))
-    agree = {k: float((predict(m, blurred) == ref).float().mean()) for k, m in (("frozen", clean_tiny),
-                                                                                 ("student", student))}
-    top1 = {k: float((predict(m, blurred) == yt).float().mean()) for k, m in (("frozen", clean_tiny),
-                                                                               ("student", student))}
+    agree = {
+        k: float((predict(m, blurred) == ref).float().mean())
+        for k, m in (("frozen", clean_tiny), ("student", student))
+    }
+    top1 = {
+        k: float((predict(m, blurred) == yt).float().mean())
+        for k, m in (("frozen", clean_tiny), ("student", student))
+    }
     assert agree["student"] > agree["frozen"] + 0.2, agree
     assert top1["student"] > top1["frozen"] + 0.2, top1  # and so it gets the real labels right too
 
@@ -277,10 +301,31 @@ def test_cli_label_free_robustify_writes_paired_verdicts(tmp_path, capsys):
     from weakspot.cli import main
 
     out = tmp_path / "lf"
-    args = ["robustify", "--out", str(out), "--limit", "300", "--epochs", "1", "--strategy", "constant",
-            "--mix-only", "--no-progress", "--labels", "clean-predictions", "--temperature", "3",
-            "--degrade", "gaussian_blur:sigma_px=0.4..1.0", "--test", "clean",
-            "--test", "gaussian_blur:sigma_px=0.7", "--test", "gaussian_blur:sigma_px=3"]
+    args = [
+        "robustify",
+        "--out",
+        str(out),
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--strategy",
+        "constant",
+        "--mix-only",
+        "--no-progress",
+        "--labels",
+        "clean-predictions",
+        "--temperature",
+        "3",
+        "--degrade",
+        "gaussian_blur:sigma_px=0.4..1.0",
+        "--test",
+        "clean",
+        "--test",
+        "gaussian_blur:sigma_px=0.7",
+        "--test",
+        "gaussian_blur:sigma_px=3",
+    ]
     assert main(args) == 0
     study = (out / "study.md").read_text()
     assert "between levels" in study and "beyond range" in study and "Holm" in study
@@ -327,7 +372,9 @@ def test_offline_photo_split_is_held_out_by_content():
     assert s.train_images.shape[1:] == s.test_images.shape[1:] == (3, 64, 64)
     assert len(s.train_images) == 3 * len(s.train_ids)
     assert (s.test_labels[:20] >= 0).all() and (s.train_labels == -1).all()  # foolbox labels; no train labels
-    train_groups = {photo_group(n.split("/")[-1].split(".")[0]) for n in s.train_ids if n.startswith("opencv/")}
+    train_groups = {
+        photo_group(n.split("/")[-1].split(".")[0]) for n in s.train_ids if n.startswith("opencv/")
+    }
     test_groups = {photo_group(n.split("/")[-1].split(".")[0]) for n in s.test_ids if n.startswith("opencv/")}
     assert train_groups and test_groups and not train_groups & test_groups
     assert not {content_hash(x) for x in s.train_images} & {content_hash(x) for x in s.test_images}
@@ -335,8 +382,14 @@ def test_offline_photo_split_is_held_out_by_content():
 
 def test_a_refused_front_end_training_leaves_the_classifier_trainable(clean_tiny, digits):
     with pytest.raises(InvalidParameterError):
-        train_enhancer(clean_tiny, digits.train_images[:8], None, RandomDegradation([]), EnhanceConfig(epochs=1),
-                       progress=False)
+        train_enhancer(
+            clean_tiny,
+            digits.train_images[:8],
+            None,
+            RandomDegradation([]),
+            EnhanceConfig(epochs=1),
+            progress=False,
+        )
     assert all(p.requires_grad for p in clean_tiny.parameters())
 
 
@@ -354,15 +407,26 @@ def test_enhance_before_after_pairs_agreement_and_top1(digits, clean_tiny):
     for cond in conds:
         xd = degrade_test_set(x, cond, 4)
         pb, pa = predict(clean_tiny, xd), predict(other, xd)
-        for metric, target, sel in (("agreement", ref, torch.ones(60, dtype=torch.bool)), ("top-1", y, y >= 0)):
+        for metric, target, sel in (
+            ("agreement", ref, torch.ones(60, dtype=torch.bool)),
+            ("top-1", y, y >= 0),
+        ):
             row = df[(df.test == cond.spec) & (df.metric == metric)].iloc[0]
             a, b = (pb == target)[sel].numpy(), (pa == target)[sel].numpy()
             assert row["n"] == int(sel.sum()) and row["before"] == pytest.approx(100 * a.mean())
             assert row["after"] == pytest.approx(100 * b.mean())
             n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
-            assert row["p"] == pytest.approx(stats.binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0)
+            assert row["p"] == pytest.approx(
+                stats.binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0
+            )
     for m in ("agreement", "top-1"):
         d = df[df.metric == m]
-        assert list(d["p_holm"]) == pytest.approx([min(1.0, v) for v in np.maximum.accumulate(
-            (len(d) - np.arange(len(d))) * np.sort(d["p"].to_numpy()))[np.argsort(np.argsort(d["p"].to_numpy()))]])
+        assert list(d["p_holm"]) == pytest.approx(
+            [
+                min(1.0, v)
+                for v in np.maximum.accumulate((len(d) - np.arange(len(d))) * np.sort(d["p"].to_numpy()))[
+                    np.argsort(np.argsort(d["p"].to_numpy()))
+                ]
+            ]
+        )
     assert df[(df.test == "clean") & (df.metric == "agreement")].iloc[0]["before"] == 100.0

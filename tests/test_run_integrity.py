@@ -48,9 +48,15 @@ def _cfg(root: Path) -> dict:
     return {
         "model": {"name": "mnist_cnn"},
         "data": {"kind": "imagenetv2", "root": str(root)},
-        "seed": 11, "batch_size": 16, "shard_size": SHARD, "workers": 0, "store_probs": True,
-        "conditions": [{"degradation": "gaussian_blur", "grid": {"sigma_px": [2.0]}},
-                       {"degradation": "gaussian_noise", "grid": {"variance": [0.1]}}],
+        "seed": 11,
+        "batch_size": 16,
+        "shard_size": SHARD,
+        "workers": 0,
+        "store_probs": True,
+        "conditions": [
+            {"degradation": "gaussian_blur", "grid": {"sigma_px": [2.0]}},
+            {"degradation": "gaussian_noise", "grid": {"variance": [0.1]}},
+        ],
     }
 
 
@@ -79,7 +85,9 @@ def _all_probs(out: Path) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- resume
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_in_every_column(ref_run, wrong_digits, tmp_path):
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_in_every_column(
+    ref_run, wrong_digits, tmp_path
+):
     cfg = _cfg(wrong_digits[0])
     out = tmp_path / "resumed"
     first = run_sweep(cfg, out, progress=False, max_units=4)  # shard 0 (3 units) + clean of shard 1
@@ -113,15 +121,19 @@ def _flip(p: Path) -> None:
     p.write_bytes(bytes(b))
 
 
-@pytest.mark.parametrize("what, damage, reason", [
-    ("parquet", _truncate, "truncated parquet"),
-    ("parquet", _empty, "empty parquet"),
-    ("parquet", _flip, "parquet does not match its checksum"),
-    ("probs", _truncate, "truncated probabilities (.npy)"),
-    ("probs", _empty, "empty probabilities (.npy)"),
-])
-def test_a_damaged_unit_is_refused_on_read_and_recomputed_by_run(ref_run, wrong_digits, tmp_path, what, damage,
-                                                                   reason):
+@pytest.mark.parametrize(
+    "what, damage, reason",
+    [
+        ("parquet", _truncate, "truncated parquet"),
+        ("parquet", _empty, "empty parquet"),
+        ("parquet", _flip, "parquet does not match its checksum"),
+        ("probs", _truncate, "truncated probabilities (.npy)"),
+        ("probs", _empty, "empty probabilities (.npy)"),
+    ],
+)
+def test_a_damaged_unit_is_refused_on_read_and_recomputed_by_run(
+    ref_run, wrong_digits, tmp_path, what, damage, reason
+):
     out = _copy(ref_run, tmp_path)
     store = ResultsStore(out)
     path = store.unit_path(BLUR, 1) if what == "parquet" else store.probs_path(BLUR, 1)
@@ -230,7 +242,9 @@ def test_a_run_of_an_older_store_schema_is_read_but_not_resumed(ref_run, cfg_pat
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     store.unit_path(NOISE, 2).unlink()  # a unit left to do: a resume would compute it
     del before[store.unit_path(NOISE, 2)]
-    with pytest.raises(ConfigError, match=r"older weakspot \(store schema [12], now 3\).*new --out directory"):
+    with pytest.raises(
+        ConfigError, match=r"older weakspot \(store schema [12], now 3\).*new --out directory"
+    ):
         run_sweep(_cfg_from(cfg_path), out, progress=False)
     assert main(["run", str(cfg_path), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err

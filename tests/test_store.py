@@ -8,20 +8,45 @@ from weakspot.evaluate.store import ResultsStore
 def _rows(idx, top1):
     n = len(idx)
     return {
-        "image_index": idx, "top1": top1, "top1_prob": [0.5] * n, "top5": [[t] for t in top1],
-        "top5_prob": [[0.5]] * n, "label": [0] * n, "p_label": [0.5] * n, "clean_top1": [0] * n,
-        "p_clean_top1": [0.5] * n, "correct1": [t == 0 for t in top1], "correct5": [True] * n,
+        "image_index": idx,
+        "top1": top1,
+        "top1_prob": [0.5] * n,
+        "top5": [[t] for t in top1],
+        "top5_prob": [[0.5]] * n,
+        "label": [0] * n,
+        "p_label": [0.5] * n,
+        "clean_top1": [0] * n,
+        "p_clean_top1": [0.5] * n,
+        "correct1": [t == 0 for t in top1],
+        "correct5": [True] * n,
     }
 
 
 def _store(tmp_path):
     s = ResultsStore(tmp_path / "run")
     s.write_classes(["a", "b"])
-    s.write_images({"image_index": [0, 1, 2], "image_id": list("xyz"), "path": list("xyz"),
-                    "label": [0, 0, 1], "height": [8] * 3, "width": [8] * 3})
-    s.write_conditions({"condition_id": ["clean"], "degradation": ["clean"], "family": ["clean"],
-                        "params_json": ["{}"], "severity": [None], "axis": [None],
-                        "axis_value": [None], "axis_unit": [None]})
+    s.write_images(
+        {
+            "image_index": [0, 1, 2],
+            "image_id": list("xyz"),
+            "path": list("xyz"),
+            "label": [0, 0, 1],
+            "height": [8] * 3,
+            "width": [8] * 3,
+        }
+    )
+    s.write_conditions(
+        {
+            "condition_id": ["clean"],
+            "degradation": ["clean"],
+            "family": ["clean"],
+            "params_json": ["{}"],
+            "severity": [None],
+            "axis": [None],
+            "axis_value": [None],
+            "axis_unit": [None],
+        }
+    )
     s.write_manifest({"seed": 0})
     return s
 

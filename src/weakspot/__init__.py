@@ -3,9 +3,10 @@
 Quick use::
 
     import torch, weakspot
-    weakspot.list_degradations()                    # every registered name
+
+    weakspot.list_degradations()  # every registered name
     deg = weakspot.get_degradation("defocus", defocus_diopters=1.5)
-    out = deg(images, generator=0)                  # (B, C, H, W) float in [0, 1]
+    out = deg(images, generator=0)  # (B, C, H, W) float in [0, 1]
 """
 
 from weakspot.degrade import (

@@ -156,7 +156,9 @@ class KeyedBatch:
     def __init__(self, keys: torch.Tensor | Sequence[int], calls: torch.Tensor | None = None):
         keys = torch.as_tensor(keys, dtype=torch.int64).reshape(-1).cpu()
         self.keys = keys
-        self.calls = torch.zeros_like(keys) if calls is None else calls.to(torch.int64).reshape(-1).cpu().clone()
+        self.calls = (
+            torch.zeros_like(keys) if calls is None else calls.to(torch.int64).reshape(-1).cpu().clone()
+        )
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -233,7 +235,9 @@ class KeyedBatch:
             )
         return b, math.prod(shape[1:])
 
-    def bits(self, shape: Sequence[int], stream: str | None = None, device=None, halves: bool = False) -> torch.Tensor:
+    def bits(
+        self, shape: Sequence[int], stream: str | None = None, device=None, halves: bool = False
+    ) -> torch.Tensor:
         """Random int64 words of ``shape``: word ``n`` of image ``i`` is ``mix(stream_key[i] + (n+1)·φ)``.
 
         ``halves``: 32-bit values instead (in int64, ``0 … 2³²−1``) from ``W = ⌈n/2⌉`` words per
@@ -318,7 +322,9 @@ def _per_image(generator: object, batch: int) -> KeyedBatch | list[torch.Generat
     return torch_gens
 
 
-def as_generators(generator: GeneratorLike, batch: int) -> KeyedBatch | list[torch.Generator] | torch.Generator:
+def as_generators(
+    generator: GeneratorLike, batch: int
+) -> KeyedBatch | list[torch.Generator] | torch.Generator:
     """Normalise ``generator`` once for code that threads it through several draws.
 
     ``None``/``int``/:class:`torch.Generator` → one :class:`torch.Generator` (stateful use: each
@@ -351,7 +357,11 @@ def _bits(shape, generator, device, stream, halves: bool = False) -> torch.Tenso
 
 
 def rand(
-    shape: Sequence[int], generator: GeneratorLike = None, device=None, dtype=torch.float32, stream: str | None = None
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    device=None,
+    dtype=torch.float32,
+    stream: str | None = None,
 ) -> torch.Tensor:
     """Uniform ``[0, 1)`` samples of ``shape`` (first dim = batch), on ``device``.
 
@@ -369,7 +379,11 @@ def rand(
 
 
 def randn(
-    shape: Sequence[int], generator: GeneratorLike = None, device=None, dtype=torch.float32, stream: str | None = None
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    device=None,
+    dtype=torch.float32,
+    stream: str | None = None,
 ) -> torch.Tensor:
     """Standard normal samples of ``shape`` (first dim = batch): Box–Muller on the two 32-bit
     halves of word ``j``: ``r = √(−2 ln u₁)`` from the high half, ``θ = 2π u₂`` from the low
@@ -406,7 +420,12 @@ def random_bits(
 
 
 def randint(
-    low: int, high: int, shape: Sequence[int], generator: GeneratorLike = None, device=None, stream: str | None = None
+    low: int,
+    high: int,
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    device=None,
+    stream: str | None = None,
 ) -> torch.Tensor:
     """Integers in ``[low, high)`` of ``shape`` (first dim = batch), int64 (``low + ⌊u·(high−low)⌋``
     with a 53-bit ``u``: bias below ``(high−low)·2⁻⁵³``)."""
@@ -487,8 +506,10 @@ def poisson(rate: torch.Tensor, generator: GeneratorLike = None, stream: str | N
     keys = batch_keys(generator, shape[0] if shape else 1)
     rows, per = keys.rows_per(shape)
     sk = keys.stream_keys(stream, r.device).view(rows)
-    sub = {name: _mix64(sk ^ _i64(keyed_seed("weakspot.poisson", name))) for name in
-           ["inversion", "exact", *(f"ptrs.{j}" for j in range(POISSON_PTRS_ROUNDS))]}
+    sub = {
+        name: _mix64(sk ^ _i64(keyed_seed("weakspot.poisson", name)))
+        for name in ["inversion", "exact", *(f"ptrs.{j}" for j in range(POISSON_PTRS_ROUNDS))]
+    }
     lam = r.reshape(-1).to(torch.float64)
     out = torch.zeros_like(lam)
 
@@ -507,7 +528,9 @@ def poisson(rate: torch.Tensor, generator: GeneratorLike = None, stream: str | N
     # past the last step: the exact quantile of the same u (a fresh uniform would not be
     # conditioned on X > the steps)
     tail = (cdf < u).nonzero().view(-1)
-    out.index_copy_(0, small.index_select(0, tail), poisson_quantile(ls.index_select(0, tail), u.index_select(0, tail)))
+    out.index_copy_(
+        0, small.index_select(0, tail), poisson_quantile(ls.index_select(0, tail), u.index_select(0, tail))
+    )
 
     # large rates: PTRS
     pending = (lam >= POISSON_PTRS_MIN_RATE).nonzero().view(-1)

@@ -4,15 +4,16 @@ Every function takes a run directory, a :class:`~weakspot.evaluate.store.Results
 or a loaded :class:`RunData` and returns a pandas DataFrame::
 
     from weakspot import analysis as A
-    run = A.load_run("runs/demo")            # load once, reuse
-    A.accuracy_table(run)                    # top-1/top-5 per condition, Wilson CIs, McNemar vs clean (Holm)
-    A.corruption_errors(run)                 # CE / relative CE (AlexNet or a baseline run)
-    A.class_damage(run)                      # per-class drops, z-scores, ranks
-    A.confusion_auc(run)                     # AUC-vs-level of the most confused pairs
-    A.breaking_points(run)                   # where each class loses half its accuracy
-    A.findings(run)                          # plain-language findings
-    A.what_broke(run)                        # ranked: degradation, level, effect, significance, classes
-    a = A.analyze(run)                       # everything at once (what the report uses)
+
+    run = A.load_run("runs/demo")  # load once, reuse
+    A.accuracy_table(run)  # top-1/top-5 per condition, Wilson CIs, McNemar vs clean (Holm)
+    A.corruption_errors(run)  # CE / relative CE (AlexNet or a baseline run)
+    A.class_damage(run)  # per-class drops, z-scores, ranks
+    A.confusion_auc(run)  # AUC-vs-level of the most confused pairs
+    A.breaking_points(run)  # where each class loses half its accuracy
+    A.findings(run)  # plain-language findings
+    A.what_broke(run)  # ranked: degradation, level, effect, significance, classes
+    a = A.analyze(run)  # everything at once (what the report uses)
 """
 
 from __future__ import annotations
@@ -105,8 +106,15 @@ class Analysis:
     broke: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def analyze(store: StoreLike, *, baseline: StoreLike | None = None, n_boot: int = 1000, seed: int = 0,
-            k_pairs: int = 5, min_per_class: int = MIN_IMAGES_FOR_CLAIM) -> Analysis:
+def analyze(
+    store: StoreLike,
+    *,
+    baseline: StoreLike | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    k_pairs: int = 5,
+    min_per_class: int = MIN_IMAGES_FOR_CLAIM,
+) -> Analysis:
     """Run every analysis once. ``baseline``: a run directory to normalise corruption
     errors by (needed for non-ImageNet models). ``min_per_class``: fewest images a class needs
     for per-class rankings, intervals and findings (default :data:`MIN_IMAGES_FOR_CLAIM`).

@@ -169,8 +169,17 @@ def load_run(store: StoreLike) -> RunData:
         )
     if CLEAN not in set(conds.condition_id):
         conds = pd.concat(
-            [pd.DataFrame({"condition_id": [CLEAN], "degradation": [CLEAN], "family": [CLEAN], "params_json": ["{}"]}),
-             conds],
+            [
+                pd.DataFrame(
+                    {
+                        "condition_id": [CLEAN],
+                        "degradation": [CLEAN],
+                        "family": [CLEAN],
+                        "params_json": ["{}"],
+                    }
+                ),
+                conds,
+            ],
             ignore_index=True,
         )
 
@@ -187,7 +196,9 @@ def load_run(store: StoreLike) -> RunData:
     conds["direction"] = 1
     for deg, g in conds[conds.condition_id != CLEAN].groupby("degradation", sort=False):
         # the x-axis direction always follows the axis (ImageNet-C jpeg: severity up, quality down)
-        d = _direction(deg, g["axis"].dropna().iloc[0] if g["axis"].notna().any() else None, g["x"].to_numpy())
+        d = _direction(
+            deg, g["axis"].dropna().iloc[0] if g["axis"].notna().any() else None, g["x"].to_numpy()
+        )
         conds.loc[g.index, "direction"] = d
         if g["severity"].notna().all():
             key = g["severity"].astype(float)
@@ -197,13 +208,33 @@ def load_run(store: StoreLike) -> RunData:
     conds.loc[conds.condition_id == CLEAN, ["order", "x"]] = [0, np.nan]
     conds["level"] = [
         "clean" if cid == CLEAN else level_label(x, u, s, None if _missing(av) else ax)
-        for cid, x, u, s, ax, av in zip(conds.condition_id, conds.x, conds.axis_unit, conds.severity, conds.axis,
-                                         conds.axis_value, strict=True)
+        for cid, x, u, s, ax, av in zip(
+            conds.condition_id,
+            conds.x,
+            conds.axis_unit,
+            conds.severity,
+            conds.axis,
+            conds.axis_value,
+            strict=True,
+        )
     ]
 
     clean = preds[preds.condition_id == CLEAN].set_index("image_index")
     rows = preds.merge(
-        conds[["condition_id", "degradation", "family", "severity", "axis", "axis_value", "axis_unit", "x", "order", "level"]],
+        conds[
+            [
+                "condition_id",
+                "degradation",
+                "family",
+                "severity",
+                "axis",
+                "axis_value",
+                "axis_unit",
+                "x",
+                "order",
+                "level",
+            ]
+        ],
         on="condition_id",
         how="left",
     )
@@ -214,5 +245,12 @@ def load_run(store: StoreLike) -> RunData:
     rows["labelled"] = rows["label"] >= 0
     rows["agree"] = rows["top1"] == rows["clean_top1"]
     rows["hit"] = np.where(rows["labelled"], rows["correct1"], rows["agree"])
-    return RunData(store=store, classes=classes, images=images, conditions=conds, rows=rows, manifest=manifest,
-                   pending=pending)
+    return RunData(
+        store=store,
+        classes=classes,
+        images=images,
+        conditions=conds,
+        rows=rows,
+        manifest=manifest,
+        pending=pending,
+    )

@@ -9,7 +9,14 @@ from weakspot.analysis._data import StoreLike, load_run
 from weakspot.analysis.paired import holm, mcnemar_exact, paired_difference_ci, wilson_interval
 from weakspot.evaluate.store import CLEAN
 
-__all__ = ["accuracy_table", "CAMERA_REFERENCE", "corruption_errors", "mean_corruption_error", "ALEXNET_ERR", "ALEXNET_CLEAN_ERR"]
+__all__ = [
+    "accuracy_table",
+    "CAMERA_REFERENCE",
+    "corruption_errors",
+    "mean_corruption_error",
+    "ALEXNET_ERR",
+    "ALEXNET_CLEAN_ERR",
+]
 
 #: AlexNet's top-1 error on ImageNet-C per corruption, averaged over severities 1–5
 #: (Hendrycks & Dietterich, ICLR 2019; the values their evaluation code and
@@ -40,8 +47,9 @@ ALEXNET_CLEAN_ERR = 0.4345
 from weakspot.analysis._data import CAMERA_REFERENCE  # noqa: E402
 
 
-def _paired_vs(r: pd.DataFrame, ref_hit: pd.Series, col: str, mask: np.ndarray, cond_ids: list[str],
-               ci: float) -> dict[str, np.ndarray]:
+def _paired_vs(
+    r: pd.DataFrame, ref_hit: pd.Series, col: str, mask: np.ndarray, cond_ids: list[str], ci: float
+) -> dict[str, np.ndarray]:
     """Exact McNemar and Newcombe interval of ``col`` (0/1) per condition against the same images'
     ``ref_hit`` (indexed by image_index)."""
     m = len(cond_ids)
@@ -68,8 +76,14 @@ def _paired_vs(r: pd.DataFrame, ref_hit: pd.Series, col: str, mask: np.ndarray, 
     return out
 
 
-def accuracy_table(store: StoreLike, *, ci: float = 0.95, alpha: float = 0.05, n_boot: int | None = None,
-                   seed: int | None = None) -> pd.DataFrame:
+def accuracy_table(
+    store: StoreLike,
+    *,
+    ci: float = 0.95,
+    alpha: float = 0.05,
+    n_boot: int | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """Top-1/top-5 accuracy of every condition with Wilson intervals and a paired test against clean.
 
     One row per condition (``clean`` first, then each degradation mild → severe):
@@ -123,9 +137,7 @@ def accuracy_table(store: StoreLike, *, ci: float = 0.95, alpha: float = 0.05, n
             out[name] = np.where(n > 0, k / n, np.nan)
         out[name + "_lo"] = lo
         out[name + "_hi"] = hi
-    out["mean_p_clean_class"] = (
-        r.groupby("condition_id")["p_clean_top1"].mean().reindex(cond_ids).to_numpy()
-    )
+    out["mean_p_clean_class"] = r.groupby("condition_id")["p_clean_top1"].mean().reindex(cond_ids).to_numpy()
     metric = "top1" if run.labelled else "agreement"
     col = "correct1" if run.labelled else "agree"
     mask = lab if run.labelled else np.ones(len(r), bool)
@@ -135,7 +147,11 @@ def accuracy_table(store: StoreLike, *, ci: float = 0.95, alpha: float = 0.05, n
     out["n_tested"] = t["n_pairs"].astype(int)
     out["n_lost"] = t["b"].astype(int)
     out["n_gained"] = t["c"].astype(int)
-    out["diff_vs_clean"], out["diff_vs_clean_lo"], out["diff_vs_clean_hi"] = t["diff"], t["diff_lo"], t["diff_hi"]
+    out["diff_vs_clean"], out["diff_vs_clean_lo"], out["diff_vs_clean_hi"] = (
+        t["diff"],
+        t["diff_lo"],
+        t["diff_hi"],
+    )
     is_clean = out.condition_id.to_numpy() == CLEAN
     p = np.where(is_clean, np.nan, t["p"])
     out.loc[is_clean, ["diff_vs_clean", "diff_vs_clean_lo", "diff_vs_clean_hi"]] = np.nan
@@ -208,7 +224,9 @@ def corruption_errors(store: StoreLike, baseline: StoreLike | None = None) -> pd
         from weakspot.errors import InvalidParameterError
 
         if isinstance(baseline, (str, Path)) and not (Path(baseline) / "manifest.json").is_file():
-            raise InvalidParameterError("baseline", str(baseline), "the directory of a finished 'weakspot run'")
+            raise InvalidParameterError(
+                "baseline", str(baseline), "the directory of a finished 'weakspot run'"
+            )
         base = _errors_by_condition(baseline if isinstance(baseline, RunData) else load_run(baseline))
         base = base.set_index("condition_id")
         base_clean = float(base.loc[CLEAN, "err"]) if CLEAN in base.index else np.nan
@@ -216,9 +234,18 @@ def corruption_errors(store: StoreLike, baseline: StoreLike | None = None) -> pd
     for deg, g in mine[~mine.condition_id.isin([CLEAN, CAMERA_REFERENCE])].groupby("degradation", sort=False):
         fam = str(g.family.iloc[0])
         sevs = sorted(int(v) for v in g.severity.dropna().unique())
-        row = {"degradation": deg, "family": fam, "n_levels": len(g), "severities": sevs,
-               "n_images": int(g.n_labelled.min()), "mean_error": g.err.mean(),
-               "clean_error": clean_err, "ce": np.nan, "relative_ce": np.nan, "reference": ""}
+        row = {
+            "degradation": deg,
+            "family": fam,
+            "n_levels": len(g),
+            "severities": sevs,
+            "n_images": int(g.n_labelled.min()),
+            "mean_error": g.err.mean(),
+            "clean_error": clean_err,
+            "ce": np.nan,
+            "relative_ce": np.nan,
+            "reference": "",
+        }
         if base is not None:
             common = [c for c in g.condition_id if c in base.index]
             if common:
@@ -237,8 +264,21 @@ def corruption_errors(store: StoreLike, baseline: StoreLike | None = None) -> pd
                 row["relative_ce"] = (row["mean_error"] - clean_err) / (ALEXNET_ERR[name] - ALEXNET_CLEAN_ERR)
                 row["reference"] = "alexnet"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["degradation", "family", "n_levels", "severities", "n_images", "mean_error",
-                                       "clean_error", "ce", "relative_ce", "reference"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "degradation",
+            "family",
+            "n_levels",
+            "severities",
+            "n_images",
+            "mean_error",
+            "clean_error",
+            "ce",
+            "relative_ce",
+            "reference",
+        ],
+    )
 
 
 def mean_corruption_error(ce_table: pd.DataFrame) -> dict:
@@ -255,8 +295,12 @@ def mean_corruption_error(ce_table: pd.DataFrame) -> dict:
     sev_sets = [set(s) for s in t.get("severities", pd.Series([[]] * len(t)))]
     common = sorted(set.intersection(*sev_sets)) if sev_sets else []
     ref = str(t.reference.iloc[0]) if len(t) else ""
-    comparable = (ref == "alexnet" and set(names) == set(ALEXNET_ERR) and len(names) == len(ALEXNET_ERR)
-                  and all(s == {1, 2, 3, 4, 5} for s in sev_sets))
+    comparable = (
+        ref == "alexnet"
+        and set(names) == set(ALEXNET_ERR)
+        and len(names) == len(ALEXNET_ERR)
+        and all(s == {1, 2, 3, 4, 5} for s in sev_sets)
+    )
     return {
         "mce": float(t.ce.mean()) if len(t) else None,
         "relative_mce": float(t.relative_ce.mean()) if len(t) else None,

@@ -79,9 +79,12 @@ def _neutral_x(degradation: str, axis, uses_severity: bool, xs: np.ndarray) -> f
     return None
 
 
-def _label(x: float, status: str, last: float, uses_sev: bool, axis: str, unit: str, direction: int = 1) -> str:
+def _label(
+    x: float, status: str, last: float, uses_sev: bool, axis: str, unit: str, direction: int = 1
+) -> str:
     """``'2.5 D'``; before the first level ``'≤ 5 µm'`` (``'≥ 0.005 s'`` when smaller is worse);
     not reached ``'not reached (> 4 D)'`` (``'(< 0.0002 s)'``): signs follow the damage direction."""
+
     def one(v: float) -> str:
         if uses_sev:
             return f"sev {v:.2g}"
@@ -141,16 +144,46 @@ def breaking_points(store: StoreLike, *, metric: str = "accuracy", fraction: flo
                 vs = [float(per.get((c, k), np.nan)) for c in conds.condition_id]
             x, status = breaking_point(xs, vs, v0, cx, fraction)
             label = _label(x, status, xs[-1], uses_sev, axis, unit, direction)
-            out.append({
-                "degradation": deg, "family": conds["family"].iloc[0], "axis": axis, "axis_unit": unit,
-                "direction": direction, "class": int(k),
-                "class_name": "all classes" if k == ALL_CLASSES else run.class_name(k),
-                "n": int(n_per.sum()) if k == ALL_CLASSES else int(n_per.get(k, 0)),
-                "metric": metric, "clean_value": v0, "threshold": fraction * v0 if v0 == v0 else np.nan,
-                "breaking_x": x, "status": status, "label": label, "final_value": vs[-1] if vs else np.nan,
-                "final_level": conds["level"].iloc[-1], "clean_x": cx,
-            })
-    return pd.DataFrame(out, columns=["degradation", "family", "axis", "axis_unit", "direction", "class", "class_name",
-                                      "n", "metric",
-                                      "clean_value", "threshold", "breaking_x", "status", "label", "final_value",
-                                      "final_level", "clean_x"])
+            out.append(
+                {
+                    "degradation": deg,
+                    "family": conds["family"].iloc[0],
+                    "axis": axis,
+                    "axis_unit": unit,
+                    "direction": direction,
+                    "class": int(k),
+                    "class_name": "all classes" if k == ALL_CLASSES else run.class_name(k),
+                    "n": int(n_per.sum()) if k == ALL_CLASSES else int(n_per.get(k, 0)),
+                    "metric": metric,
+                    "clean_value": v0,
+                    "threshold": fraction * v0 if v0 == v0 else np.nan,
+                    "breaking_x": x,
+                    "status": status,
+                    "label": label,
+                    "final_value": vs[-1] if vs else np.nan,
+                    "final_level": conds["level"].iloc[-1],
+                    "clean_x": cx,
+                }
+            )
+    return pd.DataFrame(
+        out,
+        columns=[
+            "degradation",
+            "family",
+            "axis",
+            "axis_unit",
+            "direction",
+            "class",
+            "class_name",
+            "n",
+            "metric",
+            "clean_value",
+            "threshold",
+            "breaking_x",
+            "status",
+            "label",
+            "final_value",
+            "final_level",
+            "clean_x",
+        ],
+    )

@@ -1,4 +1,4 @@
-""""What broke": one ranked row per degradation — the first thing the report shows.
+""" "What broke": one ranked row per degradation — the first thing the report shows.
 
 For each degradation, its worst level (lowest metric; the mildest of ties), the paired effect
 against clean there (difference with Newcombe's interval, exact McNemar p-value Holm-adjusted
@@ -16,10 +16,29 @@ from weakspot.analysis._data import StoreLike, load_run
 
 __all__ = ["what_broke"]
 
-COLUMNS = ["rank", "degradation", "family", "metric", "condition_id", "level", "clean_value", "value", "effect",
-           "effect_lo", "effect_hi", "p_holm", "significant", "first_significant_level", "n", "n_lost",
-           "carriers", "effect_vs_reference", "effect_vs_reference_lo", "effect_vs_reference_hi",
-           "p_vs_reference_holm"]
+COLUMNS = [
+    "rank",
+    "degradation",
+    "family",
+    "metric",
+    "condition_id",
+    "level",
+    "clean_value",
+    "value",
+    "effect",
+    "effect_lo",
+    "effect_hi",
+    "p_holm",
+    "significant",
+    "first_significant_level",
+    "n",
+    "n_lost",
+    "carriers",
+    "effect_vs_reference",
+    "effect_vs_reference_lo",
+    "effect_vs_reference_hi",
+    "p_vs_reference_holm",
+]
 
 
 def what_broke(store: StoreLike, accuracy: pd.DataFrame | None = None, *, k_classes: int = 3) -> pd.DataFrame:
@@ -59,24 +78,41 @@ def what_broke(store: StoreLike, accuracy: pd.DataFrame | None = None, *, k_clas
         lost = clean_hit.reindex(rr.image_index).to_numpy(bool) & ~rr[col].to_numpy(bool)
         per = pd.Series(lost.astype(int), index=rr.ref_class.to_numpy()).groupby(level=0).sum()
         per = per[per > 0].sort_values(ascending=False, kind="stable").head(k_classes)
-        carriers = [{"class": int(k), "class_name": run.class_name(k), "lost": int(v), "n": int(n_class.get(k, 0))}
-                    for k, v in per.items()]
-        row = {"degradation": deg, "family": worst.family, "metric": metric, "condition_id": worst.condition_id,
-               "level": worst.level, "clean_value": float(clean[metric]), "value": float(worst[metric]),
-               "effect": float(worst.diff_vs_clean), "effect_lo": float(worst.diff_vs_clean_adj_lo),
-               "effect_hi": float(worst.diff_vs_clean_adj_hi), "p_holm": float(worst.p_vs_clean_holm),
-               "significant": bool(worst.significant and worst.diff_vs_clean < 0),
-               "first_significant_level": str(sig.level.iloc[0]) if len(sig) else "",
-               "n": int(worst.n_tested), "n_lost": int(worst.n_lost), "carriers": carriers}
-        for c_out, c_in in (("effect_vs_reference", "diff_vs_reference"),
-                            ("effect_vs_reference_lo", "diff_vs_reference_lo"),
-                            ("effect_vs_reference_hi", "diff_vs_reference_hi"),
-                            ("p_vs_reference_holm", "p_vs_reference_holm")):
+        carriers = [
+            {"class": int(k), "class_name": run.class_name(k), "lost": int(v), "n": int(n_class.get(k, 0))}
+            for k, v in per.items()
+        ]
+        row = {
+            "degradation": deg,
+            "family": worst.family,
+            "metric": metric,
+            "condition_id": worst.condition_id,
+            "level": worst.level,
+            "clean_value": float(clean[metric]),
+            "value": float(worst[metric]),
+            "effect": float(worst.diff_vs_clean),
+            "effect_lo": float(worst.diff_vs_clean_adj_lo),
+            "effect_hi": float(worst.diff_vs_clean_adj_hi),
+            "p_holm": float(worst.p_vs_clean_holm),
+            "significant": bool(worst.significant and worst.diff_vs_clean < 0),
+            "first_significant_level": str(sig.level.iloc[0]) if len(sig) else "",
+            "n": int(worst.n_tested),
+            "n_lost": int(worst.n_lost),
+            "carriers": carriers,
+        }
+        for c_out, c_in in (
+            ("effect_vs_reference", "diff_vs_reference"),
+            ("effect_vs_reference_lo", "diff_vs_reference_lo"),
+            ("effect_vs_reference_hi", "diff_vs_reference_hi"),
+            ("p_vs_reference_holm", "p_vs_reference_holm"),
+        ):
             row[c_out] = float(worst[c_in]) if c_in in worst.index else np.nan
         rows.append(row)
     out = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
     if out.empty:
         return pd.DataFrame(columns=COLUMNS)
-    out = out.sort_values(["significant", "effect", "degradation"], ascending=[False, True, True], kind="stable")
+    out = out.sort_values(
+        ["significant", "effect", "degradation"], ascending=[False, True, True], kind="stable"
+    )
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out.reset_index(drop=True)

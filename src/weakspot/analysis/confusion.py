@@ -40,7 +40,13 @@ def flips(store: StoreLike) -> pd.DataFrame:
     r = run.degraded_rows.copy()
     r["kind"] = np.where(r.labelled & (r.top1 == r.label), "correction", "confusion")
     n_from = r.groupby(["condition_id", "clean_top1"]).size().rename("n_from")
-    f = r[~r.agree].groupby(["condition_id", "clean_top1", "top1", "kind"]).size().rename("count").reset_index()
+    f = (
+        r[~r.agree]
+        .groupby(["condition_id", "clean_top1", "top1", "kind"])
+        .size()
+        .rename("count")
+        .reset_index()
+    )
     f = f.merge(n_from.reset_index(), on=["condition_id", "clean_top1"], how="left")
     f = f.rename(columns={"clean_top1": "from_class", "top1": "to_class"})
     f["share"] = f["count"] / f["n_from"]
@@ -49,10 +55,26 @@ def flips(store: StoreLike) -> pd.DataFrame:
         f[c] = meta[c].reindex(f.condition_id).to_numpy()
     f["from_name"] = [run.class_name(k) for k in f.from_class]
     f["to_name"] = [run.class_name(k) for k in f.to_class]
-    cols = ["condition_id", "degradation", "level", "x", "order", "from_class", "to_class", "from_name", "to_name",
-            "kind", "count", "n_from", "share"]
-    return f[cols].sort_values(["degradation", "order", "count"], ascending=[True, True, False],
-                               kind="stable").reset_index(drop=True)
+    cols = [
+        "condition_id",
+        "degradation",
+        "level",
+        "x",
+        "order",
+        "from_class",
+        "to_class",
+        "from_name",
+        "to_name",
+        "kind",
+        "count",
+        "n_from",
+        "share",
+    ]
+    return (
+        f[cols]
+        .sort_values(["degradation", "order", "count"], ascending=[True, True, False], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def flip_matrix(store: StoreLike, condition_id: str, *, names: bool = True) -> pd.DataFrame:
@@ -63,7 +85,9 @@ def flip_matrix(store: StoreLike, condition_id: str, *, names: bool = True) -> p
     if r.empty:
         from weakspot.errors import InvalidParameterError
 
-        raise InvalidParameterError("condition_id", condition_id, "one of " + ", ".join(run.conditions.condition_id))
+        raise InvalidParameterError(
+            "condition_id", condition_id, "one of " + ", ".join(run.conditions.condition_id)
+        )
     m = pd.crosstab(r.clean_top1, r.top1)
     ks = sorted(set(m.index) | set(m.columns))
     m = m.reindex(index=ks, columns=ks, fill_value=0)
@@ -74,8 +98,21 @@ def flip_matrix(store: StoreLike, condition_id: str, *, names: bool = True) -> p
     return m
 
 
-_PAIR_COLS = ["degradation", "rank", "from_class", "to_class", "from_name", "to_name", "count", "n_from",
-              "first_level", "first_x", "worst_level", "worst_share", "n_levels"]
+_PAIR_COLS = [
+    "degradation",
+    "rank",
+    "from_class",
+    "to_class",
+    "from_name",
+    "to_name",
+    "count",
+    "n_from",
+    "first_level",
+    "first_x",
+    "worst_level",
+    "worst_share",
+    "n_levels",
+]
 
 
 def top_confused_pairs(store: StoreLike, *, k: int = 5) -> pd.DataFrame:
@@ -99,18 +136,37 @@ def top_confused_pairs(store: StoreLike, *, k: int = 5) -> pd.DataFrame:
         g = g.sort_values("order", kind="stable")
         best = g.sort_values(["count", "share", "order"], ascending=[False, False, True], kind="stable")
         best = best.drop_duplicates(["from_class", "to_class"]).copy()
-        best["n_levels"] = g.groupby(["from_class", "to_class"]).size().reindex(
-            pd.MultiIndex.from_frame(best[["from_class", "to_class"]])).to_numpy()
+        best["n_levels"] = (
+            g.groupby(["from_class", "to_class"])
+            .size()
+            .reindex(pd.MultiIndex.from_frame(best[["from_class", "to_class"]]))
+            .to_numpy()
+        )
         # most images at one level first; ties: the pair that occurs at more levels (it starts earlier)
-        best = best.sort_values(["count", "n_levels", "from_class", "to_class"], ascending=[False, False, True, True],
-                                kind="stable").head(k)
+        best = best.sort_values(
+            ["count", "n_levels", "from_class", "to_class"],
+            ascending=[False, False, True, True],
+            kind="stable",
+        ).head(k)
         for rank, w in enumerate(best.itertuples(index=False), 1):
             gg = g[(g.from_class == w.from_class) & (g.to_class == w.to_class)]
-            rows.append({"degradation": deg, "rank": rank, "from_class": int(w.from_class),
-                         "to_class": int(w.to_class), "from_name": w.from_name, "to_name": w.to_name,
-                         "count": int(w.count), "n_from": int(w.n_from), "first_level": gg.level.iloc[0],
-                         "first_x": gg.x.iloc[0], "worst_level": w.level, "worst_share": float(w.share),
-                         "n_levels": int(w.n_levels)})
+            rows.append(
+                {
+                    "degradation": deg,
+                    "rank": rank,
+                    "from_class": int(w.from_class),
+                    "to_class": int(w.to_class),
+                    "from_name": w.from_name,
+                    "to_name": w.to_name,
+                    "count": int(w.count),
+                    "n_from": int(w.n_from),
+                    "first_level": gg.level.iloc[0],
+                    "first_x": gg.x.iloc[0],
+                    "worst_level": w.level,
+                    "worst_share": float(w.share),
+                    "n_levels": int(w.n_levels),
+                }
+            )
     return pd.DataFrame(rows, columns=_PAIR_COLS)
 
 
@@ -127,8 +183,20 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
     from sklearn.metrics import roc_auc_score
 
     run = load_run(store)
-    cols = ["degradation", "from_class", "to_class", "from_name", "to_name", "condition_id", "level", "x", "order",
-            "n_pos", "n_neg", "auc"]
+    cols = [
+        "degradation",
+        "from_class",
+        "to_class",
+        "from_name",
+        "to_name",
+        "condition_id",
+        "level",
+        "x",
+        "order",
+        "n_pos",
+        "n_neg",
+        "auc",
+    ]
     if pairs is None:
         pairs = top_confused_pairs(run, k=k)
     if pairs.empty:
@@ -146,7 +214,8 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
     missing = []
     for deg, g in pairs.groupby("degradation", sort=False):
         conds = [(CLEAN, "clean", np.nan, 0)] + [
-            (c.condition_id, c.level, c.x, c.order) for c in run.degraded[run.degraded.degradation == deg].itertuples()
+            (c.condition_id, c.level, c.x, c.order)
+            for c in run.degraded[run.degraded.degradation == deg].itertuples()
         ]
         for t in g.itertuples(index=False):
             a, b = int(t.from_class), int(t.to_class)
@@ -155,9 +224,22 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
             for cid, level, x, order in conds:
                 if not (y.any() and (1 - y).any()):  # one class has no images: no ROC, no need to load
                     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-                    rows.append({"degradation": deg, "from_class": a, "to_class": b, "from_name": run.class_name(a),
-                                 "to_name": run.class_name(b), "condition_id": cid, "level": level, "x": x,
-                                 "order": order, "n_pos": n_pos, "n_neg": n_neg, "auc": np.nan})
+                    rows.append(
+                        {
+                            "degradation": deg,
+                            "from_class": a,
+                            "to_class": b,
+                            "from_name": run.class_name(a),
+                            "to_name": run.class_name(b),
+                            "condition_id": cid,
+                            "level": level,
+                            "x": x,
+                            "order": order,
+                            "n_pos": n_pos,
+                            "n_neg": n_neg,
+                            "auc": np.nan,
+                        }
+                    )
                     continue
                 if not run.has_probs(cid):
                     missing.append(cid)
@@ -167,10 +249,25 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
                 yy, ss = y[ok], scores[ok]
                 n_pos, n_neg = int(yy.sum()), int((1 - yy).sum())
                 auc = float(roc_auc_score(yy, ss)) if n_pos and n_neg else np.nan
-                rows.append({"degradation": deg, "from_class": a, "to_class": b, "from_name": run.class_name(a),
-                             "to_name": run.class_name(b), "condition_id": cid, "level": level, "x": x,
-                             "order": order, "n_pos": n_pos, "n_neg": n_neg, "auc": auc})
+                rows.append(
+                    {
+                        "degradation": deg,
+                        "from_class": a,
+                        "to_class": b,
+                        "from_name": run.class_name(a),
+                        "to_name": run.class_name(b),
+                        "condition_id": cid,
+                        "level": level,
+                        "x": x,
+                        "order": order,
+                        "n_pos": n_pos,
+                        "n_neg": n_neg,
+                        "auc": auc,
+                    }
+                )
     out = pd.DataFrame(rows, columns=cols)
     if missing:
-        out.attrs["reason"] = f"probabilities missing for {len(set(missing))} condition(s); their levels are skipped"
+        out.attrs["reason"] = (
+            f"probabilities missing for {len(set(missing))} condition(s); their levels are skipped"
+        )
     return out

@@ -42,13 +42,35 @@ def image_damage(store: StoreLike) -> pd.DataFrame:
     clean = run.rows[run.rows.condition_id == CLEAN].set_index("image_index")["hit"]
     r["clean_hit"] = clean.reindex(r.image_index).to_numpy().astype(bool)
     r = r.rename(columns={"p_clean_top1": "p_degraded"})
-    cols = ["condition_id", "degradation", "family", "level", "x", "order", "image_index", "ref_class",
-            "p_clean", "p_degraded", "drop", "z", "hit", "clean_hit", "top1", "clean_top1"]
+    cols = [
+        "condition_id",
+        "degradation",
+        "family",
+        "level",
+        "x",
+        "order",
+        "image_index",
+        "ref_class",
+        "p_clean",
+        "p_degraded",
+        "drop",
+        "z",
+        "hit",
+        "clean_hit",
+        "top1",
+        "clean_top1",
+    ]
     return r[cols].reset_index(drop=True)
 
 
-def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed: int = 0,
-                 min_images: int = MIN_IMAGES_FOR_CLAIM) -> pd.DataFrame:
+def class_damage(
+    store: StoreLike,
+    *,
+    n_boot: int = 500,
+    ci: float = 0.95,
+    seed: int = 0,
+    min_images: int = MIN_IMAGES_FOR_CLAIM,
+) -> pd.DataFrame:
     """Damage per (degraded condition, class), ranked within each condition.
 
     Columns: ``condition_id, degradation, family, level, x, order, class, class_name, n, claim,
@@ -85,8 +107,14 @@ def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed:
     gid = pd.MultiIndex.from_frame(im[key])
     codes, uniques = pd.factorize(gid)
     keys, _, lo, hi = bootstrap_mean_ci(im["drop"].to_numpy(), codes, n_boot=n_boot, ci=ci, seed=seed)
-    ci_frame = pd.DataFrame({"condition_id": uniques.get_level_values(0)[keys],
-                             "ref_class": uniques.get_level_values(1)[keys], "mean_drop_lo": lo, "mean_drop_hi": hi})
+    ci_frame = pd.DataFrame(
+        {
+            "condition_id": uniques.get_level_values(0)[keys],
+            "ref_class": uniques.get_level_values(1)[keys],
+            "mean_drop_lo": lo,
+            "mean_drop_hi": hi,
+        }
+    )
     out = out.merge(ci_frame, on=key, how="left")
     gd = im.groupby("condition_id")["drop"]
     stats = pd.DataFrame({"mu": gd.mean(), "sd": gd.std(ddof=0)})
@@ -96,18 +124,49 @@ def class_damage(store: StoreLike, *, n_boot: int = 500, ci: float = 0.95, seed:
     out["mean_z_lo"] = np.where(sd > 0, (out["mean_drop_lo"] - mu) / safe, 0.0)
     out["mean_z_hi"] = np.where(sd > 0, (out["mean_drop_hi"] - mu) / safe, 0.0)
     no = ~out["claim"]
-    out.loc[no, ["mean_z", "mean_drop_lo", "mean_drop_hi", "mean_z_lo", "mean_z_hi", "acc_lo", "acc_hi"]] = np.nan
+    out.loc[no, ["mean_z", "mean_drop_lo", "mean_drop_hi", "mean_z_lo", "mean_z_hi", "acc_lo", "acc_hi"]] = (
+        np.nan
+    )
     _rank(out, "condition_id")
     meta = run.conditions.set_index("condition_id")
     for c in ("degradation", "family", "level", "x", "order"):
         out[c] = meta[c].reindex(out.condition_id).to_numpy()
     out = out.rename(columns={"ref_class": "class"})
     out["class_name"] = [run.class_name(k) for k in out["class"]]
-    cols = ["condition_id", "degradation", "family", "level", "x", "order", "class", "class_name", "n", "claim",
-            "p_clean", "p_degraded", "mean_drop", "std_drop", "mean_drop_lo", "mean_drop_hi", "mean_z",
-            "mean_z_lo", "mean_z_hi", "acc_clean", "acc", "acc_lo", "acc_hi", "acc_drop", "rank_z", "rank_drop",
-            "rank_acc_drop"]
-    return out[cols].sort_values(["degradation", "order", "rank_z", "class"], kind="stable").reset_index(drop=True)
+    cols = [
+        "condition_id",
+        "degradation",
+        "family",
+        "level",
+        "x",
+        "order",
+        "class",
+        "class_name",
+        "n",
+        "claim",
+        "p_clean",
+        "p_degraded",
+        "mean_drop",
+        "std_drop",
+        "mean_drop_lo",
+        "mean_drop_hi",
+        "mean_z",
+        "mean_z_lo",
+        "mean_z_hi",
+        "acc_clean",
+        "acc",
+        "acc_lo",
+        "acc_hi",
+        "acc_drop",
+        "rank_z",
+        "rank_drop",
+        "rank_acc_drop",
+    ]
+    return (
+        out[cols]
+        .sort_values(["degradation", "order", "rank_z", "class"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def _rank(out: pd.DataFrame, group: str) -> None:
@@ -128,11 +187,19 @@ def degradation_damage(damage: pd.DataFrame) -> pd.DataFrame:
     if damage.empty:
         return pd.DataFrame()
     g = damage.groupby(["degradation", "class"], sort=False)
-    out = g.agg(family=("family", "first"), class_name=("class_name", "first"), n=("n", "max"),
-                claim=("claim", "all") if "claim" in damage else ("n", lambda s: True),
-                mean_drop=("mean_drop", "mean"), mean_z=("mean_z", "mean"), acc_drop=("acc_drop", "mean")).reset_index()
-    worst = damage.loc[damage.groupby(["degradation", "class"])["mean_drop"].idxmax(), ["degradation", "class", "level",
-                                                                                         "mean_drop"]]
+    out = g.agg(
+        family=("family", "first"),
+        class_name=("class_name", "first"),
+        n=("n", "max"),
+        claim=("claim", "all") if "claim" in damage else ("n", lambda s: True),
+        mean_drop=("mean_drop", "mean"),
+        mean_z=("mean_z", "mean"),
+        acc_drop=("acc_drop", "mean"),
+    ).reset_index()
+    worst = damage.loc[
+        damage.groupby(["degradation", "class"])["mean_drop"].idxmax(),
+        ["degradation", "class", "level", "mean_drop"],
+    ]
     worst = worst.rename(columns={"level": "worst_level", "mean_drop": "worst_level_drop"})
     out = out.merge(worst, on=["degradation", "class"], how="left")
     out["claim"] = out["claim"].astype(bool)
@@ -164,6 +231,6 @@ def rank_classes(table: pd.DataFrame, *, by: str = "mean_z", k: int = 5, group: 
     for key, g in table.groupby(group, sort=False):
         s = g.sort_values([by, "class"], ascending=[False, True], kind="stable")
         worst = s.head(k)
-        best = s.iloc[len(worst):].tail(k).iloc[::-1]  # never repeats a class listed as worst
+        best = s.iloc[len(worst) :].tail(k).iloc[::-1]  # never repeats a class listed as worst
         out[key] = {"worst": worst, "best": best}
     return out

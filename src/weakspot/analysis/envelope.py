@@ -32,8 +32,16 @@ import pandas as pd
 from weakspot.analysis._data import StoreLike, load_run
 from weakspot.errors import InvalidParameterError
 
-__all__ = ["Envelope", "camera_grids", "operating_envelope", "envelope_sentence", "refine_envelope",
-           "format_value", "REFINED_FILE", "CAMERA_REFERENCE"]
+__all__ = [
+    "Envelope",
+    "camera_grids",
+    "operating_envelope",
+    "envelope_sentence",
+    "refine_envelope",
+    "format_value",
+    "REFINED_FILE",
+    "CAMERA_REFERENCE",
+]
 
 #: Id of the default-camera condition that :func:`weakspot.evaluate.config.expand_conditions` adds.
 CAMERA_REFERENCE = "camera_reference"
@@ -41,13 +49,28 @@ CAMERA_REFERENCE = "camera_reference"
 REFINED_FILE = "envelope/refined.json"
 
 _NOUNS = {
-    "exposure_s": "exposures", "pixel_size_um": "pixel sizes", "defocus_diopters": "defocus",
-    "f_number": "f-numbers", "focal_length_mm": "focal lengths", "mean_luminance_cd_m2": "scene luminances",
-    "fill_factor": "fill factors", "read_noise_e": "read noise", "iso_gain": "ISO gains",
-    "full_well_e": "full wells", "dark_current_e_per_s": "dark currents",
+    "exposure_s": "exposures",
+    "pixel_size_um": "pixel sizes",
+    "defocus_diopters": "defocus",
+    "f_number": "f-numbers",
+    "focal_length_mm": "focal lengths",
+    "mean_luminance_cd_m2": "scene luminances",
+    "fill_factor": "fill factors",
+    "read_noise_e": "read noise",
+    "iso_gain": "ISO gains",
+    "full_well_e": "full wells",
+    "dark_current_e_per_s": "dark currents",
 }
-_UNITS = {"exposure_s": "s", "pixel_size_um": "µm", "defocus_diopters": "D", "focal_length_mm": "mm",
-          "mean_luminance_cd_m2": "cd/m²", "read_noise_e": "e⁻", "full_well_e": "e⁻", "dark_current_e_per_s": "e⁻/s"}
+_UNITS = {
+    "exposure_s": "s",
+    "pixel_size_um": "µm",
+    "defocus_diopters": "D",
+    "focal_length_mm": "mm",
+    "mean_luminance_cd_m2": "cd/m²",
+    "read_noise_e": "e⁻",
+    "full_well_e": "e⁻",
+    "dark_current_e_per_s": "e⁻/s",
+}
 
 
 def format_value(param: str, value: float) -> str:
@@ -100,26 +123,43 @@ class Envelope:
 
     def table(self) -> pd.DataFrame:
         """Long table ``y, x, accuracy, keep``."""
-        rows = [{self.y: yv, self.x: xv, "accuracy": self.accuracy[i, j], "keep": bool(self.keep[i, j])}
-                for i, yv in enumerate(self.ys) for j, xv in enumerate(self.xs)]
+        rows = [
+            {self.y: yv, self.x: xv, "accuracy": self.accuracy[i, j], "keep": bool(self.keep[i, j])}
+            for i, yv in enumerate(self.ys)
+            for j, xv in enumerate(self.xs)
+        ]
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "degradation": self.degradation, "x": self.x, "y": self.y, "xs": self.xs, "ys": self.ys,
+            "degradation": self.degradation,
+            "x": self.x,
+            "y": self.y,
+            "xs": self.xs,
+            "ys": self.ys,
             "accuracy": [[None if math.isnan(v) else float(v) for v in row] for row in self.accuracy],
-            "n_images": self.n_images, "metric": self.metric, "reference": self.reference,
-            "reference_accuracy": self.reference_accuracy, "share": self.share, "threshold": self.threshold,
-            "keep": self.keep.tolist(), "contour": self.contour, "better_high": self.better_high,
-            "corner": self.corner, "sentence": self.sentence,
+            "n_images": self.n_images,
+            "metric": self.metric,
+            "reference": self.reference,
+            "reference_accuracy": self.reference_accuracy,
+            "share": self.share,
+            "threshold": self.threshold,
+            "keep": self.keep.tolist(),
+            "contour": self.contour,
+            "better_high": self.better_high,
+            "corner": self.corner,
+            "sentence": self.sentence,
         }
 
 
 def _grid_conditions(run) -> dict[str, tuple[str, str, pd.DataFrame]]:
     """Camera-family single-step degradations whose conditions vary exactly two numeric parameters."""
     conds = run.conditions
-    conds = conds[(conds.family == "camera") & (conds.condition_id != CAMERA_REFERENCE)
-                  & ~conds.degradation.astype(str).str.contains(r"\+", regex=True)]
+    conds = conds[
+        (conds.family == "camera")
+        & (conds.condition_id != CAMERA_REFERENCE)
+        & ~conds.degradation.astype(str).str.contains(r"\+", regex=True)
+    ]
     out = {}
     for deg, g in conds.groupby("degradation", sort=False):
         params = [json.loads(p) for p in g.params_json]
@@ -131,13 +171,20 @@ def _grid_conditions(run) -> dict[str, tuple[str, str, pd.DataFrame]]:
                 varying.append(k)
         if len(varying) != 2:
             continue
-        if not all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)
-                   for p in params for k in varying):
+        if not all(
+            isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)
+            for p in params
+            for k in varying
+        ):
             continue
-        df = pd.DataFrame({"condition_id": list(g.condition_id),
-                           varying[0]: [float(p[varying[0]]) for p in params],
-                           varying[1]: [float(p[varying[1]]) for p in params],
-                           "params": params})
+        df = pd.DataFrame(
+            {
+                "condition_id": list(g.condition_id),
+                varying[0]: [float(p[varying[0]]) for p in params],
+                varying[1]: [float(p[varying[1]]) for p in params],
+                "params": params,
+            }
+        )
         # x: the parameter with more distinct values (ties: the registry's x-axis order)
         a, b = varying
         x, y = (a, b) if df[a].nunique() >= df[b].nunique() else (b, a)
@@ -180,9 +227,16 @@ def _crossings(env: Envelope, refined: dict) -> list[dict]:
                 else:
                     cx = values[j] + (thr - a) * (values[j + 1] - values[j]) / (b - a)
                     ref = False
-                out.append({"param": along, "fixed_param": fixed_name, "fixed": float(fv),
-                            "between": [float(values[j]), float(values[j + 1])], "crossing": float(cx),
-                            "refined": ref})
+                out.append(
+                    {
+                        "param": along,
+                        "fixed_param": fixed_name,
+                        "fixed": float(fv),
+                        "between": [float(values[j]), float(values[j + 1])],
+                        "crossing": float(cx),
+                        "refined": ref,
+                    }
+                )
     return out
 
 
@@ -226,8 +280,13 @@ def _corner(env: Envelope) -> dict | None:
     if best is None:
         return None
     n, i0, i1, j0, j1 = best
-    return {"x_range": [env.xs[j0], env.xs[j1]], "y_range": [env.ys[i0], env.ys[i1]],
-            "x_index": [j0, j1], "y_index": [i0, i1], "n_points": n}
+    return {
+        "x_range": [env.xs[j0], env.xs[j1]],
+        "y_range": [env.ys[i0], env.ys[i1]],
+        "x_index": [j0, j1],
+        "y_index": [i0, i1],
+        "n_points": n,
+    }
 
 
 def _clause(param: str, values: list[float], lo: int, hi: int) -> str:
@@ -249,13 +308,19 @@ def envelope_sentence(env: Envelope) -> str:
     ref = "the default camera's" if env.reference == CAMERA_REFERENCE else "its clean"
     c = env.corner
     if c is None:
-        return (f"The model keeps {pct} of {ref} {what} nowhere on the tested grid of "
-                f"{_NOUNS.get(env.x, env.x)} and {_NOUNS.get(env.y, env.y)}.")
-    return (f"The model keeps {pct} of {ref} {what} for {_clause(env.x, env.xs, *c['x_index'])} "
-            f"at {_clause(env.y, env.ys, *c['y_index'])}.")
+        return (
+            f"The model keeps {pct} of {ref} {what} nowhere on the tested grid of "
+            f"{_NOUNS.get(env.x, env.x)} and {_NOUNS.get(env.y, env.y)}."
+        )
+    return (
+        f"The model keeps {pct} of {ref} {what} for {_clause(env.x, env.xs, *c['x_index'])} "
+        f"at {_clause(env.y, env.ys, *c['y_index'])}."
+    )
 
 
-def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: str | None = None) -> Envelope | None:
+def operating_envelope(
+    run_dir: StoreLike, *, share: float = 0.9, degradation: str | None = None
+) -> Envelope | None:
     """The operating envelope of the first (or the named) 2-D camera grid of a run; ``None`` if it has none.
 
     Args:
@@ -272,7 +337,9 @@ def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: s
     if degradation is None:
         degradation = next(iter(grids))
     if degradation not in grids:
-        raise InvalidParameterError("degradation", degradation, "one of " + ", ".join(grids) + " (2-D camera grids)")
+        raise InvalidParameterError(
+            "degradation", degradation, "one of " + ", ".join(grids) + " (2-D camera grids)"
+        )
     x, y, df = grids[degradation]
     xs, ys = sorted(df[x].unique().tolist()), sorted(df[y].unique().tolist())
     acc = np.full((len(ys), len(xs)), np.nan)
@@ -285,9 +352,19 @@ def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: s
         ref_name, ref_acc = CAMERA_REFERENCE, _hit_rate(run, CAMERA_REFERENCE)[0]
     else:
         ref_name, ref_acc = "clean", float(run.rows[run.rows.condition_id == "clean"].hit.mean())
-    env = Envelope(degradation=degradation, x=x, y=y, xs=[float(v) for v in xs], ys=[float(v) for v in ys],
-                   accuracy=acc, n_images=n, metric="accuracy" if run.labelled else "agreement",
-                   reference=ref_name, reference_accuracy=float(ref_acc), share=float(share))
+    env = Envelope(
+        degradation=degradation,
+        x=x,
+        y=y,
+        xs=[float(v) for v in xs],
+        ys=[float(v) for v in ys],
+        accuracy=acc,
+        n_images=n,
+        metric="accuracy" if run.labelled else "agreement",
+        reference=ref_name,
+        reference_accuracy=float(ref_acc),
+        share=float(share),
+    )
     env.better_high = {x: _better_high(acc, 1), y: _better_high(acc, 0)}
     env.contour = _crossings(env, _load_refined(run.root, degradation))
     env.corner = _corner(env)
@@ -295,8 +372,17 @@ def operating_envelope(run_dir: StoreLike, *, share: float = 0.9, degradation: s
     return env
 
 
-def refine_envelope(run_dir: StoreLike, model=None, dataset=None, *, share: float = 0.9, degradation: str | None = None,
-                    tol_fraction: float = 0.125, batch_size: int = 32, seed: int | None = None) -> Envelope | None:
+def refine_envelope(
+    run_dir: StoreLike,
+    model=None,
+    dataset=None,
+    *,
+    share: float = 0.9,
+    degradation: str | None = None,
+    tol_fraction: float = 0.125,
+    batch_size: int = 32,
+    seed: int | None = None,
+) -> Envelope | None:
     """Locate every boundary crossing of the envelope by bisection, running the model on extra points.
 
     For each grid line on which the envelope's ``keep`` flips between neighbouring points, the
@@ -336,8 +422,11 @@ def refine_envelope(run_dir: StoreLike, model=None, dataset=None, *, share: floa
     clean_top1 = _probs(model, images, batch_size).argmax(1)
 
     def accuracy(params: dict) -> float:
-        cond = Condition(condition_id=make_condition_id(env.degradation, params),
-                         steps=(Step(name=env.degradation, params=spec.resolve(None, **params)),), family="camera")
+        cond = Condition(
+            condition_id=make_condition_id(env.degradation, params),
+            steps=(Step(name=env.degradation, params=spec.resolve(None, **params)),),
+            family="camera",
+        )
         top1 = _probs(model, degrade_images(cond, images, ids, seed), batch_size).argmax(1)
         return float(np.where(labels >= 0, top1 == labels, top1 == clean_top1).mean())
 
@@ -346,18 +435,31 @@ def refine_envelope(run_dir: StoreLike, model=None, dataset=None, *, share: floa
         lo, hi = c["between"]
         p, fp = c["param"], c["fixed_param"]
         row = df[(df[fp] == c["fixed"]) & (df[p].isin([lo, hi]))]
-        acc_at = {float(v): env.accuracy[env.ys.index(c["fixed"]), env.xs.index(v)] if p == env.x
-                  else env.accuracy[env.ys.index(v), env.xs.index(c["fixed"])] for v in (lo, hi)}
+        acc_at = {
+            float(v): env.accuracy[env.ys.index(c["fixed"]), env.xs.index(v)]
+            if p == env.x
+            else env.accuracy[env.ys.index(v), env.xs.index(c["fixed"])]
+            for v in (lo, hi)
+        }
         mild, severe = (lo, hi) if acc_at[lo] >= acc_at[hi] else (hi, lo)
         base = dict(row[row[p] == mild].params.iloc[0])
 
         def acc_along(v: float, base: dict = base, p: str = p) -> float:
             return accuracy({**base, p: float(v)})
 
-        res = bisect_breaking_point(acc_along, mild, severe,
-                                    env.reference_accuracy, fraction=env.share, tol=abs(hi - lo) * float(tol_fraction))
-        refined[_refine_key(p, fp, c["fixed"], lo, hi)] = {"crossing": res.x, "status": res.status,
-                                                            "evaluations": res.evaluations}
+        res = bisect_breaking_point(
+            acc_along,
+            mild,
+            severe,
+            env.reference_accuracy,
+            fraction=env.share,
+            tol=abs(hi - lo) * float(tol_fraction),
+        )
+        refined[_refine_key(p, fp, c["fixed"], lo, hi)] = {
+            "crossing": res.x,
+            "status": res.status,
+            "evaluations": res.evaluations,
+        }
     path = Path(run.root) / REFINED_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.is_file() else {}

@@ -46,9 +46,16 @@ def _names(names: list[str]) -> str:
 
 
 def _row(kind, text, score, degradation="", class_name="", cls=None, condition_id="", metric=""):
-    return {"kind": kind, "degradation": degradation, "class_name": class_name,
-            "class": -1 if cls is None else int(cls), "condition_id": condition_id, "metric": metric,
-            "score": float(score), "text": text}
+    return {
+        "kind": kind,
+        "degradation": degradation,
+        "class_name": class_name,
+        "class": -1 if cls is None else int(cls),
+        "condition_id": condition_id,
+        "metric": metric,
+        "score": float(score),
+        "text": text,
+    }
 
 
 def findings(analysis) -> pd.DataFrame:
@@ -90,18 +97,34 @@ def findings(analysis) -> pd.DataFrame:
             sig = f"a real drop ({fmt_p(worst.p_vs_clean_holm)}, Holm-adjusted)"
         else:
             sig = f"not significant ({fmt_p(worst.p_vs_clean_holm)}, Holm-adjusted)"
-        change = (f"{mname} {fmt_value(clean_v)} on clean → {fmt_value(wv)} at {worst.level} "
-                  f"(n = {int(worst.n_tested)}), {sig}")
+        change = (
+            f"{mname} {fmt_value(clean_v)} on clean → {fmt_value(wv)} at {worst.level} "
+            f"(n = {int(worst.n_tested)}), {sig}"
+        )
         if fmt_value(clean_v) == fmt_value(wv):
             change, half = f"{mname} unchanged ({fmt_value(clean_v)}) up to {last.level}", ""
-        rows.append(_row("overview", f"{deg}: {change}{half}.", clean_v - wv, deg,
-                         condition_id=worst.condition_id, metric=metric))
+        rows.append(
+            _row(
+                "overview",
+                f"{deg}: {change}{half}.",
+                clean_v - wv,
+                deg,
+                condition_id=worst.condition_id,
+                metric=metric,
+            )
+        )
     if len(deg_summary) >= 2:
         deg_summary.sort(key=lambda t: t[1])
         w, b = deg_summary[0], deg_summary[-1]
-        rows.append(_row("overview", f"Most damaging: {w[0]} (mean {mname} over its levels {fmt_value(w[1])}); "
-                                     f"least: {b[0]} ({fmt_value(b[1])}); clean {fmt_value(clean_v)}.",
-                         1.0 + clean_v - w[1], metric=metric))
+        rows.append(
+            _row(
+                "overview",
+                f"Most damaging: {w[0]} (mean {mname} over its levels {fmt_value(w[1])}); "
+                f"least: {b[0]} ({fmt_value(b[1])}); clean {fmt_value(clean_v)}.",
+                1.0 + clean_v - w[1],
+                metric=metric,
+            )
+        )
 
     dmg = a.damage
     min_n = int(getattr(a, "min_per_class", 5))
@@ -114,8 +137,9 @@ def findings(analysis) -> pd.DataFrame:
         for deg, g in ok.groupby("degradation", sort=False):
             # the class that loses most of the metric averaged over the levels (it breaks earliest),
             # read at the mildest level where it is lowest
-            cand = dd[dd.degradation == deg].sort_values(["acc_drop", "class"], ascending=[False, True],
-                                                         kind="stable")
+            cand = dd[dd.degradation == deg].sort_values(
+                ["acc_drop", "class"], ascending=[False, True], kind="stable"
+            )
             if cand.empty:
                 continue
             k = int(cand["class"].iloc[0])
@@ -130,8 +154,10 @@ def findings(analysis) -> pd.DataFrame:
             elif len(bprow) and bprow.status.iloc[0] == "before_first_level":
                 first = run.degraded[run.degraded.degradation == deg].sort_values("order").level.iloc[0]
                 where = f" (half already lost at {first})"
-            text = (f"{deg}: {top.class_name} {verb}{where}: {mname} {fmt_value(top.acc_clean)} on clean → "
-                    f"{fmt_value(top.acc)} at {top.level} (n = {int(top.n)})")
+            text = (
+                f"{deg}: {top.class_name} {verb}{where}: {mname} {fmt_value(top.acc_clean)} on clean → "
+                f"{fmt_value(top.acc)} at {top.level} (n = {int(top.n)})"
+            )
             into = pairs[(pairs.degradation == deg) & (pairs.from_class == k)] if not pairs.empty else pairs
             if len(into):
                 text += f", mostly into {_names(into.sort_values('rank').to_name.head(2).tolist())}"
@@ -140,8 +166,18 @@ def findings(analysis) -> pd.DataFrame:
             if len(holds) and len(same) >= 3:
                 keep = "keeps its clean value" if len(holds) == 1 else "keep their clean values"
                 text += f"; {_names(holds.class_name.tolist())} {keep} there"
-            rows.append(_row("collapse", text + ".", float(top.acc_drop), deg, top.class_name, k,
-                             top.condition_id, metric))
+            rows.append(
+                _row(
+                    "collapse",
+                    text + ".",
+                    float(top.acc_drop),
+                    deg,
+                    top.class_name,
+                    k,
+                    top.condition_id,
+                    metric,
+                )
+            )
 
     auc = a.auc
     if auc is not None and not auc.empty:
@@ -165,7 +201,13 @@ def findings(analysis) -> pd.DataFrame:
                 "confusion",
                 f"{deg}: {low.from_name} vs {low.to_name} separability (AUC of p({low.to_name})) "
                 f"falls from {float(c0.iloc[0]):.2f} clean to {float(low.auc):.2f} at {low.level}.",
-                score, deg, low.from_name, fa, low.condition_id, "auc")
+                score,
+                deg,
+                low.from_name,
+                fa,
+                low.condition_id,
+                "auc",
+            )
         rows.extend(best_per_deg.values())
 
     if not dmg.empty:
@@ -173,15 +215,33 @@ def findings(analysis) -> pd.DataFrame:
         med = float(np.median(per_class))
         n_small = int((per_class < min_n).sum())
         if n_small == len(per_class):
-            rows.append(_row("caveat", f"Every class has fewer than {min_n} images (median {med:.0f}): the data "
-                                       "cannot support per-class claims, so none is made; the report shows "
-                                       "per-image observations instead.", 0.0))
+            rows.append(
+                _row(
+                    "caveat",
+                    f"Every class has fewer than {min_n} images (median {med:.0f}): the data "
+                    "cannot support per-class claims, so none is made; the report shows "
+                    "per-image observations instead.",
+                    0.0,
+                )
+            )
         elif n_small:
-            rows.append(_row("caveat", f"{n_small} of {len(per_class)} classes have fewer than {min_n} images: "
-                                       "they are listed but never ranked or named in findings.", 0.0))
+            rows.append(
+                _row(
+                    "caveat",
+                    f"{n_small} of {len(per_class)} classes have fewer than {min_n} images: "
+                    "they are listed but never ranked or named in findings.",
+                    0.0,
+                )
+            )
         if n_small < len(per_class) and med < 30:
-            rows.append(_row("caveat", f"Per-class results rest on a median of {med:.0f} image(s) per class: "
-                                       "class rankings are noisy; read them with their intervals.", 0.0))
+            rows.append(
+                _row(
+                    "caveat",
+                    f"Per-class results rest on a median of {med:.0f} image(s) per class: "
+                    "class rankings are noisy; read them with their intervals.",
+                    0.0,
+                )
+            )
     out = pd.DataFrame(rows, columns=FINDING_COLUMNS)
     kind_order = {"overview": 0, "collapse": 1, "confusion": 2, "caveat": 4}
     out["_k"] = out.kind.map(kind_order)

@@ -111,8 +111,12 @@ def paired_difference_ci(n11, n10, n01, n00, ci: float = 0.95) -> tuple[np.ndarr
         num = n11 * n00 - n10 * n01
         den = np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
         phi = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-        lo = diff - np.sqrt(np.maximum((pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2, 0.0))
-        hi = diff + np.sqrt(np.maximum((ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2, 0.0))
+        lo = diff - np.sqrt(
+            np.maximum((pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2, 0.0)
+        )
+        hi = diff + np.sqrt(
+            np.maximum((ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2, 0.0)
+        )
     lo = np.clip(lo, -1.0, 1.0)
     hi = np.clip(hi, -1.0, 1.0)
     return diff, lo, hi
@@ -187,6 +191,14 @@ def compare_paired(correct_a, correct_b, ci: float = 0.95, alpha: float = 0.05) 
     else:
         verdict = "better" if n01 > n10 else "worse"
     return PairedComparison(
-        n=n, acc_a=(n11 + n10) / n if n else float("nan"), acc_b=(n11 + n01) / n if n else float("nan"),
-        diff=float(diff), diff_lo=float(lo), diff_hi=float(hi), b=n10, c=n01, p=p, verdict=verdict,
+        n=n,
+        acc_a=(n11 + n10) / n if n else float("nan"),
+        acc_b=(n11 + n01) / n if n else float("nan"),
+        diff=float(diff),
+        diff_lo=float(lo),
+        diff_hi=float(hi),
+        b=n10,
+        c=n01,
+        p=p,
+        verdict=verdict,
     )

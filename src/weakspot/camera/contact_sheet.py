@@ -25,7 +25,13 @@ DEFAULT_SWEEPS: tuple[tuple[str, str, str, tuple[float, ...], dict], ...] = (
     ("Pixel size, fixed well\n(brighter, clips)", "pixel_size", "pixel_size_um", (2.8, 5.0, 8.0, 11.0), {}),
     ("Pixel size, well ∝ area", "pixel_size", "pixel_size_um", (2.8, 5.0, 8.0, 11.0), {"well": "area"}),
     ("Exposure time", "exposure", "exposure_s", (0.0125, 0.0025, 0.001, 0.00025), {}),
-    ("Exposure + auto-ISO gain", "exposure", "exposure_s", (0.0125, 0.0025, 0.001, 0.00025), {"iso_gain": True}),
+    (
+        "Exposure + auto-ISO gain",
+        "exposure",
+        "exposure_s",
+        (0.0125, 0.0025, 0.001, 0.00025),
+        {"iso_gain": True},
+    ),
     ("Defocus (6 mm f/2.8)", "defocus", "defocus_diopters", (0.0, 1.0, 2.0, 4.0), {}),
 )
 
@@ -54,7 +60,9 @@ def _square(image: torch.Tensor, size: int) -> torch.Tensor:
     top, left = (h - s) // 2, (w - s) // 2
     crop = image[:, top : top + s, left : left + s].unsqueeze(0)
     if s != size:
-        crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=s > size, align_corners=False)
+        crop = F.interpolate(
+            crop, size=(size, size), mode="bilinear", antialias=s > size, align_corners=False
+        )
     return crop.clamp(0.0, 1.0)
 
 
@@ -90,7 +98,9 @@ def camera_contact_sheet(
     from weakspot.degrade import get_degradation
 
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
-        raise InvalidParameterError("image", getattr(image, "shape", type(image).__name__), "a (3, H, W) tensor in [0, 1]")
+        raise InvalidParameterError(
+            "image", getattr(image, "shape", type(image).__name__), "a (3, H, W) tensor in [0, 1]"
+        )
     check_images(image.unsqueeze(0), "image")
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
@@ -101,8 +111,13 @@ def camera_contact_sheet(
     out_png.parent.mkdir(parents=True, exist_ok=True)
 
     n_rows, n_cols = len(sweeps), max(len(s[3]) for s in sweeps)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.55 * n_rows + (0.5 if title else 0)),
-                             squeeze=False, facecolor="white")
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(2.3 * n_cols, 2.55 * n_rows + (0.5 if title else 0)),
+        squeeze=False,
+        facecolor="white",
+    )
     for r, (row_title, name, param, values, *fixed) in enumerate(sweeps):
         fixed_params = dict(fixed[0]) if fixed else {}
         for c in range(n_cols):

@@ -67,14 +67,18 @@ class ISP:
         if self.white_balance is not None:
             wb = tuple(self.white_balance)
             if len(wb) != 3:
-                raise InvalidParameterError("white_balance", self.white_balance, "three gains (R, G, B) or None")
+                raise InvalidParameterError(
+                    "white_balance", self.white_balance, "three gains (R, G, B) or None"
+                )
             for g in wb:
                 check_range("white_balance", g, 0.0, 1e3)
             object.__setattr__(self, "white_balance", tuple(float(g) for g in wb))
         if self.color_matrix is not None:
             cm = torch.as_tensor(self.color_matrix, dtype=torch.float64).flatten()
             if cm.numel() != 9 or not torch.isfinite(cm).all():
-                raise InvalidParameterError("color_matrix", self.color_matrix, "9 finite numbers (row-major 3×3) or None")
+                raise InvalidParameterError(
+                    "color_matrix", self.color_matrix, "9 finite numbers (row-major 3×3) or None"
+                )
             object.__setattr__(self, "color_matrix", tuple(float(v) for v in cm))
         check_range("digital_gain", self.digital_gain, 0.0, 1e4, low_inclusive=False)
         if self.demosaic not in ("bilinear", "malvar"):
@@ -85,7 +89,13 @@ class ISP:
     @classmethod
     def linear_raw(cls, demosaic: str = "bilinear") -> ISP:
         """An ISP that only normalises (and demosaics): linear raw out, no WB, matrix or gamma."""
-        return cls(white_balance=(1.0, 1.0, 1.0), color_matrix=None, digital_gain=1.0, demosaic=demosaic, output="linear")
+        return cls(
+            white_balance=(1.0, 1.0, 1.0),
+            color_matrix=None,
+            digital_gain=1.0,
+            demosaic=demosaic,
+            output="linear",
+        )
 
     @property
     def is_linear_raw(self) -> bool:
@@ -107,7 +117,9 @@ class ISP:
         black = sensor.black_level_dn if self.black_level_dn is None else self.black_level_dn
         scale = sensor.white_dn - black
         if scale <= 0:
-            raise InvalidParameterError("black_level_dn", black, f"below the sensor's white level {sensor.white_dn:g} DN")
+            raise InvalidParameterError(
+                "black_level_dn", black, f"below the sensor's white level {sensor.white_dn:g} DN"
+            )
         wb = auto_white_balance(sensor) if self.white_balance is None else self.white_balance
         t = torch.diag(torch.tensor(wb, dtype=torch.float64)) * (self.digital_gain / scale)
         if self.color_matrix is not None:
@@ -138,7 +150,9 @@ class ISP:
         img = linear_to_srgb(lin) if self.output == "srgb" else lin
         return lin, img
 
-    def process_reference(self, dn: torch.Tensor, sensor: Sensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def process_reference(
+        self, dn: torch.Tensor, sensor: Sensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unfused reference of :meth:`process`: ``(raw, linear_rgb, image)``."""
         raw = self.normalise(dn, sensor)
         if sensor.cfa is not None:
@@ -176,8 +190,20 @@ def _apply_colour(rgb: torch.Tensor, t: torch.Tensor, black: float) -> torch.Ten
 
 # Malvar–He–Cutler (ICASSP 2004) 5×5 filters, scaled by 1/8.
 _MHC_G_AT_RB = [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]
-_MHC_RB_AT_G_ROW = [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]]
-_MHC_RB_AT_BR = [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]]
+_MHC_RB_AT_G_ROW = [
+    [0, 0, 0.5, 0, 0],
+    [0, -1, 0, -1, 0],
+    [-1, 4, 5, 4, -1],
+    [0, -1, 0, -1, 0],
+    [0, 0, 0.5, 0, 0],
+]
+_MHC_RB_AT_BR = [
+    [0, 0, -1.5, 0, 0],
+    [0, 2, 0, 2, 0],
+    [-1.5, 0, 6, 0, -1.5],
+    [0, 2, 0, 2, 0],
+    [0, 0, -1.5, 0, 0],
+]
 _CH = {"R": 0, "G": 1, "B": 2}
 
 

@@ -256,8 +256,11 @@ class Optics:
                 return torch.ones(3, 1, 1, device=device, dtype=dtype)
             return _wave_psf_cached(self._wave_key(), float(pitch_um)).to(device=device, dtype=dtype)
         k = _psf_cached(
-            float(self.f_number), float(self.focal_length_mm), float(self.defocus_diopters),
-            bool(self.diffraction), float(pitch_um),
+            float(self.f_number),
+            float(self.focal_length_mm),
+            float(self.defocus_diopters),
+            bool(self.diffraction),
+            float(pitch_um),
         )
         return k.to(device=device, dtype=dtype)
 
@@ -345,7 +348,9 @@ def _bin(fine: torch.Tensor, s: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=128)
-def _psf_cached(f_number: float, focal_mm: float, diopters: float, diffraction: bool, pitch_um: float) -> torch.Tensor:
+def _psf_cached(
+    f_number: float, focal_mm: float, diopters: float, diffraction: bool, pitch_um: float
+) -> torch.Tensor:
     return psf_kernels(f_number, focal_mm, diopters, diffraction, pitch_um)
 
 
@@ -359,7 +364,11 @@ def psf_kernels(
     """
     s = _SUPERSAMPLE
     rho = blur_circle_diameter_um(focal_length_mm, f_number, defocus_diopters) / 2.0 / pitch_um  # px
-    airy_r = [_AIRY_TRUNCATE * (wl * 1e-3) * f_number / pitch_um for wl in BAND_CENTRES_NM] if diffraction else [0.0]
+    airy_r = (
+        [_AIRY_TRUNCATE * (wl * 1e-3) * f_number / pitch_um for wl in BAND_CENTRES_NM]
+        if diffraction
+        else [0.0]
+    )
     radius = int(math.ceil(rho + max(airy_r) + 0.5))
     if radius == 0 or (rho * s < 0.5 and max(airy_r) * s < 0.5):
         return torch.ones(3, 1, 1, dtype=torch.float64)
@@ -375,7 +384,9 @@ def psf_kernels(
     for wl in BAND_CENTRES_NM:
         lam_n_px = (wl * 1e-3) * f_number / pitch_um  # λN in px
         xr = math.pi * r / lam_n_px
-        airy = torch.where(xr > 1e-8, (2 * torch.special.bessel_j1(xr) / xr.clamp_min(1e-8)) ** 2, torch.ones_like(xr))
+        airy = torch.where(
+            xr > 1e-8, (2 * torch.special.bessel_j1(xr) / xr.clamp_min(1e-8)) ** 2, torch.ones_like(xr)
+        )
         airy = airy * (r <= _AIRY_TRUNCATE * lam_n_px)
         airy = airy / airy.sum()
         if rho * s < 0.5:  # in focus: the PSF is the Airy pattern alone

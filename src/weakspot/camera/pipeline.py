@@ -5,7 +5,7 @@ Example:
     >>> from weakspot.camera import Camera, Sensor
     >>> cam = Camera(sensor=Sensor(pixel_size_um=5.6))
     >>> cap = cam.capture(torch.rand(2, 3, 64, 64), generator=0)
-    >>> tuple(cap.image.shape), tuple(cap.dn.shape)   # fewer, larger pixels; Bayer mosaic
+    >>> tuple(cap.image.shape), tuple(cap.dn.shape)  # fewer, larger pixels; Bayer mosaic
     ((2, 3, 32, 32), (2, 1, 32, 32))
 """
 
@@ -109,7 +109,9 @@ class Capture:
 
         def compute() -> torch.Tensor:
             gain = cam._photometric_gain(self.srgb, self.white_luminance_cd_m2)
-            return cam.sensor.collect(self.blurred_linear, self.sample_pitch_um, gain=gain, exposure_s=self.exposure_s)
+            return cam.sensor.collect(
+                self.blurred_linear, self.sample_pitch_um, gain=gain, exposure_s=self.exposure_s
+            )
 
         return self._get("photons_rgb", compute)
 
@@ -138,7 +140,9 @@ class Camera:
     def __post_init__(self) -> None:
         for name, cls in zip(_STAGES, (Scene, Optics, Sensor, ISP), strict=True):
             if not isinstance(getattr(self, name), cls):
-                raise InvalidParameterError(name, type(getattr(self, name)).__name__, f"a weakspot.camera.{cls.__name__}")
+                raise InvalidParameterError(
+                    name, type(getattr(self, name)).__name__, f"a weakspot.camera.{cls.__name__}"
+                )
 
     def replace(self, **params: Any) -> Camera:
         """A copy with named stage parameters changed, e.g. ``cam.replace(exposure_s=0.002)``."""
@@ -191,7 +195,12 @@ class Camera:
         psf = self.optics.psf(pitch, images.device, images.dtype)
         area = self.sensor.uniform_sampling_area(h, w, pitch)
         cache: dict[str, torch.Tensor] = {}
-        if psf.shape[-1] == 1 and area is not None and self.sensor.cfa is not None and not self.scene.per_image_mean:
+        if (
+            psf.shape[-1] == 1
+            and area is not None
+            and self.sensor.cfa is not None
+            and not self.scene.per_image_mean
+        ):
             white = self.scene.white_luminance(images)
             if exposure_s is None:
                 gain = self._photometric_gain(images, white) * (area * self.sensor.exposure_s)  # (B, 3, 1, 1)
@@ -215,8 +224,18 @@ class Camera:
         electrons, readout, dn = self.sensor.expose_photons(photons, keys, exposure_s)
         lin, img = self.isp.process(dn, self.sensor)
         return Capture(
-            srgb=images, photons=photons, electrons=electrons, readout_e=readout, dn=dn, linear_rgb=lin,
-            image=img, psf=psf, white_luminance_cd_m2=white, camera=self, _cache=cache, exposure_s=exposure_s,
+            srgb=images,
+            photons=photons,
+            electrons=electrons,
+            readout_e=readout,
+            dn=dn,
+            linear_rgb=lin,
+            image=img,
+            psf=psf,
+            white_luminance_cd_m2=white,
+            camera=self,
+            _cache=cache,
+            exposure_s=exposure_s,
         )
 
     def __call__(self, images: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
@@ -231,7 +250,9 @@ def _per_image_exposure(exposure_s, batch: int) -> torch.Tensor:
     """Per-image exposure times as a float64 ``(B,)`` tensor, checked (in s, within [0, 3600])."""
     t = torch.as_tensor(exposure_s, dtype=torch.float64).reshape(-1)
     if t.numel() != batch:
-        raise InvalidParameterError("exposure_s", f"{t.numel()} values", f"one per image, exactly {batch} (in s)")
+        raise InvalidParameterError(
+            "exposure_s", f"{t.numel()} values", f"one per image, exactly {batch} (in s)"
+        )
     lo, hi = float(t.min()), float(t.max())
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi > 3600:
         raise InvalidParameterError("exposure_s", f"[{lo:g}, {hi:g}]", "times in [0, 3600] s")
@@ -254,7 +275,9 @@ def _check_fast(images: torch.Tensor) -> None:
         lo, hi = float(lo_t), float(hi_t)  # NaN propagates through min/max, Inf shows up directly
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         check_images(images)
-        raise InvalidImageError(f"'images' must be finite and in [0, 1], got [{lo:.4g}, {hi:.4g}]")  # pragma: no cover
+        raise InvalidImageError(
+            f"'images' must be finite and in [0, 1], got [{lo:.4g}, {hi:.4g}]"
+        )  # pragma: no cover
 
 
 def resample_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

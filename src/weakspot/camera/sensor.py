@@ -116,7 +116,9 @@ class Sensor:
             raise InvalidParameterError("quantum_efficiency", qe, "one value or three (R, G, B) in [0, 1]")
         for q in qes:
             check_range("quantum_efficiency", q, 0.0, 1.0)
-        object.__setattr__(self, "quantum_efficiency", tuple(float(q) for q in qes) if len(qes) == 3 else float(qes[0]))
+        object.__setattr__(
+            self, "quantum_efficiency", tuple(float(q) for q in qes) if len(qes) == 3 else float(qes[0])
+        )
         check_range("full_well_e", self.full_well_e, 0.0, 1e9, low_inclusive=False, unit="e⁻")
         check_range("read_noise_e", self.read_noise_e, 0.0, 1e6, unit="e⁻")
         check_range("dark_current_e_per_s", self.dark_current_e_per_s, 0.0, 1e9, unit="e⁻/s")
@@ -125,7 +127,9 @@ class Sensor:
         if not float(bits).is_integer():
             raise InvalidParameterError("adc_bits", self.adc_bits, "an integer in [1, 24]")
         object.__setattr__(self, "adc_bits", int(bits))
-        check_range("black_level_dn", self.black_level_dn, 0.0, self.adc_max_dn, high_inclusive=False, unit="DN")
+        check_range(
+            "black_level_dn", self.black_level_dn, 0.0, self.adc_max_dn, high_inclusive=False, unit="DN"
+        )
         check_range("prnu_percent", self.prnu_percent, 0.0, 100.0, unit="%")
         check_range("dsnu_e", self.dsnu_e, 0.0, 1e6, unit="e⁻")
         check_range("poisson_exact_below_e", self.poisson_exact_below_e, 0.0, None, unit="e⁻")
@@ -174,12 +178,16 @@ class Sensor:
         """
         check_range("pixel_size_um", pixel_size_um, 0.0, 1e4, low_inclusive=False, unit="µm")
         if well not in PIXEL_WELL_DESIGNS:
-            raise InvalidParameterError("well", well, "'fixed' (ISETCam, constant well) or 'area' (well ∝ pixel area)")
+            raise InvalidParameterError(
+                "well", well, "'fixed' (ISETCam, constant well) or 'area' (well ∝ pixel area)"
+            )
         if well == "fixed":
             return replace(self, pixel_size_um=float(pixel_size_um))
         a = (pixel_size_um / self.pixel_size_um) ** 2
         return replace(
-            self, pixel_size_um=float(pixel_size_um), full_well_e=self.full_well_e * a,
+            self,
+            pixel_size_um=float(pixel_size_um),
+            full_well_e=self.full_well_e * a,
             conversion_gain=self.conversion_gain / a,
         )
 
@@ -196,22 +204,30 @@ class Sensor:
             sh, sw = self.size_mm[0] * 1e3, self.size_mm[1] * 1e3
             if sh > img_h * (1 + 1e-9) or sw > img_w * (1 + 1e-9):
                 raise InvalidParameterError(
-                    "size_mm", self.size_mm,
+                    "size_mm",
+                    self.size_mm,
                     f"at most the optical image, {img_h / 1e3:.4g} × {img_w / 1e3:.4g} mm for a {h}×{w} input "
                     f"at {sample_pitch_um:g} µm per input pixel",
                     "use size_mm=None to cover the whole image",
                 )
-        rows, cols = int(math.floor(sh / self.pixel_size_um + 1e-9)), int(math.floor(sw / self.pixel_size_um + 1e-9))
+        rows, cols = (
+            int(math.floor(sh / self.pixel_size_um + 1e-9)),
+            int(math.floor(sw / self.pixel_size_um + 1e-9)),
+        )
         if rows < 1 or cols < 1:
             raise InvalidParameterError(
-                "pixel_size_um", self.pixel_size_um,
+                "pixel_size_um",
+                self.pixel_size_um,
                 f"(0, {min(sh, sw):.4g}] µm: the pixel must fit on the {sh / 1e3:.4g} × {sw / 1e3:.4g} mm sensor",
             )
         return rows, cols, sh, sw
 
     # ----------------------------------------------------------------- pipeline steps
     def collect(
-        self, irradiance: torch.Tensor, sample_pitch_um: float, gain: torch.Tensor | None = None,
+        self,
+        irradiance: torch.Tensor,
+        sample_pitch_um: float,
+        gain: torch.Tensor | None = None,
         exposure_s: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean photons per pixel and band ``(B, 3, rows, cols)`` over the exposure.
@@ -224,8 +240,12 @@ class Sensor:
         _, _, h, w = irradiance.shape
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
-        _, area_y = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
-        _, area_x = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        _, area_y = _aperture_cached(
+            h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh)
+        )
+        _, area_x = _aperture_cached(
+            w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw)
+        )
         t_s = self.exposure_s if exposure_s is None else exposure_s.reshape(-1, 1, 1, 1)
         scale = torch.as_tensor(t_s, dtype=irradiance.dtype, device=irradiance.device)
         if gain is not None:
@@ -236,8 +256,12 @@ class Sensor:
         # pixels, so it is a short sum of shifted rows (then columns) — K elementwise passes in a
         # fixed order, the same bytes for an image in any batch (a GEMM may block, and so round,
         # differently by batch size) and far less work than the dense product
-        iy, wy = _aperture_band(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
-        ix, wx = _aperture_band(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        iy, wy = _aperture_band(
+            h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh)
+        )
+        ix, wx = _aperture_band(
+            w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw)
+        )
         out = _band_sum(_band_sum(irradiance, iy, wy, dim=-2), ix, wx, dim=-1)
         return out * scale
 
@@ -284,7 +308,9 @@ class Sensor:
             t_s = exposure_s.to(device=dev, dtype=torch.float64).reshape(-1, 1, 1, 1)
             dark_e = (t_s * self.dark_current_e_per_s).to(dt)
         if self.prnu_percent > 0 or self.dsnu_e > 0:
-            gain, offset = _fpn_maps(self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e, dev)
+            gain, offset = _fpn_maps(
+                self.fpn_seed, signal.shape[1], h, w, self.prnu_percent, self.dsnu_e, dev
+            )
             signal = signal.mul_(gain.to(dt))  # PRNU: per-pixel gain
             mean_e = signal.add_((dark_e + offset.to(dt)).clamp_min(0.0))  # DSNU: per-pixel dark offset
         else:
@@ -306,14 +332,24 @@ class Sensor:
         """Photodiode area (µm²) when every sensor pixel sees exactly one input pixel, else ``None``."""
         rows, cols, sh, sw = self.grid(h, w, sample_pitch_um)
         side = self.pixel_size_um * math.sqrt(self.fill_factor)
-        _, ay = _aperture_cached(h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh))
-        _, ax = _aperture_cached(w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw))
+        _, ay = _aperture_cached(
+            h, float(sample_pitch_um), rows, float(self.pixel_size_um), float(side), float(sh)
+        )
+        _, ax = _aperture_cached(
+            w, float(sample_pitch_um), cols, float(self.pixel_size_um), float(side), float(sw)
+        )
         return None if ay is None or ax is None else ay * ax
 
 
 def aperture_matrix(
-    n_in: int, pitch_in_um: float, n_out: int, pixel_um: float, side_um: float, sensor_um: float,
-    device=None, dtype=torch.float32,
+    n_in: int,
+    pitch_in_um: float,
+    n_out: int,
+    pixel_um: float,
+    side_um: float,
+    sensor_um: float,
+    device=None,
+    dtype=torch.float32,
 ) -> torch.Tensor:
     """``(n_out, n_in)`` overlap lengths (µm) of each photodiode with each input pixel, along one axis.
 
@@ -322,7 +358,9 @@ def aperture_matrix(
     ``offset + (i + ½) · pixel_um``. The product ``Ay · irradiance · Axᵀ`` integrates the
     irradiance over every photodiode exactly (it is piecewise constant on the input grid).
     """
-    m, _ = _aperture_cached(n_in, float(pitch_in_um), n_out, float(pixel_um), float(side_um), float(sensor_um))
+    m, _ = _aperture_cached(
+        n_in, float(pitch_in_um), n_out, float(pixel_um), float(side_um), float(sensor_um)
+    )
     return m.to(device=device, dtype=dtype)
 
 
@@ -447,6 +485,8 @@ def _fpn_maps(
     every device up to the last ulp of Box–Muller's ``log``/``cos``), cached per sensor.
     """
     key = KeyedBatch([keyed_seed("weakspot.camera.fpn", int(seed), c, h, w)])
-    gain = 1.0 + (prnu_percent / 100.0) * randn((1, c, h, w), key, device, torch.float64, stream="camera.fpn.prnu")
+    gain = 1.0 + (prnu_percent / 100.0) * randn(
+        (1, c, h, w), key, device, torch.float64, stream="camera.fpn.prnu"
+    )
     offset = dsnu_e * randn((1, c, h, w), key, device, torch.float64, stream="camera.fpn.dsnu")
     return gain.clamp_min(0.0), offset

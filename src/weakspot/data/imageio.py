@@ -161,8 +161,11 @@ def load_image(path: str | Path, channels: int | None = 3) -> torch.Tensor:
             arr = _read_deep_colour(path, img) if _deep_colour(path, img) else None
             if arr is None:
                 if _deep_colour(path, img):
-                    warnings.warn(f"{path} has 16-bit colour but only 8 bits are read: install opencv-python-headless "
-                                  "(or tifffile for TIFF) to keep them", stacklevel=2)
+                    warnings.warn(
+                        f"{path} has 16-bit colour but only 8 bits are read: install opencv-python-headless "
+                        "(or tifffile for TIFF) to keep them",
+                        stacklevel=2,
+                    )
                 bits, signed = _tiff_tag(img, 258), _tiff_tag(img, 339) == 2
                 upright = ImageOps.exif_transpose(img)
                 upright.load()

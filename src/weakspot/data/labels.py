@@ -89,8 +89,12 @@ class LabelMap:
         """One record per folder: folder, index, class name, how (and images, if counted)."""
         out = []
         for k, f in enumerate(self.folders):
-            e: dict[str, Any] = {"folder": f, "index": self.index[k], "class_name": self.class_names[k],
-                                 "how": self.how[k]}
+            e: dict[str, Any] = {
+                "folder": f,
+                "index": self.index[k],
+                "class_name": self.class_names[k],
+                "how": self.how[k],
+            }
             if counts is not None:
                 e["n_images"] = int(counts[k])
             out.append(e)
@@ -171,8 +175,12 @@ def load_class_map(source: str | Path | Mapping[str, Any]) -> dict[str, int | st
                 obj = json.loads(text)
             elif suf == ".csv":
                 rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-                if rows and len(rows[0]) >= 2 and not _INT.match(rows[0][1].strip()) and \
-                        rows[0][0].strip().lower() in ("folder", "name", "dir", "directory", "class"):
+                if (
+                    rows
+                    and len(rows[0]) >= 2
+                    and not _INT.match(rows[0][1].strip())
+                    and rows[0][0].strip().lower() in ("folder", "name", "dir", "directory", "class")
+                ):
                     rows = rows[1:]  # header
                 bad = [r for r in rows if len(r) != 2]
                 if bad:
@@ -233,8 +241,12 @@ class _NameIndex:
                     syn_exact.setdefault(a, []).append(i)
                 for a in nm:
                     syn_norm.setdefault(a, []).append(i)
-        self.tables = [("name", False, exact), ("synonym", False, syn_exact), ("name", True, norm),
-                       ("synonym", True, syn_norm)]
+        self.tables = [
+            ("name", False, exact),
+            ("synonym", False, syn_exact),
+            ("name", True, norm),
+            ("synonym", True, syn_norm),
+        ]
 
     def match(self, folder: str) -> tuple[list[int], str]:
         key = normalize_name(folder)
@@ -245,34 +257,51 @@ class _NameIndex:
         return [], ""
 
 
-def _resolve_group(mode: str, rest: list[str], folders: list[str], class_names: Sequence[str], imagenet: bool,
-                   by_name: _NameIndex, model_name: str, index: dict[str, int], how: dict[str, str],
-                   warnings: list[str]) -> None:
+def _resolve_group(
+    mode: str,
+    rest: list[str],
+    folders: list[str],
+    class_names: Sequence[str],
+    imagenet: bool,
+    by_name: _NameIndex,
+    model_name: str,
+    index: dict[str, int],
+    how: dict[str, str],
+    warnings: list[str],
+) -> None:
     """Resolve the folders ``rest`` (not in the class map) by ``mode``, into ``index``/``how``."""
     k = len(class_names)
     if mode == "sorted":
         if len(folders) > k:
-            raise DataError(f"labels: sorted numbers {len(folders)} folders 0..{len(folders) - 1} but {model_name} "
-                            f"has {k} classes; use labels: names/wordnet or a class_map")
+            raise DataError(
+                f"labels: sorted numbers {len(folders)} folders 0..{len(folders) - 1} but {model_name} "
+                f"has {k} classes; use labels: names/wordnet or a class_map"
+            )
         for j, f in enumerate(folders):
             if f not in index:
                 index[f], how[f] = j, "sorted"
     elif mode == "index":
         bad = [f for f in rest if not _INT.match(f)]
         if bad:
-            raise DataError(f"folder '{bad[0]}' is not an integer class index (labels: index); rename it, "
-                            "map it in class_map, or use labels: names")
+            raise DataError(
+                f"folder '{bad[0]}' is not an integer class index (labels: index); rename it, "
+                "map it in class_map, or use labels: names"
+            )
         for f in rest:
             index[f], how[f] = int(f), "index"
         over = [f for f in rest if int(f) >= k]
         if over:
-            warnings.append(f"{len(over)} integer folders are beyond {model_name}'s {k} classes "
-                            f"(e.g. '{over[0]}'): their images are skipped")
+            warnings.append(
+                f"{len(over)} integer folders are beyond {model_name}'s {k} classes "
+                f"(e.g. '{over[0]}'): their images are skipped"
+            )
     elif mode == "wordnet":
         bad = [f for f in rest if not _WNID.match(f)]
         if bad:
-            raise DataError(f"folder '{bad[0]}' is not a WordNet ID like n01440764 (labels: wordnet); rename it, "
-                            "map it in class_map, or use labels: names")
+            raise DataError(
+                f"folder '{bad[0]}' is not a WordNet ID like n01440764 (labels: wordnet); rename it, "
+                "map it in class_map, or use labels: names"
+            )
         own = {n: i for i, n in enumerate(class_names) if _WNID.match(str(n))}
         if own:  # the model's class names are WordNet IDs themselves
             table = own
@@ -308,8 +337,11 @@ def _resolve_group(mode: str, rest: list[str], folders: list[str], class_names: 
         if unmatched:
             raise DataError(
                 f"folder '{unmatched[0]}' matches none of {model_name}'s {k} class names"
-                + (f" ({len(unmatched)} such folders: {', '.join(unmatched[:4])}{' …' if len(unmatched) > 4 else ''})"
-                   if len(unmatched) > 1 else "")
+                + (
+                    f" ({len(unmatched)} such folders: {', '.join(unmatched[:4])}{' …' if len(unmatched) > 4 else ''})"
+                    if len(unmatched) > 1
+                    else ""
+                )
                 + "; rename it to a class name, map it in class_map (folder: index), or set labels: sorted "
                 "(folder k in sorted order = class k) or labels: none"
             )
@@ -356,7 +388,9 @@ def resolve_labels(
     if len(set(folders)) != len(folders):
         raise DataError("folder names must be unique")
     k = len(class_names)
-    cmap = {str(a): (int(b) if isinstance(b, str) and _INT.match(b) else b) for a, b in (class_map or {}).items()}
+    cmap = {
+        str(a): (int(b) if isinstance(b, str) and _INT.match(b) else b) for a, b in (class_map or {}).items()
+    }
     if labels == "none":
         return LabelMap("none", folders, [-1] * len(folders), [""] * len(folders), ["none"] * len(folders))
     imagenet, by_name = _name_index(tuple(str(n) for n in class_names))
@@ -375,14 +409,22 @@ def resolve_labels(
         else:
             hits, _ = by_name.match(v)
             if len(hits) != 1:
-                what = f"fits {len(hits)} classes: {_candidates(hits, class_names)}" if hits else "is no class name"
-                raise DataError(f"class_map: '{f}' maps to '{v}', which {what} of {model_name}; give the index instead")
+                what = (
+                    f"fits {len(hits)} classes: {_candidates(hits, class_names)}"
+                    if hits
+                    else "is no class name"
+                )
+                raise DataError(
+                    f"class_map: '{f}' maps to '{v}', which {what} of {model_name}; give the index instead"
+                )
             index[f] = hits[0]
         how[f] = "class_map"
     unused = sorted(set(cmap) - set(folders))
     if unused:
-        warnings.append(f"class_map names {len(unused)} folders that do not exist: {', '.join(unused[:5])}"
-                        + (" …" if len(unused) > 5 else ""))
+        warnings.append(
+            f"class_map names {len(unused)} folders that do not exist: {', '.join(unused[:5])}"
+            + (" …" if len(unused) > 5 else "")
+        )
     rest = [f for f in folders if f not in index]
     if labels != "auto":
         groups = [(labels, rest)] if rest else []
@@ -394,15 +436,19 @@ def resolve_labels(
         groups = [(detect_label_mode(g), g) for g in (wn, others) if g]
     mode = "+".join(m for m, _ in groups) or ("class_map" if labels == "auto" else labels)
     for group_mode, group in groups:
-        _resolve_group(group_mode, group, folders, class_names, imagenet, by_name, model_name, index, how, warnings)
+        _resolve_group(
+            group_mode, group, folders, class_names, imagenet, by_name, model_name, index, how, warnings
+        )
     idx = [index[f] for f in folders]
     seen: dict[int, list[str]] = {}
     for f, i in zip(folders, idx, strict=True):
         seen.setdefault(i, []).append(f)
     for i, fs in seen.items():
         if len(fs) > 1:
-            warnings.append(f"folders {', '.join(repr(x) for x in fs)} all map to class {i} "
-                            f"({class_names[i] if 0 <= i < k else '?'})")
+            warnings.append(
+                f"folders {', '.join(repr(x) for x in fs)} all map to class {i} "
+                f"({class_names[i] if 0 <= i < k else '?'})"
+            )
     names = [class_names[i] if 0 <= i < k else "" for i in idx]
     return LabelMap(mode, folders, idx, names, [how[f] for f in folders], warnings)
 
@@ -420,7 +466,9 @@ def _name_remap(ds, class_names: Sequence[str]) -> list[int]:
     return labels
 
 
-def dataset_labels(ds, class_names: Sequence[str], model_name: str = "the model") -> tuple[list[int], list[dict]]:
+def dataset_labels(
+    ds, class_names: Sequence[str], model_name: str = "the model"
+) -> tuple[list[int], list[dict]]:
     """Per-item model class indices of a data set (a :class:`~weakspot.data.ImageDataset`,
     concatenated or not), and the label map of each folder part for the run manifest.
 
@@ -442,16 +490,28 @@ def dataset_labels(ds, class_names: Sequence[str], model_name: str = "the model"
         if folders is None:
             labels += [-1] * len(part) if mode == "none" else _name_remap(part, class_names)
         else:
-            lm = resolve_labels(folders, class_names, labels=mode, class_map=getattr(part, "class_map", None),
-                                model_name=model_name)
+            lm = resolve_labels(
+                folders,
+                class_names,
+                labels=mode,
+                class_map=getattr(part, "class_map", None),
+                model_name=model_name,
+            )
             pos = {f: j for j, f in enumerate(lm.folders)}
             order = [pos[f] for f in folders]  # part.folders order → lm order
             counts = [0] * len(folders)
             for fi in part.folder_index:
                 counts[order[fi]] += 1
             labels += [lm.index[order[fi]] for fi in part.folder_index]
-            maps.append({"part": p, "root": part.root, "mode": lm.mode, "folders": lm.entries(counts),
-                         "warnings": lm.warnings})
+            maps.append(
+                {
+                    "part": p,
+                    "root": part.root,
+                    "mode": lm.mode,
+                    "folders": lm.entries(counts),
+                    "warnings": lm.warnings,
+                }
+            )
     return labels, maps
 
 

@@ -60,20 +60,42 @@ def _shoot(
 @register(
     "pixel_size",
     params=[
-        Param("pixel_size_um", 2.8, "µm", 0.5, 100.0,
-              "pixel pitch on a sensor of fixed size (fill factor constant)"),
-        Param("well", "fixed", "", doc="'fixed': ISETCam's constant well (bigger pixels brighten and clip); "
-              "'area': well ∝ pixel area (constant brightness)", type=str, choices=PIXEL_WELL_DESIGNS),
+        Param(
+            "pixel_size_um",
+            2.8,
+            "µm",
+            0.5,
+            100.0,
+            "pixel pitch on a sensor of fixed size (fill factor constant)",
+        ),
+        Param(
+            "well",
+            "fixed",
+            "",
+            doc="'fixed': ISETCam's constant well (bigger pixels brighten and clip); "
+            "'area': well ∝ pixel area (constant brightness)",
+            type=str,
+            choices=PIXEL_WELL_DESIGNS,
+        ),
         Param("auto_exposure", False, "", doc="shorten the exposure by the pixel-area ratio", type=bool),
     ],
-    severities={1: {"pixel_size_um": 4.0}, 2: {"pixel_size_um": 5.0}, 3: {"pixel_size_um": 6.5},
-                4: {"pixel_size_um": 8.0}, 5: {"pixel_size_um": 11.0}},
+    severities={
+        1: {"pixel_size_um": 4.0},
+        2: {"pixel_size_um": 5.0},
+        3: {"pixel_size_um": 6.5},
+        4: {"pixel_size_um": 8.0},
+        5: {"pixel_size_um": 11.0},
+    },
     family="camera",
     axis="pixel_size_um",
     differentiable=True,
 )
 def pixel_size(
-    images: torch.Tensor, *, generator: GeneratorLike = None, pixel_size_um: float = 2.8, well: str = "fixed",
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    pixel_size_um: float = 2.8,
+    well: str = "fixed",
     auto_exposure: bool = False,
 ) -> torch.Tensor:
     """Photograph with larger (or smaller) pixels on the same sensor: fewer pixels, more light each.
@@ -89,7 +111,9 @@ def pixel_size(
     sensor = DEFAULT_CAMERA.sensor.scaled_to_pixel(float(pixel_size_um), well=well)
     if auto_exposure:
         sensor = replace(sensor, exposure_s=sensor.exposure_s * (_REF_PIXEL_UM / float(pixel_size_um)) ** 2)
-    return _shoot(Camera(DEFAULT_CAMERA.scene, DEFAULT_CAMERA.optics, sensor, DEFAULT_CAMERA.isp), images, generator)
+    return _shoot(
+        Camera(DEFAULT_CAMERA.scene, DEFAULT_CAMERA.optics, sensor, DEFAULT_CAMERA.isp), images, generator
+    )
 
 
 @register(
@@ -98,14 +122,22 @@ def pixel_size(
         Param("exposure_s", _DEFAULT_EXPOSURE_S, "s", 0.0, 10.0, "integration time"),
         Param("iso_gain", False, "", doc="compensate brightness with digital gain (auto-ISO)", type=bool),
     ],
-    severities={1: {"exposure_s": 0.005}, 2: {"exposure_s": 0.0025}, 3: {"exposure_s": 0.001},
-                4: {"exposure_s": 0.0005}, 5: {"exposure_s": 0.00025}},
+    severities={
+        1: {"exposure_s": 0.005},
+        2: {"exposure_s": 0.0025},
+        3: {"exposure_s": 0.001},
+        4: {"exposure_s": 0.0005},
+        5: {"exposure_s": 0.00025},
+    },
     family="camera",
     axis="exposure_s",
     differentiable=True,
 )
 def exposure(
-    images: torch.Tensor, *, generator: GeneratorLike = None, exposure_s: float = _DEFAULT_EXPOSURE_S,
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    exposure_s: float = _DEFAULT_EXPOSURE_S,
     iso_gain: bool = False,
 ) -> torch.Tensor:
     """Photograph with another exposure time (default 1/80 s; severities 1/200 … 1/4000 s).
@@ -122,17 +154,34 @@ def exposure(
 
 @register(
     "defocus",
-    params=[Param("defocus_diopters", 0.0, "D", 0.0, 20.0, "focus error |1/u0 − 1/u| of the 6 mm f/2.8 lens"),
-            Param("defocus_model", "wave", "", doc="'wave' (Hopkins' OTF, ISETCam) or 'geometric' (blur disk)",
-                  type=str, choices=DEFOCUS_MODELS)],
-    severities={1: {"defocus_diopters": 0.5}, 2: {"defocus_diopters": 1.0}, 3: {"defocus_diopters": 2.0},
-                4: {"defocus_diopters": 3.0}, 5: {"defocus_diopters": 4.0}},
+    params=[
+        Param("defocus_diopters", 0.0, "D", 0.0, 20.0, "focus error |1/u0 − 1/u| of the 6 mm f/2.8 lens"),
+        Param(
+            "defocus_model",
+            "wave",
+            "",
+            doc="'wave' (Hopkins' OTF, ISETCam) or 'geometric' (blur disk)",
+            type=str,
+            choices=DEFOCUS_MODELS,
+        ),
+    ],
+    severities={
+        1: {"defocus_diopters": 0.5},
+        2: {"defocus_diopters": 1.0},
+        3: {"defocus_diopters": 2.0},
+        4: {"defocus_diopters": 3.0},
+        5: {"defocus_diopters": 4.0},
+    },
     family="camera",
     axis="defocus_diopters",
     differentiable=True,
 )
 def defocus(
-    images: torch.Tensor, *, generator: GeneratorLike = None, defocus_diopters: float = 0.0, defocus_model: str = "wave",
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    defocus_diopters: float = 0.0,
+    defocus_model: str = "wave",
 ) -> torch.Tensor:
     """Photograph out of focus: Hopkins' diffraction-limited defocus OTF per band (ISETCam).
 
@@ -146,35 +195,123 @@ def defocus(
 
 #: Parameters of the joint ``camera`` degradation: (Param, stage) — every physical knob.
 _CAMERA_PARAMS: tuple[tuple[Param, str], ...] = (
-    (Param("mean_luminance_cd_m2", DEFAULT_CAMERA.scene.mean_luminance_cd_m2, "cd/m²", 0.0, 1e6,
-           "mean luminance of a typical photo (mid-grey anchor)", low_open=True), "scene"),
-    (Param("field_width_mm", DEFAULT_FIELD_WIDTH_MM, "mm", 0.01, 100.0,
-           "width of the scene's optical image on the sensor plane"), "scene"),
-    (Param("f_number", DEFAULT_CAMERA.optics.f_number, "", 0.5, 64.0, "focal length / aperture diameter"), "optics"),
-    (Param("focal_length_mm", DEFAULT_CAMERA.optics.focal_length_mm, "mm", 1.0, 500.0, "focal length"), "optics"),
+    (
+        Param(
+            "mean_luminance_cd_m2",
+            DEFAULT_CAMERA.scene.mean_luminance_cd_m2,
+            "cd/m²",
+            0.0,
+            1e6,
+            "mean luminance of a typical photo (mid-grey anchor)",
+            low_open=True,
+        ),
+        "scene",
+    ),
+    (
+        Param(
+            "field_width_mm",
+            DEFAULT_FIELD_WIDTH_MM,
+            "mm",
+            0.01,
+            100.0,
+            "width of the scene's optical image on the sensor plane",
+        ),
+        "scene",
+    ),
+    (
+        Param("f_number", DEFAULT_CAMERA.optics.f_number, "", 0.5, 64.0, "focal length / aperture diameter"),
+        "optics",
+    ),
+    (
+        Param("focal_length_mm", DEFAULT_CAMERA.optics.focal_length_mm, "mm", 1.0, 500.0, "focal length"),
+        "optics",
+    ),
     (Param("defocus_diopters", 0.0, "D", -20.0, 20.0, "focus error 1/u0 − 1/u"), "optics"),
-    (Param("defocus_model", "wave", "", doc="'wave' (Hopkins) or 'geometric' (blur disk)", type=str,
-           choices=DEFOCUS_MODELS), "optics"),
+    (
+        Param(
+            "defocus_model",
+            "wave",
+            "",
+            doc="'wave' (Hopkins) or 'geometric' (blur disk)",
+            type=str,
+            choices=DEFOCUS_MODELS,
+        ),
+        "optics",
+    ),
     (Param("diffraction", False, "", doc="in-focus Airy blur of the pupil", type=bool), "optics"),
     (Param("transmittance", 1.0, "", 0.0, 1.0, "fraction of light the lens passes", low_open=True), "optics"),
     (Param("pixel_size_um", _REF_PIXEL_UM, "µm", 0.5, 100.0, "pixel pitch (fixed sensor size)"), "sensor"),
-    (Param("fill_factor", DEFAULT_CAMERA.sensor.fill_factor, "", 0.0, 1.0, "photosensitive fraction of the pixel",
-           low_open=True), "sensor"),
-    (Param("well", "fixed", "", doc="'fixed' well (ISETCam) or 'area' (well ∝ pixel area)", type=str,
-           choices=PIXEL_WELL_DESIGNS), "sensor"),
-    (Param("full_well_e", DEFAULT_CAMERA.sensor.full_well_e, "e⁻", 1.0, 1e7, "well capacity of the 2.8 µm pixel"),
-     "sensor"),
+    (
+        Param(
+            "fill_factor",
+            DEFAULT_CAMERA.sensor.fill_factor,
+            "",
+            0.0,
+            1.0,
+            "photosensitive fraction of the pixel",
+            low_open=True,
+        ),
+        "sensor",
+    ),
+    (
+        Param(
+            "well",
+            "fixed",
+            "",
+            doc="'fixed' well (ISETCam) or 'area' (well ∝ pixel area)",
+            type=str,
+            choices=PIXEL_WELL_DESIGNS,
+        ),
+        "sensor",
+    ),
+    (
+        Param(
+            "full_well_e",
+            DEFAULT_CAMERA.sensor.full_well_e,
+            "e⁻",
+            1.0,
+            1e7,
+            "well capacity of the 2.8 µm pixel",
+        ),
+        "sensor",
+    ),
     (Param("exposure_s", _DEFAULT_EXPOSURE_S, "s", 0.0, 10.0, "integration time"), "sensor"),
-    (Param("auto_exposure", False, "", doc="divide the exposure by the pixel-area ratio to 2.8 µm", type=bool),
-     "sensor"),
+    (
+        Param(
+            "auto_exposure", False, "", doc="divide the exposure by the pixel-area ratio to 2.8 µm", type=bool
+        ),
+        "sensor",
+    ),
     (Param("read_noise_e", DEFAULT_CAMERA.sensor.read_noise_e, "e⁻", 0.0, 1e4, "read noise (std)"), "sensor"),
-    (Param("dark_current_e_per_s", DEFAULT_CAMERA.sensor.dark_current_e_per_s, "e⁻/s", 0.0, 1e7, "dark current"),
-     "sensor"),
-    (Param("prnu_percent", 0.0, "%", 0.0, 100.0, "photo-response non-uniformity (std of the gain)"), "sensor"),
+    (
+        Param(
+            "dark_current_e_per_s",
+            DEFAULT_CAMERA.sensor.dark_current_e_per_s,
+            "e⁻/s",
+            0.0,
+            1e7,
+            "dark current",
+        ),
+        "sensor",
+    ),
+    (
+        Param("prnu_percent", 0.0, "%", 0.0, 100.0, "photo-response non-uniformity (std of the gain)"),
+        "sensor",
+    ),
     (Param("dsnu_e", 0.0, "e⁻", 0.0, 1e5, "dark-signal non-uniformity (std of the offset)"), "sensor"),
     (Param("adc_bits", DEFAULT_CAMERA.sensor.adc_bits, "bit", 1, 24, "ADC resolution", type=int), "sensor"),
-    (Param("iso_gain", 1.0, "×", 0.0, 1e4, "ISP digital gain (ISO amplification after readout)", low_open=True),
-     "isp"),
+    (
+        Param(
+            "iso_gain",
+            1.0,
+            "×",
+            0.0,
+            1e4,
+            "ISP digital gain (ISO amplification after readout)",
+            low_open=True,
+        ),
+        "isp",
+    ),
 )
 
 
@@ -193,16 +330,30 @@ def camera_from_params(**params) -> Camera:
             raise UnknownNameError("camera parameter", k, sorted(known))
         vals[k] = v
     d = DEFAULT_CAMERA
-    scene = replace(d.scene, mean_luminance_cd_m2=float(vals["mean_luminance_cd_m2"]),
-                    field_width_mm=float(vals["field_width_mm"]))
-    optics = Optics(f_number=float(vals["f_number"]), focal_length_mm=float(vals["focal_length_mm"]),
-                    defocus_diopters=float(vals["defocus_diopters"]), diffraction=bool(vals["diffraction"]),
-                    transmittance=float(vals["transmittance"]), defocus_model=str(vals["defocus_model"]))
-    base = replace(d.sensor, fill_factor=float(vals["fill_factor"]), full_well_e=float(vals["full_well_e"]),
-                   read_noise_e=float(vals["read_noise_e"]), dark_current_e_per_s=float(vals["dark_current_e_per_s"]),
-                   prnu_percent=float(vals["prnu_percent"]), dsnu_e=float(vals["dsnu_e"]),
-                   adc_bits=int(vals["adc_bits"]),
-                   conversion_gain=d.sensor.conversion_gain * d.sensor.full_well_e / float(vals["full_well_e"]))
+    scene = replace(
+        d.scene,
+        mean_luminance_cd_m2=float(vals["mean_luminance_cd_m2"]),
+        field_width_mm=float(vals["field_width_mm"]),
+    )
+    optics = Optics(
+        f_number=float(vals["f_number"]),
+        focal_length_mm=float(vals["focal_length_mm"]),
+        defocus_diopters=float(vals["defocus_diopters"]),
+        diffraction=bool(vals["diffraction"]),
+        transmittance=float(vals["transmittance"]),
+        defocus_model=str(vals["defocus_model"]),
+    )
+    base = replace(
+        d.sensor,
+        fill_factor=float(vals["fill_factor"]),
+        full_well_e=float(vals["full_well_e"]),
+        read_noise_e=float(vals["read_noise_e"]),
+        dark_current_e_per_s=float(vals["dark_current_e_per_s"]),
+        prnu_percent=float(vals["prnu_percent"]),
+        dsnu_e=float(vals["dsnu_e"]),
+        adc_bits=int(vals["adc_bits"]),
+        conversion_gain=d.sensor.conversion_gain * d.sensor.full_well_e / float(vals["full_well_e"]),
+    )
     px = float(vals["pixel_size_um"])
     exposure_s = float(vals["exposure_s"])
     if vals["auto_exposure"]:
@@ -215,9 +366,13 @@ def camera_from_params(**params) -> Camera:
 @register(
     "camera",
     params=[p for p, _ in _CAMERA_PARAMS],
-    severities={1: {"exposure_s": 0.005, "pixel_size_um": 2.8}, 2: {"exposure_s": 0.0025, "defocus_diopters": 0.5},
-                3: {"exposure_s": 0.001, "defocus_diopters": 1.0}, 4: {"exposure_s": 0.0005, "defocus_diopters": 1.5},
-                5: {"exposure_s": 0.00025, "defocus_diopters": 2.0}},
+    severities={
+        1: {"exposure_s": 0.005, "pixel_size_um": 2.8},
+        2: {"exposure_s": 0.0025, "defocus_diopters": 0.5},
+        3: {"exposure_s": 0.001, "defocus_diopters": 1.0},
+        4: {"exposure_s": 0.0005, "defocus_diopters": 1.5},
+        5: {"exposure_s": 0.00025, "defocus_diopters": 2.0},
+    },
     family="camera",
     axis="exposure_s",
     differentiable=True,
@@ -263,7 +418,10 @@ def camera(images: torch.Tensor, *, generator: GeneratorLike = None, **params) -
         fixed = {**params, **dict(zip(values, combo, strict=True))}
         t_s = None
         if exposures is not None:  # each value checked, auto-exposed and rounded as a scalar capture would be
-            cams = {t: camera_from_params(**{**fixed, "exposure_s": t}) for t in dict.fromkeys(exposures[i] for i in idx)}
+            cams = {
+                t: camera_from_params(**{**fixed, "exposure_s": t})
+                for t in dict.fromkeys(exposures[i] for i in idx)
+            }
             fixed["exposure_s"] = exposures[idx[0]]
             t_s = torch.tensor([cams[exposures[i]].sensor.exposure_s for i in idx], dtype=torch.float64)
         res = _shoot(camera_from_params(**fixed), images[idx], sub_keys, t_s)

@@ -63,7 +63,9 @@ def compose(steps: Sequence[StepLike]) -> Compose:
 
     Example:
         >>> import torch, weakspot
-        >>> chain = weakspot.compose([("gaussian_blur", {"sigma_px": 1.0}), ("gaussian_noise", {"variance": 0.01})])
+        >>> chain = weakspot.compose(
+        ...     [("gaussian_blur", {"sigma_px": 1.0}), ("gaussian_noise", {"variance": 0.01})]
+        ... )
         >>> chain(torch.rand(1, 3, 16, 16), generator=0).shape
         torch.Size([1, 3, 16, 16])
     """

@@ -31,8 +31,13 @@ from weakspot.random import GeneratorLike, keyed_generator
 
 __all__ = ["defect_positions", "stuck_values", "dead_pixels", "hot_pixels", "stuck_pixels", "defect_count"]
 
-_SEVERITIES = {1: {"density": 0.0005}, 2: {"density": 0.001}, 3: {"density": 0.002},
-               4: {"density": 0.005}, 5: {"density": 0.01}}
+_SEVERITIES = {
+    1: {"density": 0.0005},
+    2: {"density": 0.001},
+    3: {"density": 0.002},
+    4: {"density": 0.005},
+    5: {"density": 0.01},
+}
 
 
 def defect_count(h: int, w: int, count: int, density: float) -> int:
@@ -53,7 +58,9 @@ def defect_positions(kind: str, map_seed: int, h: int, w: int, n: int) -> torch.
 
 @lru_cache(maxsize=16)
 def _stuck_map(map_seed: int, h: int, w: int) -> torch.Tensor:
-    return torch.rand(3, h * w, generator=keyed_generator("weakspot.defects", "stuck_values", int(map_seed), h, w))
+    return torch.rand(
+        3, h * w, generator=keyed_generator("weakspot.defects", "stuck_values", int(map_seed), h, w)
+    )
 
 
 def stuck_values(map_seed: int, h: int, w: int, idx: torch.Tensor, channels: int) -> torch.Tensor:
@@ -80,10 +87,22 @@ _COMMON = [
 ]
 
 
-@register("dead_pixels", params=_COMMON, severities=_SEVERITIES, family="sensor_defect", axis="density",
-          random=False, differentiable=True)
+@register(
+    "dead_pixels",
+    params=_COMMON,
+    severities=_SEVERITIES,
+    family="sensor_defect",
+    axis="density",
+    random=False,
+    differentiable=True,
+)
 def dead_pixels(
-    images: torch.Tensor, *, generator: GeneratorLike = None, count: int = 10, density: float = 0.0, map_seed: int = 0
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    count: int = 10,
+    density: float = 0.0,
+    map_seed: int = 0,
 ) -> torch.Tensor:
     """Dead pixels: a persistent set of pixels reads 0 in every channel."""
     return _apply(images, "dead", count, density, map_seed, lambda v, idx: torch.zeros_like(v))
@@ -91,21 +110,45 @@ def dead_pixels(
 
 @register(
     "hot_pixels",
-    params=[*_COMMON, Param("level", 1.0, "", 0.0, 1.0, "extra signal of a hot pixel (1 = saturated)", low_open=True)],
-    severities=_SEVERITIES, family="sensor_defect", axis="density", random=False, differentiable=True,
+    params=[
+        *_COMMON,
+        Param("level", 1.0, "", 0.0, 1.0, "extra signal of a hot pixel (1 = saturated)", low_open=True),
+    ],
+    severities=_SEVERITIES,
+    family="sensor_defect",
+    axis="density",
+    random=False,
+    differentiable=True,
 )
 def hot_pixels(
-    images: torch.Tensor, *, generator: GeneratorLike = None, count: int = 10, density: float = 0.0,
-    map_seed: int = 0, level: float = 1.0,
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    count: int = 10,
+    density: float = 0.0,
+    map_seed: int = 0,
+    level: float = 1.0,
 ) -> torch.Tensor:
     """Hot pixels: a persistent set of pixels gets ``level`` of extra signal, ``min(1, x + level)``."""
     return _apply(images, "hot", count, density, map_seed, lambda v, idx: (v + level).clamp(max=1.0))
 
 
-@register("stuck_pixels", params=_COMMON, severities=_SEVERITIES, family="sensor_defect", axis="density",
-          random=False, differentiable=True)
+@register(
+    "stuck_pixels",
+    params=_COMMON,
+    severities=_SEVERITIES,
+    family="sensor_defect",
+    axis="density",
+    random=False,
+    differentiable=True,
+)
 def stuck_pixels(
-    images: torch.Tensor, *, generator: GeneratorLike = None, count: int = 10, density: float = 0.0, map_seed: int = 0
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    count: int = 10,
+    density: float = 0.0,
+    map_seed: int = 0,
 ) -> torch.Tensor:
     """Stuck pixels: a persistent set of pixels reads a fixed value per channel, whatever the light."""
     h, w = images.shape[-2:]

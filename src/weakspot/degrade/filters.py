@@ -59,7 +59,9 @@ def filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "reflect"
     return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)
 
 
-def gaussian_kernel1d(sigma: torch.Tensor | float, radius: int, device=None, dtype=torch.float32) -> torch.Tensor:
+def gaussian_kernel1d(
+    sigma: torch.Tensor | float, radius: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """Normalised Gaussian taps ``(len(sigma), 2*radius+1)`` (or ``(2r+1,)`` for a float sigma)."""
     scalar = not isinstance(sigma, torch.Tensor)
     s = torch.as_tensor(sigma, device=device, dtype=dtype).reshape(-1, 1).clamp_min(1e-6)
@@ -69,7 +71,9 @@ def gaussian_kernel1d(sigma: torch.Tensor | float, radius: int, device=None, dty
     return k[0] if scalar else k
 
 
-def gaussian_kernel2d(sigma: torch.Tensor | float, radius: int, device=None, dtype=torch.float32) -> torch.Tensor:
+def gaussian_kernel2d(
+    sigma: torch.Tensor | float, radius: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """Isotropic normalised Gaussian ``(B, 2r+1, 2r+1)`` or ``(2r+1, 2r+1)``."""
     k = gaussian_kernel1d(sigma, radius, device, dtype)
     return k.unsqueeze(-1) * k.unsqueeze(-2)
@@ -240,7 +244,11 @@ def fast_separable_filter2d(
 
 
 def fast_gaussian_blur2d(
-    images: torch.Tensor, sigma: float, truncate: float = 4.0, border: str = "reflect", radius: int | None = None
+    images: torch.Tensor,
+    sigma: float,
+    truncate: float = 4.0,
+    border: str = "reflect",
+    radius: int | None = None,
 ) -> torch.Tensor:
     """:func:`gaussian_blur2d` for one scalar ``sigma`` (px) via :func:`fast_separable_filter2d`
     (``radius`` in px overrides ``⌈truncate·σ⌉``)."""

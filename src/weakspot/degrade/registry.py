@@ -144,7 +144,11 @@ class DegradationSpec:
         """Defaults, then the severity row, then explicit ``params``; validated."""
         values = {p.name: p.default for p in self.params}
         if severity is not None:
-            if isinstance(severity, bool) or int(severity) != severity or int(severity) not in self.severities:
+            if (
+                isinstance(severity, bool)
+                or int(severity) != severity
+                or int(severity) not in self.severities
+            ):
                 raise InvalidParameterError(
                     "severity", severity, f"an integer in {sorted(self.severities)} for '{self.name}'"
                 )

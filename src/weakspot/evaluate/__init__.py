@@ -3,9 +3,10 @@
 Typical use::
 
     from weakspot.evaluate import run_sweep, ResultsStore, Run
+
     summary = run_sweep("examples/mnist_defects.yaml", "runs/mnist")
     ResultsStore("runs/mnist").predictions()
-    run = Run.open("runs/mnist")            # conditions, model, data, degraded images of the run
+    run = Run.open("runs/mnist")  # conditions, model, data, degraded images of the run
 """
 
 from weakspot.evaluate.conditions import (

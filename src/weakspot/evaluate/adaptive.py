@@ -69,8 +69,15 @@ def _check_tol(tol: float) -> None:
         raise InvalidParameterError("tol", tol, "a positive step in the parameter's unit")
 
 
-def bisect_breaking_point(f: Callable[[float], float], mild: float, severe: float, clean_value: float, *,
-                          fraction: float = 0.5, tol: float) -> BisectResult:
+def bisect_breaking_point(
+    f: Callable[[float], float],
+    mild: float,
+    severe: float,
+    clean_value: float,
+    *,
+    fraction: float = 0.5,
+    tol: float,
+) -> BisectResult:
     """Find where ``f`` (a class metric, non-increasing from ``mild`` to ``severe``) reaches
     ``fraction × clean_value``, to within ``tol`` in x. ``mild`` may be larger than ``severe``
     (e.g. exposure time: shorter is worse). Costs at most ``2 + ceil(log2(|severe − mild| / tol))``
@@ -93,7 +100,7 @@ def _probs(model, images: list[torch.Tensor], batch_size: int) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = model.preprocess(images[i:i + batch_size])
+            x = model.preprocess(images[i : i + batch_size])
             out.append(torch.softmax(model.module(x).float(), dim=1).cpu().numpy())
     return np.concatenate(out)
 
@@ -137,7 +144,9 @@ def adaptive_breaking_points(
     spec = get_spec(degradation)
     axis = axis or spec.axis
     if axis is None:
-        raise InvalidParameterError("axis", axis, f"a parameter of '{degradation}' (it has no registered x-axis)")
+        raise InvalidParameterError(
+            "axis", axis, f"a parameter of '{degradation}' (it has no registered x-axis)"
+        )
     p = spec.param(axis)
     lv = sorted(spec.severities)
     mild = float(spec.severities[lv[0]].get(axis, p.default)) if mild is None else float(mild)
@@ -188,9 +197,14 @@ def adaptive_breaking_points(
         batch, owner = [], []
         for k in active:
             x = state[k]["x"]
-            cond = Condition(condition_id=make_condition_id(degradation, {axis: x}),
-                             steps=(Step(name=degradation, params={**params, axis: x}),), family=spec.family,
-                             axis=axis, axis_value=x, axis_unit=p.unit or None)
+            cond = Condition(
+                condition_id=make_condition_id(degradation, {axis: x}),
+                steps=(Step(name=degradation, params={**params, axis: x}),),
+                family=spec.family,
+                axis=axis,
+                axis_value=x,
+                axis_unit=p.unit or None,
+            )
             idx = groups[k]
             # images of equal size are degraded together, each with its own keyed generator
             batch += degrade_images(cond, [images[i] for i in idx], [ids[i] for i in idx], seed)
@@ -199,7 +213,7 @@ def adaptive_breaking_points(
         at = 0
         for k, m in owner:
             idx = groups[k]
-            v = value(probs[at:at + m], idx)
+            v = value(probs[at : at + m], idx)
             at += m
             st = state[k]
             st["evals"].append((st["x"], v))
@@ -212,15 +226,32 @@ def adaptive_breaking_points(
         bx, status = st["result"]
         n_img = len(groups[k])
         total += len(st["evals"]) * n_img
-        rows.append({"class": k, "class_name": model.class_names[k] if k < len(model.class_names) else str(k),
-                     "n_images": int(n_img), "clean_value": st["v0"], "breaking_x": float(bx), "status": status,
-                     "n_evals": len(st["evals"]), "image_evaluations": len(st["evals"]) * n_img})
+        rows.append(
+            {
+                "class": k,
+                "class_name": model.class_names[k] if k < len(model.class_names) else str(k),
+                "n_images": int(n_img),
+                "clean_value": st["v0"],
+                "breaking_x": float(bx),
+                "status": status,
+                "n_evals": len(st["evals"]),
+                "image_evaluations": len(st["evals"]) * n_img,
+            }
+        )
     df = pd.DataFrame(rows)
     n_grid = int(math.floor(abs(severe - mild) / tol + 1e-9)) + 1
     grid_total = n_grid * int(sum(r["n_images"] for r in rows))
-    df.attrs.update(axis=axis, unit=p.unit, tol=tol, mild=mild, severe=severe, grid_points=n_grid,
-                    adaptive_image_evaluations=int(total), grid_image_evaluations=grid_total,
-                    saved=grid_total - int(total))
+    df.attrs.update(
+        axis=axis,
+        unit=p.unit,
+        tol=tol,
+        mild=mild,
+        severe=severe,
+        grid_points=n_grid,
+        adaptive_image_evaluations=int(total),
+        grid_image_evaluations=grid_total,
+        saved=grid_total - int(total),
+    )
     return df
 
 
@@ -264,11 +295,14 @@ def adaptive_from_run(run_dir, degradation: str, *, per_class: int | None = None
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"weakspot.adaptive": json.dumps(df.attrs).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"weakspot.adaptive": json.dumps(df.attrs).encode()}
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf)
     from pathlib import Path
 
-    atomic_write_bytes(Path(run_dir) / "adaptive" / f"{degradation.replace('/', '.')}.parquet", buf.getvalue())
+    atomic_write_bytes(
+        Path(run_dir) / "adaptive" / f"{degradation.replace('/', '.')}.parquet", buf.getvalue()
+    )
     return df

@@ -66,14 +66,21 @@ def near_chance_warning(n_correct: int, n_labelled: int, chance: float | None, w
     acc = n_correct / n_labelled
     if acc > min(2 * chance, (1 + chance) / 2):
         return None
-    return (f"clean top-1 is {acc:.2f} ({n_correct}/{n_labelled}{where}), near chance (1/{round(1 / chance)} = "
-            f"{chance:.3f}): the labels probably do not match the model's classes; check the label mapping "
-            "('weakspot check CONFIG'), data 'labels' and 'class_map', and the model's class_names")
+    return (
+        f"clean top-1 is {acc:.2f} ({n_correct}/{n_labelled}{where}), near chance (1/{round(1 / chance)} = "
+        f"{chance:.3f}): the labels probably do not match the model's classes; check the label mapping "
+        "('weakspot check CONFIG'), data 'labels' and 'class_map', and the model's class_names"
+    )
 
 
-def data_warnings(labels: Sequence[int], class_names: Sequence[str], digests: Sequence[str],
-                  image_ids: Sequence[str], label_map: dict | None = None,
-                  min_per_class: int = MIN_PER_CLASS) -> list[str]:
+def data_warnings(
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    digests: Sequence[str],
+    image_ids: Sequence[str],
+    label_map: dict | None = None,
+    min_per_class: int = MIN_PER_CLASS,
+) -> list[str]:
     """The warnings that need no forward pass: label-map remarks, classes with fewer than
     ``min_per_class`` images, and duplicate files (same content hash)."""
     out = list((label_map or {}).get("warnings", []))
@@ -82,14 +89,18 @@ def data_warnings(labels: Sequence[int], class_names: Sequence[str], digests: Se
     if few:
         n, c = few[0]
         name = class_names[c] if 0 <= c < len(class_names) else str(c)
-        out.append(f"{len(few)} of {len(counts)} classes have fewer than {min_per_class} images (e.g. {c} "
-                   f"'{name}': {n}); per-class claims need >= {min_per_class} images per class; add images "
-                   "or read only the overall results")
+        out.append(
+            f"{len(few)} of {len(counts)} classes have fewer than {min_per_class} images (e.g. {c} "
+            f"'{name}': {n}); per-class claims need >= {min_per_class} images per class; add images "
+            "or read only the overall results"
+        )
     dups = duplicate_groups(digests, image_ids)
     if dups:
         extra = sum(len(g) - 1 for g in dups)
-        out.append(f"{len(dups)} groups of identical files ({extra} extra copies, e.g. "
-                   f"{' = '.join(dups[0][:3])}): each copy counts again; remove the duplicates")
+        out.append(
+            f"{len(dups)} groups of identical files ({extra} extra copies, e.g. "
+            f"{' = '.join(dups[0][:3])}): each copy counts again; remove the duplicates"
+        )
     return out
 
 
@@ -119,10 +130,14 @@ class ChanceWatch:
             return
         lab = np.asarray(rows.get("label", []), dtype=np.int64)
         self.n += int((lab >= 0).sum())
-        self.correct += int(np.asarray(rows.get("correct1", []), dtype=bool)[lab >= 0].sum()) if len(lab) else 0
+        self.correct += (
+            int(np.asarray(rows.get("correct1", []), dtype=bool)[lab >= 0].sum()) if len(lab) else 0
+        )
         if self.n >= self.need:
             self.done = True
-            self.warning = near_chance_warning(self.correct, self.n, self.chance, " on the first clean images")
+            self.warning = near_chance_warning(
+                self.correct, self.n, self.chance, " on the first clean images"
+            )
             if self.warning:
                 print_warnings([self.warning], self.console)
 
@@ -179,8 +194,15 @@ def _load(ds, i: int) -> tuple[torch.Tensor | None, float]:
     return img, time.perf_counter() - t0
 
 
-def preflight(config, *, sample: int = 64, min_per_class: int = MIN_PER_CLASS, eta: bool = True,
-              eta_images: int = 2, batch_size: int = 16) -> CheckReport:
+def preflight(
+    config,
+    *,
+    sample: int = 64,
+    min_per_class: int = MIN_PER_CLASS,
+    eta: bool = True,
+    eta_images: int = 2,
+    batch_size: int = 16,
+) -> CheckReport:
     """Check a run config before running it.
 
     Args:
@@ -224,21 +246,28 @@ def preflight(config, *, sample: int = 64, min_per_class: int = MIN_PER_CLASS, e
             "the data set does not belong to this model; check 'data' and 'model' in the config"
         )
     if n_out:
-        warnings.append(f"{n_out} of {len(labels)} images have labels beyond {model.name}'s {k} classes: "
-                        "a run skips them")
+        warnings.append(
+            f"{n_out} of {len(labels)} images have labels beyond {model.name}'s {k} classes: a run skips them"
+        )
     usable = [i for i, x in enumerate(in_range) if x is not None]
     lab_usable = [labels[i] for i in usable]
     digests = [hashlib.sha1(ds.raw_bytes(i)).hexdigest() for i in usable]
     ids = [ds.image_ids[i] for i in usable]
     warnings += data_warnings(lab_usable, names, digests, ids, label_map, min_per_class)
     counts = Counter(x for x in lab_usable if x >= 0)
-    class_counts = [{"index": c, "class_name": names[c], "n_images": n}
-                    for c, n in sorted(counts.items(), key=lambda t: (t[1], t[0]))]
+    class_counts = [
+        {"index": c, "class_name": names[c], "n_images": n}
+        for c, n in sorted(counts.items(), key=lambda t: (t[1], t[0]))
+    ]
 
     # clean top-1 on a seeded sample of labelled images (any images if none is labelled)
     labelled = [i for i in usable if labels[i] >= 0]
     pool = labelled or usable
-    pick = [pool[j] for j in subset_indices([labels[i] for i in pool], limit=sample, seed=cfg.seed)] if pool else []
+    pick = (
+        [pool[j] for j in subset_indices([labels[i] for i in pool], limit=sample, seed=cfg.seed)]
+        if pool
+        else []
+    )
     imgs, got, t_decode = [], [], 0.0
     for i in pick:
         img, dt = _load(ds, i)
@@ -272,7 +301,7 @@ def preflight(config, *, sample: int = 64, min_per_class: int = MIN_PER_CLASS, e
         per_fwd = t_fwd / len(imgs)
         per_cond: dict[str, float] = {}
         timed: dict[tuple, float] = {}
-        few = imgs[:max(1, eta_images)]
+        few = imgs[: max(1, eta_images)]
         few_ids = [ds.image_ids[i] for i in got[: len(few)]]
         for c in conditions:
             sig = tuple(st.name for st in c.steps)
@@ -290,19 +319,43 @@ def preflight(config, *, sample: int = 64, min_per_class: int = MIN_PER_CLASS, e
             per_cond[c.condition_id] = timed[sig]
         n_img = len(usable)
         eta_s = n_img * (per_decode + (1 + len(conditions)) * per_fwd + sum(per_cond.values()))
-        timing = {"decode_s_per_image": per_decode, "forward_s_per_image": per_fwd,
-                  "degrade_s_per_image": per_cond, "threads": torch.get_num_threads(), "images": n_img,
-                  "conditions": len(conditions) + 1}
+        timing = {
+            "decode_s_per_image": per_decode,
+            "forward_s_per_image": per_fwd,
+            "degrade_s_per_image": per_cond,
+            "threads": torch.get_num_threads(),
+            "images": n_img,
+            "conditions": len(conditions) + 1,
+        }
 
     pre = model.preprocess_config.to_dict()
     return CheckReport(
-        model={"name": model.name, "source": model.source, "num_classes": k, "input_size": list(model.input_size),
-               "preprocess": pre, "weights_path": model.weights_path},
-        data={"kind": ds.kind, "root": ds.root, "n_images": len(ds), "n_usable": len(usable),
-              "n_labelled": sum(x >= 0 for x in lab_usable)},
-        label_map=label_map, class_counts=class_counts, min_per_class=min_per_class,
-        sample_ids=[ds.image_ids[i] for i in got], sample_top1=acc, sample_labelled=n_lab, chance=chance,
-        duplicates=duplicate_groups(digests, ids), n_conditions=len(conditions), eta_s=eta_s, timing=timing,
+        model={
+            "name": model.name,
+            "source": model.source,
+            "num_classes": k,
+            "input_size": list(model.input_size),
+            "preprocess": pre,
+            "weights_path": model.weights_path,
+        },
+        data={
+            "kind": ds.kind,
+            "root": ds.root,
+            "n_images": len(ds),
+            "n_usable": len(usable),
+            "n_labelled": sum(x >= 0 for x in lab_usable),
+        },
+        label_map=label_map,
+        class_counts=class_counts,
+        min_per_class=min_per_class,
+        sample_ids=[ds.image_ids[i] for i in got],
+        sample_top1=acc,
+        sample_labelled=n_lab,
+        chance=chance,
+        duplicates=duplicate_groups(digests, ids),
+        n_conditions=len(conditions),
+        eta_s=eta_s,
+        timing=timing,
         warnings=warnings,
     )
 
@@ -325,8 +378,10 @@ def describe_preprocess(pre: dict[str, Any]) -> str:
     else:
         geo = f"resize to {h}×{w} ({how})"
     fmt = lambda v: "(" + ", ".join(f"{x:.3g}" for x in v) + ")"  # noqa: E731
-    return (f"{geo}, {pre.get('channels', 3)} channel(s), (x − mean)/std with mean {fmt(pre['mean'])}, "
-            f"std {fmt(pre['std'])} (x in [0, 1])")
+    return (
+        f"{geo}, {pre.get('channels', 3)} channel(s), (x − mean)/std with mean {fmt(pre['mean'])}, "
+        f"std {fmt(pre['std'])} (x in [0, 1])"
+    )
 
 
 def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
@@ -336,11 +391,15 @@ def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
     from rich.table import Table
 
     m, d = report.model, report.data
-    console.print(f"[bold]model[/] {escape(m['name'])} ({m['source']}), {m['num_classes']} classes, input "
-                  f"{m['input_size'][0]}×{m['input_size'][1]} px")
+    console.print(
+        f"[bold]model[/] {escape(m['name'])} ({m['source']}), {m['num_classes']} classes, input "
+        f"{m['input_size'][0]}×{m['input_size'][1]} px"
+    )
     console.print(f"[bold]preprocessing[/] {escape(describe_preprocess(m['preprocess']))}")
-    console.print(f"[bold]data[/] {escape(d['kind'])} {escape(d['root'])}: {d['n_images']} images, "
-                  f"{d['n_usable']} usable, {d['n_labelled']} labelled")
+    console.print(
+        f"[bold]data[/] {escape(d['kind'])} {escape(d['root'])}: {d['n_images']} images, "
+        f"{d['n_usable']} usable, {d['n_labelled']} labelled"
+    )
     lm = report.label_map
     if lm is not None:
         t = Table(title=f"label mapping ({lm['mode']})", title_justify="left")
@@ -348,8 +407,13 @@ def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
             t.add_column(col, justify="right" if col in ("index", "images") else "left")
         rows = lm["folders"]
         for e in rows[:max_rows]:
-            t.add_row(escape(e["folder"]), str(e["index"]), escape(e["class_name"]), e["how"],
-                      str(e.get("n_images", "")))
+            t.add_row(
+                escape(e["folder"]),
+                str(e["index"]),
+                escape(e["class_name"]),
+                e["how"],
+                str(e.get("n_images", "")),
+            )
         console.print(t)
         if len(rows) > max_rows:
             console.print(f"  … {len(rows) - max_rows} more folders (all in --json)")
@@ -363,12 +427,16 @@ def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
     if report.class_counts:
         n = [e["n_images"] for e in report.class_counts]
         few = sum(x < report.min_per_class for x in n)
-        console.print(f"[bold]per class[/] {len(n)} classes, {min(n)}–{max(n)} images each; {few} below the "
-                      f"{report.min_per_class} that per-class claims need")
+        console.print(
+            f"[bold]per class[/] {len(n)} classes, {min(n)}–{max(n)} images each; {few} below the "
+            f"{report.min_per_class} that per-class claims need"
+        )
     if report.sample_top1 is not None:
         ch = f"; chance {report.chance:.3f}" if report.chance else ""
-        console.print(f"[bold]clean top-1[/] {report.sample_top1:.2f} on a seeded sample of "
-                      f"{report.sample_labelled} labelled images{ch}")
+        console.print(
+            f"[bold]clean top-1[/] {report.sample_top1:.2f} on a seeded sample of "
+            f"{report.sample_labelled} labelled images{ch}"
+        )
     else:
         console.print("[bold]clean top-1[/] – (no labelled images: the clean prediction is the reference)")
     if report.duplicates:
@@ -380,9 +448,11 @@ def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
     if report.eta_s is not None:
         tm = report.timing
         deg = sum(tm["degrade_s_per_image"].values())
-        console.print(f"[bold]ETA[/] {_duration(report.eta_s)} for {tm['images']} images × {tm['conditions']} "
-                      f"conditions on this machine ({tm['threads']} torch thread(s), one process): decode "
-                      f"{tm['decode_s_per_image'] * 1e3:.0f} ms + forward {tm['forward_s_per_image'] * 1e3:.0f} ms "
-                      f"per image and condition + degradations {deg * 1e3:.0f} ms per image for all conditions")
+        console.print(
+            f"[bold]ETA[/] {_duration(report.eta_s)} for {tm['images']} images × {tm['conditions']} "
+            f"conditions on this machine ({tm['threads']} torch thread(s), one process): decode "
+            f"{tm['decode_s_per_image'] * 1e3:.0f} ms + forward {tm['forward_s_per_image'] * 1e3:.0f} ms "
+            f"per image and condition + degradations {deg * 1e3:.0f} ms per image for all conditions"
+        )
     print_warnings(report.warnings, console)
     console.print("[green]ok[/]" if report.ok else f"{len(report.warnings)} warnings")

@@ -27,14 +27,26 @@ def _accuracy_table(summary, title: str):
 def _summary_line(s) -> str:
     speed = s.images_evaluated / s.seconds if s.seconds > 0 else 0.0
     what = "resumed: " if s.resumed else ""
-    return (f"{what}{s.units_run} units run ({s.images_evaluated} image·conditions, {speed:.1f}/s; "
-            f"forward {s.forward_s:.1f}s, degradations {s.degrade_s:.1f}s, total {s.seconds:.1f}s); "
-            f"{len(s.skipped)} inputs skipped (listed in manifest.json)")
+    return (
+        f"{what}{s.units_run} units run ({s.images_evaluated} image·conditions, {speed:.1f}/s; "
+        f"forward {s.forward_s:.1f}s, degradations {s.degrade_s:.1f}s, total {s.seconds:.1f}s); "
+        f"{len(s.skipped)} inputs skipped (listed in manifest.json)"
+    )
 
 
-def run_command(config: str | Path | RunConfig, out: str | Path, *, workers=None, progress=True, console=None, err_console=None,
-                engine: str = "local", address: str | None = None, per_class: int | None = None,
-                limit: int | None = None) -> None:
+def run_command(
+    config: str | Path | RunConfig,
+    out: str | Path,
+    *,
+    workers=None,
+    progress=True,
+    console=None,
+    err_console=None,
+    engine: str = "local",
+    address: str | None = None,
+    per_class: int | None = None,
+    limit: int | None = None,
+) -> None:
     from weakspot.errors import ConfigError
     from weakspot.evaluate.run import check_run_dir_name
 
@@ -62,10 +74,16 @@ def run_command(config: str | Path | RunConfig, out: str | Path, *, workers=None
         summary = run_sweep_ray(config, out_dir, address=address, progress=progress, console=err_console)
     else:
         raise ConfigError(f"unknown --engine {engine!r}; use 'local' (default) or 'ray'")
-    console.print(_accuracy_table(summary, f"{out_dir}: {summary.n_images} images × {summary.n_conditions + 1} conditions"))
+    console.print(
+        _accuracy_table(
+            summary, f"{out_dir}: {summary.n_images} images × {summary.n_conditions + 1} conditions"
+        )
+    )
     console.print(_summary_line(summary))
-    console.print(f"results: {out_dir}/predictions (Parquet), {out_dir}/manifest.json; "
-                  f"query with weakspot.evaluate.ResultsStore('{out_dir}')")
+    console.print(
+        f"results: {out_dir}/predictions (Parquet), {out_dir}/manifest.json; "
+        f"query with weakspot.evaluate.ResultsStore('{out_dir}')"
+    )
 
 
 def demo_command(out: Path, *, quick=False, progress=True, console=None, err_console=None) -> None:

@@ -25,8 +25,15 @@ from weakspot.errors import ConfigError
 from weakspot.evaluate.store import CLEAN, check_condition_id
 from weakspot.random import KeyedBatch
 
-__all__ = ["Step", "Condition", "CLEAN_CONDITION", "apply_condition", "degrade_images", "format_value",
-           "make_condition_id"]
+__all__ = [
+    "Step",
+    "Condition",
+    "CLEAN_CONDITION",
+    "apply_condition",
+    "degrade_images",
+    "format_value",
+    "make_condition_id",
+]
 
 
 class Step(BaseModel):
@@ -148,7 +155,9 @@ def apply_condition(
     if len(image_ids) != images.shape[0]:
         from weakspot.errors import InvalidParameterError
 
-        raise InvalidParameterError("image_ids", f"{len(image_ids)} ids", f"one per image ({images.shape[0]})")
+        raise InvalidParameterError(
+            "image_ids", f"{len(image_ids)} ids", f"one per image ({images.shape[0]})"
+        )
     if condition.is_clean:
         return images
     deg = degradation if degradation is not None else condition.build()
@@ -177,7 +186,9 @@ def degrade_images(
     for i, im in enumerate(images):
         groups.setdefault(tuple(im.shape), []).append(i)
     for idx in groups.values():
-        res = apply_condition(condition, torch.stack([images[i] for i in idx]), [image_ids[i] for i in idx], seed, deg)
+        res = apply_condition(
+            condition, torch.stack([images[i] for i in idx]), [image_ids[i] for i in idx], seed, deg
+        )
         for j, i in enumerate(idx):
             out[i] = res[j]
     return out  # type: ignore[return-value]

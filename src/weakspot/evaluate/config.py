@@ -29,8 +29,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from weakspot.errors import ConfigError, WeakspotError
 from weakspot.evaluate.conditions import Condition, Step, make_condition_id
 
-__all__ = ["ModelConfig", "DataConfig", "SweepSpec", "RayConfig", "RunConfig", "load_config", "parse_config",
-           "expand_conditions"]
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "SweepSpec",
+    "RayConfig",
+    "RunConfig",
+    "load_config",
+    "parse_config",
+    "expand_conditions",
+]
 
 
 class _Strict(BaseModel):
@@ -96,7 +104,9 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> SweepSpec:
         if (self.degradation is None) == (self.compose is None):
-            raise ValueError("give exactly one of 'degradation' (name, list or glob) or 'compose' (list of steps)")
+            raise ValueError(
+                "give exactly one of 'degradation' (name, list or glob) or 'compose' (list of steps)"
+            )
         if self.grid is not None and self.severities is not None:
             raise ValueError("give 'grid' or 'severities', not both")
         if self.grid is not None and any(len(v) == 0 for v in self.grid.values()):
@@ -104,7 +114,9 @@ class SweepSpec(_Strict):
         if self.compose is not None and (self.grid or self.severities):
             raise ValueError("a 'compose' entry is one condition: put the parameters in its steps")
         if self.compose is not None and not all(isinstance(s, dict) and "name" in s for s in self.compose):
-            raise ValueError("each 'compose' step is a mapping with a 'name', e.g. {name: gaussian_blur, sigma_px: 1}")
+            raise ValueError(
+                "each 'compose' step is a mapping with a 'name', e.g. {name: gaussian_blur, sigma_px: 1}"
+            )
         return self
 
 
@@ -169,9 +181,16 @@ class RunConfig(_Strict):
         return {
             "model": self.model.model_dump(exclude={"device", "amp", "channels_last"}),
             # labels/class_map only when set: run directories made before they existed still resume
-            "data": [d.model_dump(exclude={k for k in ("labels", "class_map")
-                                           if getattr(d, k) == DataConfig.model_fields[k].default})
-                     for d in self.data_list],
+            "data": [
+                d.model_dump(
+                    exclude={
+                        k
+                        for k in ("labels", "class_map")
+                        if getattr(d, k) == DataConfig.model_fields[k].default
+                    }
+                )
+                for d in self.data_list
+            ],
             "seed": self.seed,
             "shard_size": self.shard_size,
             "store_probs": self.store_probs,
@@ -248,7 +267,9 @@ def as_run_config(config: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
     return parse_config(dict(config))
 
 
-def _axis_of(spec, params: dict[str, Any], grid_keys: list[str]) -> tuple[str | None, float | None, str | None]:
+def _axis_of(
+    spec, params: dict[str, Any], grid_keys: list[str]
+) -> tuple[str | None, float | None, str | None]:
     axis = grid_keys[0] if len(grid_keys) == 1 else (spec.axis if not grid_keys else None)
     if axis is None:
         return None, None, None
@@ -260,7 +281,9 @@ def _axis_of(spec, params: dict[str, Any], grid_keys: list[str]) -> tuple[str | 
     return axis, fv, spec.param(axis).unit or None
 
 
-def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tuple[list[Condition], list[str]]:
+def expand_conditions(
+    specs: list[SweepSpec], skip_unknown: bool = False
+) -> tuple[list[Condition], list[str]]:
     """Expand sweep entries into validated conditions (the clean condition is not included).
 
     When any condition is in the ``camera`` family, a ``camera_reference`` condition is
@@ -285,15 +308,33 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
                     name = st["name"]
                     params = {a: b for a, b in st.items() if a not in ("name", "severity")}
                     spec = get_spec(name)
-                    steps.append(Step(name=name, params=spec.resolve(st.get("severity"), **params), severity=st.get("severity")))
-                cid = sw.id or "+".join(make_condition_id(s.name, {a: b for a, b in st.items() if a != "name"})
-                                        for s, st in zip(steps, sw.compose, strict=True))
+                    steps.append(
+                        Step(
+                            name=name,
+                            params=spec.resolve(st.get("severity"), **params),
+                            severity=st.get("severity"),
+                        )
+                    )
+                cid = sw.id or "+".join(
+                    make_condition_id(s.name, {a: b for a, b in st.items() if a != "name"})
+                    for s, st in zip(steps, sw.compose, strict=True)
+                )
                 first = get_spec(steps[0].name)
                 axis, val, unit = _axis_of(first, steps[0].params, [])
-                out.append(Condition(condition_id=cid, steps=tuple(steps), family=sw.family or "composite",
-                                     axis=axis, axis_value=val, axis_unit=unit))
+                out.append(
+                    Condition(
+                        condition_id=cid,
+                        steps=tuple(steps),
+                        family=sw.family or "composite",
+                        axis=axis,
+                        axis_value=val,
+                        axis_unit=unit,
+                    )
+                )
                 continue
-            names = [sw.degradation] if isinstance(sw.degradation, str) else list(sw.degradation or ())  # the validator made it one
+            names = (
+                [sw.degradation] if isinstance(sw.degradation, str) else list(sw.degradation or ())
+            )  # the validator made it one
             resolved: list[str] = []
             for n in names:
                 if any(ch in n for ch in "*?["):
@@ -302,7 +343,9 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
                         if skip_unknown:
                             skipped.append(n)
                             continue
-                        raise ConfigError(f"{where}: no registered degradation matches '{n}'; see 'weakspot list'")
+                        raise ConfigError(
+                            f"{where}: no registered degradation matches '{n}'; see 'weakspot list'"
+                        )
                     resolved += hits
                 else:
                     resolved.append(n)
@@ -318,10 +361,19 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
                     for sev in sw.severities:
                         params = spec.resolve(sev, **sw.params)
                         axis, val, unit = _axis_of(spec, params, [])
-                        out.append(Condition(
-                            condition_id=(sw.id + f".sev={sev}") if sw.id else make_condition_id(n, sw.params, sev),
-                            steps=(Step(name=n, params=params, severity=sev),), family=sw.family or spec.family,
-                            severity=sev, axis=axis, axis_value=val, axis_unit=unit))
+                        out.append(
+                            Condition(
+                                condition_id=(sw.id + f".sev={sev}")
+                                if sw.id
+                                else make_condition_id(n, sw.params, sev),
+                                steps=(Step(name=n, params=params, severity=sev),),
+                                family=sw.family or spec.family,
+                                severity=sev,
+                                axis=axis,
+                                axis_value=val,
+                                axis_unit=unit,
+                            )
+                        )
                 else:
                     grid = sw.grid or {}
                     keys = list(grid)
@@ -329,10 +381,24 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
                         point = dict(zip(keys, combo, strict=True))
                         params = spec.resolve(None, **{**sw.params, **point})
                         axis, val, unit = _axis_of(spec, params, keys)
-                        cid = make_condition_id(n, {**sw.params, **point}) if not sw.id else (
-                            sw.id + ("." + ".".join(f"{a}={b}" for a, b in point.items()) if point else ""))
-                        out.append(Condition(condition_id=cid, steps=(Step(name=n, params=params),),
-                                             family=sw.family or spec.family, axis=axis, axis_value=val, axis_unit=unit))
+                        cid = (
+                            make_condition_id(n, {**sw.params, **point})
+                            if not sw.id
+                            else (
+                                sw.id
+                                + ("." + ".".join(f"{a}={b}" for a, b in point.items()) if point else "")
+                            )
+                        )
+                        out.append(
+                            Condition(
+                                condition_id=cid,
+                                steps=(Step(name=n, params=params),),
+                                family=sw.family or spec.family,
+                                axis=axis,
+                                axis_value=val,
+                                axis_unit=unit,
+                            )
+                        )
         except WeakspotError as exc:
             if isinstance(exc, ConfigError) and str(exc).startswith(where):
                 raise
@@ -349,5 +415,7 @@ def expand_conditions(specs: list[SweepSpec], skip_unknown: bool = False) -> tup
         seen[c.condition_id] = seen.get(c.condition_id, 0) + 1
     dups = [c for c, n in seen.items() if n > 1]
     if dups:
-        raise ConfigError(f"duplicate condition ids: {', '.join(dups[:5])}; give sweep entries distinct 'id's")
+        raise ConfigError(
+            f"duplicate condition ids: {', '.join(dups[:5])}; give sweep entries distinct 'id's"
+        )
     return out, skipped

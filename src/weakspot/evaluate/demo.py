@@ -28,8 +28,17 @@ IMAGENET_CAMERA_SWEEPS: list[tuple[str, str, list[float]]] = [
     ("exposure", "exposure_s", [0.004, 0.001, 0.0005, 0.00025]),  # 1/250 … 1/4000 s (default 1/80 s)
     ("defocus", "defocus_diopters", [0.5, 1.0, 2.0, 3.0, 4.0]),
 ]
-IMAGENET_C_SET = ["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "contrast",
-                  "brightness", "jpeg_compression", "pixelate"]
+IMAGENET_C_SET = [
+    "gaussian_noise",
+    "shot_noise",
+    "defocus_blur",
+    "motion_blur",
+    "fog",
+    "contrast",
+    "brightness",
+    "jpeg_compression",
+    "pixelate",
+]
 MNIST_SWEEPS: list[tuple[str, str, list[float]]] = [
     ("dead_pixels", "density", [0.01, 0.03, 0.1]),
     ("hot_pixels", "density", [0.01, 0.03, 0.1]),
@@ -62,7 +71,9 @@ MNIST_DEMO: dict[str, Any] = {
 }
 
 
-def _sweeps(entries: list[tuple[str, str, list[float]]], severities: list[int]) -> tuple[list[dict], list[str]]:
+def _sweeps(
+    entries: list[tuple[str, str, list[float]]], severities: list[int]
+) -> tuple[list[dict], list[str]]:
     from weakspot.degrade import get_spec, list_degradations
 
     out: list[dict[str, Any]] = []
@@ -97,8 +108,10 @@ def demo_configs(quick: bool = False) -> tuple[dict[str, dict[str, Any]], list[s
         for s in mnist_sweeps:
             if "grid" in s:
                 s["grid"] = {k: v[-1:] for k, v in s["grid"].items()}
-        img["data"] = [{"kind": "foolbox", "subset": "imagenet", "limit": 5},
-                       {"kind": "skimage", "names": ["chelsea", "coffee"]}]
+        img["data"] = [
+            {"kind": "foolbox", "subset": "imagenet", "limit": 5},
+            {"kind": "skimage", "names": ["chelsea", "coffee"]},
+        ]
         mn["data"] = {"kind": "mnist_5k", "limit": 500}
         for s in cam:
             if "grid" in s:
@@ -111,7 +124,9 @@ def _contact_sheet(out: Path, console) -> Path | None:
     try:
         from weakspot.camera.contact_sheet import camera_contact_sheet
     except ImportError:
-        console.print("[yellow]camera contact sheet skipped:[/] weakspot.camera.contact_sheet is not installed yet")
+        console.print(
+            "[yellow]camera contact sheet skipped:[/] weakspot.camera.contact_sheet is not installed yet"
+        )
         return None
     import skimage.data
     import torch
@@ -129,7 +144,9 @@ def _report(run_dir: Path, console) -> Path | None:
         try:
             from weakspot.report.builder import write_report
         except ImportError:
-            console.print(f"[yellow]report skipped for {run_dir.name}:[/] weakspot.report.write_report is missing")
+            console.print(
+                f"[yellow]report skipped for {run_dir.name}:[/] weakspot.report.write_report is missing"
+            )
             return None
     return Path(write_report(run_dir))
 
@@ -153,16 +170,20 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = True, con
         run_dir = out / key
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        console.print(f"[bold]{key}[/]: {cfg['model']['name']} on "
-                      f"{', '.join(d['kind'] for d in (cfg['data'] if isinstance(cfg['data'], list) else [cfg['data']]))}"
-                      f", {len(cfg['conditions'])} sweeps")
+        console.print(
+            f"[bold]{key}[/]: {cfg['model']['name']} on "
+            f"{', '.join(d['kind'] for d in (cfg['data'] if isinstance(cfg['data'], list) else [cfg['data']]))}"
+            f", {len(cfg['conditions'])} sweeps"
+        )
         summary = run_sweep(cfg, run_dir, progress=progress, console=console)
         result["runs"][key] = summary
         acc = summary.accuracy()
         clean = acc[acc.condition_id == "clean"].iloc[0]
         worst = acc[acc.condition_id != "clean"].sort_values("agree_clean").head(3)
-        console.print(f"  clean top-1 {clean.top1_acc:.3f} on {summary.n_images} images; most damaging: "
-                      + ", ".join(f"{r.condition_id} (agree {r.agree_clean:.2f})" for r in worst.itertuples()))
+        console.print(
+            f"  clean top-1 {clean.top1_acc:.3f} on {summary.n_images} images; most damaging: "
+            + ", ".join(f"{r.condition_id} (agree {r.agree_clean:.2f})" for r in worst.itertuples())
+        )
         try:
             result["reports"][key] = _report(run_dir, console)
         except Exception as exc:  # the runs are kept whatever the report does

@@ -183,7 +183,9 @@ def run_sweep(
         lock.close()
 
 
-def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, console, max_units) -> RunSummary:
+def _run_locked(
+    cfg, store, conditions, unknown, t_start, workers, progress, console, max_units
+) -> RunSummary:
     out_dir = store.root
     resumed = store.exists()
     remove_stale_temporaries(store.root)
@@ -200,7 +202,9 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
             console.print(f"[dim]checking {len(ds)} images…[/]")
         run = Run.create(cfg, out_dir, ds, model, conditions, workers, console)
     ds_index = run.manifest.data.dataset_index
-    labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), model.num_classes, max_units)
+    labels_all, ids_all, units = plan_pending(
+        cfg, store, conditions, len(ds_index), model.num_classes, max_units
+    )
     from weakspot.evaluate.check import ChanceWatch
 
     chance_watch = ChanceWatch(labels_all, console)  # warns once if clean top-1 is near chance
@@ -212,7 +216,9 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
     pending: dict[int, list[Unit]] = {s: [] for s in shards}
     for u in units:
         pending[u.shard].append(u)
-    batches = [[ds_index[i] for i in range(s * cfg.shard_size, min(n, (s + 1) * cfg.shard_size))] for s in shards]
+    batches = [
+        [ds_index[i] for i in range(s * cfg.shard_size, min(n, (s + 1) * cfg.shard_size))] for s in shards
+    ]
     loader_workers = workers if has_files(ds) else 0
     # positions in the loader are dataset indices; map back to image_index
     pos_of = {d: i for i, d in enumerate(ds_index)}
@@ -242,10 +248,19 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
                     if not cond.is_clean and clean_top1 is None:
                         clean_top1 = stored_clean_top1(store, shard, idx)
                     bar.describe(u.condition_id)
-                    res = evaluate_unit(model, sh, cond, u, seed=cfg.seed, batch_size=batch_size,
-                                        clean_top1=clean_top1, store_probs=cfg.store_probs,
-                                        degradation=built.get(u.condition_id), amp=cfg.model.amp,
-                                        channels_last=cfg.model.channels_last)
+                    res = evaluate_unit(
+                        model,
+                        sh,
+                        cond,
+                        u,
+                        seed=cfg.seed,
+                        batch_size=batch_size,
+                        clean_top1=clean_top1,
+                        store_probs=cfg.store_probs,
+                        degradation=built.get(u.condition_id),
+                        amp=cfg.model.amp,
+                        channels_last=cfg.model.channels_last,
+                    )
                     write_unit(store, res)
                     if cond.is_clean:
                         clean_top1 = top1_for(res, idx)
@@ -263,7 +278,23 @@ def _run_locked(cfg, store, conditions, unknown, t_start, workers, progress, con
         loop_cpu = time.process_time() - cpu_loop0
         run.finish(conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s, threads_used)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
-    return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
-                      run.manifest.skipped, resumed, unknown, setup_s, loop_cpu, c_fwd, c_deg, c_mod, repaired)
-
-
+    return RunSummary(
+        Path(out_dir),
+        n,
+        len(conditions),
+        total,
+        len(units),
+        seconds,
+        images_done,
+        t_fwd,
+        t_deg,
+        run.manifest.skipped,
+        resumed,
+        unknown,
+        setup_s,
+        loop_cpu,
+        c_fwd,
+        c_deg,
+        c_mod,
+        repaired,
+    )

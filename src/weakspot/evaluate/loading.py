@@ -47,8 +47,12 @@ def image_loader(dataset, batches: list[list[int]], workers: int):
     (decoded in ``workers`` processes; 0 = in this process)."""
     workers = min(workers, len(batches))
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate_list,
-        prefetch_factor=2 if workers else None, persistent_workers=False,
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate_list,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
     )
 
 
@@ -56,9 +60,21 @@ def open_run_data(cfg):
     """The (concatenated) data set a :class:`RunConfig` names, subsets applied."""
     from weakspot.data import ConcatImageDataset, open_dataset
 
-    parts = [open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names,
-                          per_class=d.per_class, limit=d.limit, seed=cfg.seed, labels=d.labels,
-                          class_map=d.class_map) for d in cfg.data_list]
+    parts = [
+        open_dataset(
+            d.root,
+            d.kind,
+            split=d.split,
+            subset=d.subset,
+            names=d.names,
+            per_class=d.per_class,
+            limit=d.limit,
+            seed=cfg.seed,
+            labels=d.labels,
+            class_map=d.class_map,
+        )
+        for d in cfg.data_list
+    ]
     return parts[0] if len(parts) == 1 else ConcatImageDataset(parts)
 
 
@@ -71,8 +87,15 @@ def load_run_model(cfg, device: str | None = None):
     device = m.device if device is None else device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(m.name, source=m.source, weights=m.weights, num_classes=m.num_classes,
-                       class_names=m.class_names, preprocess=m.preprocess, device=device)
+    model = load_model(
+        m.name,
+        source=m.source,
+        weights=m.weights,
+        num_classes=m.num_classes,
+        class_names=m.class_names,
+        preprocess=m.preprocess,
+        device=device,
+    )
     if m.channels_last:
         model.module.to(memory_format=torch.channels_last)
     return model
@@ -84,5 +107,4 @@ def has_files(ds) -> bool:
 
     if isinstance(ds, FileDataset):
         return True
-    return any(has_files(p) for p in getattr(ds, "parts", [])) or (
-        hasattr(ds, "base") and has_files(ds.base))
+    return any(has_files(p) for p in getattr(ds, "parts", [])) or (hasattr(ds, "base") and has_files(ds.base))

@@ -21,9 +21,17 @@ class UnitProgress:
                 TimeRemainingColumn,
             )
 
-            self.p = Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(bar_width=None),
-                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                              console=console or Console(stderr=True), transient=False, expand=True)
+            self.p = Progress(
+                TextColumn("[bold]{task.description:<28}"),
+                BarColumn(bar_width=None),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console or Console(stderr=True),
+                transient=False,
+                expand=True,
+            )
             self.task = self.p.add_task("evaluating", total=total)
 
     def __enter__(self):

@@ -3,6 +3,7 @@
 ``weakspot run CONFIG --out DIR --engine ray [--address HOST:PORT]`` or::
 
     from weakspot.evaluate.ray_engine import run_sweep_ray
+
     summary = run_sweep_ray("sweep.yaml", "runs/big", address="head-node:6379")
 
 How the work is split and who does what:
@@ -56,7 +57,14 @@ import numpy as np
 from weakspot.errors import ConfigError, WeakspotError
 from weakspot.evaluate.store import CLEAN, ResultsStore
 
-__all__ = ["RayNotInstalledError", "RayConnectionError", "import_ray", "run_sweep_ray", "RayEngineInfo", "actor_pid"]
+__all__ = [
+    "RayNotInstalledError",
+    "RayConnectionError",
+    "import_ray",
+    "run_sweep_ray",
+    "RayEngineInfo",
+    "actor_pid",
+]
 
 INSTALL_HINT = "pip install 'weakspot[ray]'"
 TASK_TARGET_S = 0.5  # seconds of work per Ray task once unit times are known
@@ -94,12 +102,16 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise RayConnectionError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379); {_ADDRESS_HELP}")
+        raise RayConnectionError(
+            f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379); {_ADDRESS_HELP}"
+        )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             pass
     except OSError as exc:
-        raise RayConnectionError(f"cannot reach a Ray cluster at {address} ({exc}); {_ADDRESS_HELP}") from None
+        raise RayConnectionError(
+            f"cannot reach a Ray cluster at {address} ({exc}); {_ADDRESS_HELP}"
+        ) from None
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -119,8 +131,9 @@ def _connect(ray, address: str | None) -> bool:
     try:
         ray.init(address=address, **kw)
     except ConnectionError as exc:
-        raise RayConnectionError(f"cannot connect to a Ray cluster at {address or 'RAY_ADDRESS'}: {exc}; "
-                                 f"{_ADDRESS_HELP}") from None
+        raise RayConnectionError(
+            f"cannot connect to a Ray cluster at {address or 'RAY_ADDRESS'}: {exc}; {_ADDRESS_HELP}"
+        ) from None
     return True
 
 
@@ -173,13 +186,25 @@ class _UnitWorker:
     def info(self) -> dict[str, Any]:
         import torch
 
-        out = {"pid": os.getpid(), "node": socket.gethostname(), "device": self.device,
-               "torch_threads": torch.get_num_threads(), "error": self.error}
+        out = {
+            "pid": os.getpid(),
+            "node": socket.gethostname(),
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+            "error": self.error,
+        }
         if self.error is None:
             m = self.model
-            out.update(model={"name": m.name, "source": m.source, "class_names": list(m.class_names),
-                              "describe": m.describe()},
-                       batch_size=self.batch_size, n_data=len(self.ds))
+            out.update(
+                model={
+                    "name": m.name,
+                    "source": m.source,
+                    "class_names": list(m.class_names),
+                    "describe": m.describe(),
+                },
+                batch_size=self.batch_size,
+                n_data=len(self.ds),
+            )
             if self.device.startswith("cuda"):
                 out["device"] = f"{self.device} ({torch.cuda.get_device_name()})"
         return out
@@ -197,8 +222,13 @@ class _UnitWorker:
             _, img, err = loader[k]
             imgs.append(img)
             errs.append(err)
-        sh = ShardImages(np.arange(unit.start, unit.stop, dtype=np.int64), list(ids),
-                         np.asarray(labels, dtype=np.int64), imgs, errs)
+        sh = ShardImages(
+            np.arange(unit.start, unit.stop, dtype=np.int64),
+            list(ids),
+            np.asarray(labels, dtype=np.int64),
+            imgs,
+            errs,
+        )
         entry = [sh, None]
         self.cache[unit.shard] = entry
         while len(self.cache) > self.CACHE_SHARDS:
@@ -209,10 +239,19 @@ class _UnitWorker:
         from weakspot.evaluate.engine import evaluate_unit
 
         c = self.cfg
-        return evaluate_unit(self.model, sh, cond, unit, seed=c.seed, batch_size=self.batch_size,
-                             clean_top1=clean_top1, store_probs=c.store_probs,
-                             degradation=self.built.get(unit.condition_id), amp=c.model.amp,
-                             channels_last=c.model.channels_last)
+        return evaluate_unit(
+            self.model,
+            sh,
+            cond,
+            unit,
+            seed=c.seed,
+            batch_size=self.batch_size,
+            clean_top1=clean_top1,
+            store_probs=c.store_probs,
+            degradation=self.built.get(unit.condition_id),
+            amp=c.model.amp,
+            channels_last=c.model.channels_last,
+        )
 
     def run(self, units, ds_idx, ids, labels, clean_top1):
         """Evaluate units of one shard (in order). ``clean_top1`` (per shard row, ``-1``
@@ -237,7 +276,9 @@ class _UnitWorker:
                 if ct is None:
                     if entry[1] is None:
                         clean_unit = Unit(CLEAN, unit.shard, unit.start, unit.stop)
-                        entry[1] = top1_for(self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index)
+                        entry[1] = top1_for(
+                            self._evaluate(sh, CLEAN_CONDITION, clean_unit, None), sh.image_index
+                        )
                     ct = entry[1]
                 res = self._evaluate(sh, self.by_id[unit.condition_id], unit, np.asarray(ct))
             out.append(res)
@@ -333,7 +374,9 @@ class _Scheduler:
             q = self.by_shard[own[0]]
             return [q.popleft() for _ in range(min(k, len(q)))]
         # help the shard with most units left, from its end (its clean unit is done by then)
-        busiest = max((s for s, q in self.by_shard.items() if q), key=lambda s: len(self.by_shard[s]), default=None)
+        busiest = max(
+            (s for s, q in self.by_shard.items() if q), key=lambda s: len(self.by_shard[s]), default=None
+        )
         if busiest is None:
             return []
         q = self.by_shard[busiest]
@@ -386,8 +429,17 @@ def run_sweep_ray(
         _check_reachable(address)  # before anything is written
     lock = lock_run_dir(prepare_run_dir(out_dir))  # one writer per run directory, local or Ray
     try:
-        return _run_ray(cfg, Path(out_dir), t_start, address=address, actors=actors, progress=progress,
-                        console=console, max_units=max_units, on_actors=on_actors)
+        return _run_ray(
+            cfg,
+            Path(out_dir),
+            t_start,
+            address=address,
+            actors=actors,
+            progress=progress,
+            console=console,
+            max_units=max_units,
+            on_actors=on_actors,
+        )
     finally:
         lock.close()
 
@@ -423,11 +475,17 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         def start_actors() -> list[dict]:
             """Start the actors (each loads the model and opens the data) and wait until they are up."""
             cls = _actor_class(ray)
-            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=rcfg.max_restarts,
-                        max_task_retries=rcfg.max_task_retries)
+            opts = dict(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                max_restarts=rcfg.max_restarts,
+                max_task_retries=rcfg.max_task_retries,
+            )
             if progress and console is not None:
-                console.print(f"[dim]starting {n_actors} Ray actor(s) ({device}, {num_cpus:g} CPU"
-                              f"{f', {num_gpus:g} GPU' if num_gpus else ''} each)…[/]")
+                console.print(
+                    f"[dim]starting {n_actors} Ray actor(s) ({device}, {num_cpus:g} CPU"
+                    f"{f', {num_gpus:g} GPU' if num_gpus else ''} each)…[/]"
+                )
             cfg_json = cfg.model_dump(mode="json")
             handles.extend(cls.options(**opts).remote(cfg_json, device, threads) for _ in range(n_actors))
             infos = ray.get([h.info.options(concurrency_group="ctl").remote() for h in handles])
@@ -449,20 +507,30 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         else:  # the driver probes the images; the model's names/classes come from an actor
             infos = start_actors()
             meta = infos[0]["model"]
-            model_meta = SimpleNamespace(name=meta["name"], source=meta["source"], class_names=meta["class_names"],
-                                         num_classes=len(meta["class_names"]), describe=lambda: meta["describe"])
+            model_meta = SimpleNamespace(
+                name=meta["name"],
+                source=meta["source"],
+                class_names=meta["class_names"],
+                num_classes=len(meta["class_names"]),
+                describe=lambda: meta["describe"],
+            )
             if progress and console is not None:
                 console.print(f"[dim]checking {len(ds)} images…[/]")
             run = Run.create(cfg, out_dir, ds, model_meta, conditions, cfg.workers, console)
             num_classes = model_meta.num_classes
         ds_index = run.manifest.data.dataset_index
-        labels_all, ids_all, units = plan_pending(cfg, store, conditions, len(ds_index), num_classes, max_units)
+        labels_all, ids_all, units = plan_pending(
+            cfg, store, conditions, len(ds_index), num_classes, max_units
+        )
         n = len(ids_all)
         if units and not infos:
             infos = start_actors()
-        info = RayEngineInfo(address=_cluster_address(ray, address),
-                             actors=[{k: i[k] for k in ("pid", "node", "device", "torch_threads")} for i in infos],
-                             num_gpus_per_actor=num_gpus, num_cpus_per_actor=num_cpus)
+        info = RayEngineInfo(
+            address=_cluster_address(ray, address),
+            actors=[{k: i[k] for k in ("pid", "node", "device", "torch_threads")} for i in infos],
+            num_gpus_per_actor=num_gpus,
+            num_cpus_per_actor=num_cpus,
+        )
     except BaseException:
         _kill(ray, handles)
         if own_connection:
@@ -501,8 +569,13 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
             if u.shard not in clean_known and u.shard in clean_done:
                 clean_known[u.shard] = stored_clean_top1(store, u.shard, np.arange(u.start, u.stop))
             ct = clean_known.get(u.shard)
-        ref = handles[a].run.remote(batch, ds_index[u.start:u.stop], ids_all[u.start:u.stop],
-                                    labels_all[u.start:u.stop].tolist(), None if ct is None else ct.tolist())
+        ref = handles[a].run.remote(
+            batch,
+            ds_index[u.start : u.stop],
+            ids_all[u.start : u.stop],
+            labels_all[u.start : u.stop].tolist(),
+            None if ct is None else ct.tolist(),
+        )
         in_flight[ref] = (a, batch)
         load[a] += 1
         return True
@@ -551,15 +624,37 @@ def _run_ray(cfg, out_dir: Path, t_start: float, *, address, actors, progress, c
         if own_connection:
             ray.shutdown()
         seconds = time.perf_counter() - t_start
-        run.finish(conditions, unknown, seconds, t_fwd, t_deg, images_done, setup_s,
-                   info.actors[0]["torch_threads"] if info is not None and info.actors else None)
+        run.finish(
+            conditions,
+            unknown,
+            seconds,
+            t_fwd,
+            t_deg,
+            images_done,
+            setup_s,
+            info.actors[0]["torch_threads"] if info is not None and info.actors else None,
+        )
         if info is not None:
             info.actor_pids_seen = len(pids)
             _record_session(store, info)
     total = len(plan_units(n, [c.condition_id for c in conditions], cfg.shard_size))
     skipped = store.manifest().get("skipped", [])
-    return RunSummary(Path(out_dir), n, len(conditions), total, len(units), seconds, images_done, t_fwd, t_deg,
-                      skipped, resumed, unknown, setup_s, repaired=repaired)
+    return RunSummary(
+        Path(out_dir),
+        n,
+        len(conditions),
+        total,
+        len(units),
+        seconds,
+        images_done,
+        t_fwd,
+        t_deg,
+        skipped,
+        resumed,
+        unknown,
+        setup_s,
+        repaired=repaired,
+    )
 
 
 def _kill(ray, handles) -> None:
@@ -580,9 +675,15 @@ def _record_session(store: ResultsStore, info: RayEngineInfo) -> None:
         engine="ray",
         device=", ".join(sorted({a["device"] for a in info.actors})) or "none (nothing left to do)",
         torch_threads=max((a["torch_threads"] for a in info.actors), default=0),
-        ray={"address": info.address, "actors": info.actors, "num_gpus_per_actor": info.num_gpus_per_actor,
-             "num_cpus_per_actor": info.num_cpus_per_actor, "tasks": info.tasks,
-             "actor_processes_seen": info.actor_pids_seen, "worker_busy_s": round(info.worker_busy_s, 3)},
+        ray={
+            "address": info.address,
+            "actors": info.actors,
+            "num_gpus_per_actor": info.num_gpus_per_actor,
+            "num_cpus_per_actor": info.num_cpus_per_actor,
+            "tasks": info.tasks,
+            "actor_processes_seen": info.actor_pids_seen,
+            "worker_busy_s": round(info.worker_busy_s, 3),
+        },
     )
     m.pop("schema_version", None)
     store.write_manifest(m)

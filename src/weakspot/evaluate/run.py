@@ -3,11 +3,11 @@
 Everything that re-opens a run — the engines (resume), the report (example images),
 adaptive breaking points, perception analysis, fixes — goes through :class:`Run`::
 
-    run = Run.open("runs/mnist")           # DataError if it is not a run directory
-    run.manifest.seed, run.config          # typed manifest, the RunConfig it ran
-    run.conditions()                       # list[Condition], clean first
-    model = run.load_model()               # the LoadedModel the run evaluated
-    data = run.open_data()                 # the evaluated images, in store order
+    run = Run.open("runs/mnist")  # DataError if it is not a run directory
+    run.manifest.seed, run.config  # typed manifest, the RunConfig it ran
+    run.conditions()  # list[Condition], clean first
+    model = run.load_model()  # the LoadedModel the run evaluated
+    data = run.open_data()  # the evaluated images, in store order
     imgs = run.degraded_images("gaussian_blur.sigma_px=2", [0, 5, 7])  # exactly as evaluated
 
 The run's life cycle lives here too: :meth:`Run.create` (probe the data, write images,
@@ -162,12 +162,20 @@ class Run:
     def reload(self) -> RunManifest:
         """Re-read ``manifest.json`` (an engine may have updated it)."""
         if not self.store.manifest_path.is_file():
-            what = "does not exist" if not self.root.exists() else "is not a weakspot run directory (no manifest.json)"
-            raise DataError(f"{self.root} {what}; create the run with 'weakspot run CONFIG --out {self.root}'")
+            what = (
+                "does not exist"
+                if not self.root.exists()
+                else "is not a weakspot run directory (no manifest.json)"
+            )
+            raise DataError(
+                f"{self.root} {what}; create the run with 'weakspot run CONFIG --out {self.root}'"
+            )
         raw = self.store.manifest()
         if not isinstance(raw, dict):
-            raise DataError(f"{self.store.manifest_path} is not a run manifest; run 'weakspot run CONFIG --out "
-                            f"{self.root}' into a new directory")
+            raise DataError(
+                f"{self.store.manifest_path} is not a run manifest; run 'weakspot run CONFIG --out "
+                f"{self.root}' into a new directory"
+            )
         self._manifest = RunManifest.model_validate(raw)
         return self._manifest
 
@@ -180,8 +188,10 @@ class Run:
         """The :class:`RunConfig` the run was made with."""
         cfg = self.manifest.config
         if cfg is None:
-            raise DataError(f"{self.store.manifest_path} has no usable run config (written by an older weakspot?); "
-                            "rerun 'weakspot run CONFIG --out DIR' into a new directory")
+            raise DataError(
+                f"{self.store.manifest_path} has no usable run config (written by an older weakspot?); "
+                "rerun 'weakspot run CONFIG --out DIR' into a new directory"
+            )
         return cfg
 
     @property
@@ -242,14 +252,17 @@ class Run:
             index = [pos.get(i, -1) for i in ids]
         bad = [k for k, j in enumerate(index) if not (0 <= j < len(ds)) or str(ds.image_ids[j]) != ids[k]]
         if bad:
-            raise DataError(f"the data of {self.root} changed since the run ({len(bad)} of {len(ids)} images, "
-                            f"e.g. '{ids[bad[0]]}', are not where they were); restore the data or rerun "
-                            "'weakspot run CONFIG --out DIR' into a new directory")
+            raise DataError(
+                f"the data of {self.root} changed since the run ({len(bad)} of {len(ids)} images, "
+                f"e.g. '{ids[bad[0]]}', are not where they were); restore the data or rerun "
+                "'weakspot run CONFIG --out DIR' into a new directory"
+            )
         self._data = RunImages(ds, index, ids, [int(x) for x in imgs.label])
         return self._data
 
-    def degraded_images(self, condition_id: str, image_indices: Sequence[int],
-                        degradation: torch.nn.Module | None = None) -> list[torch.Tensor]:
+    def degraded_images(
+        self, condition_id: str, image_indices: Sequence[int], degradation: torch.nn.Module | None = None
+    ) -> list[torch.Tensor]:
         """The images ``image_indices`` exactly as the run evaluated them under ``condition_id``:
         decoded at native resolution, degraded with the engine's keyed generators
         (:func:`~weakspot.evaluate.conditions.degrade_images` with the run's seed and image ids).
@@ -283,8 +296,11 @@ class Run:
         one line per unit, e.g. ``unit gaussian_blur.sigma_px=2/shard 3: truncated parquet, recomputing``."""
         lines = []
         for (cid, shard), reason in self.store.damaged_units().items():
-            for p in (self.store.unit_path(cid, shard), self.store.probs_path(cid, shard),
-                      self.store.checksum_path(cid, shard)):
+            for p in (
+                self.store.unit_path(cid, shard),
+                self.store.probs_path(cid, shard),
+                self.store.checksum_path(cid, shard),
+            ):
                 p.unlink(missing_ok=True)
             lines.append(f"unit {cid}/shard {shard}: {reason}, recomputing")
         for line in lines:
@@ -303,8 +319,16 @@ class Run:
         return lock_run_dir(self.root)
 
     @classmethod
-    def create(cls, cfg: RunConfig, out_dir: str | Path, ds, model, conditions: list[Condition], workers: int,
-               console=None) -> Run:
+    def create(
+        cls,
+        cfg: RunConfig,
+        out_dir: str | Path,
+        ds,
+        model,
+        conditions: list[Condition],
+        workers: int,
+        console=None,
+    ) -> Run:
         """Set up a new run in ``out_dir`` (see :func:`setup_run`)."""
         store = ResultsStore(out_dir)
         setup_run(cfg, store, ds, model, conditions, workers, console)
@@ -320,7 +344,9 @@ class Run:
         _sync_conditions(run.store, conditions)
         run._conditions = None
         if max(run.manifest.data.dataset_index, default=-1) >= n_data:
-            raise ConfigError(f"the data of {out_dir} changed since the run started; use a new --out directory")
+            raise ConfigError(
+                f"the data of {out_dir} changed since the run started; use a new --out directory"
+            )
         return run
 
     def check_identity(self, cfg: RunConfig) -> None:
@@ -359,13 +385,21 @@ def _condition_from_row(r: dict) -> Condition:
     params = json.loads(r.get("params_json") or "{}")
     sev = _opt(r.get("severity"))
     if isinstance(params, list):
-        steps = tuple(Step(name=p["name"], params={k: v for k, v in p.items() if k != "name"}) for p in params)
+        steps = tuple(
+            Step(name=p["name"], params={k: v for k, v in p.items() if k != "name"}) for p in params
+        )
     else:
         steps = (Step(name=str(r["degradation"]).split("+")[0], params=params, severity=sev),)
     value = _opt(r.get("axis_value"))
-    return Condition(condition_id=r["condition_id"], steps=steps, family=_opt(r.get("family")) or "clean",
-                     severity=None if sev is None else int(sev), axis=_opt(r.get("axis")),
-                     axis_value=None if value is None else float(value), axis_unit=_opt(r.get("axis_unit")))
+    return Condition(
+        condition_id=r["condition_id"],
+        steps=steps,
+        family=_opt(r.get("family")) or "clean",
+        severity=None if sev is None else int(sev),
+        axis=_opt(r.get("axis")),
+        axis_value=None if value is None else float(value),
+        axis_unit=_opt(r.get("axis_unit")),
+    )
 
 
 def _sync_conditions(store: ResultsStore, conditions: list[Condition]) -> None:
@@ -376,12 +410,17 @@ def _sync_conditions(store: ResultsStore, conditions: list[Condition]) -> None:
         prior = None
     known = {c.condition_id for c in conditions}
     have = set(prior.condition_id) if prior is not None else set()
-    extra = [] if prior is None else [
-        r for _, r in prior.iterrows() if r.condition_id not in known and r.condition_id != CLEAN]
+    extra = (
+        []
+        if prior is None
+        else [r for _, r in prior.iterrows() if r.condition_id not in known and r.condition_id != CLEAN]
+    )
     if not have >= known | {CLEAN} or extra:
         rows = [CLEAN_CONDITION.store_row()] + [c.store_row() for c in conditions]
-        rows += [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.to_dict().items()}
-                 for r in extra]
+        rows += [
+            {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.to_dict().items()}
+            for r in extra
+        ]
         store.write_conditions({k: [r[k] for r in rows] for k in rows[0]})
 
 
@@ -406,19 +445,27 @@ def prepare_run_dir(out_dir: str | Path) -> Path:
     except OSError as exc:
         raise _dir_error(root, exc) from None
     if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"the run directory {root} is not writable; choose another --out or fix its permissions")
+        raise ConfigError(
+            f"the run directory {root} is not writable; choose another --out or fix its permissions"
+        )
     return root
 
 
 def _dir_error(root: Path, exc: OSError) -> ConfigError:
     if exc.errno == errno.ENAMETOOLONG:
         longest = max((len(p) for p in root.parts), default=0)
-        return ConfigError(f"the run directory name is too long ({len(str(root))} characters, longest part "
-                           f"{longest}); choose a shorter --out")
+        return ConfigError(
+            f"the run directory name is too long ({len(str(root))} characters, longest part "
+            f"{longest}); choose a shorter --out"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ConfigError(f"cannot create the run directory {root}: {(exc.strerror or str(exc)).lower()}; choose a writable --out")
+        return ConfigError(
+            f"cannot create the run directory {root}: {(exc.strerror or str(exc)).lower()}; choose a writable --out"
+        )
     if exc.errno == errno.ENOTDIR:
-        return ConfigError(f"cannot create the run directory {root}: a part of the path is a file; choose another --out")
+        return ConfigError(
+            f"cannot create the run directory {root}: a part of the path is a file; choose another --out"
+        )
     return ConfigError(f"cannot create the run directory {root}: {exc.strerror or exc}; choose another --out")
 
 
@@ -450,8 +497,6 @@ def lock_run_dir(root: Path):
     return f
 
 
-
-
 def remove_stale_temporaries(root: Path) -> None:
     """Temporary files of a killed earlier session (never renamed, so never part of the store)."""
     for sub in ("predictions", "probs", "skipped", "checksums"):
@@ -465,8 +510,18 @@ def _versions(model_source: str) -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("weakspot", "torch", "torchvision", "numpy", "pyarrow", "pillow", "scikit-image",
-                "efficientnet-lite-pytorch", "timm", "onnxruntime"):
+    for pkg in (
+        "weakspot",
+        "torch",
+        "torchvision",
+        "numpy",
+        "pyarrow",
+        "pillow",
+        "scikit-image",
+        "efficientnet-lite-pytorch",
+        "timm",
+        "onnxruntime",
+    ):
         with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
     return out
@@ -481,7 +536,9 @@ def _label_map(ds, model) -> tuple[list[int], dict | None]:
     return labels, manifest_label_map(maps)
 
 
-def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], workers: int, console) -> dict:
+def setup_run(
+    cfg, store: ResultsStore, ds, model, conditions: list[Condition], workers: int, console
+) -> dict:
     """Probe every image (decode, shape, content hash), write classes, images, conditions and
     the manifest. Returns the manifest."""
     n = len(ds)
@@ -505,8 +562,13 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
             skipped.append({"image_id": ds.image_ids[i], "path": ds.paths[i], "reason": errors[i]})
         elif lab >= k or lab < -1:
             out_of_range += 1
-            skipped.append({"image_id": ds.image_ids[i], "path": ds.paths[i],
-                            "reason": f"label {lab} out of range for a model with {k} classes"})
+            skipped.append(
+                {
+                    "image_id": ds.image_ids[i],
+                    "path": ds.paths[i],
+                    "reason": f"label {lab} out of range for a model with {k} classes",
+                }
+            )
         else:
             valid.append((i, lab))
             hw[i] = (int(shape[1]), int(shape[2]))
@@ -517,21 +579,30 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
             "the data set does not belong to this model; check 'data' and 'model' in the config"
         )
     if not valid:
-        raise DataError(f"none of the {n} images could be used; first problem: {skipped[0]['reason'] if skipped else '?'}")
+        raise DataError(
+            f"none of the {n} images could be used; first problem: {skipped[0]['reason'] if skipped else '?'}"
+        )
     from weakspot.evaluate.check import data_warnings, print_warnings
 
-    warns = data_warnings([lab for _, lab in valid], model.class_names, [digests[i] for i, _ in valid],
-                          [ds.image_ids[i] for i, _ in valid], label_map)
+    warns = data_warnings(
+        [lab for _, lab in valid],
+        model.class_names,
+        [digests[i] for i, _ in valid],
+        [ds.image_ids[i] for i, _ in valid],
+        label_map,
+    )
     print_warnings(warns, console)
     store.write_classes(model.class_names)
-    store.write_images({
-        "image_index": list(range(len(valid))),
-        "image_id": [ds.image_ids[i] for i, _ in valid],
-        "path": [ds.paths[i] for i, _ in valid],
-        "label": [lab for _, lab in valid],
-        "height": [hw[i][0] for i, _ in valid],
-        "width": [hw[i][1] for i, _ in valid],
-    })
+    store.write_images(
+        {
+            "image_index": list(range(len(valid))),
+            "image_id": [ds.image_ids[i] for i, _ in valid],
+            "path": [ds.paths[i] for i, _ in valid],
+            "label": [lab for _, lab in valid],
+            "height": [hw[i][0] for i, _ in valid],
+            "width": [hw[i][1] for i, _ in valid],
+        }
+    )
     _write_conditions(store, conditions)
     from weakspot.data import fingerprint
 
@@ -546,10 +617,16 @@ def setup_run(cfg, store: ResultsStore, ds, model, conditions: list[Condition], 
         "store_probs": cfg.store_probs,
         "versions": _versions(model.source),
         "model": model.describe(),
-        "data": {**ds.describe(), "sha256": fingerprint(ds, digests), "n_valid": len(valid),
-                 "dataset_index": [i for i, _ in valid], "label_map": label_map, "warnings": warns},
+        "data": {
+            **ds.describe(),
+            "sha256": fingerprint(ds, digests),
+            "n_valid": len(valid),
+            "dataset_index": [i for i, _ in valid],
+            "label_map": label_map,
+            "warnings": warns,
+        },
         "order": "decode (native resolution) -> degradation (keyed generator per image) -> model "
-                 "preprocessing (resize, crop, normalise) -> forward -> softmax",
+        "preprocessing (resize, crop, normalise) -> forward -> softmax",
         "skipped_inputs": skipped,
     }
     store.write_manifest(manifest)
@@ -566,7 +643,11 @@ def config_hash(obj: Any) -> str:
 
 
 def plan_pending(
-    cfg, store: ResultsStore, conditions: list[Condition], n_images: int, num_classes: int,
+    cfg,
+    store: ResultsStore,
+    conditions: list[Condition],
+    n_images: int,
+    num_classes: int,
     max_units: int | None = None,
 ) -> tuple[np.ndarray, list[str], list[Unit]]:
     """Labels, image ids and the units still to do for a set-up run (any engine).
@@ -618,27 +699,37 @@ def finish_manifest(store, conditions, unknown, seconds, t_fwd, t_deg, images_do
         for f in sorted(base.glob("*/shard-*.json")):
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 unit_skips += json.loads(f.read_text())
-    total = len(plan_units(len(store.images()), [c.condition_id for c in conditions], m.get("shard_size", 64)))
+    total = len(
+        plan_units(len(store.images()), [c.condition_id for c in conditions], m.get("shard_size", 64))
+    )
     done = len(store.done_units()) - len(store.damaged_units())
     m.pop("schema_version", None)
     sessions = m.get("sessions", [])
-    sessions.append({
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 3), "images_evaluated": images_done,
-        "setup_s": round(setup_s, 3), "forward_s": round(t_fwd, 3), "degrade_s": round(t_deg, 3),
-        "images_per_s": round(images_done / seconds, 2) if seconds > 0 else None,
-        "device": str(torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"),
-        "torch_threads": threads, "pid": os.getpid(),
-    })
-    m.update({
-        "status": "complete" if done >= total else "partial",
-        "units_done": done,
-        "units_total": total,
-        "conditions": [c.condition_id for c in conditions],
-        "unknown_degradations_skipped": unknown,
-        "skipped": m.get("skipped_inputs", []) + unit_skips,
-        "sessions": sessions[-50:],
-    })
+    sessions.append(
+        {
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            "images_evaluated": images_done,
+            "setup_s": round(setup_s, 3),
+            "forward_s": round(t_fwd, 3),
+            "degrade_s": round(t_deg, 3),
+            "images_per_s": round(images_done / seconds, 2) if seconds > 0 else None,
+            "device": str(
+                torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+            ),
+            "torch_threads": threads,
+            "pid": os.getpid(),
+        }
+    )
+    m.update(
+        {
+            "status": "complete" if done >= total else "partial",
+            "units_done": done,
+            "units_total": total,
+            "conditions": [c.condition_id for c in conditions],
+            "unknown_degradations_skipped": unknown,
+            "skipped": m.get("skipped_inputs", []) + unit_skips,
+            "sessions": sessions[-50:],
+        }
+    )
     store.write_manifest(m)
-
-

@@ -54,7 +54,9 @@ import pyarrow.parquet as pq
 
 from weakspot.errors import DataError
 
-SCHEMA_VERSION = 3  # 2: float32 probabilities, per-unit checksum files; 3: whole-batch keyed randomness (new draws)
+SCHEMA_VERSION = (
+    3  # 2: float32 probabilities, per-unit checksum files; 3: whole-batch keyed randomness (new draws)
+)
 CLEAN = "clean"
 _ID_RE = re.compile(r"^[A-Za-z0-9._=,+-]+$")
 
@@ -250,8 +252,12 @@ class ResultsStore:
             buf = io.BytesIO()
             np.save(buf, probs, allow_pickle=False)
             data = buf.getvalue()
-            record["probs"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                               "shape": list(probs.shape), "dtype": "float32"}
+            record["probs"] = {
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "shape": list(probs.shape),
+                "dtype": "float32",
+            }
             atomic_write_bytes(self.probs_path(condition_id, shard), data)
         else:
             self.probs_path(condition_id, shard).unlink(missing_ok=True)
@@ -275,8 +281,10 @@ class ResultsStore:
         return path
 
     def _damaged(self, path: Path, exc: BaseException) -> DataError:
-        return DataError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
-                         f"delete {self.root} and run 'weakspot run CONFIG --out {self.root}' again")
+        return DataError(
+            f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
+            f"delete {self.root} and run 'weakspot run CONFIG --out {self.root}' again"
+        )
 
     def _json(self, path: Path):
         try:
@@ -321,8 +329,11 @@ class ResultsStore:
     # --------------------------------------------------------------- integrity
     def _stamp(self, condition_id: str, shard: int) -> tuple[tuple[int, int] | None, ...]:
         out: list[tuple[int, int] | None] = []
-        for p in (self.unit_path(condition_id, shard), self.probs_path(condition_id, shard),
-                  self.checksum_path(condition_id, shard)):
+        for p in (
+            self.unit_path(condition_id, shard),
+            self.probs_path(condition_id, shard),
+            self.checksum_path(condition_id, shard),
+        ):
             try:
                 st = p.stat()
                 out.append((st.st_size, st.st_mtime_ns))
@@ -337,7 +348,9 @@ class ResultsStore:
         and store object."""
         stamp = self._stamp(condition_id, shard)
         key = (condition_id, shard, probs)
-        if self._checked.get(key) == stamp or (not probs and self._checked.get((condition_id, shard, True)) == stamp):
+        if self._checked.get(key) == stamp or (
+            not probs and self._checked.get((condition_id, shard, True)) == stamp
+        ):
             return None
         reason = self._check_unit(condition_id, shard, probs)
         if reason is None:
@@ -404,7 +417,9 @@ class ResultsStore:
                 continue
             reason = self.check_unit(cid, shard, probs)
             if reason:
-                path = self.probs_path(cid, shard) if "probabilities" in reason else self.unit_path(cid, shard)
+                path = (
+                    self.probs_path(cid, shard) if "probabilities" in reason else self.unit_path(cid, shard)
+                )
                 raise DataError(f"{path} is damaged ({reason}); {repair_hint(self.root)}")
 
     def predictions(self, condition_ids: Iterable[str] | None = None):

@@ -25,8 +25,16 @@ from weakspot.errors import DataError, WeakspotError
 from weakspot.evaluate.conditions import Condition, degrade_images
 from weakspot.evaluate.store import CLEAN, ResultsStore, atomic_write_json
 
-__all__ = ["Unit", "ShardImages", "UnitResult", "plan_units", "evaluate_unit", "rows_from_probs", "write_unit",
-           "top1_for"]
+__all__ = [
+    "Unit",
+    "ShardImages",
+    "UnitResult",
+    "plan_units",
+    "evaluate_unit",
+    "rows_from_probs",
+    "write_unit",
+    "top1_for",
+]
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,9 @@ class UnitResult:
         return np.asarray(self.rows["top1"], dtype=np.int64)
 
 
-def _forward(model, batch: list[torch.Tensor], amp: bool, channels_last: bool,
-             timing: list[float] | None = None) -> torch.Tensor:
+def _forward(
+    model, batch: list[torch.Tensor], amp: bool, channels_last: bool, timing: list[float] | None = None
+) -> torch.Tensor:
     x = model.preprocess(batch)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -108,7 +117,8 @@ def _forward(model, batch: list[torch.Tensor], amp: bool, channels_last: bool,
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in str(exc).lower() or "can't allocate" in str(exc).lower())
+        isinstance(exc, RuntimeError)
+        and ("out of memory" in str(exc).lower() or "can't allocate" in str(exc).lower())
     )
 
 
@@ -158,7 +168,9 @@ def evaluate_unit(
             decoded[i] = im
             continue
         if is_clean or im is not None:  # undecodable images are listed once, by the clean unit
-            skipped.append({"image_id": shard.image_ids[i], "condition_id": unit.condition_id, "reason": reason})
+            skipped.append(
+                {"image_id": shard.image_ids[i], "condition_id": unit.condition_id, "reason": reason}
+            )
     keep = list(decoded)
     deg = degradation if degradation is not None or is_clean else condition.build()
     probs_parts: list[torch.Tensor] = []
@@ -183,8 +195,13 @@ def evaluate_unit(
                             batch += degrade_images(condition, [im], [iid], seed, deg)
                             ok_rows.append(i)
                         except WeakspotError as exc:
-                            skipped.append({"image_id": iid, "condition_id": unit.condition_id,
-                                            "reason": f"degradation failed: {exc}"})
+                            skipped.append(
+                                {
+                                    "image_id": iid,
+                                    "condition_id": unit.condition_id,
+                                    "reason": f"degradation failed: {exc}",
+                                }
+                            )
             t1, c1 = time.perf_counter(), time.process_time()
             t_deg += t1 - t0
             c_deg += c1 - c0
@@ -215,8 +232,17 @@ def evaluate_unit(
         shard.labels[rows_kept],
         None if is_clean else np.asarray(clean_top1)[rows_kept],
     )
-    return UnitResult(unit, rows, probs.astype(np.float32) if store_probs else None, skipped, t_deg, t_fwd,
-                      c_deg, c_fwd, c_model[0])
+    return UnitResult(
+        unit,
+        rows,
+        probs.astype(np.float32) if store_probs else None,
+        skipped,
+        t_deg,
+        t_fwd,
+        c_deg,
+        c_fwd,
+        c_model[0],
+    )
 
 
 def rows_from_probs(
@@ -271,5 +297,3 @@ def top1_for(res: UnitResult, idx: np.ndarray) -> np.ndarray:
     for ii, t in zip(res.rows["image_index"], res.rows["top1"], strict=True):
         out[pos[int(ii)]] = t
     return out
-
-

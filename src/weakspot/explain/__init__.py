@@ -4,10 +4,11 @@ Quick use::
 
     from weakspot.models import bundled
     from weakspot.explain import grad_cam, occlusion, deletion_insertion, random_maps
+
     model = bundled("efficientnet_lite0")
-    sal = grad_cam(model, images)                 # sal.maps (B, 224, 224), raw logit units
-    deg = grad_cam(model, degraded, targets=sal.targets)   # same class → comparable maps
-    f = deletion_insertion(model, images, sal.maps, sal.targets)   # f.deletion_auc, f.insertion_auc
+    sal = grad_cam(model, images)  # sal.maps (B, 224, 224), raw logit units
+    deg = grad_cam(model, degraded, targets=sal.targets)  # same class → comparable maps
+    f = deletion_insertion(model, images, sal.maps, sal.targets)  # f.deletion_auc, f.insertion_auc
 """
 
 from weakspot.explain._net import as_net, find_target_layer, model_view

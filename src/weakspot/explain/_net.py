@@ -68,7 +68,9 @@ def as_net(model, preprocess: Callable | None = None, target_layer: nn.Module | 
     if isinstance(model, nn.Module):
         return Net(model, _as_batch, preprocess or _identity, target_layer)
     raise InvalidParameterError(
-        "model", type(model).__name__, "a weakspot LoadedModel or a torch.nn.Module",
+        "model",
+        type(model).__name__,
+        "a weakspot LoadedModel or a torch.nn.Module",
         "load one with weakspot.models.load_model(...) or weakspot.models.bundled(name)",
     )
 
@@ -101,7 +103,9 @@ def find_target_layer(net: Net, example: torch.Tensor) -> nn.Module:
             h.remove()
     if not found:
         raise InvalidParameterError(
-            "target_layer", None, "a module with a (B, C, h, w) output",
+            "target_layer",
+            None,
+            "a module with a (B, C, h, w) output",
             "this model has no spatial layer; use occlusion() instead of Grad-CAM",
         )
     return found[-1]

@@ -15,7 +15,9 @@ __all__ = ["centroid", "centroid_shift", "cosine_distance", "topk_overlap", "pea
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if a.shape != b.shape or a.ndim != 3:
-        raise InvalidParameterError("maps", (tuple(a.shape), tuple(b.shape)), "two (B, h, w) maps of equal shape")
+        raise InvalidParameterError(
+            "maps", (tuple(a.shape), tuple(b.shape)), "two (B, h, w) maps of equal shape"
+        )
     return a.double(), b.double()
 
 

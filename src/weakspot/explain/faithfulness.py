@@ -83,11 +83,17 @@ def deletion_insertion(
     views = (images if is_view else net.view(images)).to(net.device)
     b, _, h, w = views.shape
     if maps.shape != (b, h, w):
-        raise InvalidParameterError("maps", tuple(maps.shape), f"(B, h, w) = {(b, h, w)}, the model view's size")
+        raise InvalidParameterError(
+            "maps", tuple(maps.shape), f"(B, h, w) = {(b, h, w)}, the model view's size"
+        )
     if not isinstance(steps, int) or steps < 1:
         raise InvalidParameterError("steps", steps, "a positive integer")
     logits = net.logits_of_view(views).float()
-    t = logits.argmax(1) if targets is None else torch.as_tensor(targets, device=logits.device).long().reshape(-1)
+    t = (
+        logits.argmax(1)
+        if targets is None
+        else torch.as_tensor(targets, device=logits.device).long().reshape(-1)
+    )
     order = torch.argsort(maps.reshape(b, -1).to(views.device), dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1))
@@ -98,7 +104,9 @@ def deletion_insertion(
     elif isinstance(deletion_substrate, (int, float)) and 0 <= deletion_substrate <= 1:
         sub = torch.full_like(views, float(deletion_substrate))
     else:
-        raise InvalidParameterError("deletion_substrate", deletion_substrate, "'blur' or a grey level in [0, 1]")
+        raise InvalidParameterError(
+            "deletion_substrate", deletion_substrate, "'blur' or a grey level in [0, 1]"
+        )
     fr = np.linspace(0.0, 1.0, steps + 1)
     dele, ins = np.zeros((b, steps + 1)), np.zeros((b, steps + 1))
     for k, f in enumerate(fr):

@@ -74,7 +74,9 @@ def _targets(targets, logits: torch.Tensor) -> torch.Tensor:
     if t.numel() == 1:
         t = t.expand(logits.shape[0])
     if t.numel() != logits.shape[0]:
-        raise InvalidParameterError("targets", f"{t.numel()} values", f"one class per image ({logits.shape[0]})")
+        raise InvalidParameterError(
+            "targets", f"{t.numel()} values", f"one class per image ({logits.shape[0]})"
+        )
     if (t < 0).any() or (t >= logits.shape[1]).any():
         raise InvalidParameterError("targets", t.tolist(), f"class indices in [0, {logits.shape[1] - 1}]")
     return t
@@ -123,7 +125,9 @@ def grad_cam(
             with torch.enable_grad():
                 logits = net.logits_of_view(v)
                 act = store.pop("a")
-                t = _targets(None if targets is None else _slice(targets, s, batch_size, views.shape[0]), logits)
+                t = _targets(
+                    None if targets is None else _slice(targets, s, batch_size, views.shape[0]), logits
+                )
                 score = logits.gather(1, t[:, None]).sum()
                 (grad,) = torch.autograd.grad(score, act)
             w = grad.mean(dim=(-2, -1), keepdim=True)
@@ -136,8 +140,15 @@ def grad_cam(
             pr.append(torch.softmax(logits.detach().float(), 1).gather(1, t[:, None])[:, 0].cpu())
     finally:
         handle.remove()
-    return Saliency(torch.cat(maps), torch.cat(lmaps), torch.cat(tg), torch.cat(pr), views.detach().cpu(), "grad_cam",
-                    torch.cat(top))
+    return Saliency(
+        torch.cat(maps),
+        torch.cat(lmaps),
+        torch.cat(tg),
+        torch.cat(pr),
+        views.detach().cpu(),
+        "grad_cam",
+        torch.cat(top),
+    )
 
 
 def _slice(targets, s: int, n: int, total: int):
@@ -184,7 +195,9 @@ def occlusion(
     stride_px = stride_px or window_px
     if not (1 <= window_px <= min(h, w)) or not (1 <= stride_px <= window_px):
         raise InvalidParameterError(
-            "window_px/stride_px", (window_px, stride_px), f"1 ≤ stride ≤ window ≤ {min(h, w)} px (the model view)"
+            "window_px/stride_px",
+            (window_px, stride_px),
+            f"1 ≤ stride ≤ window ≤ {min(h, w)} px (the model view)",
         )
     logits = net.logits_of_view(views)
     t = _targets(targets, logits)
@@ -202,7 +215,11 @@ def occlusion(
         for k, (y, x) in enumerate(chunk):
             xs[k, :, :, y : y + window_px, x : x + window_px] = baseline
         lg = net.logits_of_view(xs.reshape(-1, c, h, w)).float()
-        p = torch.softmax(lg, 1).reshape(len(chunk), b, -1).gather(2, t.view(1, b, 1).expand(len(chunk), b, 1))
+        p = (
+            torch.softmax(lg, 1)
+            .reshape(len(chunk), b, -1)
+            .gather(2, t.view(1, b, 1).expand(len(chunk), b, 1))
+        )
         drops[:, s : s + len(chunk)] = (p0.view(1, b) - p[..., 0]).T
     acc = torch.zeros(b, h, w, device=views.device)
     cnt = torch.zeros(h, w, device=views.device)
@@ -211,4 +228,6 @@ def occlusion(
         cnt[y : y + window_px, x : x + window_px] += 1
     maps = acc / cnt.clamp_min(1)
     grid = drops.reshape(b, len(tops), len(lefts))
-    return Saliency(maps.cpu(), grid.cpu(), t.cpu(), p0.cpu(), views.cpu(), "occlusion", logits.argmax(1).cpu())
+    return Saliency(
+        maps.cpu(), grid.cpu(), t.cpu(), p0.cpu(), views.cpu(), "occlusion", logits.argmax(1).cpu()
+    )

@@ -92,7 +92,9 @@ def load_model(
             source, arch = name.split("/", 1)
         elif low.endswith(".onnx"):
             source = "onnx"
-        elif low.endswith((".ts", ".torchscript", ".pt", ".jit")) and Path(name).is_file() and weights is None:
+        elif (
+            low.endswith((".ts", ".torchscript", ".pt", ".jit")) and Path(name).is_file() and weights is None
+        ):
             source = "torchscript"
         elif name.replace("-", "_").lower() in list_bundled():
             source = "bundled"

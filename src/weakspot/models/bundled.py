@@ -40,7 +40,9 @@ LITE0_PREPROCESS = Preprocess(
     size=(224, 224), resize_px=256, interpolation="bilinear", mean=(127 / 255,) * 3, std=(128 / 255,) * 3
 )
 #: digit-recognizer-py's transform: Resize((28, 28)), ToTensor, Normalize(0.1307, 0.3081).
-MNIST_PREPROCESS = Preprocess(size=(28, 28), resize_px=None, interpolation="bilinear", mean=(0.1307,), std=(0.3081,), channels=1)
+MNIST_PREPROCESS = Preprocess(
+    size=(28, 28), resize_px=None, interpolation="bilinear", mean=(0.1307,), std=(0.3081,), channels=1
+)
 
 
 class EfficientNetLite(nn.Module):

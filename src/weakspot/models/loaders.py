@@ -142,7 +142,8 @@ def load_weights_into(module: nn.Module, sd: Mapping[str, torch.Tensor], path: s
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
         raise ModelLoadError(
-            f"weights {path} do not match architecture '{arch}': " + "; ".join(parts)
+            f"weights {path} do not match architecture '{arch}': "
+            + "; ".join(parts)
             + ". Check the architecture name and num_classes"
         )
     module.load_state_dict(sd, strict=True)
@@ -165,7 +166,11 @@ def find_target_layer(module: nn.Module) -> nn.Module | None:
 
 
 def _torch_home() -> Path:
-    return Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "torch"))
+    return Path(
+        os.environ.get(
+            "TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "torch"
+        )
+    )
 
 
 def load_torchvision(
@@ -377,15 +382,20 @@ def _probe_classes(module: nn.Module, p: Preprocess, path: str | Path = "the mod
             "model's preprocess (size, channels, mean, std; see docs/own_model.md)"
         ) from None
     if not isinstance(out, torch.Tensor):
-        raise ModelLoadError(f"{path} returns {type(out).__name__}; a classifier must return a (B, classes) tensor")
+        raise ModelLoadError(
+            f"{path} returns {type(out).__name__}; a classifier must return a (B, classes) tensor"
+        )
     if out.ndim != 2:
-        raise ModelLoadError(f"the model returns shape {tuple(out.shape)}; a classifier must return (B, classes)")
+        raise ModelLoadError(
+            f"the model returns shape {tuple(out.shape)}; a classifier must return (B, classes)"
+        )
     return int(out.shape[1])
 
 
 #: Preprocessing of a TorchScript or ONNX model loaded without ``preprocess`` (ImageNet's).
-DEFAULT_PREPROCESS = Preprocess(size=(224, 224), resize_px=256, interpolation="bilinear", mean=IMAGENET_MEAN,
-                                std=IMAGENET_STD, channels=3)
+DEFAULT_PREPROCESS = Preprocess(
+    size=(224, 224), resize_px=256, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD, channels=3
+)
 
 
 def onnx_default_preprocess(input_shape: Sequence) -> Preprocess:
@@ -396,9 +406,12 @@ def onnx_default_preprocess(input_shape: Sequence) -> Preprocess:
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ((0.5,), (0.5,))
     if len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape[2:]):
         h, w = shape[2:]
-        return Preprocess(size=(h, w), resize_px=int(round(min(h, w) / 0.875)), mean=mean, std=std, channels=c)
-    return Preprocess(size=DEFAULT_PREPROCESS.size, resize_px=DEFAULT_PREPROCESS.resize_px, mean=mean, std=std,
-                      channels=c)
+        return Preprocess(
+            size=(h, w), resize_px=int(round(min(h, w) / 0.875)), mean=mean, std=std, channels=c
+        )
+    return Preprocess(
+        size=DEFAULT_PREPROCESS.size, resize_px=DEFAULT_PREPROCESS.resize_px, mean=mean, std=std, channels=c
+    )
 
 
 class OnnxModule(nn.Module):
@@ -422,8 +435,10 @@ class OnnxModule(nn.Module):
         fixed = self.input_shape[0] if self.input_shape and isinstance(self.input_shape[0], int) else None
         if fixed and fixed > 0 and arr.shape[0] != fixed and arr.shape[0] % fixed == 0:
             # a graph exported with a static batch (often 1): run it in slices of that size
-            parts = [self.session.run(None, {self.input_name: arr[i : i + fixed]})[0]
-                     for i in range(0, arr.shape[0], fixed)]
+            parts = [
+                self.session.run(None, {self.input_name: arr[i : i + fixed]})[0]
+                for i in range(0, arr.shape[0], fixed)
+            ]
             out = np.concatenate(parts)
         else:
             out = self.session.run(None, {self.input_name: arr})[0]

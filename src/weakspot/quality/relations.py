@@ -42,9 +42,23 @@ import torch
 
 from weakspot.errors import DataError, InvalidImageError, InvalidParameterError, WeakspotError
 
-__all__ = ["perceive", "PerceptionResult", "load_perception", "spearman_ci", "quality_relations", "TABLES",
-           "PERCEPTION_DIR", "SALIENCY_METHODS", "choose_saliency", "occlusion_window_px", "quality_order_flags",
-           "plain_conclusions", "FULL_REFERENCE", "WORSE_SIGN", "MEASURE_NAMES"]
+__all__ = [
+    "perceive",
+    "PerceptionResult",
+    "load_perception",
+    "spearman_ci",
+    "quality_relations",
+    "TABLES",
+    "PERCEPTION_DIR",
+    "SALIENCY_METHODS",
+    "choose_saliency",
+    "occlusion_window_px",
+    "quality_order_flags",
+    "plain_conclusions",
+    "FULL_REFERENCE",
+    "WORSE_SIGN",
+    "MEASURE_NAMES",
+]
 
 PERCEPTION_DIR = "perception"
 #: Tables written under ``RUN_DIR/perception/``.
@@ -59,8 +73,15 @@ MEASURES = ("niqe", "brisque")
 FULL_REFERENCE = ("psnr_db", "ssim", "lpips")
 #: +1 when a higher score is worse quality, -1 when higher is better
 WORSE_SIGN = {"niqe": 1, "brisque": 1, "psnr_db": -1, "ssim": -1, "lpips": 1}
-MEASURE_NAMES = {"niqe": "NIQE", "brisque": "BRISQUE", "psnr_db": "PSNR", "ssim": "SSIM", "lpips": "LPIPS",
-                 "grad_cam": "Grad-CAM", "occlusion": "occlusion"}
+MEASURE_NAMES = {
+    "niqe": "NIQE",
+    "brisque": "BRISQUE",
+    "psnr_db": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "grad_cam": "Grad-CAM",
+    "occlusion": "occlusion",
+}
 #: Values of ``perceive(saliency=...)`` / ``weakspot perceive --saliency``.
 SALIENCY_METHODS = ("auto", "gradcam", "occlusion", "none")
 
@@ -127,7 +148,7 @@ def _auc_ci(score, wrong, n_boot: int, seed: int) -> tuple[float, float, float, 
         if w[i].all() or (~w[i]).all():
             continue
         boots.append(roc_auc_score(w[i], s[i]))
-    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (math.nan, math.nan))
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (math.nan, math.nan)
     return auc, float(lo), float(hi), n
 
 
@@ -147,8 +168,13 @@ def _present(images: pd.DataFrame) -> list[str]:
     return [m for m in (*MEASURES, *FULL_REFERENCE) if m in images and images[m].notna().any()]
 
 
-def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-                      saliency: str = "grad_cam") -> pd.DataFrame:
+def quality_relations(
+    images: pd.DataFrame,
+    conditions: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    saliency: str = "grad_cam",
+) -> pd.DataFrame:
     """The correlation table from the per-image and per-condition tables.
 
     ``saliency`` names the saliency method of the map columns (``grad_cam``,
@@ -165,48 +191,109 @@ def quality_relations(images: pd.DataFrame, conditions: pd.DataFrame, n_boot: in
 
     def add(relation, measure, level, statistic, vals, note="", degradation=""):
         v, lo, hi, n = vals
-        rows.append(dict(relation=relation, measure=measure, level=level, statistic=statistic, value=v, lo=lo,
-                         hi=hi, n=n, note=note, degradation=degradation))
+        rows.append(
+            dict(
+                relation=relation,
+                measure=measure,
+                level=level,
+                statistic=statistic,
+                value=v,
+                lo=lo,
+                hi=hi,
+                n=n,
+                note=note,
+                degradation=degradation,
+            )
+        )
 
     deg = images[images.condition_id != "clean"]
     for m in _present(images):
         src = deg if m in FULL_REFERENCE else images
         lab = src[src.label >= 0]
         sign = WORSE_SIGN[m]
-        add("quality_vs_correct1", m, "image", "spearman",
+        add(
+            "quality_vs_correct1",
+            m,
+            "image",
+            "spearman",
             spearman_ci(lab[m], lab.correct1.astype(float), n_boot, seed),
-            "negative: worse quality (higher score) goes with errors" if sign > 0
-            else "positive: worse quality (lower score) goes with errors")
-        add("quality_predicts_error", m, "image", "auc",
+            "negative: worse quality (higher score) goes with errors"
+            if sign > 0
+            else "positive: worse quality (lower score) goes with errors",
+        )
+        add(
+            "quality_predicts_error",
+            m,
+            "image",
+            "auc",
             _auc_ci(sign * lab[m], ~lab.correct1.astype(bool), n_boot, seed),
-            "ROC AUC of the score (oriented: worse = higher) as a predictor of a top-1 error; 0.5 = chance")
-        add("quality_vs_prob_drop", m, "image", "spearman",
+            "ROC AUC of the score (oriented: worse = higher) as a predictor of a top-1 error; 0.5 = chance",
+        )
+        add(
+            "quality_vs_prob_drop",
+            m,
+            "image",
+            "spearman",
             spearman_ci(deg[m], deg.prob_drop, n_boot, seed),
-            "drop of the clean top-1 class probability vs the clean image")
+            "drop of the clean top-1 class probability vs the clean image",
+        )
         if m in MEASURES:
-            add("delta_quality_vs_prob_drop", m, "image", "spearman",
+            add(
+                "delta_quality_vs_prob_drop",
+                m,
+                "image",
+                "spearman",
                 spearman_ci(deg[f"{m}_delta"], deg.prob_drop, n_boot, seed),
-                "quality change vs clean, against the probability drop")
+                "quality change vs clean, against the probability drop",
+            )
         cond = conditions if m in MEASURES else conditions[conditions.condition_id != "clean"]
         if f"mean_{m}" in cond:
             for acc in ("top1_acc", "top5_acc"):
-                add(f"mean_quality_vs_{acc}", m, "condition", "spearman",
+                add(
+                    f"mean_quality_vs_{acc}",
+                    m,
+                    "condition",
+                    "spearman",
                     spearman_ci(cond[f"mean_{m}"], cond[acc], n_boot, seed),
-                    "across conditions (the MOS-vs-accuracy view)")
-    add("quality_map_vs_saliency", "brisque", "cell", "mean", _mean_ci(images.map_saliency_pearson, n_boot, seed),
-        f"mean per-image Pearson r between the BRISQUE cell map and pooled {saliency}; 0 = unrelated")
-    add("worst_quality_cells_in_salient_cells", "brisque", "cell", "mean",
+                    "across conditions (the MOS-vs-accuracy view)",
+                )
+    add(
+        "quality_map_vs_saliency",
+        "brisque",
+        "cell",
+        "mean",
+        _mean_ci(images.map_saliency_pearson, n_boot, seed),
+        f"mean per-image Pearson r between the BRISQUE cell map and pooled {saliency}; 0 = unrelated",
+    )
+    add(
+        "worst_quality_cells_in_salient_cells",
+        "brisque",
+        "cell",
+        "mean",
         _mean_ci(images.map_saliency_topk, n_boot, seed),
-        "share of the worst-quality 25% cells among the most salient 25%; chance = 0.25")
-    add("saliency_shift_vs_prob_drop", saliency, "image", "spearman",
-        spearman_ci(deg.saliency_shift, deg.prob_drop, n_boot, seed), "centroid shift vs probability drop")
+        "share of the worst-quality 25% cells among the most salient 25%; chance = 0.25",
+    )
+    add(
+        "saliency_shift_vs_prob_drop",
+        saliency,
+        "image",
+        "spearman",
+        spearman_ci(deg.saliency_shift, deg.prob_drop, n_boot, seed),
+        "centroid shift vs probability drop",
+    )
     if "saliency_shift_px" in deg and "degradation" in conditions and deg.saliency_shift_px.notna().any():
         d = deg.merge(conditions[["condition_id", "degradation"]], on="condition_id", how="left")
         d.loc[d.condition_id == "camera_reference", "degradation"] = "the camera reference"  # not a sweep
         for name, g in d.groupby("degradation", sort=False):
-            add("saliency_shift_px", saliency, "degradation", "mean", _mean_ci(g.saliency_shift_px, n_boot, seed),
+            add(
+                "saliency_shift_px",
+                saliency,
+                "degradation",
+                "mean",
+                _mean_ci(g.saliency_shift_px, n_boot, seed),
                 "mean centroid shift (px on the model view) over the degradation's levels and images",
-                degradation=str(name))
+                degradation=str(name),
+            )
     return pd.DataFrame(rows)
 
 
@@ -216,8 +303,16 @@ def _damage_order(conditions: pd.DataFrame) -> pd.Series:
     ``direction × axis value`` (direction: +1 when larger is worse; default +1)."""
     if "order" in conditions and conditions["order"].notna().all():
         return conditions["order"].astype(float)
-    sev = conditions["severity"].astype(float) if "severity" in conditions else pd.Series(np.nan, conditions.index)
-    x = conditions["axis_value"].astype(float) if "axis_value" in conditions else pd.Series(np.nan, conditions.index)
+    sev = (
+        conditions["severity"].astype(float)
+        if "severity" in conditions
+        else pd.Series(np.nan, conditions.index)
+    )
+    x = (
+        conditions["axis_value"].astype(float)
+        if "axis_value" in conditions
+        else pd.Series(np.nan, conditions.index)
+    )
     d = conditions["direction"].astype(float) if "direction" in conditions else 1.0
     return sev.where(sev.notna(), d * x)
 
@@ -231,8 +326,12 @@ def _level_name(r) -> str:
     from weakspot.analysis._data import level_label
 
     x = r.get("axis_value")
-    return level_label(r.get("severity") if x is None or pd.isna(x) else x, r.get("axis_unit"), r.get("severity"),
-                       r.get("axis"))
+    return level_label(
+        r.get("severity") if x is None or pd.isna(x) else x,
+        r.get("axis_unit"),
+        r.get("severity"),
+        r.get("axis"),
+    )
 
 
 def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float = 0.5) -> pd.DataFrame:
@@ -255,8 +354,11 @@ def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float 
 
     cols = ["degradation", "measure", "rho", "n_levels", "levels", "inversions", "flagged", "message"]
     if measures is None:
-        measures = [m for m in (*MEASURES, *FULL_REFERENCE)
-                    if f"mean_{m}" in conditions and conditions[f"mean_{m}"].notna().any()]
+        measures = [
+            m
+            for m in (*MEASURES, *FULL_REFERENCE)
+            if f"mean_{m}" in conditions and conditions[f"mean_{m}"].notna().any()
+        ]
     c = conditions.copy()
     c["_key"] = _damage_order(c)
     clean = c[c.condition_id == "clean"]
@@ -283,17 +385,32 @@ def quality_order_flags(conditions: pd.DataFrame, measures=None, min_rho: float 
             names = [_level_name(r) for _, r in seq.iterrows()]
             rank = np.arange(len(seq), dtype=float)
             rho = math.nan if np.ptp(worse) == 0 else float(spearmanr(rank, worse).statistic)
-            inv = [f"{names[k]} better than {names[k - 1]}" for k in range(1, len(seq)) if worse[k] < worse[k - 1]]
+            inv = [
+                f"{names[k]} better than {names[k - 1]}"
+                for k in range(1, len(seq))
+                if worse[k] < worse[k - 1]
+            ]
             flagged = bool(math.isnan(rho) or rho < min_rho)
             label = MEASURE_NAMES.get(m, m)
             msg = ""
             if flagged:
-                msg = (f"{label} does not rate {name} worse as the damage grows "
-                       f"({' → '.join(names)}: Spearman ρ {rho:+.2f}); it rates {'; '.join(inv) or 'the levels equal'}"
-                       f" — do not use {label} as a proxy for this degradation")
-            out.append(dict(degradation=str(name), measure=m, rho=rho, n_levels=len(seq),
-                            levels=", ".join(f"{n} {v:.3g}" for n, v in zip(names, seq[col], strict=True)),
-                            inversions="; ".join(inv), flagged=flagged, message=msg))
+                msg = (
+                    f"{label} does not rate {name} worse as the damage grows "
+                    f"({' → '.join(names)}: Spearman ρ {rho:+.2f}); it rates {'; '.join(inv) or 'the levels equal'}"
+                    f" — do not use {label} as a proxy for this degradation"
+                )
+            out.append(
+                dict(
+                    degradation=str(name),
+                    measure=m,
+                    rho=rho,
+                    n_levels=len(seq),
+                    levels=", ".join(f"{n} {v:.3g}" for n, v in zip(names, seq[col], strict=True)),
+                    inversions="; ".join(inv),
+                    flagged=flagged,
+                    message=msg,
+                )
+            )
     return pd.DataFrame(out, columns=cols)
 
 
@@ -301,8 +418,9 @@ def _ci(lo, hi, fmt="{:.2f}") -> str:
     return "[—]" if lo is None or pd.isna(lo) else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
-def plain_conclusions(correlations: pd.DataFrame, flags: pd.DataFrame | None = None,
-                      min_shift_px: float = 1.0) -> list[str]:
+def plain_conclusions(
+    correlations: pd.DataFrame, flags: pd.DataFrame | None = None, min_shift_px: float = 1.0
+) -> list[str]:
     """A few plain sentences from the correlation table, each with its number and 95 % interval.
 
     * ROC AUC of each measure as an error predictor: "predicts" when the interval lies
@@ -322,33 +440,50 @@ def plain_conclusions(correlations: pd.DataFrame, flags: pd.DataFrame | None = N
         name = MEASURE_NAMES.get(r.measure, r.measure)
         num = f"AUC {r.value:.2f} {_ci(r.lo, r.hi)} (n = {int(r.n)})"
         if pd.isna(r.value):
-            out.append(f"No evidence either way whether {name} predicts errors: too few images or no errors "
-                       f"(n = {int(r.n)}).")
+            out.append(
+                f"No evidence either way whether {name} predicts errors: too few images or no errors "
+                f"(n = {int(r.n)})."
+            )
         elif pd.isna(r.lo) or r.lo <= 0.5 <= r.hi:
-            out.append(f"No evidence that {name} predicts which images the model gets wrong: {num}; the interval "
-                       "includes chance (0.5).")
+            out.append(
+                f"No evidence that {name} predicts which images the model gets wrong: {num}; the interval "
+                "includes chance (0.5)."
+            )
         elif r.lo > 0.5:
             out.append(f"{name} predicts which images the model gets wrong: {num}.")
         else:
-            out.append(f"{name} rates the images the model gets wrong as better quality: {num}, below chance (0.5).")
+            out.append(
+                f"{name} rates the images the model gets wrong as better quality: {num}, below chance (0.5)."
+            )
     groups: dict[str, list[str]] = {"good": [], "none": [], "against": []}
     for _, r in rows("mean_quality_vs_top1_acc").iterrows():
         name = MEASURE_NAMES.get(r.measure, r.measure)
         num = f"{name} ρ {r.value:+.2f} {_ci(r.lo, r.hi, '{:+.2f}')} ({int(r.n)} conditions)"
-        good = (r.lo > 0 and WORSE_SIGN.get(r.measure, 1) < 0) or (r.hi < 0 and WORSE_SIGN.get(r.measure, 1) > 0)
+        good = (r.lo > 0 and WORSE_SIGN.get(r.measure, 1) < 0) or (
+            r.hi < 0 and WORSE_SIGN.get(r.measure, 1) > 0
+        )
         if pd.isna(r.value) or pd.isna(r.lo) or r.lo <= 0 <= r.hi:
             groups["none"].append(num)
         else:
             groups["good" if good else "against"].append(num)
     if groups["good"]:
-        out.append("Across conditions, worse mean quality goes with lower top-1 accuracy (Spearman): "
-                   + "; ".join(groups["good"]) + ".")
+        out.append(
+            "Across conditions, worse mean quality goes with lower top-1 accuracy (Spearman): "
+            + "; ".join(groups["good"])
+            + "."
+        )
     if groups["none"]:
-        out.append("No evidence that mean quality tracks top-1 accuracy across conditions for: "
-                   + "; ".join(groups["none"]) + " (the interval includes 0).")
+        out.append(
+            "No evidence that mean quality tracks top-1 accuracy across conditions for: "
+            + "; ".join(groups["none"])
+            + " (the interval includes 0)."
+        )
     if groups["against"]:
-        out.append("Across conditions, these measures run against accuracy (worse score, higher accuracy): "
-                   + "; ".join(groups["against"]) + ".")
+        out.append(
+            "Across conditions, these measures run against accuracy (worse score, higher accuracy): "
+            + "; ".join(groups["against"])
+            + "."
+        )
     moves: list[tuple[str, str]] = []
     still: list[tuple[str, str]] = []
     for _, r in rows("saliency_shift_px").sort_values("value", ascending=False).iterrows():
@@ -376,7 +511,9 @@ def _select(names: list[str], pattern: str | list[str] | None) -> list[str]:
     pats = [pattern] if isinstance(pattern, str) else list(pattern)
     out = [n for n in names if n == "clean" or any(fnmatch.fnmatch(n, p) for p in pats)]
     if len(out) <= 1:
-        raise InvalidParameterError("conditions", pattern, f"patterns matching some of {', '.join(names[:6])} …")
+        raise InvalidParameterError(
+            "conditions", pattern, f"patterns matching some of {', '.join(names[:6])} …"
+        )
     return out
 
 
@@ -410,8 +547,9 @@ def _quality_reference(imgs: list[torch.Tensor], refs: list[torch.Tensor], lpips
         x = torch.stack([imgs[i] for i in idx]).clamp(0, 1).double()
         y = torch.stack([refs[i] for i in idx]).clamp(0, 1).double()
         if shape != rshape:
-            x = torch.nn.functional.interpolate(x, size=rshape[-2:], mode="bilinear", antialias=True,
-                                                align_corners=False).clamp(0, 1)
+            x = torch.nn.functional.interpolate(
+                x, size=rshape[-2:], mode="bilinear", antialias=True, align_corners=False
+            ).clamp(0, 1)
         if x.shape[1] != y.shape[1]:
             continue
         out["psnr_db"][idx] = psnr_db(x, y).numpy()
@@ -436,7 +574,9 @@ def _gradcam_layer_or_reason(model, views: torch.Tensor):
     from weakspot.explain._net import find_target_layer
 
     if not getattr(model, "differentiable", True):
-        return None, f"the {getattr(model, 'source', '')} model is not differentiable (no gradients)".replace("  ", " ")
+        return None, f"the {getattr(model, 'source', '')} model is not differentiable (no gradients)".replace(
+            "  ", " "
+        )
     module = getattr(model, "module", model)
     if isinstance(module, torch.jit.ScriptModule):
         return None, "a TorchScript module cannot be hooked for its activations"
@@ -473,8 +613,12 @@ def choose_saliency(model, saliency: str = "auto", views: torch.Tensor | None = 
     if why is None:
         return "grad_cam"
     if key == "gradcam":
-        raise InvalidParameterError("saliency", saliency, "occlusion or none for this model",
-                                    f"Grad-CAM needs gradients and a conv layer: {why}; use --saliency occlusion")
+        raise InvalidParameterError(
+            "saliency",
+            saliency,
+            "occlusion or none for this model",
+            f"Grad-CAM needs gradients and a conv layer: {why}; use --saliency occlusion",
+        )
     return "occlusion"
 
 
@@ -484,7 +628,9 @@ def occlusion_window_px(h: int, w: int) -> int:
     return max(1, min(h, w) // 7)
 
 
-def _saliency_of(method: str, model, views: torch.Tensor, targets: torch.Tensor, batch_size: int, window_px: int):
+def _saliency_of(
+    method: str, model, views: torch.Tensor, targets: torch.Tensor, batch_size: int, window_px: int
+):
     """``(maps (B, h, w) ≥ 0 or None, predicted top-1 (B,))`` on the model views.
 
     Occlusion maps keep only the positive part (hiding the window lowered the clean
@@ -498,15 +644,26 @@ def _saliency_of(method: str, model, views: torch.Tensor, targets: torch.Tensor,
         maps: list[torch.Tensor] = []
         top: list[torch.Tensor] = []
         for s in range(0, views.shape[0], batch_size):
-            sal = occlusion(model, views[s : s + batch_size], targets[s : s + batch_size], window_px=window_px,
-                            stride_px=window_px, baseline=0.5, batch_size=max(64, batch_size), is_view=True)
+            sal = occlusion(
+                model,
+                views[s : s + batch_size],
+                targets[s : s + batch_size],
+                window_px=window_px,
+                stride_px=window_px,
+                baseline=0.5,
+                batch_size=max(64, batch_size),
+                is_view=True,
+            )
             assert sal.predicted is not None  # occlusion always reports the top-1 class
             maps.append(sal.maps.clamp_min(0))
             top.append(sal.predicted)
         return torch.cat(maps), torch.cat(top)
     net = as_net(model)
     with torch.inference_mode():
-        top1 = [net.logits_of_view(views[s : s + batch_size]).argmax(1).cpu() for s in range(0, views.shape[0], batch_size)]
+        top1 = [
+            net.logits_of_view(views[s : s + batch_size]).argmax(1).cpu()
+            for s in range(0, views.shape[0], batch_size)
+        ]
     return None, torch.cat(top1)
 
 
@@ -552,7 +709,12 @@ def perceive(
     from weakspot.quality.reference import lpips_status
 
     t0 = time.perf_counter()
-    if str(saliency).lower().replace("-", "").replace("_", "") not in ("auto", "gradcam", "occlusion", "none"):
+    if str(saliency).lower().replace("-", "").replace("_", "") not in (
+        "auto",
+        "gradcam",
+        "occlusion",
+        "none",
+    ):
         raise InvalidParameterError("saliency", saliency, " | ".join(SALIENCY_METHODS))
     run = Run.open(run_dir)
     store, run_seed = run.store, run.seed
@@ -563,7 +725,9 @@ def perceive(
 
     done = sorted({c for c, _ in store.done_units()})
     if "clean" not in done:
-        raise DataError(f"{run_dir} has no finished clean predictions; finish the run first ('weakspot run ... --resume')")
+        raise DataError(
+            f"{run_dir} has no finished clean predictions; finish the run first ('weakspot run ... --resume')"
+        )
     cids = _select(["clean"] + [c for c in done if c != "clean" and c in all_conds], conditions)
 
     imgs_df = store.images()
@@ -608,17 +772,28 @@ def perceive(
             else:
                 deg = degrade_images(all_conds[cid], clean, ids, run_seed)
             nq, bq = _quality_native(deg)
-            fr = ({m: np.full(len(deg), np.nan) for m in FULL_REFERENCE} if cid == "clean"
-                  else _quality_reference(deg, clean, lpips_weights))
+            fr = (
+                {m: np.full(len(deg), np.nan) for m in FULL_REFERENCE}
+                if cid == "clean"
+                else _quality_reference(deg, clean, lpips_weights)
+            )
             views = views0 if cid == "clean" else net.view(deg)
             sal, predicted = _saliency_of(method, model, views, targets, batch_size, window_px)
             if cid == "clean":
                 sal0, q0 = sal, {"niqe": nq, "brisque": bq}
-            r = pd.DataFrame({"condition_id": cid, "image_index": index.astype(np.int32), "image_id": ids,
-                              "niqe": nq, "brisque": bq,
-                              "niqe_delta": nq - q0["niqe"], "brisque_delta": bq - q0["brisque"],
-                              **fr,
-                              "top1_regenerated": predicted.numpy().astype(np.int32)})
+            r = pd.DataFrame(
+                {
+                    "condition_id": cid,
+                    "image_index": index.astype(np.int32),
+                    "image_id": ids,
+                    "niqe": nq,
+                    "brisque": bq,
+                    "niqe_delta": nq - q0["niqe"],
+                    "brisque_delta": bq - q0["brisque"],
+                    **fr,
+                    "top1_regenerated": predicted.numpy().astype(np.int32),
+                }
+            )
             if sal is not None:
                 assert sal0 is not None  # the clean condition comes first and has a map when the others do
                 strength, strength0 = sal.mean(dim=(-2, -1)), sal0.mean(dim=(-2, -1))
@@ -628,8 +803,13 @@ def perceive(
                 r["saliency_shift_px"] = r["saliency_shift"] * math.hypot(h, w)
                 r["saliency_cosine_distance"] = cosine_distance(sal0, sal).numpy()
             else:
-                for col in ("saliency_strength", "saliency_strength_ratio", "saliency_shift", "saliency_shift_px",
-                            "saliency_cosine_distance"):
+                for col in (
+                    "saliency_strength",
+                    "saliency_strength_ratio",
+                    "saliency_shift",
+                    "saliency_shift_px",
+                    "saliency_cosine_distance",
+                ):
                     r[col] = np.nan
             if use_map and sal is not None:
                 qmap = brisque_map(views, grid)
@@ -648,7 +828,9 @@ def perceive(
             bar.stop()
 
     table = pd.concat(rows, ignore_index=True)
-    p = pred[["condition_id", "image_index", "label", "top1", "top1_prob", "p_clean_top1", "correct1", "correct5"]]
+    p = pred[
+        ["condition_id", "image_index", "label", "top1", "top1_prob", "p_clean_top1", "correct1", "correct5"]
+    ]
     table = table.merge(p, on=["condition_id", "image_index"], how="left")
     cp = pd.Series(clean_prob, index=index)
     table["prob_drop"] = cp.loc[table.image_index].to_numpy() - table.p_clean_top1.to_numpy(dtype=float)
@@ -657,8 +839,11 @@ def perceive(
     if mismatch:
         import warnings
 
-        warnings.warn(f"{mismatch} of {len(table)} regenerated images get a different top-1 than the run recorded: "
-                      "the data, weights or code changed since the run", stacklevel=2)
+        warnings.warn(
+            f"{mismatch} of {len(table)} regenerated images get a different top-1 than the run recorded: "
+            "the data, weights or code changed since the run",
+            stacklevel=2,
+        )
 
     conds = store.conditions().set_index("condition_id")
     acc = store.sql(
@@ -666,20 +851,26 @@ def perceive(
         "avg(case when label >= 0 then correct5::int end) as top5_acc, count(*) as n_run from predictions group by 1"
     ).set_index("condition_id")
     g = table.groupby("condition_id", sort=False)
-    ctab = pd.DataFrame({
-        "n": g.size(),
-        "mean_niqe": g.niqe.mean(), "mean_brisque": g.brisque.mean(),
-        "mean_psnr_db": g.psnr_db.mean(), "mean_ssim": g.ssim.mean(), "mean_lpips": g.lpips.mean(),
-        "top1_acc_sample": g.apply(lambda d: d.correct1[d.label >= 0].mean(), include_groups=False),
-        "mean_prob_drop": g.prob_drop.mean(),
-        "mean_saliency_shift": g.saliency_shift.mean(),
-        "mean_saliency_shift_px": g.saliency_shift_px.mean(),
-        "mean_saliency_cosine_distance": g.saliency_cosine_distance.mean(),
-        "mean_saliency_strength_ratio": g.saliency_strength_ratio.mean(),
-        "mean_map_saliency_pearson": g.map_saliency_pearson.mean(),
-    })
+    ctab = pd.DataFrame(
+        {
+            "n": g.size(),
+            "mean_niqe": g.niqe.mean(),
+            "mean_brisque": g.brisque.mean(),
+            "mean_psnr_db": g.psnr_db.mean(),
+            "mean_ssim": g.ssim.mean(),
+            "mean_lpips": g.lpips.mean(),
+            "top1_acc_sample": g.apply(lambda d: d.correct1[d.label >= 0].mean(), include_groups=False),
+            "mean_prob_drop": g.prob_drop.mean(),
+            "mean_saliency_shift": g.saliency_shift.mean(),
+            "mean_saliency_shift_px": g.saliency_shift_px.mean(),
+            "mean_saliency_cosine_distance": g.saliency_cosine_distance.mean(),
+            "mean_saliency_strength_ratio": g.saliency_strength_ratio.mean(),
+            "mean_map_saliency_pearson": g.map_saliency_pearson.mean(),
+        }
+    )
     ctab = ctab.join(acc[["top1_acc", "top5_acc", "n_run"]]).join(
-        conds[["degradation", "family", "severity", "axis", "axis_value", "axis_unit"]])
+        conds[["degradation", "family", "severity", "axis", "axis_value", "axis_unit"]]
+    )
     from weakspot.analysis._data import load_run
 
     lv = load_run(store).conditions.set_index("condition_id")[["order", "direction", "level"]]
@@ -691,11 +882,21 @@ def perceive(
     out = store.root / PERCEPTION_DIR
     for name, df in (("images", table), ("conditions", ctab), ("correlations", corr), ("flags", flags)):
         atomic_write_bytes(out / f"{name}.parquet", _table_bytes(df))
-    meta = {"max_images": int(max_images), "n_images": len(ids), "top1_mismatches": mismatch, "conditions": cids, "grid": int(grid),
-            "model_view": [int(h), int(w)], "patch_map": use_map, "n_boot": int(n_boot), "seed": int(seed),
-            "saliency": method, "occlusion_window_px": int(window_px) if method == "occlusion" else None,
-            "lpips": lpips_status(lpips_weights)[1],
-            "seconds": round(time.perf_counter() - t0, 2)}
+    meta = {
+        "max_images": int(max_images),
+        "n_images": len(ids),
+        "top1_mismatches": mismatch,
+        "conditions": cids,
+        "grid": int(grid),
+        "model_view": [int(h), int(w)],
+        "patch_map": use_map,
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "saliency": method,
+        "occlusion_window_px": int(window_px) if method == "occlusion" else None,
+        "lpips": lpips_status(lpips_weights)[1],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     meta["conclusions"] = plain_conclusions(corr, flags)
     atomic_write_json(out / "meta.json", meta)
     _figures(out, table, ctab, keep_maps, overlays, method)
@@ -708,10 +909,14 @@ def load_perception(run_dir: str | Path) -> PerceptionResult | None:
     if not (out / "correlations.parquet").is_file():
         return None
     meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
-    images, conditions, correlations = (pd.read_parquet(out / f"{n}.parquet")
-                                        for n in ("images", "conditions", "correlations"))
-    flags = (pd.read_parquet(out / "flags.parquet") if (out / "flags.parquet").is_file()
-             else quality_order_flags(conditions))  # written before flags existed
+    images, conditions, correlations = (
+        pd.read_parquet(out / f"{n}.parquet") for n in ("images", "conditions", "correlations")
+    )
+    flags = (
+        pd.read_parquet(out / "flags.parquet")
+        if (out / "flags.parquet").is_file()
+        else quality_order_flags(conditions)
+    )  # written before flags existed
     return PerceptionResult(images, conditions, correlations, out, meta, flags)
 
 
@@ -726,7 +931,9 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     clean = ctab[ctab.condition_id == "clean"]
     ctab = ctab.copy()
-    ctab.loc[ctab.condition_id == "camera_reference", "degradation"] = "camera reference"  # a reference, not a sweep
+    ctab.loc[ctab.condition_id == "camera_reference", "degradation"] = (
+        "camera reference"  # a reference, not a sweep
+    )
     for degname, d in ctab[ctab.condition_id != "clean"].groupby("degradation"):
         d = d.assign(_key=_damage_order(d)).sort_values("_key", na_position="first")  # mild → severe
         d = pd.concat([clean, d])
@@ -736,12 +943,20 @@ def quality_accuracy_figure(ctab: pd.DataFrame, measure: str = "brisque"):
     ax.set_xlabel(f"mean {measure.upper()} (higher = worse)")
     ax.set_ylabel("top-1 accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # outside: never on a line
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+    )  # outside: never on a line
     return fig
 
 
-def overlay_figure(view: torch.Tensor, qmap: torch.Tensor, sal_clean: torch.Tensor, sal: torch.Tensor, title: str = "",
-                   method: str = "grad_cam"):
+def overlay_figure(
+    view: torch.Tensor,
+    qmap: torch.Tensor,
+    sal_clean: torch.Tensor,
+    sal: torch.Tensor,
+    title: str = "",
+    method: str = "grad_cam",
+):
     """Image, patch quality map, clean and degraded saliency (same colour scale: raw strength)."""
     import matplotlib
 
@@ -780,8 +995,9 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _figures(out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, overlays: int,
-             method: str = "grad_cam") -> None:
+def _figures(
+    out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, overlays: int, method: str = "grad_cam"
+) -> None:
     figs = out / "figures"
     for old in figs.glob("*.png") if figs.is_dir() else []:
         old.unlink()
@@ -796,9 +1012,13 @@ def _figures(out: Path, table: pd.DataFrame, ctab: pd.DataFrame, maps: dict, ove
     for _, r in top.iterrows():
         k = order[int(r.image_index)]
         mp = maps[r.condition_id]
-        title = (f"{r.image_id} · {r.condition_id} · p(clean class) drop {r.prob_drop:.2f} · "
-                 f"BRISQUE {r.brisque:.1f}")
-        fig = overlay_figure(mp["views"][k], mp["qmap"][k], maps["clean"]["sal"][k], mp["sal"][k], title, method)
+        title = (
+            f"{r.image_id} · {r.condition_id} · p(clean class) drop {r.prob_drop:.2f} · "
+            f"BRISQUE {r.brisque:.1f}"
+        )
+        fig = overlay_figure(
+            mp["views"][k], mp["qmap"][k], maps["clean"]["sal"][k], mp["sal"][k], title, method
+        )
         safe = "".join(c if c.isalnum() or c in "._=-" else "-" for c in f"{r.image_index}_{r.condition_id}")
         _save(fig, figs / f"overlay_{safe}.png")
 
@@ -809,8 +1029,10 @@ def print_summary(res: PerceptionResult, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
-              title_justify="left")
+    t = Table(
+        title=f"perception: {res.meta.get('n_images', '?')} images × {len(res.conditions)} conditions",
+        title_justify="left",
+    )
     t.add_column("relation", overflow="fold", min_width=27)  # the longest name stays whole in 100 columns
     for name in ("measure", "level", "stat", "value", "95% interval", "n"):
         t.add_column(name, no_wrap=True, min_width=len(name))
@@ -818,9 +1040,18 @@ def print_summary(res: PerceptionResult, console=None) -> None:
         ci = "—" if math.isnan(r.lo) else f"[{r.lo:.2f}, {r.hi:.2f}]"
         val = "—" if math.isnan(r.value) else f"{r.value:.3f}"
         deg = r.get("degradation", "")
-        t.add_row(r.relation + (f" ({deg})" if isinstance(deg, str) and deg else ""), r.measure, r.level,
-                  r.statistic, val, ci, str(int(r.n)))
+        t.add_row(
+            r.relation + (f" ({deg})" if isinstance(deg, str) and deg else ""),
+            r.measure,
+            r.level,
+            r.statistic,
+            val,
+            ci,
+            str(int(r.n)),
+        )
     console.print(t)
     for line in res.conclusions:
         console.print(line, markup=False, style="yellow" if line.startswith("Warning") else None)
-    console.print(f"tables and figures: {res.out_dir}/ ({', '.join(f'{k}.parquet' for k in TABLES)}, figures/)")
+    console.print(
+        f"tables and figures: {res.out_dir}/ ({', '.join(f'{k}.parquet' for k in TABLES)}, figures/)"
+    )

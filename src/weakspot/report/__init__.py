@@ -18,5 +18,15 @@ from weakspot.report.builder import (
     write_report,
 )
 
-__all__ = ["write_report", "Section", "SectionOutput", "SectionEntry", "SECTION_REGISTRY", "ReportContext",
-           "register_section", "registered_sections", "esc", "SUMMARY_SCHEMA_VERSION"]
+__all__ = [
+    "write_report",
+    "Section",
+    "SectionOutput",
+    "SectionEntry",
+    "SECTION_REGISTRY",
+    "ReportContext",
+    "register_section",
+    "registered_sections",
+    "esc",
+    "SUMMARY_SCHEMA_VERSION",
+]

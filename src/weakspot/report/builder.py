@@ -30,8 +30,18 @@ import pandas as pd
 
 from weakspot.evaluate.store import atomic_write_bytes
 
-__all__ = ["Section", "SectionOutput", "SectionEntry", "SECTION_REGISTRY", "ReportContext", "register_section",
-           "registered_sections", "write_report", "esc", "SUMMARY_SCHEMA_VERSION"]
+__all__ = [
+    "Section",
+    "SectionOutput",
+    "SectionEntry",
+    "SECTION_REGISTRY",
+    "ReportContext",
+    "register_section",
+    "registered_sections",
+    "write_report",
+    "esc",
+    "SUMMARY_SCHEMA_VERSION",
+]
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -99,17 +109,26 @@ class _LazyRender:
 SECTION_REGISTRY: tuple[SectionEntry, ...] = (
     SectionEntry("what_broke", "What broke", "weakspot.report.sections:render_what_broke", 5),
     SectionEntry("overview", "Overview and findings", "weakspot.report.sections:render_overview", 10),
-    SectionEntry("accuracy", "Accuracy against the physical parameter", "weakspot.report.sections:render_accuracy",
-                 20),
+    SectionEntry(
+        "accuracy", "Accuracy against the physical parameter", "weakspot.report.sections:render_accuracy", 20
+    ),
     SectionEntry("heatmap", "Classes × degradations", "weakspot.report.sections:render_heatmap", 30),
     SectionEntry("classes", "Most and least affected classes", "weakspot.report.sections:render_classes", 40),
     SectionEntry("examples", "Examples: clean vs degraded", "weakspot.report.sections:render_examples", 50),
     SectionEntry("confusion", "Confusions", "weakspot.report.sections:render_confusion", 60),
     SectionEntry("breaking", "Breaking points", "weakspot.report.sections:render_breaking", 70),
-    SectionEntry("envelope", "Camera operating envelope", "weakspot.analysis.report_section_envelope:render", 72),
-    SectionEntry("adaptive", "Adaptive breaking points (bisection)", "weakspot.report.sections:render_adaptive", 75),
-    SectionEntry("perception", "Perception: image quality and saliency",
-                 "weakspot.quality.report_section:render_perception", 78),
+    SectionEntry(
+        "envelope", "Camera operating envelope", "weakspot.analysis.report_section_envelope:render", 72
+    ),
+    SectionEntry(
+        "adaptive", "Adaptive breaking points (bisection)", "weakspot.report.sections:render_adaptive", 75
+    ),
+    SectionEntry(
+        "perception",
+        "Perception: image quality and saliency",
+        "weakspot.quality.report_section:render_perception",
+        78,
+    ),
     SectionEntry("fix", "Fix: before / after", "weakspot.robustify.report_section:render_fix", 95),
 )
 
@@ -129,7 +148,9 @@ def registered_sections() -> list[Section]:
     """The sections of :data:`SECTION_REGISTRY` plus those added with :func:`register_section`,
     in ``order``."""
     ids = {s.id for s in _REGISTERED}
-    return sorted([e.section() for e in SECTION_REGISTRY if e.id not in ids] + _REGISTERED, key=lambda s: s.order)
+    return sorted(
+        [e.section() for e in SECTION_REGISTRY if e.id not in ids] + _REGISTERED, key=lambda s: s.order
+    )
 
 
 def _slug(text: str) -> str:
@@ -176,8 +197,13 @@ class ReportContext:
         return f'<img class="{cls}" alt="{esc(alt)}"{w} src="data:image/png;base64,{b64}">'
 
     @staticmethod
-    def table(df: pd.DataFrame, columns: dict[str, str], formats: Mapping[str, Callable[[Any], str]] | None = None,
-              *, cls: str = "") -> tuple[str, str]:
+    def table(
+        df: pd.DataFrame,
+        columns: dict[str, str],
+        formats: Mapping[str, Callable[[Any], str]] | None = None,
+        *,
+        cls: str = "",
+    ) -> tuple[str, str]:
         """An escaped HTML table and a Markdown table of ``df[columns]`` (``{column: header}``)."""
         formats = formats or {}
 
@@ -195,7 +221,9 @@ class ReportContext:
             cells = [fmt(c, r[c]) for c in columns]
             body.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
             md.append("| " + " | ".join(_md_cell(x) for x in cells) + " |")
-        html_t = f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        html_t = (
+            f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        )
         return html_t, "\n".join(md)
 
 
@@ -223,9 +251,17 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | Path | None = None,
-                 sections: Sequence[Section] | None = None, analysis: Any = None, n_boot: int = 1000,
-                 max_examples: int = 8, min_per_class: int | None = None) -> Path:
+def write_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    baseline: str | Path | None = None,
+    sections: Sequence[Section] | None = None,
+    analysis: Any = None,
+    n_boot: int = 1000,
+    max_examples: int = 8,
+    min_per_class: int | None = None,
+) -> Path:
     """Write ``report.html``, ``summary.json``, ``report.md`` and ``figures/`` for a run.
 
     Args:
@@ -249,7 +285,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, base
     for stale in (out / "figures").glob("*.png"):  # figures of an earlier report in the same folder
         stale.unlink()
     mpc = MIN_IMAGES_FOR_CLAIM if min_per_class is None else min_per_class
-    a = analysis if analysis is not None else analyze(run, baseline=baseline, n_boot=n_boot, min_per_class=mpc)
+    a = (
+        analysis
+        if analysis is not None
+        else analyze(run, baseline=baseline, n_boot=n_boot, min_per_class=mpc)
+    )
     ctx = ReportContext(analysis=a, out_dir=out, options={"max_examples": max_examples})
     secs = list(sections) if sections is not None else registered_sections()
     rendered = []
@@ -263,8 +303,15 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, base
         "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "weakspot_version": _version(),
         "run": _run_info(run),
-        "findings": _jsonable(a.findings[[c for c in ("kind", "degradation", "class_name", "class", "condition_id",
-                                                       "metric", "text") if c in a.findings]]),
+        "findings": _jsonable(
+            a.findings[
+                [
+                    c
+                    for c in ("kind", "degradation", "class_name", "class", "condition_id", "metric", "text")
+                    if c in a.findings
+                ]
+            ]
+        ),
         "min_per_class": int(getattr(a, "min_per_class", MIN_IMAGES_FOR_CLAIM)),
         "sections": {s.id: _jsonable(r.summary) for s, r in rendered},
     }
@@ -286,7 +333,10 @@ def _version() -> str:
 
 
 def _config_name(m: dict) -> str:
-    for v in ((m.get("config") or {}).get("name") if isinstance(m.get("config"), dict) else None, m.get("name")):
+    for v in (
+        (m.get("config") or {}).get("name") if isinstance(m.get("config"), dict) else None,
+        m.get("name"),
+    ):
         if isinstance(v, str) and v.strip():
             return v.strip()
     return ""
@@ -360,8 +410,10 @@ def _page(title: str, rendered, run_info: dict) -> str:
     body = "".join(
         f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>{r.html}</section>' for s, r in rendered
     )
-    meta = (f"{run_info['n_images']} images · {run_info['n_classes']} classes · {run_info['n_conditions']} conditions"
-            f" · {esc(run_info['run_dir'])}")
+    meta = (
+        f"{run_info['n_images']} images · {run_info['n_classes']} classes · {run_info['n_conditions']} conditions"
+        f" · {esc(run_info['run_dir'])}"
+    )
     # the tiny script only marks the page as loaded and counts the images that decoded
     # (``data-images="rendered/total"``); the browser test reads both markers
     return (

@@ -12,8 +12,16 @@ import matplotlib.transforms
 import numpy as np
 import pandas as pd
 
-__all__ = ["mpl_text", "axis_label", "accuracy_figure", "auc_figure", "heatmap_figure", "flip_matrix_figure",
-           "orient_axis", "exposure_label"]
+__all__ = [
+    "mpl_text",
+    "axis_label",
+    "accuracy_figure",
+    "auc_figure",
+    "heatmap_figure",
+    "flip_matrix_figure",
+    "orient_axis",
+    "exposure_label",
+]
 
 _BLUE, _ORANGE, _GREY, _GREEN = "#2c5fb3", "#e07b39", "#7f8796", "#1e8449"
 
@@ -63,8 +71,14 @@ def exposure_label(seconds: float) -> str:
     return f"1/{1 / seconds:.0f} s"
 
 
-def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, labelled: bool, *,
-                    direction: dict | None = None):
+def accuracy_figure(
+    acc: pd.DataFrame,
+    degradations: list[str],
+    clean_x: dict,
+    labelled: bool,
+    *,
+    direction: dict | None = None,
+):
     """One panel per degradation: top-1 (with its Wilson band) or agreement, and the mean
     probability of the clean class, against the physical parameter, oriented so that right = more
     damage. Filled markers: significant drops (Holm); hollow: not significant. With a
@@ -82,24 +96,41 @@ def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, l
         g = acc[acc.degradation == deg].sort_values("x")
         x = g.x.to_numpy(float)
         cx = clean_x.get(deg)
-        xs, ys, lo, hi, pc = x, g[metric].to_numpy(float), g[f"{metric}_lo"].to_numpy(float), \
-            g[f"{metric}_hi"].to_numpy(float), g.mean_p_clean_class.to_numpy(float)
+        xs, ys, lo, hi, pc = (
+            x,
+            g[metric].to_numpy(float),
+            g[f"{metric}_lo"].to_numpy(float),
+            g[f"{metric}_hi"].to_numpy(float),
+            g.mean_p_clean_class.to_numpy(float),
+        )
         sig = g["significant"].to_numpy(bool) if "significant" in g else np.zeros(len(g), bool)
         if cx is not None:
             xs = np.r_[cx, x]
-            ys, lo, hi = np.r_[clean[metric], ys], np.r_[clean[f"{metric}_lo"], lo], np.r_[clean[f"{metric}_hi"], hi]
+            ys, lo, hi = (
+                np.r_[clean[metric], ys],
+                np.r_[clean[f"{metric}_lo"], lo],
+                np.r_[clean[f"{metric}_hi"], hi],
+            )
             pc = np.r_[clean.mean_p_clean_class, pc]
             sig = np.r_[False, sig]
         else:
             ax.axhline(clean[metric], color=_BLUE, ls=":", lw=1, label="clean")
         ax.fill_between(xs, lo, hi, color=_BLUE, alpha=0.15, lw=0)
-        ax.plot(xs, ys, "-", color=_BLUE, lw=1.5, label="top-1 accuracy" if labelled else "agreement with clean")
+        ax.plot(
+            xs, ys, "-", color=_BLUE, lw=1.5, label="top-1 accuracy" if labelled else "agreement with clean"
+        )
         ax.plot(xs[sig], ys[sig], "o", color=_BLUE, ms=5)
         ax.plot(xs[~sig], ys[~sig], "o", mfc="white", mec=_BLUE, ms=5)
         ax.plot(xs, pc, "s--", color=_ORANGE, ms=3, lw=1.2, label="mean p(clean class)")
         if labelled:
-            ax.plot(xs if cx is None else xs[1:], g.agreement.to_numpy(float), ":", color=_GREY, lw=1,
-                    label="agreement with clean")
+            ax.plot(
+                xs if cx is None else xs[1:],
+                g.agreement.to_numpy(float),
+                ":",
+                color=_GREY,
+                lw=1,
+                label="agreement with clean",
+            )
         fam = str(g.family.iloc[0]) if len(g) else ""
         if len(ref) and fam == "camera":
             rv = float(ref[metric].iloc[0])
@@ -110,7 +141,9 @@ def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, l
         d = int(direction.get(deg, 1))
         if axis == "exposure_s":
             orient_axis(ax, d, axis)
-            ax.set_xticks(np.unique(xs[xs > 0]))  # label every exposure: a log axis may show no decade in range
+            ax.set_xticks(
+                np.unique(xs[xs > 0])
+            )  # label every exposure: a log axis may show no decade in range
             ax.tick_params(axis="x", labelsize=8, labelrotation=30)
         else:
             _maybe_log(ax, xs)
@@ -118,10 +151,21 @@ def accuracy_figure(acc: pd.DataFrame, degradations: list[str], clean_x: dict, l
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(mpl_text(deg), fontsize=11)
         xl = axis_label(axis, unit)
-        ax.set_xlabel(xl + ("  (← longer · shorter →)" if axis == "exposure_s" else
-                            "  (smaller = worse →)" if d < 0 else ""), fontsize=9)
+        ax.set_xlabel(
+            xl
+            + (
+                "  (← longer · shorter →)"
+                if axis == "exposure_s"
+                else "  (smaller = worse →)"
+                if d < 0
+                else ""
+            ),
+            fontsize=9,
+        )
         if i % cols == 0:
-            ax.set_ylabel("top-1 accuracy / probability" if labelled else "agreement / probability", fontsize=9)
+            ax.set_ylabel(
+                "top-1 accuracy / probability" if labelled else "agreement / probability", fontsize=9
+            )
         _style(ax)
         if i == 0:
             ax.legend(fontsize=7, loc="best", frameon=True, framealpha=0.85)  # never over the curve
@@ -167,15 +211,27 @@ def heatmap_figure(matrix: pd.DataFrame, *, max_rows: int = 30, label: str = "me
     w = max(5.0, 0.9 * m.shape[1] + 3.2)
     fig, ax = plt.subplots(figsize=(w, h))
     vals = m.to_numpy(float)
-    im = ax.imshow(vals, cmap="magma_r", vmin=0, vmax=max(0.05, float(np.nanmax(vals)) if vals.size else 1),
-                   aspect="auto")
+    im = ax.imshow(
+        vals,
+        cmap="magma_r",
+        vmin=0,
+        vmax=max(0.05, float(np.nanmax(vals)) if vals.size else 1),
+        aspect="auto",
+    )
     ax.set_xticks(range(m.shape[1]), [mpl_text(c) for c in m.columns], rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(m)), [mpl_text(c)[:40] for c in m.index], fontsize=8)
     if vals.size <= 400:
         for (r, c), v in np.ndenumerate(vals):
             if v == v:
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > 0.5 * np.nanmax(vals) else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v > 0.5 * np.nanmax(vals) else "black",
+                )
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     cb.set_label(label, fontsize=8)
     fig.tight_layout()
@@ -190,7 +246,9 @@ def flip_matrix_figure(m: pd.DataFrame, title: str):
     vals = m.to_numpy(float)
     off = vals.copy()
     np.fill_diagonal(off, np.nan)
-    im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1.0, float(np.nanmax(off)) if np.isfinite(off).any() else 1))
+    im = ax.imshow(
+        off, cmap="Reds", vmin=0, vmax=max(1.0, float(np.nanmax(off)) if np.isfinite(off).any() else 1)
+    )
     diag = np.full_like(vals, np.nan)
     np.fill_diagonal(diag, 1.0)
     ax.imshow(diag, cmap="Greys", vmin=0, vmax=4, alpha=0.6)
@@ -202,8 +260,15 @@ def flip_matrix_figure(m: pd.DataFrame, title: str):
     if n <= 16:
         for (r, c), v in np.ndenumerate(vals):
             if v > 0:
-                ax.text(c, r, f"{int(v)}", ha="center", va="center", fontsize=8,
-                        color="white" if r != c and v > 0.6 * np.nanmax(off) else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{int(v)}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if r != c and v > 0.6 * np.nanmax(off) else "black",
+                )
     ax.set_title(mpl_text(title), fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("images", fontsize=8)
     fig.tight_layout()

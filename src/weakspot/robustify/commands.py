@@ -73,34 +73,60 @@ def robustify_command(
 
     split = load_split(data, root=root, seed=seed, limit=limit, test_limit=test_limit)
     console.print(f"data: {split.describe()}")
-    cfg = validated(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, labels=labels,
-                    temperature=temperature)
+    cfg = validated(
+        TrainConfig,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        labels=labels,
+        temperature=temperature,
+    )
     pretrained = None
     if model is not None:
         pretrained = _loaded_module(model, split)
         console.print(f"model: {model} (fine-tuned by every strategy; the clean row is the model as loaded)")
     summary = robustify_job(
-        split, out, strategies=strategies, train_specs=degrade, test_specs=tests, per_degradation=per_degradation,
-        config=cfg, progress=progress, resume=resume, device=_device(device), log=console.print,
+        split,
+        out,
+        strategies=strategies,
+        train_specs=degrade,
+        test_specs=tests,
+        per_degradation=per_degradation,
+        config=cfg,
+        progress=progress,
+        resume=resume,
+        device=_device(device),
+        log=console.print,
         pretrained=pretrained,
     )
     _print_table(console, summary["table"], "accuracy (%) — trained on (rows) × tested on (columns)")
     if summary.get("study_markdown"):
         console.print(f"paired verdicts and strategy tests: {out / 'study.md'}")
-    console.print(f"wrote {out / 'grid.md'}, {out / 'grid.parquet'}, checkpoints under {out / 'models'} "
-                  f"({summary['seconds']:.0f} s)")
+    console.print(
+        f"wrote {out / 'grid.md'}, {out / 'grid.parquet'}, checkpoints under {out / 'models'} "
+        f"({summary['seconds']:.0f} s)"
+    )
     return summary
 
 
-def resolve_classifier(spec: str, split, out: Path, *, epochs: int, seed: int, progress: bool, device: str, console):
+def resolve_classifier(
+    spec: str, split, out: Path, *, epochs: int, seed: int, progress: bool, device: str, console
+):
     """``small-cnn`` (train a clean SmallCNN, cached under ``out``), a ``last.pt`` checkpoint
     of ``weakspot robustify``, or a model name for :func:`weakspot.models.load_model`."""
     from weakspot.robustify.run import load_small_cnn, train_or_load_clean
     from weakspot.robustify.train import TrainConfig
 
     if spec in ("small-cnn", "small_cnn"):
-        model, _ = train_or_load_clean(split, out, TrainConfig(epochs=epochs, seed=seed), progress=progress,
-                                       device=device, log=console.print)
+        model, _ = train_or_load_clean(
+            split,
+            out,
+            TrainConfig(epochs=epochs, seed=seed),
+            progress=progress,
+            device=device,
+            log=console.print,
+        )
         return model, "small-cnn (clean-trained here)"
     if spec.endswith(".pt") and Path(spec).is_file():
         return load_small_cnn(spec, split), spec
@@ -113,7 +139,9 @@ def _loaded_module(spec: str, split) -> torch.nn.Module:
 
     loaded = load_model(spec)
     if loaded.num_classes != split.num_classes:
-        raise InvalidParameterError("--model", spec, f"a model with {split.num_classes} classes for '{split.name}'")
+        raise InvalidParameterError(
+            "--model", spec, f"a model with {split.num_classes} classes for '{split.name}'"
+        )
     if not loaded.differentiable:
         raise InvalidParameterError("--model", spec, "a PyTorch model (ONNX models cannot be trained)")
     return _Wrapped(loaded)
@@ -157,39 +185,96 @@ def enhance_command(
     from weakspot.robustify.run import enhance_job
 
     device = _device(device)
-    cfg = validated(EnhanceConfig, epochs=epochs, kernel_size=kernel_size, seed=seed, labels=labels,
-                    temperature=temperature, batch_size=batch_size, lr=lr)
+    cfg = validated(
+        EnhanceConfig,
+        epochs=epochs,
+        kernel_size=kernel_size,
+        seed=seed,
+        labels=labels,
+        temperature=temperature,
+        batch_size=batch_size,
+        lr=lr,
+    )
     split = load_split(data, root=root, seed=seed, limit=limit)
     console.print(f"data: {split.describe()}")
-    model, name = resolve_classifier(classifier, split, out, epochs=classifier_epochs, seed=seed,
-                                     progress=progress, device=device, console=console)
-    summary = enhance_job(split, model, out, train_specs=degrade, test_specs=tests, config=cfg,
-                          classifier_name=name, progress=progress, device=device, log=console.print)
+    model, name = resolve_classifier(
+        classifier,
+        split,
+        out,
+        epochs=classifier_epochs,
+        seed=seed,
+        progress=progress,
+        device=device,
+        console=console,
+    )
+    summary = enhance_job(
+        split,
+        model,
+        out,
+        train_specs=degrade,
+        test_specs=tests,
+        config=cfg,
+        classifier_name=name,
+        progress=progress,
+        device=device,
+        log=console.print,
+    )
     _print_table(console, summary["table"], f"accuracy (%) of {name} without / with the front-end")
     f = summary["flops_per_image"]
-    console.print(f"FLOPs per image: front-end {f['front_end']:,} vs classifier {f['classifier']:,} "
-                  f"({100 * f['front_end'] / max(f['classifier'], 1):.1f}%)")
+    console.print(
+        f"FLOPs per image: front-end {f['front_end']:,} vs classifier {f['classifier']:,} "
+        f"({100 * f['front_end'] / max(f['classifier'], 1):.1f}%)"
+    )
     console.print(summary["paired_markdown"])
     console.print(f"wrote {out / 'enhance.md'}, {out / 'enhance.parquet'}, {out / 'front_end.pt'}")
     return summary
 
 
-def fix_command(run_dir: Path, *, out, top, method, epochs, train_data, seed, progress, console, train_limit=None,
-                allow_overlap: bool = False, labels: str = "labels", temperature: float = 2.0) -> dict[str, Any]:
+def fix_command(
+    run_dir: Path,
+    *,
+    out,
+    top,
+    method,
+    epochs,
+    train_data,
+    seed,
+    progress,
+    console,
+    train_limit=None,
+    allow_overlap: bool = False,
+    labels: str = "labels",
+    temperature: float = 2.0,
+) -> dict[str, Any]:
     from rich.table import Table
 
     from weakspot.robustify.fix import fix_run, format_table
 
-    s = fix_run(run_dir, out_dir=out, top=top, method=method, epochs=epochs, train_data=train_data, seed=seed,
-                train_limit=train_limit, allow_overlap=allow_overlap, progress=progress, log=console.print,
-                labels=labels, temperature=temperature)
+    s = fix_run(
+        run_dir,
+        out_dir=out,
+        top=top,
+        method=method,
+        epochs=epochs,
+        train_data=train_data,
+        seed=seed,
+        train_limit=train_limit,
+        allow_overlap=allow_overlap,
+        progress=progress,
+        log=console.print,
+        labels=labels,
+        temperature=temperature,
+    )
     t = format_table(s["table"])
-    table = Table(title=f"top-1 accuracy before / after the {s['method']} fix (same images, paired)",
-                  title_justify="left")
+    table = Table(
+        title=f"top-1 accuracy before / after the {s['method']} fix (same images, paired)",
+        title_justify="left",
+    )
     table.add_column("condition", overflow="fold")
     for c in t.columns:
-        table.add_column(str(c), justify="left" if c == "verdict" else "right", overflow="fold",
-                         no_wrap=c == "verdict")
+        table.add_column(
+            str(c), justify="left" if c == "verdict" else "right", overflow="fold", no_wrap=c == "verdict"
+        )
     for idx, row in t.iterrows():
         table.add_row(str(idx), *row.tolist())
     console.print(table)

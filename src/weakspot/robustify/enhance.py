@@ -165,7 +165,9 @@ class EnhanceNet(nn.Module):
         b, c = images.shape[:2]
         x = images
         if max(x.shape[-2:]) > self.analysis_px:
-            x = F.interpolate(x, size=(self.analysis_px,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.analysis_px,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
         sigma = estimate_noise_sigma(x)
         feats = torch.cat([self.features(x - 0.5).flatten(1), sigma * 10.0], dim=1)
         out = self.head(feats)
@@ -208,7 +210,8 @@ class EnhanceConfig(BaseModel):
     clip_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
     labels: Literal["labels", "clean-predictions"] = Field(
-        "labels", description="training targets: the data set's labels, or (label-free) the frozen "
+        "labels",
+        description="training targets: the data set's labels, or (label-free) the frozen "
         "classifier's own soft predictions on the clean image",
     )
     temperature: float = Field(2.0, gt=0, le=100, description="clean-predictions: softmax temperature T")
@@ -273,7 +276,9 @@ def train_enhancer(
         soft = clean_soft_targets(classifier.to(device), images, config.temperature, device=device)
         labels = soft.argmax(1)
     elif labels is None:  # checked before the classifier is touched
-        raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
+        raise InvalidParameterError(
+            "labels", None, "class labels, or labels='clean-predictions' (label-free)"
+        )
     c = int(images.shape[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(keyed_seed(config.seed, "enhance-init"))
@@ -286,10 +291,11 @@ def train_enhancer(
     opt = torch.optim.Adam(student.parameters(), lr=config.lr)
     n = images.shape[0]
     steps = math.ceil(n / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=0.15
+    )
     result = EnhanceResult(student, teacher)
     from tqdm.auto import tqdm
-
 
     try:
         for epoch in range(config.epochs):
@@ -297,7 +303,9 @@ def train_enhancer(
             order = torch.randperm(n, generator=keyed_generator(config.seed, "enhance-shuffle", epoch))
             g = keyed_generator(config.seed, "enhance-degrade", epoch)
             tot = {"ce": 0.0, "cons": 0.0, "ok": 0, "seen": 0}
-            bar = tqdm(range(steps), desc=f"enhance {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+            bar = tqdm(
+                range(steps), desc=f"enhance {epoch + 1}/{config.epochs}", disable=not progress, leave=False
+            )
             for step in bar:
                 idx = order[step * config.batch_size : (step + 1) * config.batch_size]
                 x = mix(as_float_images(images[idx]), g).to(device)

@@ -104,8 +104,17 @@ def find_weaknesses(run_dir: str | Path, top: int = 2, min_drop: float = 0.05) -
         vals = g.axis_value.dropna()
         if vals.empty:
             continue
-        out.append(Weakness(str(name), str(worst.axis), float(vals.min()), float(vals.max()),
-                            str(worst.condition_id), clean_acc, float(worst.acc)))
+        out.append(
+            Weakness(
+                str(name),
+                str(worst.axis),
+                float(vals.min()),
+                float(vals.max()),
+                str(worst.condition_id),
+                clean_acc,
+                float(worst.acc),
+            )
+        )
     out = [w for w in sorted(out, key=lambda w: -w.drop) if w.drop >= min_drop]
     return out[:top]
 
@@ -156,10 +165,13 @@ def _open_run(run_dir: Path) -> _OpenedRun:
     images = handle.open_data()
     recorded = handle.manifest.data.sha256
     if recorded is not None and fingerprint(images.ds) != recorded:
-        raise DataError(f"the data of {run_dir} changed since it was run (files added, removed or edited), so its "
-                        "evaluated images cannot be told apart from training images; re-run it with 'weakspot run'")
-    return _OpenedRun(Path(run_dir), handle, handle.load_model(), images.ds, list(images.dataset_index),
-                      handle.classes())
+        raise DataError(
+            f"the data of {run_dir} changed since it was run (files added, removed or edited), so its "
+            "evaluated images cannot be told apart from training images; re-run it with 'weakspot run'"
+        )
+    return _OpenedRun(
+        Path(run_dir), handle, handle.load_model(), images.ds, list(images.dataset_index), handle.classes()
+    )
 
 
 def _run_label_map(ds, model):
@@ -188,8 +200,9 @@ def _training_source(run: _OpenedRun, train_data: str | None):
     if train_data is not None:
         kind, _, root = train_data.partition(":")
         split = "train" if kind in _SPLIT_KINDS else "test"
-        return open_dataset(root or None, kind, split=split), f"{train_data} ({split} split)" if \
-            kind in _SPLIT_KINDS else train_data
+        return open_dataset(
+            root or None, kind, split=split
+        ), f"{train_data} ({split} split)" if kind in _SPLIT_KINDS else train_data
     parts, names = [], []
     for d in run.config.data_list:
         ds = open_dataset(d.root, d.kind, split=d.split, subset=d.subset, names=d.names)
@@ -202,9 +215,14 @@ def _training_source(run: _OpenedRun, train_data: str | None):
     return (parts[0] if len(parts) == 1 else ConcatImageDataset(parts)), " + ".join(names)
 
 
-def training_images(run_dir: str | Path, *, train_data: str | None = None, allow_overlap: bool = False,
-                    _run: _OpenedRun | None = None, keep_unlabelled: bool = False,
-                    ) -> tuple[LabelledImages, dict[str, Any]]:
+def training_images(
+    run_dir: str | Path,
+    *,
+    train_data: str | None = None,
+    allow_overlap: bool = False,
+    _run: _OpenedRun | None = None,
+    keep_unlabelled: bool = False,
+) -> tuple[LabelledImages, dict[str, Any]]:
     """The labelled training images of a fix, and a record of how they were chosen.
 
     Loaded like ``weakspot run`` loads images: the same data loader (bad files skipped and
@@ -220,18 +238,32 @@ def training_images(run_dir: str | Path, *, train_data: str | None = None, allow
     run = _run if _run is not None else _open_run(Path(run_dir))
     ds, name = _training_source(run, train_data)
     try:
-        imgs = load_labelled_images(ds, _run_label_map(ds, run.model), run.model.num_classes,
-                                    run.model.preprocess_config, name, keep_unlabelled=keep_unlabelled)
+        imgs = load_labelled_images(
+            ds,
+            _run_label_map(ds, run.model),
+            run.model.num_classes,
+            run.model.preprocess_config,
+            name,
+            keep_unlabelled=keep_unlabelled,
+        )
     except DataError as exc:
         if train_data is not None:
             raise
-        raise DataError(f"{exc}; give labelled training images with --train-data KIND[:ROOT] "
-                        "(e.g. imagefolder:/data/train)") from None
+        raise DataError(
+            f"{exc}; give labelled training images with --train-data KIND[:ROOT] "
+            "(e.g. imagefolder:/data/train)"
+        ) from None
     evaluated = image_hashes(run.data, run.dataset_index)
     overlap = [i for i, h in enumerate(imgs.hashes) if h in evaluated]
-    info = {"name": name, "n_evaluated": len(run.dataset_index), "n_candidates": len(imgs),
-            "n_overlap": len(overlap), "allow_overlap": bool(allow_overlap), "n_skipped": len(imgs.skipped),
-            "resized": imgs.resized}
+    info = {
+        "name": name,
+        "n_evaluated": len(run.dataset_index),
+        "n_candidates": len(imgs),
+        "n_overlap": len(overlap),
+        "allow_overlap": bool(allow_overlap),
+        "n_skipped": len(imgs.skipped),
+        "resized": imgs.resized,
+    }
     if overlap and not allow_overlap:
         drop = set(overlap)
         imgs = imgs.select([i for i in range(len(imgs)) if i not in drop])
@@ -324,8 +356,18 @@ def _compare(rows: pd.DataFrame, keys: list[str], alpha: float, min_images: int)
     for key, g in rows.groupby(keys, sort=False):
         c = compare_paired(g.before.to_numpy(bool), g.after.to_numpy(bool))
         key = key if isinstance(key, tuple) else (key,)
-        recs.append({**dict(zip(keys, key, strict=True)), "n": c["n"], "before": c["acc_a"], "after": c["acc_b"],
-                     "gain": c["diff"], "gain_lo": c["diff_lo"], "gain_hi": c["diff_hi"], "p": c["p"]})
+        recs.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "n": c["n"],
+                "before": c["acc_a"],
+                "after": c["acc_b"],
+                "gain": c["diff"],
+                "gain_lo": c["diff_lo"],
+                "gain_hi": c["diff_hi"],
+                "p": c["p"],
+            }
+        )
     t = pd.DataFrame(recs)
     if t.empty:
         return t
@@ -333,12 +375,20 @@ def _compare(rows: pd.DataFrame, keys: list[str], alpha: float, min_images: int)
     sig = (t.p_holm < alpha).to_numpy()
     t["verdict"] = np.select(
         [t.n < min_images, sig & (t.gain_lo > 0), sig & (t.gain_hi < 0)],
-        ["too few images", "better", "worse"], "not significant")
+        ["too few images", "better", "worse"],
+        "not significant",
+    )
     return t
 
 
-def before_after(before_dir: Path, after_dir: Path, class_names: list[str], *, alpha: float = 0.05,
-                 min_images: int = MIN_IMAGES_FOR_FIX_CLAIM) -> pd.DataFrame:
+def before_after(
+    before_dir: Path,
+    after_dir: Path,
+    class_names: list[str],
+    *,
+    alpha: float = 0.05,
+    min_images: int = MIN_IMAGES_FOR_FIX_CLAIM,
+) -> pd.DataFrame:
     """Paired before/after comparison per condition (``cls = "all"``) and per condition × class.
 
     The same images, matched by ``image_id``, before and after the fix: ``n``, ``before``,
@@ -353,7 +403,19 @@ def before_after(before_dir: Path, after_dir: Path, class_names: list[str], *, a
     rows["cls"] = [class_names[i] if 0 <= i < len(class_names) else str(i) for i in rows.label]
     overall = _compare(rows, ["condition_id"], alpha, min_images).assign(cls="all")
     per_class = _compare(rows, ["condition_id", "cls"], alpha, min_images)
-    cols = ["condition_id", "cls", "n", "before", "after", "gain", "gain_lo", "gain_hi", "p", "p_holm", "verdict"]
+    cols = [
+        "condition_id",
+        "cls",
+        "n",
+        "before",
+        "after",
+        "gain",
+        "gain_lo",
+        "gain_hi",
+        "p",
+        "p_holm",
+        "verdict",
+    ]
     return pd.concat([overall[cols], per_class[cols]], ignore_index=True)
 
 
@@ -367,16 +429,22 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
     lines = []
     if (overall.verdict == "too few images").all():
         n = int(overall.n.max())
-        return [(f"too few images ({n} per condition, fewer than {MIN_IMAGES_FOR_FIX_CLAIM}) to tell any "
-                 "before/after difference from chance: no gain or cost is claimed")]
+        return [
+            (
+                f"too few images ({n} per condition, fewer than {MIN_IMAGES_FOR_FIX_CLAIM}) to tell any "
+                "before/after difference from chance: no gain or cost is claimed"
+            )
+        ]
     gained = []
     for w in weaknesses:
         if w["worst_condition"] not in overall.index:
             lines.append(f"no comparison for {w['degradation']}: {w['worst_condition']} was not re-run")
             continue
         r = overall.loc[w["worst_condition"]]
-        what = (f"{w['degradation']} at {w['worst_condition']}: {100 * r.before:.1f}% → {100 * r.after:.1f}% "
-                f"({_pts(r.gain)}, 95% CI {_pts(r.gain_lo)} … {_pts(r.gain_hi)}, Holm p = {r.p_holm:.2g})")
+        what = (
+            f"{w['degradation']} at {w['worst_condition']}: {100 * r.before:.1f}% → {100 * r.after:.1f}% "
+            f"({_pts(r.gain)}, 95% CI {_pts(r.gain_lo)} … {_pts(r.gain_hi)}, Holm p = {r.p_holm:.2g})"
+        )
         if r.verdict == "better":
             gained.append(w["degradation"])
             lines.append(f"significant gain: {what}")
@@ -389,8 +457,10 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
     head = f"{len(gained)} of {len(weaknesses)} weaknesses got a significant gain"
     if "clean" in overall.index:
         c = overall.loc["clean"]
-        cost = (f"clean accuracy {100 * c.before:.1f}% → {100 * c.after:.1f}% ({_pts(c.gain)}, 95% CI "
-                f"{_pts(c.gain_lo)} … {_pts(c.gain_hi)}, Holm p = {c.p_holm:.2g})")
+        cost = (
+            f"clean accuracy {100 * c.before:.1f}% → {100 * c.after:.1f}% ({_pts(c.gain)}, 95% CI "
+            f"{_pts(c.gain_lo)} … {_pts(c.gain_hi)}, Holm p = {c.p_holm:.2g})"
+        )
         if c.verdict == "worse":
             cost = f"a real clean-accuracy cost: {cost}"
         elif c.verdict == "better":
@@ -403,10 +473,21 @@ def summary_lines(ba: pd.DataFrame, weaknesses: list[dict]) -> list[str]:
     return [head, *lines]
 
 
-def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *, epochs: int, p_clean: float,
-           seed: int, out: Path, progress: bool, log,
-           labels: Literal["labels", "clean-predictions"] = "labels",
-           temperature: float = 2.0) -> tuple[nn.Module, list[dict]]:
+def _train(
+    chosen: str,
+    model,
+    train: LabelledImages,
+    mix: RandomDegradation,
+    *,
+    epochs: int,
+    p_clean: float,
+    seed: int,
+    out: Path,
+    progress: bool,
+    log,
+    labels: Literal["labels", "clean-predictions"] = "labels",
+    temperature: float = 2.0,
+) -> tuple[nn.Module, list[dict]]:
     """Train the fix; returns the module to export (on preprocessed input) and the epoch history."""
     import hashlib
 
@@ -414,16 +495,21 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
 
     def on_epoch(rec: dict) -> None:
         loss = rec.get("loss", rec.get("ce"))
-        log(f"  epoch {rec['epoch']}/{epochs}: loss {loss:.4f}, train accuracy {100 * rec['train_acc']:.1f}% "
-            f"({rec['seconds']:.0f} s)")
+        log(
+            f"  epoch {rec['epoch']}/{epochs}: loss {loss:.4f}, train accuracy {100 * rec['train_acc']:.1f}% "
+            f"({rec['seconds']:.0f} s)"
+        )
 
     device = getattr(model, "device", "cpu")
     if chosen == "robust":
         net = _Preprocessed(model)
-        tcfg = TrainConfig(strategy="constant", epochs=epochs, lr=1e-3, seed=seed, labels=labels,
-                           temperature=temperature)
+        tcfg = TrainConfig(
+            strategy="constant", epochs=epochs, lr=1e-3, seed=seed, labels=labels, temperature=temperature
+        )
         # label-free: the frozen model's soft predictions on the clean images, before any update
-        soft = clean_soft_targets(net, train.images, temperature, device=device) if labels != "labels" else None
+        soft = (
+            clean_soft_targets(net, train.images, temperature, device=device) if labels != "labels" else None
+        )
         # a checkpoint belongs to these exact training images: their content keys its folder
         key = hashlib.sha256(("".join(train.hashes) + str(train.labels.tolist())).encode()).hexdigest()[:12]
         root = out / "checkpoint"
@@ -433,20 +519,46 @@ def _train(chosen: str, model, train: LabelledImages, mix: RandomDegradation, *,
                     shutil.rmtree(old) if old.is_dir() else old.unlink()
         ckpt = root / key
         try:  # resume an interrupted fix; a checkpoint of different settings is replaced
-            hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
-                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch,
-                                    soft_targets=soft).history
+            hist = train_classifier(
+                net,
+                train.images,
+                train.labels,
+                mix,
+                tcfg,
+                checkpoint_dir=ckpt,
+                progress=progress,
+                desc="fix",
+                device=device,
+                on_epoch=on_epoch,
+                soft_targets=soft,
+            ).history
         except ConfigError:
             shutil.rmtree(ckpt)
-            hist = train_classifier(net, train.images, train.labels, mix, tcfg, checkpoint_dir=ckpt,
-                                    progress=progress, desc="fix", device=device, on_epoch=on_epoch,
-                                    soft_targets=soft).history
+            hist = train_classifier(
+                net,
+                train.images,
+                train.labels,
+                mix,
+                tcfg,
+                checkpoint_dir=ckpt,
+                progress=progress,
+                desc="fix",
+                device=device,
+                on_epoch=on_epoch,
+                soft_targets=soft,
+            ).history
         return model.module, hist
     pre = model.preprocess_config
-    res = train_enhancer(_Preprocessed(model), train.images, train.labels, mix,
-                         EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed, labels=labels,
-                                       temperature=temperature), progress=progress,
-                         device=device, on_epoch=on_epoch)
+    res = train_enhancer(
+        _Preprocessed(model),
+        train.images,
+        train.labels,
+        mix,
+        EnhanceConfig(epochs=epochs, p_clean=p_clean, seed=seed, labels=labels, temperature=temperature),
+        progress=progress,
+        device=device,
+        on_epoch=on_epoch,
+    )
     return _OnPreprocessed(res.front_end, model.module, pre.mean, pre.std).to(device), res.history
 
 
@@ -480,7 +592,9 @@ def fix_run(
         raise InvalidParameterError("--method", method, "auto | robust | frontend")
     if labels not in ("labels", "clean-predictions"):
         raise InvalidParameterError("--labels", labels, "labels | clean-predictions")
-    label_mode: Literal["labels", "clean-predictions"] = "labels" if labels == "labels" else "clean-predictions"
+    label_mode: Literal["labels", "clean-predictions"] = (
+        "labels" if labels == "labels" else "clean-predictions"
+    )
     if not temperature > 0:
         raise InvalidParameterError("--temperature", temperature, "a positive number, e.g. 2")
     run_dir = Path(run_dir)
@@ -493,39 +607,72 @@ def fix_run(
     if not weak:
         raise WeakspotError(f"no degradation in {run_dir} costs 5 accuracy points or more: nothing to fix")
     for w in weak:
-        log(f"weakness: {w.degradation} ({w.axis} {w.low:g}..{w.high:g}): accuracy {100 * w.clean_acc:.1f}% → "
-            f"{100 * w.worst_acc:.1f}% at {w.worst_condition}")
+        log(
+            f"weakness: {w.degradation} ({w.axis} {w.low:g}..{w.high:g}): accuracy {100 * w.clean_acc:.1f}% → "
+            f"{100 * w.worst_acc:.1f}% at {w.worst_condition}"
+        )
     model = run.model
     log("loading training images (as 'weakspot run' loads them) …")
-    train, info = training_images(run_dir, train_data=train_data, allow_overlap=allow_overlap, _run=run,
-                                  keep_unlabelled=labels == "clean-predictions")
+    train, info = training_images(
+        run_dir,
+        train_data=train_data,
+        allow_overlap=allow_overlap,
+        _run=run,
+        keep_unlabelled=labels == "clean-predictions",
+    )
     if info["n_overlap"]:
-        log(f"{'kept' if allow_overlap else 'dropped'} {info['n_overlap']} training images that are also "
-            f"evaluated images" + (" — the after-fix accuracy is optimistic" if allow_overlap else ""))
+        log(
+            f"{'kept' if allow_overlap else 'dropped'} {info['n_overlap']} training images that are also "
+            f"evaluated images" + (" — the after-fix accuracy is optimistic" if allow_overlap else "")
+        )
     if info["n_skipped"]:
-        log(f"skipped {info['n_skipped']} training items (undecodable, unlabelled or out of the model's classes)")
+        log(
+            f"skipped {info['n_skipped']} training items (undecodable, unlabelled or out of the model's classes)"
+        )
     chosen = choose_method(model, True) if method == "auto" else method
     if train_limit is not None and train_limit < len(train):
         keep = split_indices(train.labels, train_limit / len(train), seed)[1]
         train = train.select(keep)
-    log(f"fix: {chosen} on {len(train)} training images ({info['name']}"
-        f"{', resized to the model input by its preprocessing' if train.resized else ''})")
+    log(
+        f"fix: {chosen} on {len(train)} training images ({info['name']}"
+        f"{', resized to the model input by its preprocessing' if train.resized else ''})"
+    )
     mix = RandomDegradation([w.level_range() for w in weak], p_clean=p_clean)
     pre = model.preprocess_config
     example = pre(torch.rand(2, *train.images.shape[1:])).to(model.device)
     t0 = time.perf_counter()
     if labels == "clean-predictions":
-        log(f"label-free: targets are the frozen model's predictions on the clean images (T = {temperature:g}); "
-            "the training images' labels are not used")
-    export, hist = _train(chosen, model, train, mix, epochs=epochs, p_clean=p_clean, seed=seed, out=out,
-                          progress=progress, log=log, labels=label_mode, temperature=temperature)
+        log(
+            f"label-free: targets are the frozen model's predictions on the clean images (T = {temperature:g}); "
+            "the training images' labels are not used"
+        )
+    export, hist = _train(
+        chosen,
+        model,
+        train,
+        mix,
+        epochs=epochs,
+        p_clean=p_clean,
+        seed=seed,
+        out=out,
+        progress=progress,
+        log=log,
+        labels=label_mode,
+        temperature=temperature,
+    )
     train_s = time.perf_counter() - t0
     ts = out / "fixed_model.ts"
     _export(export, example, ts)
     new = run.config.model_dump(mode="json")
-    new["model"] = {**new["model"], "name": str(ts.resolve()), "source": "torchscript", "weights": None,
-                    "class_names": run.class_names, "num_classes": len(run.class_names),
-                    "preprocess": pre.to_dict()}
+    new["model"] = {
+        **new["model"],
+        "name": str(ts.resolve()),
+        "source": "torchscript",
+        "weights": None,
+        "class_names": run.class_names,
+        "num_classes": len(run.class_names),
+        "preprocess": pre.to_dict(),
+    }
     new["name"] = f"{run.manifest.name or run_dir.name} (fixed: {chosen})"
     log("re-running the same sweep with the fixed model …")
     if (out / "run").exists():  # predictions of an earlier fixed model under the same file name
@@ -553,8 +700,9 @@ def fix_run(
     }
     atomic_write_json(out / "fix.json", summary)
     overall = ba[ba.cls == "all"].drop(columns="cls").set_index("condition_id")
-    atomic_write_bytes(out / "before_after.md", ("\n".join(f"- {x}" for x in lines) + "\n\n" + _md(overall)
-                                                  + "\n").encode())
+    atomic_write_bytes(
+        out / "before_after.md", ("\n".join(f"- {x}" for x in lines) + "\n\n" + _md(overall) + "\n").encode()
+    )
     for x in lines:
         log(x)
     summary["table"] = overall
@@ -568,16 +716,21 @@ def fix_run(
 
 def format_table(t: pd.DataFrame) -> pd.DataFrame:
     """The before/after table as text: accuracies in %, the gain with its interval in points."""
-    return pd.DataFrame({
-        "n": t.n.astype(int).astype(str),
-        "before": [f"{100 * v:.1f}%" for v in t.before],
-        "after": [f"{100 * v:.1f}%" for v in t.after],
-        "gain (95% CI)": [f"{100 * g:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f})"
-                          for g, lo, hi in zip(t.gain, t.gain_lo, t.gain_hi, strict=True)],
-        "McNemar p": [f"{v:.2g}" for v in t.p],
-        "Holm p": [f"{v:.2g}" for v in t.p_holm],
-        "verdict": list(t.verdict),
-    }, index=t.index)
+    return pd.DataFrame(
+        {
+            "n": t.n.astype(int).astype(str),
+            "before": [f"{100 * v:.1f}%" for v in t.before],
+            "after": [f"{100 * v:.1f}%" for v in t.after],
+            "gain (95% CI)": [
+                f"{100 * g:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f})"
+                for g, lo, hi in zip(t.gain, t.gain_lo, t.gain_hi, strict=True)
+            ],
+            "McNemar p": [f"{v:.2g}" for v in t.p],
+            "Holm p": [f"{v:.2g}" for v in t.p_holm],
+            "verdict": list(t.verdict),
+        },
+        index=t.index,
+    )
 
 
 def _md(t: pd.DataFrame) -> str:

@@ -37,8 +37,16 @@ from weakspot.degrade.registry import Degradation, get_degradation, get_spec
 from weakspot.errors import InvalidParameterError
 from weakspot.random import GeneratorLike, as_generators, rand
 
-__all__ = ["LevelRange", "SeverityRange", "RandomDegradation", "Condition", "parse_spec", "parse_specs",
-           "parse_condition", "CLEAN_NAME"]
+__all__ = [
+    "LevelRange",
+    "SeverityRange",
+    "RandomDegradation",
+    "Condition",
+    "parse_spec",
+    "parse_specs",
+    "parse_condition",
+    "CLEAN_NAME",
+]
 
 CLEAN_NAME = "clean"
 
@@ -154,8 +162,12 @@ class RandomDegradation(nn.Module):
 
     Example:
         >>> import torch
-        >>> mix = RandomDegradation([LevelRange("gaussian_noise", "variance", 0.001, 0.05),
-        ...                          LevelRange("gaussian_blur", "sigma_px", 0.4, 1.0)])
+        >>> mix = RandomDegradation(
+        ...     [
+        ...         LevelRange("gaussian_noise", "variance", 0.001, 0.05),
+        ...         LevelRange("gaussian_blur", "sigma_px", 0.4, 1.0),
+        ...     ]
+        ... )
         >>> mix(torch.rand(4, 1, 28, 28), generator=0).shape
         torch.Size([4, 1, 28, 28])
     """
@@ -215,7 +227,9 @@ class RandomDegradation(nn.Module):
         if bool((choice < 0).all()):
             return images
         out = images.clone()
-        pairs = sorted({(int(c), float(v)) for c, v in zip(choice.tolist(), value.tolist(), strict=True) if c >= 0})
+        pairs = sorted(
+            {(int(c), float(v)) for c, v in zip(choice.tolist(), value.tolist(), strict=True) if c >= 0}
+        )
         for i, v in pairs:
             sel = torch.nonzero((choice == i) & (value == v)).flatten()
             sub_gen = [gens[j] for j in sel.tolist()] if isinstance(gens, list) else gens
@@ -263,7 +277,9 @@ def parse_spec(text: str) -> LevelRange | SeverityRange | None:
         try:
             return SeverityRange(get_spec(name.strip()).name, int(lo), int(hi))
         except ValueError:
-            raise InvalidParameterError("severity", sev, "integers LOW..HIGH, e.g. 0..5 (0 = clean)") from None
+            raise InvalidParameterError(
+                "severity", sev, "integers LOW..HIGH, e.g. 0..5 (0 = clean)"
+            ) from None
     if "@" in text:
         name, sev = text.split("@", 1)
         spec = get_spec(name.strip())
@@ -300,7 +316,9 @@ def parse_spec(text: str) -> LevelRange | SeverityRange | None:
         if axis is None:
             first = next(iter(fixed), None)
             if first is None:
-                raise InvalidParameterError(text, text, "NAME:PARAM=VALUE for a degradation without a sweep axis")
+                raise InvalidParameterError(
+                    text, text, "NAME:PARAM=VALUE for a degradation without a sweep axis"
+                )
             axis = first
         value = spec.param(axis).coerce(fixed.pop(axis), spec.name)
         return LevelRange(spec.name, axis, value, value, fixed)
@@ -319,7 +337,7 @@ def parse_specs(text: str) -> list[LevelRange | SeverityRange]:
         names = list_degradations(name)
         if not names:
             raise InvalidParameterError("--degrade", text, "a pattern that matches registered degradations")
-        rest = text.strip()[len(name):]
+        rest = text.strip()[len(name) :]
         return [r for n in names if (r := parse_spec(n + rest)) is not None]
     r = parse_spec(text)
     return [] if r is None else [r]

@@ -81,7 +81,10 @@ def find_head(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
 
 
 def replace_head(
-    model: nn.Module, hidden: tuple[int, ...] = TRANSFER_HIDDEN, dropout: float = 0.25, generator_seed: int = 0
+    model: nn.Module,
+    hidden: tuple[int, ...] = TRANSFER_HIDDEN,
+    dropout: float = 0.25,
+    generator_seed: int = 0,
 ) -> nn.Module:
     """Replace the last linear layer with new fully connected layers (``hidden`` units,
     ReLU, Dropout) and a fresh output layer with the same number of classes; in place.

@@ -45,8 +45,17 @@ _NOT_PHOTOS = re.compile(
 )
 _SKIMAGE_TEST = ("astronaut", "chelsea", "coffee", "rocket")
 #: bundled with scikit-image (no download): the ones its loaders fetch through pooch are left out
-_SKIMAGE_PHOTOS = ("hubble_deep_field", "immunohistochemistry", "retina", "camera", "coins", "moon", "brick",
-                   "grass", "gravel")
+_SKIMAGE_PHOTOS = (
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+)
 
 
 def photo_group(stem: str) -> str:
@@ -106,8 +115,9 @@ def _skimage(names) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0,
-                     opencv_dir: str | Path = OPENCV_DATA) -> Split:
+def load_photo_split(
+    size_px: int = 160, crops_per_photo: int = 6, seed: int = 0, opencv_dir: str | Path = OPENCV_DATA
+) -> Split:
     """The held-out photo split described in the module docstring (uint8 ``(N, 3, size_px, size_px)``)."""
     from weakspot.data.datasets import _imagenet_names
 
@@ -117,8 +127,9 @@ def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0
 
         fb = _foolbox("imagenet")
     except (DataError, OSError, ImportError) as exc:
-        raise DataError(f"foolbox's ImageNet samples are needed for the labelled test photos ({exc}); "
-                        "pip install foolbox") from None
+        raise DataError(
+            f"foolbox's ImageNet samples are needed for the labelled test photos ({exc}); pip install foolbox"
+        ) from None
     for i in range(len(fb)):
         img, lab, iid = fb[i]
         test.append((iid, (img.clamp(0, 1) * 255).round().to(torch.uint8), int(lab)))
@@ -146,7 +157,9 @@ def load_photo_split(size_px: int = 160, crops_per_photo: int = 6, seed: int = 0
             to_test = int(hashlib.sha1(f"{seed}:{key}".encode()).hexdigest(), 16) % 3 == 0
             (test.append((f"opencv/{f.name}", t, -1)) if to_test else train.append((f"opencv/{f.name}", t)))
     if not train:
-        raise DataError("no training photos found: apt-get install -y opencv-doc (or pip install scikit-image)")
+        raise DataError(
+            "no training photos found: apt-get install -y opencv-doc (or pip install scikit-image)"
+        )
     h_test = {content_hash(_centre(t, max(t.shape[-2:]))): n for n, t, _ in test}
     for n, t in train:
         hh = content_hash(_centre(t, max(t.shape[-2:])))

@@ -58,7 +58,14 @@ from weakspot.robustify.study import (
 )
 from weakspot.robustify.train import STRATEGIES, TrainConfig, load_checkpoint, train_classifier
 
-__all__ = ["robustify_job", "enhance_job", "small_cnn_for", "train_or_load_clean", "DEFAULT_TRAIN", "DEFAULT_TESTS"]
+__all__ = [
+    "robustify_job",
+    "enhance_job",
+    "small_cnn_for",
+    "train_or_load_clean",
+    "DEFAULT_TRAIN",
+    "DEFAULT_TESTS",
+]
 
 #: Training degradations of the recorded experiment (strong ends of the tests included).
 DEFAULT_TRAIN = ("gaussian_noise:variance=0.001..0.1", "gaussian_blur:sigma_px=0.4..2.0")
@@ -100,14 +107,28 @@ def train_or_load_clean(
     """The clean-trained :class:`SmallCNN` under ``out_dir/models/clean`` (trained or resumed)."""
     model = small_cnn_for(split, base.seed)
     if bool((split.train_labels < 0).any()):
-        raise InvalidParameterError("--model", None, "a trained model (--model NAME): these training images have no "
-                                    "labels to train a SmallCNN from scratch")
+        raise InvalidParameterError(
+            "--model",
+            None,
+            "a trained model (--model NAME): these training images have no "
+            "labels to train a SmallCNN from scratch",
+        )
     cfg = base.model_copy(update={"strategy": "clean", "labels": "labels"})
     res = train_classifier(
-        model, split.train_images, split.train_labels, RandomDegradation([]), cfg,
-        checkpoint_dir=out_dir / "models" / "clean", resume=resume, progress=progress, device=device, desc="clean",
+        model,
+        split.train_images,
+        split.train_labels,
+        RandomDegradation([]),
+        cfg,
+        checkpoint_dir=out_dir / "models" / "clean",
+        resume=resume,
+        progress=progress,
+        device=device,
+        desc="clean",
     )
-    log(f"clean: trained {len(res.history) - res.resumed_from_epoch} epoch(s), resumed from {res.resumed_from_epoch}")
+    log(
+        f"clean: trained {len(res.history) - res.resumed_from_epoch} epoch(s), resumed from {res.resumed_from_epoch}"
+    )
     return res.model, res.history
 
 
@@ -146,7 +167,11 @@ def robustify_job(
             raise InvalidParameterError("--strategy", s, " | ".join(STRATEGIES))
     ranges = [r for t in train_specs for r in parse_specs(t)]
     if not ranges and any(s != "clean" for s in strategies):
-        raise InvalidParameterError("--degrade", list(train_specs), "at least one training degradation, e.g. gaussian_blur:sigma_px=0.4..1.0")
+        raise InvalidParameterError(
+            "--degrade",
+            list(train_specs),
+            "at least one training degradation, e.g. gaussian_blur:sigma_px=0.4..1.0",
+        )
     tests = [parse_condition(t) for t in test_specs]
     t0 = time.perf_counter()
     models: dict[str, nn.Module] = {}
@@ -154,8 +179,9 @@ def robustify_job(
     mix_label = "mix" if len(ranges) > 1 else (_label(ranges[0]) if ranges else "none")
 
     if pretrained is None:
-        clean, hist = train_or_load_clean(split, out_dir, base, progress=progress, resume=resume, device=device,
-                                          log=log)
+        clean, hist = train_or_load_clean(
+            split, out_dir, base, progress=progress, resume=resume, device=device, log=log
+        )
     else:
         clean, hist = pretrained.to(device).eval(), []
     models["clean"] = clean
@@ -163,7 +189,9 @@ def robustify_job(
     soft = None
     if base.labels == "clean-predictions":  # label-free: the clean model's soft predictions, computed once
         soft = clean_soft_targets(clean, split.train_images, base.temperature, device=device)
-        log(f"label-free: targets are the clean model's predictions on the clean images (T = {base.temperature:g})")
+        log(
+            f"label-free: targets are the clean model's predictions on the clean images (T = {base.temperature:g})"
+        )
 
     jobs: list[tuple[str, str, list[LevelRange | SeverityRange]]] = []
     if per_degradation and len(ranges) > 1 and "constant" in strategies:
@@ -174,22 +202,36 @@ def robustify_job(
         mix = RandomDegradation(rs)
         if strategy == "transfer":
             model = copy.deepcopy(clean)
-            cfg = base.model_copy(update={"strategy": "transfer", "epochs": transfer_epochs or max(1, base.epochs // 2)})
+            cfg = base.model_copy(
+                update={"strategy": "transfer", "epochs": transfer_epochs or max(1, base.epochs // 2)}
+            )
         else:
             model = small_cnn_for(split, base.seed) if pretrained is None else copy.deepcopy(clean)
             cfg = base.model_copy(update={"strategy": strategy})
         res = train_classifier(
-            model, split.train_images, split.train_labels, mix, cfg,
-            checkpoint_dir=out_dir / "models" / mid, resume=resume, progress=progress, device=device, desc=mid,
+            model,
+            split.train_images,
+            split.train_labels,
+            mix,
+            cfg,
+            checkpoint_dir=out_dir / "models" / mid,
+            resume=resume,
+            progress=progress,
+            device=device,
+            desc=mid,
             soft_targets=soft,
         )
-        log(f"{mid}: {len(res.history) - res.resumed_from_epoch} epoch(s) trained, resumed from {res.resumed_from_epoch}")
+        log(
+            f"{mid}: {len(res.history) - res.resumed_from_epoch} epoch(s) trained, resumed from {res.resumed_from_epoch}"
+        )
         models[mid] = res.model
         history[mid] = {"strategy": strategy, "train": mix.name, "history": res.history}
 
     # one pass over (test condition × model): per-image correctness, from which the grid is counted
     targets, metric = split.test_labels, "top-1 accuracy"
-    if bool((split.test_labels < 0).any()):  # unlabelled test photos: agreement with the clean model, clean image
+    if bool(
+        (split.test_labels < 0).any()
+    ):  # unlabelled test photos: agreement with the clean model, clean image
         from weakspot.robustify.grid import predict
 
         targets = predict(models["clean"], split.test_images, device=device)
@@ -269,25 +311,44 @@ def enhance_job(
     t0 = time.perf_counter()
     label_free = cfg.labels == "clean-predictions"
     if not label_free and bool((split.train_labels < 0).any()):
-        raise InvalidParameterError("--labels", "labels", "clean-predictions: these training images have no labels")
-    res = train_enhancer(classifier, split.train_images, None if label_free else split.train_labels,
-                         RandomDegradation(ranges), cfg, progress=progress, device=device)
+        raise InvalidParameterError(
+            "--labels", "labels", "clean-predictions: these training images have no labels"
+        )
+    res = train_enhancer(
+        classifier,
+        split.train_images,
+        None if label_free else split.train_labels,
+        RandomDegradation(ranges),
+        cfg,
+        progress=progress,
+        device=device,
+    )
     train_s = time.perf_counter() - t0
     front = res.front_end  # the student: directly optimised; the EMA teacher lags on short schedules
     with_fe = EnhancedClassifier(front, classifier)
-    paired = before_after(classifier, with_fe, split.test_images, split.test_labels, tests, seed=cfg.seed,
-                          device=device)
+    paired = before_after(
+        classifier, with_fe, split.test_images, split.test_labels, tests, seed=cfg.seed, device=device
+    )
     paired_md = before_after_markdown(paired)
     if bool((split.test_labels < 0).any()):
         # unlabelled test photos: the grid is the agreement with the clean prediction
-        table = pd.DataFrame({
-            "without": paired[paired.metric == "agreement"].set_index("test")["before"],
-            "with front-end": paired[paired.metric == "agreement"].set_index("test")["after"],
-        })
+        table = pd.DataFrame(
+            {
+                "without": paired[paired.metric == "agreement"].set_index("test")["before"],
+                "with front-end": paired[paired.metric == "agreement"].set_index("test")["after"],
+            }
+        )
         df = paired
     else:
-        df = evaluate_grid({"without": classifier, "with front-end": with_fe}, split.test_images,
-                           split.test_labels, tests, class_names=split.class_names, seed=cfg.seed, device=device)
+        df = evaluate_grid(
+            {"without": classifier, "with front-end": with_fe},
+            split.test_images,
+            split.test_labels,
+            tests,
+            class_names=split.class_names,
+            seed=cfg.seed,
+            device=device,
+        )
         table = grid_table(df).T
     table.columns.name = None
     table.index.name = "test condition"
@@ -305,8 +366,15 @@ def enhance_job(
     atomic_write_bytes(out_dir / "enhance.md", (md + "\n" + flops_md + "\n" + paired_md).encode())
     _write_parquet(out_dir / "before_after.parquet", paired)
     buf = __import__("io").BytesIO()
-    torch.save({"format": 1, "front_end": front.state_dict(), "config": cfg.model_dump(mode="json"),
-                "channels": split.channels}, buf)
+    torch.save(
+        {
+            "format": 1,
+            "front_end": front.state_dict(),
+            "config": cfg.model_dump(mode="json"),
+            "channels": split.channels,
+        },
+        buf,
+    )
     atomic_write_bytes(out_dir / "front_end.pt", buf.getvalue())
     summary = {
         "kind": "enhance",
@@ -334,8 +402,15 @@ def enhance_job(
 
 @torch.inference_mode()
 def before_after(
-    before: nn.Module, after: nn.Module, images: torch.Tensor, labels: torch.Tensor, tests: Sequence[Condition],
-    *, seed: int = 0, device="cpu", batch_size: int = 32,
+    before: nn.Module,
+    after: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    tests: Sequence[Condition],
+    *,
+    seed: int = 0,
+    device="cpu",
+    batch_size: int = 32,
 ) -> pd.DataFrame:
     """Paired before/after per test condition on the same degraded images.
 
@@ -360,9 +435,19 @@ def before_after(
             if int(sel.sum()) == 0:
                 continue
             c = compare_paired((pb == target)[sel].numpy(), (pa == target)[sel].numpy())
-            rows.append({"test": cond.spec, "metric": metric, "n": c["n"], "before": 100 * c["acc_a"],
-                         "after": 100 * c["acc_b"], "change": 100 * c["diff"], "change_lo": 100 * c["diff_lo"],
-                         "change_hi": 100 * c["diff_hi"], "p": c["p"]})
+            rows.append(
+                {
+                    "test": cond.spec,
+                    "metric": metric,
+                    "n": c["n"],
+                    "before": 100 * c["acc_a"],
+                    "after": 100 * c["acc_b"],
+                    "change": 100 * c["diff"],
+                    "change_lo": 100 * c["diff_lo"],
+                    "change_hi": 100 * c["diff_hi"],
+                    "p": c["p"],
+                }
+            )
     df = pd.DataFrame(rows)
     df["p_holm"] = float("nan")
     for m in df["metric"].unique():
@@ -380,15 +465,24 @@ def before_after_markdown(df: pd.DataFrame) -> str:
     out = []
     for m in df["metric"].unique():
         d = df[df["metric"] == m]
-        what = ("agreement with the frozen model's prediction on the clean image (no labels needed)"
-                if m == "agreement" else "top-1 accuracy on the labelled test images")
-        out.append(f"\n{m}: {what}; paired on the same degraded images, Newcombe 95% interval, exact McNemar, "
-                   f"Holm over the {len(d)} conditions.\n")
-        out.append("| test | n | before % | after % | change, points [95% CI] | McNemar p | Holm p | verdict |")
+        what = (
+            "agreement with the frozen model's prediction on the clean image (no labels needed)"
+            if m == "agreement"
+            else "top-1 accuracy on the labelled test images"
+        )
+        out.append(
+            f"\n{m}: {what}; paired on the same degraded images, Newcombe 95% interval, exact McNemar, "
+            f"Holm over the {len(d)} conditions.\n"
+        )
+        out.append(
+            "| test | n | before % | after % | change, points [95% CI] | McNemar p | Holm p | verdict |"
+        )
         out.append("|---|---|---|---|---|---|---|---|")
         for r in d.itertuples(index=False):
-            out.append(f"| {r.test} | {r.n} | {r.before:.1f} | {r.after:.1f} | {r.change:+.1f} "
-                       f"[{r.change_lo:+.1f}, {r.change_hi:+.1f}] | {r.p:.2g} | {r.p_holm:.2g} | {r.verdict} |")
+            out.append(
+                f"| {r.test} | {r.n} | {r.before:.1f} | {r.after:.1f} | {r.change:+.1f} "
+                f"[{r.change_lo:+.1f}, {r.change_hi:+.1f}] | {r.p:.2g} | {r.p_holm:.2g} | {r.verdict} |"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -405,5 +499,7 @@ def load_small_cnn(path: str | Path, split: Split) -> SmallCNN:
     except RuntimeError as exc:
         from weakspot.errors import ModelLoadError
 
-        raise ModelLoadError(f"{path} does not fit a SmallCNN for {split.name}: {str(exc).splitlines()[0]}") from None
+        raise ModelLoadError(
+            f"{path} does not fit a SmallCNN for {split.name}: {str(exc).splitlines()[0]}"
+        ) from None
     return model.eval()

@@ -87,7 +87,9 @@ def _fixed_differs(test: LevelRange, train: LevelRange) -> list[str]:
     return [k for k in keys if str(test.fixed.get(k, "")) != str(train.fixed.get(k, ""))]
 
 
-def level_kind(condition: Condition, train_ranges: Sequence[LevelRange | SeverityRange], levels: int = 16) -> str:
+def level_kind(
+    condition: Condition, train_ranges: Sequence[LevelRange | SeverityRange], levels: int = 16
+) -> str:
     """Where a test condition sits against the training degradations.
 
     ``"clean"``; ``"within range"`` — its value is one the training mix draws (a point of the
@@ -159,14 +161,25 @@ def grid_from_correctness(
     rows = []
     for test, per_model in correct.items():
         for model, ok in per_model.items():
-            groups = [("all", np.ones_like(ok, dtype=bool))] + [(str(n), lab == c) for c, n in enumerate(class_names)]
+            groups = [("all", np.ones_like(ok, dtype=bool))] + [
+                (str(n), lab == c) for c, n in enumerate(class_names)
+            ]
             for cname, sel in groups:
                 n = int(sel.sum())
                 if n == 0:
                     continue
                 acc = float(ok[sel].mean())
-                rows.append({"model": model, "test": test, "cls": cname, "n": n, "correct": int(ok[sel].sum()),
-                             "accuracy": acc, "ci95": 1.96 * (acc * (1 - acc) / n) ** 0.5})
+                rows.append(
+                    {
+                        "model": model,
+                        "test": test,
+                        "cls": cname,
+                        "n": n,
+                        "correct": int(ok[sel].sum()),
+                        "accuracy": acc,
+                        "ci95": 1.96 * (acc * (1 - acc) / n) ** 0.5,
+                    }
+                )
     df = pd.DataFrame(rows)
     return df
 
@@ -189,13 +202,24 @@ def verdict_table(
         for model, ok in per_model.items():
             c = compare_paired(correct[clean][model], ok, ci=ci)
             lo_acc, hi_acc = wilson_interval(int(ok.sum()), ok.size, ci)
-            rows.append({
-                "model": model, "test": test, "kind": kinds.get(test, ""), "n": c["n"],
-                "clean_acc": 100 * c["acc_a"], "acc": 100 * c["acc_b"],
-                "acc_lo": 100 * float(lo_acc), "acc_hi": 100 * float(hi_acc),
-                "change": 100 * c["diff"], "change_lo": 100 * c["diff_lo"], "change_hi": 100 * c["diff_hi"],
-                "verdict": f"within {margin_points:g} points" if 100 * c["diff_lo"] > -margin_points else "not shown",
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "test": test,
+                    "kind": kinds.get(test, ""),
+                    "n": c["n"],
+                    "clean_acc": 100 * c["acc_a"],
+                    "acc": 100 * c["acc_b"],
+                    "acc_lo": 100 * float(lo_acc),
+                    "acc_hi": 100 * float(hi_acc),
+                    "change": 100 * c["diff"],
+                    "change_lo": 100 * c["diff_lo"],
+                    "change_hi": 100 * c["diff_hi"],
+                    "verdict": f"within {margin_points:g} points"
+                    if 100 * c["diff_lo"] > -margin_points
+                    else "not shown",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -214,18 +238,30 @@ def pairwise_table(
         names = list(models) if models is not None else list(per_model)
         for a, b in combinations(names, 2):
             c = compare_paired(per_model[a], per_model[b])
-            rows.append({
-                "test": test, "kind": kinds.get(test, ""), "A": a, "B": b, "n": c["n"],
-                "acc_A": 100 * c["acc_a"], "acc_B": 100 * c["acc_b"], "diff": 100 * c["diff"],
-                "diff_lo": 100 * c["diff_lo"], "diff_hi": 100 * c["diff_hi"],
-                "only_A": c["b"], "only_B": c["c"], "p": c["p"],
-            })
+            rows.append(
+                {
+                    "test": test,
+                    "kind": kinds.get(test, ""),
+                    "A": a,
+                    "B": b,
+                    "n": c["n"],
+                    "acc_A": 100 * c["acc_a"],
+                    "acc_B": 100 * c["acc_b"],
+                    "diff": 100 * c["diff"],
+                    "diff_lo": 100 * c["diff_lo"],
+                    "diff_hi": 100 * c["diff_hi"],
+                    "only_A": c["b"],
+                    "only_B": c["c"],
+                    "p": c["p"],
+                }
+            )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df["p_holm"] = holm(df["p"].to_numpy())
     df["verdict"] = np.where(
-        df["p_holm"] >= alpha, "no significant difference",
+        df["p_holm"] >= alpha,
+        "no significant difference",
         np.where(df["only_B"] > df["only_A"], "B better", "A better"),
     )
     return df
@@ -233,46 +269,72 @@ def pairwise_table(
 
 def _md(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False))
+    return head + "\n".join(
+        "| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)
+    )
 
 
-def study_markdown(verdicts: pd.DataFrame, pairs: pd.DataFrame, *, margin_points: float = MARGIN_POINTS) -> str:
+def study_markdown(
+    verdicts: pd.DataFrame, pairs: pd.DataFrame, *, margin_points: float = MARGIN_POINTS
+) -> str:
     """The verdict table (accuracy %, paired change vs own clean with its interval, verdict) grouped by
     level kind, then the strategy-vs-strategy tests with Holm-adjusted p-values."""
     order = {"within range": 0, "between levels": 1, "beyond range": 2}
     v = verdicts.copy()
     v["_k"] = v["kind"].map(lambda k: order.get(k, 3))
     v = v.sort_values(["_k", "test", "model"], kind="stable")
-    show = pd.DataFrame({
-        "level": v["kind"], "test": v["test"], "model": v["model"],
-        "clean %": v["clean_acc"].map("{:.1f}".format),
-        "degraded % [95% CI]": [f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in zip(v["acc"], v["acc_lo"], v["acc_hi"], strict=True)],
-        "change, points [95% CI]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-                                    for d, lo, hi in zip(v["change"], v["change_lo"], v["change_hi"], strict=True)],
-        "verdict": v["verdict"],
-    })
+    show = pd.DataFrame(
+        {
+            "level": v["kind"],
+            "test": v["test"],
+            "model": v["model"],
+            "clean %": v["clean_acc"].map("{:.1f}".format),
+            "degraded % [95% CI]": [
+                f"{a:.1f} [{lo:.1f}, {hi:.1f}]"
+                for a, lo, hi in zip(v["acc"], v["acc_lo"], v["acc_hi"], strict=True)
+            ],
+            "change, points [95% CI]": [
+                f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                for d, lo, hi in zip(v["change"], v["change_lo"], v["change_hi"], strict=True)
+            ],
+            "verdict": v["verdict"],
+        }
+    )
     parts = [
-        (f"Verdict per model and test level: the degraded accuracy against the model's own clean accuracy on the "
-         f"same images, Newcombe's paired 95% interval; \"within {margin_points:g} points\" only if the whole "
-         f"interval is above −{margin_points:g} points.\n"),
+        (
+            f"Verdict per model and test level: the degraded accuracy against the model's own clean accuracy on the "
+            f'same images, Newcombe\'s paired 95% interval; "within {margin_points:g} points" only if the whole '
+            f"interval is above −{margin_points:g} points.\n"
+        ),
         _md(show),
     ]
     if not pairs.empty:
         p = pairs.copy()
         p["_k"] = p["kind"].map(lambda k: order.get(k, 3) if k != "clean" else -1)
         p = p.sort_values(["_k", "test"], kind="stable")
-        showp = pd.DataFrame({
-            "level": p["kind"], "test": p["test"], "A": p["A"], "B": p["B"],
-            "A %": p["acc_A"].map("{:.1f}".format), "B %": p["acc_B"].map("{:.1f}".format),
-            "B − A, points [95% CI]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-                                       for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)],
-            "only A / only B": [f"{a} / {b}" for a, b in zip(p["only_A"], p["only_B"], strict=True)],
-            "McNemar p": p["p"].map("{:.2g}".format), "Holm p": p["p_holm"].map("{:.2g}".format),
-            "verdict": p["verdict"],
-        })
+        showp = pd.DataFrame(
+            {
+                "level": p["kind"],
+                "test": p["test"],
+                "A": p["A"],
+                "B": p["B"],
+                "A %": p["acc_A"].map("{:.1f}".format),
+                "B %": p["acc_B"].map("{:.1f}".format),
+                "B − A, points [95% CI]": [
+                    f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                    for d, lo, hi in zip(p["diff"], p["diff_lo"], p["diff_hi"], strict=True)
+                ],
+                "only A / only B": [f"{a} / {b}" for a, b in zip(p["only_A"], p["only_B"], strict=True)],
+                "McNemar p": p["p"].map("{:.2g}".format),
+                "Holm p": p["p_holm"].map("{:.2g}".format),
+                "verdict": p["verdict"],
+            }
+        )
         parts += [
-            (f"\nStrategy against strategy on the same test images: exact McNemar, Holm-adjusted over all "
-             f"{len(p)} comparisons (pairs × test levels).\n"),
+            (
+                f"\nStrategy against strategy on the same test images: exact McNemar, Holm-adjusted over all "
+                f"{len(p)} comparisons (pairs × test levels).\n"
+            ),
             _md(showp),
         ]
     return "\n".join(parts) + "\n"

@@ -74,12 +74,15 @@ class TrainConfig(BaseModel):
     transfer_hidden: tuple[int, ...] = (256, 512)
     transfer_lr_scale: float = Field(0.5, gt=0, le=1, description="transfer: lr multiplier for fine-tuning")
     labels: Literal["labels", "clean-predictions"] = Field(
-        "labels", description="targets: the labels, or (label-free) the soft predictions of a frozen model on "
+        "labels",
+        description="targets: the labels, or (label-free) the soft predictions of a frozen model on "
         "the clean image, passed as train_classifier(soft_targets=...)",
     )
     temperature: float = Field(2.0, gt=0, le=100, description="clean-predictions: softmax temperature T")
     threads: int = Field(
-        1, ge=1, le=256,
+        1,
+        ge=1,
+        le=256,
         description="torch CPU threads used during training (set for the run and restored after): the "
         "weights do not depend on the caller's thread count; part of the checkpoint fingerprint",
     )
@@ -114,8 +117,14 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-def _fingerprint(config: TrainConfig, mix: RandomDegradation, n: int, shape: tuple, model: nn.Module,
-                 soft_targets: torch.Tensor | None = None) -> str:
+def _fingerprint(
+    config: TrainConfig,
+    mix: RandomDegradation,
+    n: int,
+    shape: tuple,
+    model: nn.Module,
+    soft_targets: torch.Tensor | None = None,
+) -> str:
     arch = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
     cfg = config.model_dump(mode="json")
     if cfg["labels"] == "labels":  # labelled training: the fingerprint of earlier versions is kept
@@ -196,29 +205,59 @@ def train_classifier(
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(model, images, labels, mix, config, checkpoint_dir=checkpoint_dir, resume=resume,
-                      progress=progress, device=device, desc=desc, on_epoch=on_epoch, soft_targets=soft_targets)
+        return _train(
+            model,
+            images,
+            labels,
+            mix,
+            config,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+            device=device,
+            desc=desc,
+            on_epoch=on_epoch,
+            soft_targets=soft_targets,
+        )
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
 
 
-def _train(model, images, labels, mix, config: TrainConfig, *, checkpoint_dir, resume, progress, device, desc,
-           on_epoch, soft_targets=None) -> TrainResult:
+def _train(
+    model,
+    images,
+    labels,
+    mix,
+    config: TrainConfig,
+    *,
+    checkpoint_dir,
+    resume,
+    progress,
+    device,
+    desc,
+    on_epoch,
+    soft_targets=None,
+) -> TrainResult:
     if config.labels == "clean-predictions":
         if soft_targets is None or soft_targets.ndim != 2 or soft_targets.shape[0] != images.shape[0]:
             raise InvalidParameterError(
-                "soft_targets", None if soft_targets is None else tuple(soft_targets.shape),
+                "soft_targets",
+                None if soft_targets is None else tuple(soft_targets.shape),
                 "(N, K) clean-image soft predictions of the frozen model (clean_soft_targets)",
             )
         labels = soft_targets.argmax(1)
     else:
         soft_targets = None
         if labels is None:
-            raise InvalidParameterError("labels", None, "class labels, or labels='clean-predictions' (label-free)")
+            raise InvalidParameterError(
+                "labels", None, "class labels, or labels='clean-predictions' (label-free)"
+            )
     if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise InvalidParameterError(
-            "images/labels", f"{tuple(images.shape)} / {tuple(labels.shape)}", "(N, C, H, W) and (N,) with the same N"
+            "images/labels",
+            f"{tuple(images.shape)} / {tuple(labels.shape)}",
+            "(N, C, H, W) and (N,) with the same N",
         )
     if images.shape[0] == 0:
         raise InvalidParameterError("images", "0 images", "at least one training image")
@@ -280,7 +319,10 @@ def _train(model, images, labels, mix, config: TrainConfig, *, checkpoint_dir, r
                     loss = F.cross_entropy(logits, y)
                 else:
                     logp = torch.log_softmax(logits / config.temperature, dim=1)
-                    loss = F.kl_div(logp, soft_targets[idx].to(device), reduction="batchmean") * config.temperature**2
+                    loss = (
+                        F.kl_div(logp, soft_targets[idx].to(device), reduction="batchmean")
+                        * config.temperature**2
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -4,8 +4,9 @@ Every corruption is registered as ``imagenet_c/<reference name>`` (family ``imag
 with the reference's constants (``imagecorruptions`` 1.1.2) as typed parameters::
 
     import weakspot
+
     fog = weakspot.get_degradation("imagenet_c/fog", severity=3)
-    out = fog(images, generator=0)       # (B, C, H, W) float in [0, 1]
+    out = fog(images, generator=0)  # (B, C, H, W) float in [0, 1]
 
 :func:`corrupt` is the functional one-liner, :func:`mixed` applies k random corruptions at
 random severities per image (ImageNet-C-Mixed style). See ``docs/imagenet_c.md``.
@@ -29,7 +30,23 @@ __all__ = [
     "CORRUPTIONS",
     "corrupt",
     "mixed",
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+    "speckle_noise",
+    "gaussian_blur",
+    "spatter",
+    "saturate",
 ]

@@ -106,7 +106,9 @@ def fft_correlate(
     n, m = next_fast_len(h + top + bottom), next_fast_len(w + left + right)
     # one replicate pad straight to the FFT size: the kept outputs read only the first
     # h+top+bottom rows and w+left+right columns, so what fills the rest never matters
-    xp = F.pad(images, (left, right + m - (w + left + right), top, bottom + n - (h + top + bottom)), mode="replicate")
+    xp = F.pad(
+        images, (left, right + m - (w + left + right), top, bottom + n - (h + top + bottom)), mode="replicate"
+    )
     kp = F.pad(k, (0, m - k.shape[-1], 0, n - k.shape[-2]))
     kp = torch.roll(kp, shifts=(y0, x0), dims=(-2, -1))  # tap q at index q mod (n, m)
     spec = torch.fft.rfft2(xp)
@@ -135,7 +137,10 @@ def motion_support(
 
 
 def motion_blur_images(
-    images: torch.Tensor, radius_px: int, sigma_px: float, angle_deg: torch.Tensor,
+    images: torch.Tensor,
+    radius_px: int,
+    sigma_px: float,
+    angle_deg: torch.Tensor,
     angle_range_deg: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Apply :func:`motion_kernel` per image (FFT, edge-replicated borders).

@@ -80,11 +80,23 @@ def disk_kernel(radius_px: int, alias_blur_px: float) -> torch.Tensor:
     "imagenet_c/defocus_blur",
     params=[
         Param("radius_px", 6, "px", 1, 100, "radius of the pillbox (blur circle) in pixels", type=int),
-        Param("alias_blur_px", 0.5, "px", 0.0, 10.0, "σ of the Gaussian that anti-aliases the disk", low_open=True),
+        Param(
+            "alias_blur_px",
+            0.5,
+            "px",
+            0.0,
+            10.0,
+            "σ of the Gaussian that anti-aliases the disk",
+            low_open=True,
+        ),
     ],
-    severities={1: {"radius_px": 3, "alias_blur_px": 0.1}, 2: {"radius_px": 4, "alias_blur_px": 0.5},
-                3: {"radius_px": 6, "alias_blur_px": 0.5}, 4: {"radius_px": 8, "alias_blur_px": 0.5},
-                5: {"radius_px": 10, "alias_blur_px": 0.5}},
+    severities={
+        1: {"radius_px": 3, "alias_blur_px": 0.1},
+        2: {"radius_px": 4, "alias_blur_px": 0.5},
+        3: {"radius_px": 6, "alias_blur_px": 0.5},
+        4: {"radius_px": 8, "alias_blur_px": 0.5},
+        5: {"radius_px": 10, "alias_blur_px": 0.5},
+    },
     family=_FAMILY,
     axis="radius_px",
     random=False,
@@ -105,15 +117,25 @@ def defocus_blur(
 @register(
     "imagenet_c/glass_blur",
     params=[
-        Param("sigma_px", 1.0, "px", 0.0, 20.0, "σ of the Gaussian blur before and after the shuffle", low_open=True),
+        Param(
+            "sigma_px",
+            1.0,
+            "px",
+            0.0,
+            20.0,
+            "σ of the Gaussian blur before and after the shuffle",
+            low_open=True,
+        ),
         Param("max_delta_px", 2, "px", 1, 10, "maximum step of one local pixel swap", type=int),
         Param("iterations", 3, "", 1, 10, "passes of the local pixel shuffle", type=int),
     ],
-    severities={1: {"sigma_px": 0.7, "max_delta_px": 1, "iterations": 2},
-                2: {"sigma_px": 0.9, "max_delta_px": 2, "iterations": 1},
-                3: {"sigma_px": 1.0, "max_delta_px": 2, "iterations": 3},
-                4: {"sigma_px": 1.1, "max_delta_px": 3, "iterations": 2},
-                5: {"sigma_px": 1.5, "max_delta_px": 4, "iterations": 2}},
+    severities={
+        1: {"sigma_px": 0.7, "max_delta_px": 1, "iterations": 2},
+        2: {"sigma_px": 0.9, "max_delta_px": 2, "iterations": 1},
+        3: {"sigma_px": 1.0, "max_delta_px": 2, "iterations": 3},
+        4: {"sigma_px": 1.1, "max_delta_px": 3, "iterations": 2},
+        5: {"sigma_px": 1.5, "max_delta_px": 4, "iterations": 2},
+    },
     family=_FAMILY,
     axis="max_delta_px",
 )
@@ -137,20 +159,37 @@ def glass_blur(
     """
     d = int(max_delta_px)
     shape = (images.shape[0], int(iterations), *images.shape[-2:])
-    return glass_blur_codes(images, glass_step_codes(shape, d, generator, images.device, stream="imagenet_c.glass_blur.steps"), float(sigma_px), d)
+    return glass_blur_codes(
+        images,
+        glass_step_codes(shape, d, generator, images.device, stream="imagenet_c.glass_blur.steps"),
+        float(sigma_px),
+        d,
+    )
 
 
 @register(
     "imagenet_c/motion_blur",
     params=[
         Param("radius_px", 15, "px", 1, 100, "the blur trail has 2·radius+1 taps, one pixel apart", type=int),
-        Param("sigma_px", 5.0, "px", 0.0, 100.0, "σ of the half-Gaussian tap weights along the trail", low_open=True),
+        Param(
+            "sigma_px",
+            5.0,
+            "px",
+            0.0,
+            100.0,
+            "σ of the half-Gaussian tap weights along the trail",
+            low_open=True,
+        ),
         Param("angle_min_deg", -45.0, "deg", -360.0, 360.0, "lower end of the uniform random direction"),
         Param("angle_max_deg", 45.0, "deg", -360.0, 360.0, "upper end of the uniform random direction"),
     ],
-    severities={1: {"radius_px": 10, "sigma_px": 3.0}, 2: {"radius_px": 15, "sigma_px": 5.0},
-                3: {"radius_px": 15, "sigma_px": 8.0}, 4: {"radius_px": 15, "sigma_px": 12.0},
-                5: {"radius_px": 20, "sigma_px": 15.0}},
+    severities={
+        1: {"radius_px": 10, "sigma_px": 3.0},
+        2: {"radius_px": 15, "sigma_px": 5.0},
+        3: {"radius_px": 15, "sigma_px": 8.0},
+        4: {"radius_px": 15, "sigma_px": 12.0},
+        5: {"radius_px": 20, "sigma_px": 15.0},
+    },
     family=_FAMILY,
     axis="sigma_px",
     differentiable=True,
@@ -170,7 +209,12 @@ def motion_blur(
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     angle = per_image_uniform(
-        float(angle_min_deg), float(angle_max_deg), images.shape[0], generator, "cpu", stream="imagenet_c.motion_blur.angle"
+        float(angle_min_deg),
+        float(angle_max_deg),
+        images.shape[0],
+        generator,
+        "cpu",
+        stream="imagenet_c.motion_blur.angle",
     )
     return motion_blur_images(
         images, int(radius_px), float(sigma_px), angle, (float(angle_min_deg), float(angle_max_deg))
@@ -185,12 +229,18 @@ def zoom_factors(zoom_stop: float, zoom_step: float) -> np.ndarray:
 @register(
     "imagenet_c/zoom_blur",
     params=[
-        Param("zoom_stop", 1.21, "", 1.0, 4.0, "zoom factors run from 1 up to (excluding) this", low_open=True),
+        Param(
+            "zoom_stop", 1.21, "", 1.0, 4.0, "zoom factors run from 1 up to (excluding) this", low_open=True
+        ),
         Param("zoom_step", 0.02, "", 0.0, 1.0, "spacing of the zoom factors", low_open=True),
     ],
-    severities={1: {"zoom_stop": 1.11, "zoom_step": 0.01}, 2: {"zoom_stop": 1.16, "zoom_step": 0.01},
-                3: {"zoom_stop": 1.21, "zoom_step": 0.02}, 4: {"zoom_stop": 1.26, "zoom_step": 0.02},
-                5: {"zoom_stop": 1.31, "zoom_step": 0.03}},
+    severities={
+        1: {"zoom_stop": 1.11, "zoom_step": 0.01},
+        2: {"zoom_stop": 1.16, "zoom_step": 0.01},
+        3: {"zoom_stop": 1.21, "zoom_step": 0.02},
+        4: {"zoom_stop": 1.26, "zoom_step": 0.02},
+        5: {"zoom_stop": 1.31, "zoom_step": 0.03},
+    },
     family=_FAMILY,
     axis="zoom_stop",
     random=False,
@@ -237,7 +287,9 @@ def zoom_blur_resampled(images: torch.Tensor, factors) -> torch.Tensor:
     return (acc / (len(factors) + 1)).clamp(0.0, 1.0)
 
 
-def _zoom_axis_taps(n: int, zoom: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _zoom_axis_taps(
+    n: int, zoom: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For one axis of length ``n``, :func:`clipped_zoom`'s two source indices per output
     position and the weight of the second, ``(n,)`` each: the central ``ceil(n/zoom)`` samples
     resized to ``round(·×zoom)`` with corner-aligned linear interpolation (coordinates in
@@ -255,7 +307,9 @@ def _zoom_axis_taps(n: int, zoom: float, dtype: torch.dtype) -> tuple[torch.Tens
 
 
 @functools.lru_cache(maxsize=6)
-def zoom_stack_matrix(h: int, w: int, factors: tuple[float, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def zoom_stack_matrix(
+    h: int, w: int, factors: tuple[float, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The zoom stack of :func:`zoom_blur` as a sparse CSR matrix ``(H·W, H·W)`` on the CPU:
     row ``p`` holds the bilinear weights, over the source pixels, of output pixel ``p``
     averaged over the identity and each factor (duplicates summed; ≤ 4 per factor)."""
@@ -278,7 +332,9 @@ def zoom_stack_matrix(h: int, w: int, factors: tuple[float, ...], dtype: torch.d
     with warnings.catch_warnings():  # "sparse CSR support is in beta state"
         warnings.simplefilter("ignore")
         coo = torch.sparse_coo_tensor(
-            torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals) / (len(factors) + 1), (h * w, h * w)
+            torch.stack([torch.cat(rows), torch.cat(cols)]),
+            torch.cat(vals) / (len(factors) + 1),
+            (h * w, h * w),
         ).coalesce()
         return coo.to_sparse_csr().to(dtype)
 
@@ -286,14 +342,21 @@ def zoom_stack_matrix(h: int, w: int, factors: tuple[float, ...], dtype: torch.d
 @register(
     "imagenet_c/gaussian_blur",
     params=[Param("sigma_px", 3.0, "px", 0.0, 50.0, "σ of the Gaussian kernel in pixels", low_open=True)],
-    severities={1: {"sigma_px": 1.0}, 2: {"sigma_px": 2.0}, 3: {"sigma_px": 3.0}, 4: {"sigma_px": 4.0},
-                5: {"sigma_px": 6.0}},
+    severities={
+        1: {"sigma_px": 1.0},
+        2: {"sigma_px": 2.0},
+        3: {"sigma_px": 3.0},
+        4: {"sigma_px": 4.0},
+        5: {"sigma_px": 6.0},
+    },
     family=_FAMILY,
     axis="sigma_px",
     random=False,
     differentiable=True,
 )
-def gaussian_blur(images: torch.Tensor, *, generator: GeneratorLike = None, sigma_px: float = 3.0) -> torch.Tensor:
+def gaussian_blur(
+    images: torch.Tensor, *, generator: GeneratorLike = None, sigma_px: float = 3.0
+) -> torch.Tensor:
     """Isotropic Gaussian blur (radius ⌈4σ⌉, edge-replicated borders as skimage's default).
 
     On the CPU without autograd the same taps run through ``cv2.sepFilter2D`` per plane
@@ -302,6 +365,8 @@ def gaussian_blur(images: torch.Tensor, *, generator: GeneratorLike = None, sigm
     """
     sigma = float(sigma_px)
     if sigma > 0 and _cpu.fast_path_ok(images, needs_cv2=True):
-        k = gaussian_kernel1d(sigma, max(1, math.ceil(4.0 * sigma)), dtype=images.dtype)  # the torch path's taps
+        k = gaussian_kernel1d(
+            sigma, max(1, math.ceil(4.0 * sigma)), dtype=images.dtype
+        )  # the torch path's taps
         return _cpu.sep_filter_planes(images, k, k, border="replicate").clamp_(0.0, 1.0)
     return fast_gaussian_blur2d(images, sigma, border="replicate").clamp(0.0, 1.0)

@@ -39,14 +39,21 @@ _EPS = 1e-8
 @register(
     "imagenet_c/brightness",
     params=[Param("delta_v", 0.3, "", -1.0, 1.0, "added to the HSV value channel (max of R, G, B)")],
-    severities={1: {"delta_v": 0.1}, 2: {"delta_v": 0.2}, 3: {"delta_v": 0.3}, 4: {"delta_v": 0.4},
-                5: {"delta_v": 0.5}},
+    severities={
+        1: {"delta_v": 0.1},
+        2: {"delta_v": 0.2},
+        3: {"delta_v": 0.3},
+        4: {"delta_v": 0.4},
+        5: {"delta_v": 0.5},
+    },
     family=_FAMILY,
     axis="delta_v",
     random=False,
     differentiable=True,
 )
-def brightness(images: torch.Tensor, *, generator: GeneratorLike = None, delta_v: float = 0.3) -> torch.Tensor:
+def brightness(
+    images: torch.Tensor, *, generator: GeneratorLike = None, delta_v: float = 0.3
+) -> torch.Tensor:
     """Raise the HSV value ``V = max(R, G, B)`` by ``delta_v`` (clipped), keeping hue and saturation.
 
     With hue and saturation fixed every channel is proportional to V, so the HSV round trip
@@ -66,8 +73,16 @@ def brightness(images: torch.Tensor, *, generator: GeneratorLike = None, delta_v
 
 @register(
     "imagenet_c/contrast",
-    params=[Param("factor", 0.2, "", 0.0, 10.0, "deviations from each channel's mean are multiplied by this")],
-    severities={1: {"factor": 0.4}, 2: {"factor": 0.3}, 3: {"factor": 0.2}, 4: {"factor": 0.1}, 5: {"factor": 0.05}},
+    params=[
+        Param("factor", 0.2, "", 0.0, 10.0, "deviations from each channel's mean are multiplied by this")
+    ],
+    severities={
+        1: {"factor": 0.4},
+        2: {"factor": 0.3},
+        3: {"factor": 0.2},
+        4: {"factor": 0.1},
+        5: {"factor": 0.05},
+    },
     family=_FAMILY,
     axis="factor",
     random=False,
@@ -88,18 +103,24 @@ def contrast(images: torch.Tensor, *, generator: GeneratorLike = None, factor: f
         Param("saturation_scale", 2.0, "", 0.0, 100.0, "HSV saturation is multiplied by this"),
         Param("saturation_shift", 0.0, "", -1.0, 1.0, "then this is added (and S clipped to [0, 1])"),
     ],
-    severities={1: {"saturation_scale": 0.3, "saturation_shift": 0.0},
-                2: {"saturation_scale": 0.1, "saturation_shift": 0.0},
-                3: {"saturation_scale": 2.0, "saturation_shift": 0.0},
-                4: {"saturation_scale": 5.0, "saturation_shift": 0.1},
-                5: {"saturation_scale": 20.0, "saturation_shift": 0.2}},
+    severities={
+        1: {"saturation_scale": 0.3, "saturation_shift": 0.0},
+        2: {"saturation_scale": 0.1, "saturation_shift": 0.0},
+        3: {"saturation_scale": 2.0, "saturation_shift": 0.0},
+        4: {"saturation_scale": 5.0, "saturation_shift": 0.1},
+        5: {"saturation_scale": 20.0, "saturation_shift": 0.2},
+    },
     family=_FAMILY,
     axis="saturation_scale",
     random=False,
     differentiable=True,
 )
 def saturate(
-    images: torch.Tensor, *, generator: GeneratorLike = None, saturation_scale: float = 2.0, saturation_shift: float = 0.0
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    saturation_scale: float = 2.0,
+    saturation_shift: float = 0.0,
 ) -> torch.Tensor:
     """Set HSV saturation to ``clip(S·scale + shift)`` keeping hue and value.
 
@@ -156,9 +177,24 @@ def _pil_nearest_index(n_in: int, n_out: int) -> torch.Tensor:
 
 @register(
     "imagenet_c/pixelate",
-    params=[Param("scale", 0.4, "", 0.0, 1.0, "the image is box-averaged to this fraction of its size, then "
-                  "enlarged back by pixel repetition", low_open=True)],
-    severities={1: {"scale": 0.6}, 2: {"scale": 0.5}, 3: {"scale": 0.4}, 4: {"scale": 0.3}, 5: {"scale": 0.25}},
+    params=[
+        Param(
+            "scale",
+            0.4,
+            "",
+            0.0,
+            1.0,
+            "the image is box-averaged to this fraction of its size, then enlarged back by pixel repetition",
+            low_open=True,
+        )
+    ],
+    severities={
+        1: {"scale": 0.6},
+        2: {"scale": 0.5},
+        3: {"scale": 0.4},
+        4: {"scale": 0.3},
+        5: {"scale": 0.25},
+    },
     family=_FAMILY,
     axis="scale",
     random=False,
@@ -189,13 +225,105 @@ def pixelate(images: torch.Tensor, *, generator: GeneratorLike = None, scale: fl
 
 #: ITU T.81 Annex K quantisation tables (luminance, chrominance), quality 50.
 _Q_LUMA = (
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
 )
 _Q_CHROMA = (
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-    47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
+    17,
+    18,
+    24,
+    47,
+    99,
+    99,
+    99,
+    99,
+    18,
+    21,
+    26,
+    66,
+    99,
+    99,
+    99,
+    99,
+    24,
+    26,
+    56,
+    99,
+    99,
+    99,
+    99,
+    99,
+    47,
+    66,
+    99,
+    99,
+    99,
+    99,
+    99,
+    99,
+    *([99] * 32),
 )
 
 
@@ -283,9 +411,21 @@ def jpeg_exact(images: torch.Tensor, quality: int) -> torch.Tensor:
     "imagenet_c/jpeg_compression",
     params=[
         Param("quality", 15, "", 1, 100, "libjpeg quality factor (lower: coarser quantisation)", type=int),
-        Param("differentiable", False, "", doc="use the differentiable DCT simulation instead of libjpeg", type=bool),
+        Param(
+            "differentiable",
+            False,
+            "",
+            doc="use the differentiable DCT simulation instead of libjpeg",
+            type=bool,
+        ),
     ],
-    severities={1: {"quality": 25}, 2: {"quality": 18}, 3: {"quality": 15}, 4: {"quality": 10}, 5: {"quality": 7}},
+    severities={
+        1: {"quality": 25},
+        2: {"quality": 18},
+        3: {"quality": 15},
+        4: {"quality": 10},
+        5: {"quality": 7},
+    },
     family=_FAMILY,
     axis="quality",
     random=False,
@@ -319,10 +459,24 @@ def _gauss_taps(sigma: float, truncate: float = 3.0) -> torch.Tensor:
     "imagenet_c/elastic_transform",
     params=[
         Param("alpha", 21.25, "", 0.0, 1000.0, "gain of the smoothed random displacement field"),
-        Param("sigma_frac", 0.01, "", 0.0, 1.0, "smoothing σ of the field as a fraction of the side", low_open=True),
+        Param(
+            "sigma_frac",
+            0.01,
+            "",
+            0.0,
+            1.0,
+            "smoothing σ of the field as a fraction of the side",
+            low_open=True,
+        ),
         Param("max_shift_frac", 0.005, "", 0.0, 1.0, "raw displacements are uniform in ±this × height"),
     ],
-    severities={1: {"alpha": 12.5}, 2: {"alpha": 16.25}, 3: {"alpha": 21.25}, 4: {"alpha": 25.0}, 5: {"alpha": 30.0}},
+    severities={
+        1: {"alpha": 12.5},
+        2: {"alpha": 16.25},
+        3: {"alpha": 21.25},
+        4: {"alpha": 25.0},
+        5: {"alpha": 30.0},
+    },
     family=_FAMILY,
     axis="alpha",
     differentiable=True,
@@ -342,7 +496,9 @@ def elastic_transform(
     """
     b, _c, h, w = images.shape
     m = float(max_shift_frac) * h
-    u = rand((b, 2, h, w), generator, images.device, images.dtype, stream="imagenet_c.elastic_transform.field")
+    u = rand(
+        (b, 2, h, w), generator, images.device, images.dtype, stream="imagenet_c.elastic_transform.field"
+    )
     field = (u * 2 - 1) * m
     kx, ky = _gauss_taps(float(sigma_frac) * w), _gauss_taps(float(sigma_frac) * h)
     if _cpu.fast_path_ok(images, needs_cv2=True, min_side=max(kx.numel(), ky.numel()) // 2 + 1):

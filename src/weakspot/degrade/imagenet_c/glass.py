@@ -124,7 +124,9 @@ def glass_step_codes(
         words.bitwise_and_((1 << bits) - 1)
     digits = digits.view(b, -1)
     codes = torch.empty((b, per_image), dtype=dtype, device=words.device)
-    codes.copy_(digits[:, :per_image]).mul_(base).add_(digits[:, per_image : 2 * per_image])  # in the codes' dtype
+    codes.copy_(digits[:, :per_image]).mul_(base).add_(
+        digits[:, per_image : 2 * per_image]
+    )  # in the codes' dtype
     return codes.view(shape)
 
 
@@ -143,7 +145,9 @@ class _GlassShuffle:
         self.h, self.w, self.d = h, w, d
         self.base = _code_base(d)
         n = tile * h * w
-        self.ids = torch.arange(n, device=device, dtype=torch.int32)  # tile-global flat ids (int32: fast gathers)
+        self.ids = torch.arange(
+            n, device=device, dtype=torch.int32
+        )  # tile-global flat ids (int32: fast gathers)
         # rounds of pointer jumping after the first two (which skip 4 links): a chain of forward
         # links only moves forward in raster order, so it is shorter than H·W; a fixed count (most
         # rounds run on an empty set) keeps the number of ops independent of the data and batch
@@ -220,7 +224,9 @@ def glass_shuffle_map(steps: torch.Tensor, max_delta_px: int) -> torch.Tensor:
     return glass_shuffle_map_from_codes(_with_zero_border_steps(_codes_from_steps(steps, d), d), d)
 
 
-def glass_blur_from_steps(images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int) -> torch.Tensor:
+def glass_blur_from_steps(
+    images: torch.Tensor, steps: torch.Tensor, sigma_px: float, max_delta_px: int
+) -> torch.Tensor:
     """Glass blur with given shuffle ``steps``: ``(B, iterations, H, W, 2)`` (dy, dx in ``[-d, d)``)
     or their codes ``(B, iterations, H, W)`` (see :func:`glass_shuffle_map`).
 
@@ -377,7 +383,10 @@ class _ReplicateBlur:
             h, w = like.shape[-2:]
             self.gemm = tuple(
                 m.to(like.dtype)
-                for m in (convolution_matrix1d(k * scale, w, "replicate").T, convolution_matrix1d(k, h, "replicate"))
+                for m in (
+                    convolution_matrix1d(k * scale, w, "replicate").T,
+                    convolution_matrix1d(k, h, "replicate"),
+                )
             )
         self.ok, self.r = True, radius
         self.taps = [[float(t) * scale for t in k], [float(t) for t in k]]  # rows (scaled), columns
@@ -386,7 +395,9 @@ class _ReplicateBlur:
         self.edge = [
             [
                 torch.tensor([sum(taps[: r - j]) for j in range(r)], dtype=like.dtype, device=like.device),
-                torch.tensor([sum(taps[r + 1 + j :]) for j in range(r)][::-1], dtype=like.dtype, device=like.device),
+                torch.tensor(
+                    [sum(taps[r + 1 + j :]) for j in range(r)][::-1], dtype=like.dtype, device=like.device
+                ),
             ]
             for taps in self.taps
         ]

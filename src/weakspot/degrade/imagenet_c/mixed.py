@@ -14,9 +14,25 @@ __all__ = ["CORRUPTIONS", "COMMON", "HELD_OUT", "corrupt", "mixed"]
 
 #: The 19 corruptions in the reference's order: 15 common, then the 4 held-out (validation) ones.
 CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+    "speckle_noise",
+    "gaussian_blur",
+    "spatter",
+    "saturate",
 )
 COMMON = CORRUPTIONS[:15]
 HELD_OUT = CORRUPTIONS[15:]
@@ -52,8 +68,9 @@ def _check(p: dict[str, Any]) -> None:
         Param("k", 2, "", 1, 19, "corruptions applied to each image, distinct, in random order", type=int),
         Param("severity_min", 1, "", 1, 5, "lowest severity drawn (uniform integer)", type=int),
         Param("severity_max", 5, "", 1, 5, "highest severity drawn", type=int),
-        Param("subset", "common", "", doc="which corruptions to draw from", type=str,
-              choices=tuple(_SUBSETS)),
+        Param(
+            "subset", "common", "", doc="which corruptions to draw from", type=str, choices=tuple(_SUBSETS)
+        ),
     ],
     severities={s: {"severity_min": s, "severity_max": s} for s in range(1, 6)},
     family="imagenet_c",
@@ -83,7 +100,9 @@ def mixed(
     _check({"k": k, "severity_min": severity_min, "severity_max": severity_max, "subset": subset})
     b = images.shape[0]
     keys = batch_keys(generator, b)
-    order = rand((b, len(names)), keys, stream="mixed.order").argsort(1)[:, : int(k)]  # distinct picks, random order
+    order = rand((b, len(names)), keys, stream="mixed.order").argsort(1)[
+        :, : int(k)
+    ]  # distinct picks, random order
     sev = randint(int(severity_min), int(severity_max) + 1, (b, int(k)), keys, stream="mixed.severity")
     out = images
     for step in range(int(k)):

@@ -23,13 +23,25 @@ _FAMILY = "imagenet_c"
 
 @register(
     "imagenet_c/gaussian_noise",
-    params=[Param("sigma", 0.18, "", 0.0, 1.0, "standard deviation of additive N(0, σ²) noise on [0, 1] intensities")],
-    severities={1: {"sigma": 0.08}, 2: {"sigma": 0.12}, 3: {"sigma": 0.18}, 4: {"sigma": 0.26}, 5: {"sigma": 0.38}},
+    params=[
+        Param(
+            "sigma", 0.18, "", 0.0, 1.0, "standard deviation of additive N(0, σ²) noise on [0, 1] intensities"
+        )
+    ],
+    severities={
+        1: {"sigma": 0.08},
+        2: {"sigma": 0.12},
+        3: {"sigma": 0.18},
+        4: {"sigma": 0.26},
+        5: {"sigma": 0.38},
+    },
     family=_FAMILY,
     axis="sigma",
     differentiable=True,
 )
-def gaussian_noise(images: torch.Tensor, *, generator: GeneratorLike = None, sigma: float = 0.18) -> torch.Tensor:
+def gaussian_noise(
+    images: torch.Tensor, *, generator: GeneratorLike = None, sigma: float = 0.18
+) -> torch.Tensor:
     """Additive white Gaussian noise ``x + σ·N(0, 1)`` per pixel and channel, clipped to [0, 1].
 
     ``sigma`` is on the [0, 1] scale (0.08 ⇒ 20/255). Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
@@ -101,15 +113,31 @@ def poisson_8bit(images: torch.Tensor, photons: float, generator: GeneratorLike 
 
 @register(
     "imagenet_c/shot_noise",
-    params=[Param("photons", 12.0, "e⁻", 0.0, 1e6, "expected photo-electrons at full scale (x = 1); "
-                  "counts ~ Poisson(photons·x)/photons", low_open=True)],
-    severities={1: {"photons": 60.0}, 2: {"photons": 25.0}, 3: {"photons": 12.0}, 4: {"photons": 5.0},
-                5: {"photons": 3.0}},
+    params=[
+        Param(
+            "photons",
+            12.0,
+            "e⁻",
+            0.0,
+            1e6,
+            "expected photo-electrons at full scale (x = 1); counts ~ Poisson(photons·x)/photons",
+            low_open=True,
+        )
+    ],
+    severities={
+        1: {"photons": 60.0},
+        2: {"photons": 25.0},
+        3: {"photons": 12.0},
+        4: {"photons": 5.0},
+        5: {"photons": 3.0},
+    },
     family=_FAMILY,
     axis="photons",
     differentiable=True,
 )
-def shot_noise(images: torch.Tensor, *, generator: GeneratorLike = None, photons: float = 12.0) -> torch.Tensor:
+def shot_noise(
+    images: torch.Tensor, *, generator: GeneratorLike = None, photons: float = 12.0
+) -> torch.Tensor:
     """Photon shot noise: ``Poisson(photons · x) / photons``, clipped to [0, 1].
 
     ``photons`` is the mean electron count of a white pixel (full well of the simulated
@@ -123,13 +151,20 @@ def shot_noise(images: torch.Tensor, *, generator: GeneratorLike = None, photons
 @register(
     "imagenet_c/impulse_noise",
     params=[Param("amount", 0.09, "", 0.0, 1.0, "fraction of pixel values replaced by 0 or 1 (half each)")],
-    severities={1: {"amount": 0.03}, 2: {"amount": 0.06}, 3: {"amount": 0.09}, 4: {"amount": 0.17},
-                5: {"amount": 0.27}},
+    severities={
+        1: {"amount": 0.03},
+        2: {"amount": 0.06},
+        3: {"amount": 0.09},
+        4: {"amount": 0.17},
+        5: {"amount": 0.27},
+    },
     family=_FAMILY,
     axis="amount",
     differentiable=True,
 )
-def impulse_noise(images: torch.Tensor, *, generator: GeneratorLike = None, amount: float = 0.09) -> torch.Tensor:
+def impulse_noise(
+    images: torch.Tensor, *, generator: GeneratorLike = None, amount: float = 0.09
+) -> torch.Tensor:
     """Salt-and-pepper noise: each value (per channel) is replaced with probability ``amount``,
     by 0 or 1 with equal odds (skimage ``random_noise(mode='s&p')``). Differentiable in the
     values that survive. ``(B, C, H, W) -> (B, C, H, W)``.
@@ -143,13 +178,23 @@ def impulse_noise(images: torch.Tensor, *, generator: GeneratorLike = None, amou
 
 @register(
     "imagenet_c/speckle_noise",
-    params=[Param("sigma", 0.35, "", 0.0, 5.0, "standard deviation of the multiplicative noise: x + x·σ·N(0, 1)")],
-    severities={1: {"sigma": 0.15}, 2: {"sigma": 0.2}, 3: {"sigma": 0.35}, 4: {"sigma": 0.45}, 5: {"sigma": 0.6}},
+    params=[
+        Param("sigma", 0.35, "", 0.0, 5.0, "standard deviation of the multiplicative noise: x + x·σ·N(0, 1)")
+    ],
+    severities={
+        1: {"sigma": 0.15},
+        2: {"sigma": 0.2},
+        3: {"sigma": 0.35},
+        4: {"sigma": 0.45},
+        5: {"sigma": 0.6},
+    },
     family=_FAMILY,
     axis="sigma",
     differentiable=True,
 )
-def speckle_noise(images: torch.Tensor, *, generator: GeneratorLike = None, sigma: float = 0.35) -> torch.Tensor:
+def speckle_noise(
+    images: torch.Tensor, *, generator: GeneratorLike = None, sigma: float = 0.35
+) -> torch.Tensor:
     """Multiplicative (speckle) noise ``x · (1 + σ·N(0, 1))``, clipped to [0, 1].
 
     ``(B, C, H, W) -> (B, C, H, W)``.

@@ -19,7 +19,11 @@ __all__ = ["plasma_fractal", "fractal_noise", "frost_texture", "FROST_PALETTES"]
 
 
 def plasma_fractal(
-    batch: int, mapsize: int = 256, wibble_decay: float = 3.0, generator: GeneratorLike = None, device=None,
+    batch: int,
+    mapsize: int = 256,
+    wibble_decay: float = 3.0,
+    generator: GeneratorLike = None,
+    device=None,
     stream: str = "plasma",
 ) -> torch.Tensor:
     """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64).
@@ -62,8 +66,15 @@ def plasma_fractal(
 
 
 def fractal_noise(
-    batch: int, height: int, width: int, octaves: int = 5, persistence: float = 0.55, base_cells: int = 4,
-    generator: GeneratorLike = None, device=None, stream: str = "fractal_noise",
+    batch: int,
+    height: int,
+    width: int,
+    octaves: int = 5,
+    persistence: float = 0.55,
+    base_cells: int = 4,
+    generator: GeneratorLike = None,
+    device=None,
+    stream: str = "fractal_noise",
 ) -> torch.Tensor:
     """Zero-mean multi-octave value noise ``(B, 1, H, W)`` on ``device`` (octave ``o`` from stream ``{stream}.{o}``).
 
@@ -116,14 +127,34 @@ def frost_texture(
     :data:`FROST_PALETTES` (drawn uniformly per image, or ``palette`` 0–4), so its colour statistics follow
     the reference's textures.
     """
-    ridge = fractal_noise(batch, height, width, octaves=5, persistence=0.6, base_cells=6, generator=generator,
-                          device=device, stream="frost.ridge")
+    ridge = fractal_noise(
+        batch,
+        height,
+        width,
+        octaves=5,
+        persistence=0.6,
+        base_cells=6,
+        generator=generator,
+        device=device,
+        stream="frost.ridge",
+    )
     ridge = ridge / ridge.flatten(1).std(1).view(-1, 1, 1, 1).clamp_min(1e-6)
     veins = (1 - (ridge.abs() / 2.5).clamp(0, 1)) ** 6
-    base = fractal_noise(batch, height, width, octaves=4, persistence=0.5, base_cells=3, generator=generator,
-                         device=device, stream="frost.base")
+    base = fractal_noise(
+        batch,
+        height,
+        width,
+        octaves=4,
+        persistence=0.5,
+        base_cells=3,
+        generator=generator,
+        device=device,
+        stream="frost.base",
+    )
     pattern = 0.7 * veins + 0.3 * base / base.flatten(1).std(1).view(-1, 1, 1, 1).clamp_min(1e-6) * 0.25
-    pattern = (pattern - pattern.mean((2, 3), keepdim=True)) / pattern.std((2, 3), keepdim=True).clamp_min(1e-6)
+    pattern = (pattern - pattern.mean((2, 3), keepdim=True)) / pattern.std((2, 3), keepdim=True).clamp_min(
+        1e-6
+    )
     idx = randint(0, len(FROST_PALETTES), (batch, 1), generator, device, stream="frost.palette")[:, 0]
     if palette >= 0:
         idx = torch.full_like(idx, int(palette))

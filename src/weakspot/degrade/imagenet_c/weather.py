@@ -30,20 +30,59 @@ _FAMILY = "imagenet_c"
         Param("flake_zoom", 4.0, "", 1.0, 20.0, "zoom of the field (flake size, in pixels per sample)"),
         Param("flake_threshold", 0.9, "", 0.0, 1.0, "field values below this are no snow"),
         Param("streak_radius_px", 12, "px", 1, 100, "falling-streak length: 2·radius+1 taps", type=int),
-        Param("streak_sigma_px", 8.0, "px", 0.0, 100.0, "σ of the half-Gaussian streak weights", low_open=True),
-        Param("scene_weight", 0.7, "", 0.0, 1.0, "weight of the original scene vs its whitened (snow-lit) copy"),
+        Param(
+            "streak_sigma_px", 8.0, "px", 0.0, 100.0, "σ of the half-Gaussian streak weights", low_open=True
+        ),
+        Param(
+            "scene_weight", 0.7, "", 0.0, 1.0, "weight of the original scene vs its whitened (snow-lit) copy"
+        ),
     ],
     severities={
-        1: dict(flake_mean=0.1, flake_std=0.3, flake_zoom=3.0, flake_threshold=0.5, streak_radius_px=10,
-                streak_sigma_px=4.0, scene_weight=0.8),
-        2: dict(flake_mean=0.2, flake_std=0.3, flake_zoom=2.0, flake_threshold=0.5, streak_radius_px=12,
-                streak_sigma_px=4.0, scene_weight=0.7),
-        3: dict(flake_mean=0.55, flake_std=0.3, flake_zoom=4.0, flake_threshold=0.9, streak_radius_px=12,
-                streak_sigma_px=8.0, scene_weight=0.7),
-        4: dict(flake_mean=0.55, flake_std=0.3, flake_zoom=4.5, flake_threshold=0.85, streak_radius_px=12,
-                streak_sigma_px=8.0, scene_weight=0.65),
-        5: dict(flake_mean=0.55, flake_std=0.3, flake_zoom=2.5, flake_threshold=0.85, streak_radius_px=12,
-                streak_sigma_px=12.0, scene_weight=0.55),
+        1: dict(
+            flake_mean=0.1,
+            flake_std=0.3,
+            flake_zoom=3.0,
+            flake_threshold=0.5,
+            streak_radius_px=10,
+            streak_sigma_px=4.0,
+            scene_weight=0.8,
+        ),
+        2: dict(
+            flake_mean=0.2,
+            flake_std=0.3,
+            flake_zoom=2.0,
+            flake_threshold=0.5,
+            streak_radius_px=12,
+            streak_sigma_px=4.0,
+            scene_weight=0.7,
+        ),
+        3: dict(
+            flake_mean=0.55,
+            flake_std=0.3,
+            flake_zoom=4.0,
+            flake_threshold=0.9,
+            streak_radius_px=12,
+            streak_sigma_px=8.0,
+            scene_weight=0.7,
+        ),
+        4: dict(
+            flake_mean=0.55,
+            flake_std=0.3,
+            flake_zoom=4.5,
+            flake_threshold=0.85,
+            streak_radius_px=12,
+            streak_sigma_px=8.0,
+            scene_weight=0.65,
+        ),
+        5: dict(
+            flake_mean=0.55,
+            flake_std=0.3,
+            flake_zoom=2.5,
+            flake_threshold=0.85,
+            streak_radius_px=12,
+            streak_sigma_px=12.0,
+            scene_weight=0.55,
+        ),
     },
     family=_FAMILY,
     axis="flake_threshold",
@@ -67,7 +106,9 @@ def snow(
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
     b, _, h, w = images.shape
-    layer = randn((b, 1, h, w), generator, stream="imagenet_c.snow.flakes") * float(flake_std) + float(flake_mean)
+    layer = randn((b, 1, h, w), generator, stream="imagenet_c.snow.flakes") * float(flake_std) + float(
+        flake_mean
+    )
     layer = clipped_zoom(layer, float(flake_zoom))
     layer = torch.where(layer < float(flake_threshold), torch.zeros_like(layer), layer).clamp(0, 1)
     angle = per_image_uniform(-135.0, -45.0, b, generator, "cpu", stream="imagenet_c.snow.angle")
@@ -83,12 +124,23 @@ def snow(
     params=[
         Param("scene_weight", 0.7, "", 0.0, 2.0, "multiplier of the scene"),
         Param("frost_weight", 0.7, "", 0.0, 2.0, "multiplier of the frost texture"),
-        Param("texture_index", -1, "", -1, 4, "tint of the texture (one per reference photo); -1: random "
-              "per image", type=int),
+        Param(
+            "texture_index",
+            -1,
+            "",
+            -1,
+            4,
+            "tint of the texture (one per reference photo); -1: random per image",
+            type=int,
+        ),
     ],
-    severities={1: {"scene_weight": 1.0, "frost_weight": 0.4}, 2: {"scene_weight": 0.8, "frost_weight": 0.6},
-                3: {"scene_weight": 0.7, "frost_weight": 0.7}, 4: {"scene_weight": 0.65, "frost_weight": 0.7},
-                5: {"scene_weight": 0.6, "frost_weight": 0.75}},
+    severities={
+        1: {"scene_weight": 1.0, "frost_weight": 0.4},
+        2: {"scene_weight": 0.8, "frost_weight": 0.6},
+        3: {"scene_weight": 0.7, "frost_weight": 0.7},
+        4: {"scene_weight": 0.65, "frost_weight": 0.7},
+        5: {"scene_weight": 0.6, "frost_weight": 0.75},
+    },
     family=_FAMILY,
     axis="frost_weight",
     differentiable=True,
@@ -115,19 +167,36 @@ def frost(
 @register(
     "imagenet_c/fog",
     params=[
-        Param("fog_strength", 2.5, "", 0.0, 20.0, "amplitude of the added plasma-fractal haze", low_open=True),
-        Param("wibble_decay", 1.7, "", 1.0, 10.0, "roughness decay per octave (smaller: patchier fog)",
-              low_open=True),
+        Param(
+            "fog_strength", 2.5, "", 0.0, 20.0, "amplitude of the added plasma-fractal haze", low_open=True
+        ),
+        Param(
+            "wibble_decay",
+            1.7,
+            "",
+            1.0,
+            10.0,
+            "roughness decay per octave (smaller: patchier fog)",
+            low_open=True,
+        ),
     ],
-    severities={1: {"fog_strength": 1.5, "wibble_decay": 2.0}, 2: {"fog_strength": 2.0, "wibble_decay": 2.0},
-                3: {"fog_strength": 2.5, "wibble_decay": 1.7}, 4: {"fog_strength": 2.5, "wibble_decay": 1.5},
-                5: {"fog_strength": 3.0, "wibble_decay": 1.4}},
+    severities={
+        1: {"fog_strength": 1.5, "wibble_decay": 2.0},
+        2: {"fog_strength": 2.0, "wibble_decay": 2.0},
+        3: {"fog_strength": 2.5, "wibble_decay": 1.7},
+        4: {"fog_strength": 2.5, "wibble_decay": 1.5},
+        5: {"fog_strength": 3.0, "wibble_decay": 1.4},
+    },
     family=_FAMILY,
     axis="fog_strength",
     differentiable=True,
 )
 def fog(
-    images: torch.Tensor, *, generator: GeneratorLike = None, fog_strength: float = 2.5, wibble_decay: float = 1.7
+    images: torch.Tensor,
+    *,
+    generator: GeneratorLike = None,
+    fog_strength: float = 2.5,
+    wibble_decay: float = 1.7,
 ) -> torch.Tensor:
     """Fog: add ``fog_strength ×`` a diamond-square plasma fractal (one per image, shared by the
     channels), then rescale by ``max(x) / (max(x) + fog_strength)``. Differentiable in the
@@ -135,7 +204,9 @@ def fog(
     """
     b, _, h, w = images.shape
     size = next_power_of_2(max(h, w))
-    haze = plasma_fractal(b, size, float(wibble_decay), generator, images.device, "imagenet_c.fog.plasma")[:, :h, :w]
+    haze = plasma_fractal(b, size, float(wibble_decay), generator, images.device, "imagenet_c.fog.plasma")[
+        :, :h, :w
+    ]
     haze = haze.to(device=images.device, dtype=images.dtype).unsqueeze(1)
     peak = images.amax((1, 2, 3), keepdim=True)
     s = float(fog_strength)
@@ -156,7 +227,9 @@ def _edt_truncated(edges: torch.Tensor, cap: int) -> torch.Tensor:
     step = 1
     while step <= cap:
         padded = F.pad(dv, (0, 0, step, step), value=far)
-        dv = torch.minimum(dv, torch.minimum(padded[..., :h, :], padded[..., 2 * step : 2 * step + h, :]).add_(step))
+        dv = torch.minimum(
+            dv, torch.minimum(padded[..., :h, :], padded[..., 2 * step : 2 * step + h, :]).add_(step)
+        )
         step *= 2
     dv = dv.clamp_(max=far)
     g = dv * dv
@@ -164,7 +237,9 @@ def _edt_truncated(edges: torch.Tensor, cap: int) -> torch.Tensor:
     padded = F.pad(g, (cap, cap), value=big)
     best, nearer = g.clone(), torch.empty_like(g)
     for off in range(1, cap + 1):  # the nearer of the two columns at ±off, plus off²
-        torch.minimum(padded[..., cap + off : cap + off + w], padded[..., cap - off : cap - off + w], out=nearer)
+        torch.minimum(
+            padded[..., cap + off : cap + off + w], padded[..., cap - off : cap - off + w], out=nearer
+        )
         torch.minimum(best, nearer.add_(off * off), out=best)
     return best.float().sqrt_().clamp_(max=float(cap))
 
@@ -295,11 +370,46 @@ def _water_shade(field: torch.Tensor) -> torch.Tensor:
         Param("mud", False, "", doc="false: pale-turquoise water drops; true: opaque brown mud", type=bool),
     ],
     severities={
-        1: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=4.0, liquid_threshold=0.69, intensity=0.6, mud=False),
-        2: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=3.0, liquid_threshold=0.68, intensity=0.6, mud=False),
-        3: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=2.0, liquid_threshold=0.68, intensity=0.5, mud=False),
-        4: dict(liquid_mean=0.65, liquid_std=0.3, liquid_sigma_px=1.0, liquid_threshold=0.65, intensity=1.5, mud=True),
-        5: dict(liquid_mean=0.67, liquid_std=0.4, liquid_sigma_px=1.0, liquid_threshold=0.65, intensity=1.5, mud=True),
+        1: dict(
+            liquid_mean=0.65,
+            liquid_std=0.3,
+            liquid_sigma_px=4.0,
+            liquid_threshold=0.69,
+            intensity=0.6,
+            mud=False,
+        ),
+        2: dict(
+            liquid_mean=0.65,
+            liquid_std=0.3,
+            liquid_sigma_px=3.0,
+            liquid_threshold=0.68,
+            intensity=0.6,
+            mud=False,
+        ),
+        3: dict(
+            liquid_mean=0.65,
+            liquid_std=0.3,
+            liquid_sigma_px=2.0,
+            liquid_threshold=0.68,
+            intensity=0.5,
+            mud=False,
+        ),
+        4: dict(
+            liquid_mean=0.65,
+            liquid_std=0.3,
+            liquid_sigma_px=1.0,
+            liquid_threshold=0.65,
+            intensity=1.5,
+            mud=True,
+        ),
+        5: dict(
+            liquid_mean=0.67,
+            liquid_std=0.4,
+            liquid_sigma_px=1.0,
+            liquid_threshold=0.65,
+            intensity=1.5,
+            mud=True,
+        ),
     },
     family=_FAMILY,
     axis="liquid_threshold",
@@ -324,7 +434,11 @@ def spatter(
     """
     b, c, h, w = images.shape
     dev, dt = images.device, images.dtype
-    field = randn((b, 1, h, w), generator, dtype=torch.float32, stream="imagenet_c.spatter.field").mul_(float(liquid_std)).add_(float(liquid_mean))
+    field = (
+        randn((b, 1, h, w), generator, dtype=torch.float32, stream="imagenet_c.spatter.field")
+        .mul_(float(liquid_std))
+        .add_(float(liquid_mean))
+    )
     field = fast_gaussian_blur2d(field, float(liquid_sigma_px), border="replicate")
     field = field.masked_fill_(field < float(liquid_threshold), 0.0)
     if not mud:
