@@ -29,6 +29,8 @@ test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"
 	@# the BRISQUE reference test uses OpenCV's LIVE model files from Debian's opencv-data
 	@test -f /usr/share/opencv4/quality/brisque_model_live.yml || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-data >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-data >/dev/null)) || echo "opencv-data not installed: the OpenCV BRISQUE test will be skipped"
+	@# lint, format and type checks at zero findings (docs/development.md)
+	BIN=$(BIN) bash .ci/lint
 	$(BIN)/python -m pytest -q
 
 # the quick loop: every test not marked slow (> ~3 s each), under a minute on 2 quiet cores

@@ -100,27 +100,6 @@ NOTES = {
     ("corrupt-tta", "elastic_transform"): "the original ImageNet-C variant (affine + elastic), not 1.1.2's",
 }
 
-CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-    "speckle_noise",
-    "gaussian_blur",
-    "spatter",
-    "saturate",
-)
 
 # ------------------------------------------------------------------ worker (peers' process)
 
@@ -207,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (8 if args.quick else 32)
     n_peer = args.images or (2 if args.quick else 4)
     rounds = args.rounds or (3 if args.quick else 5)
+    from weakspot.degrade.imagenet_c import CORRUPTIONS
+
     names = args.only.split(",") if args.only else list(CORRUPTIONS)
 
     x = real_batch(batch)

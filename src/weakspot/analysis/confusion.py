@@ -222,24 +222,19 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
             sel = np.flatnonzero((ref_class == a) | (ref_class == b))
             y = (ref_class[sel] == b).astype(int)
             for cid, level, x, order in conds:
+                key = {
+                    "degradation": deg,
+                    "from_class": a,
+                    "to_class": b,
+                    "from_name": run.class_name(a),
+                    "to_name": run.class_name(b),
+                    "condition_id": cid,
+                    "level": level,
+                    "x": x,
+                    "order": order,
+                }
                 if not (y.any() and (1 - y).any()):  # one class has no images: no ROC, no need to load
-                    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-                    rows.append(
-                        {
-                            "degradation": deg,
-                            "from_class": a,
-                            "to_class": b,
-                            "from_name": run.class_name(a),
-                            "to_name": run.class_name(b),
-                            "condition_id": cid,
-                            "level": level,
-                            "x": x,
-                            "order": order,
-                            "n_pos": n_pos,
-                            "n_neg": n_neg,
-                            "auc": np.nan,
-                        }
-                    )
+                    rows.append({**key, "n_pos": int(y.sum()), "n_neg": int((1 - y).sum()), "auc": np.nan})
                     continue
                 if not run.has_probs(cid):
                     missing.append(cid)
@@ -249,22 +244,7 @@ def confusion_auc(store: StoreLike, *, pairs: pd.DataFrame | None = None, k: int
                 yy, ss = y[ok], scores[ok]
                 n_pos, n_neg = int(yy.sum()), int((1 - yy).sum())
                 auc = float(roc_auc_score(yy, ss)) if n_pos and n_neg else np.nan
-                rows.append(
-                    {
-                        "degradation": deg,
-                        "from_class": a,
-                        "to_class": b,
-                        "from_name": run.class_name(a),
-                        "to_name": run.class_name(b),
-                        "condition_id": cid,
-                        "level": level,
-                        "x": x,
-                        "order": order,
-                        "n_pos": n_pos,
-                        "n_neg": n_neg,
-                        "auc": auc,
-                    }
-                )
+                rows.append({**key, "n_pos": n_pos, "n_neg": n_neg, "auc": auc})
     out = pd.DataFrame(rows, columns=cols)
     if missing:
         out.attrs["reason"] = (

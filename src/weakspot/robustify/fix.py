@@ -518,8 +518,9 @@ def _train(
                 if old.name != key:
                     shutil.rmtree(old) if old.is_dir() else old.unlink()
         ckpt = root / key
-        try:  # resume an interrupted fix; a checkpoint of different settings is replaced
-            hist = train_classifier(
+
+        def train_once():
+            return train_classifier(
                 net,
                 train.images,
                 train.labels,
@@ -532,21 +533,12 @@ def _train(
                 on_epoch=on_epoch,
                 soft_targets=soft,
             ).history
+
+        try:  # resume an interrupted fix; a checkpoint of different settings is replaced
+            hist = train_once()
         except ConfigError:
             shutil.rmtree(ckpt)
-            hist = train_classifier(
-                net,
-                train.images,
-                train.labels,
-                mix,
-                tcfg,
-                checkpoint_dir=ckpt,
-                progress=progress,
-                desc="fix",
-                device=device,
-                on_epoch=on_epoch,
-                soft_targets=soft,
-            ).history
+            hist = train_once()
         return model.module, hist
     pre = model.preprocess_config
     res = train_enhancer(
