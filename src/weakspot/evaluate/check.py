@@ -455,4 +455,5 @@ def print_check(report: CheckReport, console, max_rows: int = 40) -> None:
             f"per image and condition + degradations {deg * 1e3:.0f} ms per image for all conditions"
         )
     print_warnings(report.warnings, console)
-    console.print("[green]ok[/]" if report.ok else f"{len(report.warnings)} warnings")
+    n_warn = len(report.warnings)
+    console.print("[green]ok[/]" if report.ok else f"{n_warn} warning{'' if n_warn == 1 else 's'}")
