@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from weakspot._checks import check_range
+from weakspot._fft import spectrum_product
 from weakspot.camera.scene import BAND_CENTRES_NM, PHOTONS_PER_LUX
 from weakspot.errors import InvalidParameterError
 
@@ -333,7 +334,7 @@ def apply_otf(images: torch.Tensor, optics: Optics, pitch_um: float) -> torch.Te
     x = F.pad(images, pad, mode=mode)
     otf = _otf_grid_cached(optics._wave_key(), float(pitch_um), size[0], size[1])
     otf = otf[:c].to(device=images.device, dtype=images.dtype)
-    y = torch.fft.irfft2(torch.fft.rfft2(x) * otf.unsqueeze(0), s=size)
+    y = torch.fft.irfft2(spectrum_product(torch.fft.rfft2(x), otf.unsqueeze(0)), s=size)
     return y[..., r : r + h, r : r + w]
 
 
@@ -433,7 +434,7 @@ def apply_psf(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     else:
         x = F.pad(images, (r, r + extra_w, r, r + extra_h), mode="replicate")
     kf = torch.fft.rfft2(kernels[:c], s=size)  # kernel at the origin: output shifted by r
-    y = torch.fft.irfft2(torch.fft.rfft2(x) * kf.unsqueeze(0), s=size)
+    y = torch.fft.irfft2(spectrum_product(torch.fft.rfft2(x), kf.unsqueeze(0)), s=size)
     return y[..., 2 * r : 2 * r + h, 2 * r : 2 * r + w]
 
 

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from weakspot._fft import spectrum_product
+
 __all__ = [
     "pad2d",
     "filter2d",
@@ -151,7 +153,7 @@ def fft_filter2d(images: torch.Tensor, kernel: torch.Tensor, border: str = "refl
     k = F.pad(k, (0, m - kw, 0, n - kh))
     k = torch.roll(k, shifts=(-rh, -rw), dims=(-2, -1))
     spec, kspec = torch.fft.rfft2(x, s=(n, m)), torch.fft.rfft2(k)
-    out = torch.fft.irfft2(spec * kspec, s=(n, m))
+    out = torch.fft.irfft2(spectrum_product(spec, kspec), s=(n, m))
     return out[..., rh : rh + h, rw : rw + w]
 
 

@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from weakspot._fft import spectrum_product
 from weakspot._grad import straight_through  # noqa: F401  (re-exported: value y, gradient of x)
 from weakspot.degrade.filters import next_fast_len
 from weakspot.random import GeneratorLike, rand
@@ -113,7 +114,7 @@ def fft_correlate(
     kp = torch.roll(kp, shifts=(y0, x0), dims=(-2, -1))  # tap q at index q mod (n, m)
     spec = torch.fft.rfft2(xp)
     kspec = torch.conj(torch.fft.rfft2(kp)).unsqueeze(1)
-    out = torch.fft.irfft2(spec * kspec, s=(n, m))
+    out = torch.fft.irfft2(spectrum_product(spec, kspec), s=(n, m))
     return out[..., top : top + h, left : left + w]
 
 
