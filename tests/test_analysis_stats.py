@@ -86,6 +86,17 @@ def test_what_broke_intervals_are_simultaneous_over_the_run(synth):
         assert row.effect_hi >= acc.loc[row.condition_id, "diff_vs_clean_hi"] - 1e-12
 
 
+def test_summary_json_carries_the_simultaneous_intervals(tmp_path):
+    from weakspot.report import write_report
+
+    store, _ = make_store(tmp_path / "run")
+    html = write_report(store, n_boot=10)
+    conds = json.loads((html.parent / "summary.json").read_text())["sections"]["accuracy"]["conditions"]
+    degraded = [c for c in conds if c["condition_id"] != "clean"]
+    assert degraded and all(c["diff_vs_clean_adj_lo"] <= c["diff_vs_clean_lo"] for c in degraded)
+    assert all(c["diff_vs_clean_adj_hi"] >= c["diff_vs_clean_hi"] for c in degraded)
+
+
 def test_a_condition_that_changes_nothing_is_not_significant(tmp_path):
     # strength 0 at one level: the same predictions as clean, McNemar p = 1, never "significant"
     levels = [(0.1, 0.0), (1.0, 1.0), (2.0, 2.0)]

@@ -424,6 +424,8 @@ def render_accuracy(ctx: ReportContext) -> SectionOutput | None:
         "diff_vs_clean",
         "diff_vs_clean_lo",
         "diff_vs_clean_hi",
+        "diff_vs_clean_adj_lo",
+        "diff_vs_clean_adj_hi",
         "p_vs_clean",
         "p_vs_clean_holm",
         "significant",
