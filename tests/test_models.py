@@ -389,3 +389,24 @@ def test_own_model_doc_recipe_runs_and_its_configs_load(tmp_path, monkeypatch, p
 
     pred = ResultsStore(tmp_path / "runs" / "mine").predictions()
     assert len(pred) == 2 * 6 and set(pred.label) == {0, 1}
+
+
+def test_a_size_given_alone_gets_a_resize_that_fits_it(tmp_path, mnist_cnn):
+    """``preprocess: {size: [28, 28]}`` used to inherit the 224-input resize (256 px), so a
+    28 × 28 model saw a 28-px crop of a 256-px image: 5% on MNIST digits without a warning."""
+    assert Preprocess().resize_px == 256
+    assert Preprocess(size=(28, 28)).resize_px == 32
+    assert Preprocess(size=(299, 299)).resize_px == 342  # timm's inception crop_pct 0.875
+    assert Preprocess(size=(28, 28), resize_px=None).resize_px is None
+    with pytest.raises(Exception, match="resize_px"):
+        Preprocess(size=(28, 28), resize_px="big")
+    example = mnist_cnn.preprocess_config(torch.rand(1, 1, 28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(mnist_cnn.module.eval(), example), tmp_path / "digits.pt")
+    ds = open_dataset(kind="mnist_5k", limit=200)
+    x = torch.stack([ds.load(i) for i in range(len(ds))])
+    y = torch.tensor(ds.labels)
+    pre = {"size": [28, 28], "mean": [0.1307], "std": [0.3081], "channels": 1}
+    model = load_model(str(tmp_path / "digits.pt"), class_names=[str(i) for i in range(10)], preprocess=pre)
+    assert (model.predict_proba(x).argmax(1) == y).float().mean() > 0.95

@@ -406,9 +406,7 @@ def onnx_default_preprocess(input_shape: Sequence) -> Preprocess:
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ((0.5,), (0.5,))
     if len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape[2:]):
         h, w = shape[2:]
-        return Preprocess(
-            size=(h, w), resize_px=int(round(min(h, w) / 0.875)), mean=mean, std=std, channels=c
-        )
+        return Preprocess(size=(h, w), mean=mean, std=std, channels=c)  # resize_px "auto": min(h, w) / 0.875
     return Preprocess(
         size=DEFAULT_PREPROCESS.size, resize_px=DEFAULT_PREPROCESS.resize_px, mean=mean, std=std, channels=c
     )

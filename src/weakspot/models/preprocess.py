@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,8 @@ __all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "preprocess_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the centre crop's share of the resized shorter side (torchvision's and timm's 224/256)
+CROP_FRACTION = 0.875
 _INTERP = ("bilinear", "bicubic", "nearest", "area")
 
 
@@ -39,14 +42,16 @@ class Preprocess:
     Attributes:
         size: ``(height, width)`` of the model input in pixels.
         resize_px: shorter side after resizing, before the centre crop to ``size``;
-            ``None`` resizes straight to ``size``.
+            ``None`` resizes straight to ``size``; ``"auto"`` (the default) is
+            ``round(min(size) / 0.875)``, the usual 87.5 % centre crop (256 for a 224 input,
+            32 for 28), so a ``size`` given alone never inherits the 224-input resize.
         interpolation: ``bilinear`` (default), ``bicubic``, ``nearest`` or ``area``.
         mean, std: per-channel normalisation in [0, 1] units (length = ``channels``).
         channels: 1 (gray) or 3 (RGB) channels the model expects.
     """
 
     size: tuple[int, int] = (224, 224)
-    resize_px: int | None = 256
+    resize_px: int | Literal["auto"] | None = "auto"
     interpolation: str = "bilinear"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -59,6 +64,10 @@ class Preprocess:
         object.__setattr__(self, "size", (int(size[0]), int(size[1])))
         if min(self.size) < 1:
             raise InvalidParameterError("preprocess.size", self.size, "positive (height, width) in pixels")
+        if self.resize_px == "auto":
+            object.__setattr__(self, "resize_px", int(round(min(self.size) / CROP_FRACTION)))
+        elif isinstance(self.resize_px, str):
+            raise InvalidParameterError("preprocess.resize_px", self.resize_px, "pixels, 'auto' or null")
         if self.resize_px is not None and int(self.resize_px) < min(self.size):
             raise InvalidParameterError(
                 "preprocess.resize_px", self.resize_px, f">= the crop size {min(self.size)} px, or null"
