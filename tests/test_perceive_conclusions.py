@@ -132,6 +132,7 @@ def test_plain_conclusions_state_number_interval_and_no_evidence():
             ("quality_predicts_error", "ssim", "image", "auc", 0.30, 0.20, 0.40, 100, "", ""),
             ("mean_quality_vs_top1_acc", "brisque", "condition", "spearman", -0.7, -0.9, -0.3, 12, "", ""),
             ("mean_quality_vs_top1_acc", "psnr_db", "condition", "spearman", 0.2, -0.3, 0.6, 11, "", ""),
+            ("mean_quality_vs_top1_acc", "ssim", "condition", "spearman", np.nan, np.nan, np.nan, 2, "", ""),
             ("saliency_shift_px", "grad_cam", "degradation", "mean", 9.1, 6.2, 12.3, 60, "", "gaussian_blur"),
             ("saliency_shift_px", "grad_cam", "degradation", "mean", 1.2, 0.4, 2.1, 60, "", "jpeg"),
         ]
@@ -146,12 +147,14 @@ def test_plain_conclusions_state_number_interval_and_no_evidence():
         in joined
     )
     assert "No evidence that mean quality tracks top-1 accuracy across conditions for: PSNR ρ +0.20" in joined
+    assert "Too few conditions to relate mean quality to top-1 accuracy for: SSIM (2 conditions)" in joined
+    assert "nan" not in joined
     assert "Saliency moves under gaussian_blur: mean centroid shift 9.1 px [6.2, 12.3]" in joined
     assert "No evidence that saliency moves under jpeg" in joined
     warnings = [t for t in text if t.startswith("Warning")]
     assert len(warnings) == 1 and "BRISQUE" in warnings[0] and "exposure" in warnings[0]
     # every sentence carries an interval (or says why it has none)
-    assert all("[" in t or t.startswith("Warning") for t in text)
+    assert all("[" in t or t.startswith(("Warning", "Too few")) for t in text)
 
 
 def test_relations_orient_full_reference_auc_and_use_degraded_rows():

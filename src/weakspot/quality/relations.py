@@ -455,9 +455,12 @@ def plain_conclusions(
             out.append(
                 f"{name} rates the images the model gets wrong as better quality: {num}, below chance (0.5)."
             )
-    groups: dict[str, list[str]] = {"good": [], "none": [], "against": []}
+    groups: dict[str, list[str]] = {"good": [], "none": [], "against": [], "few": []}
     for _, r in rows("mean_quality_vs_top1_acc").iterrows():
         name = MEASURE_NAMES.get(r.measure, r.measure)
+        if pd.isna(r.value):  # a rank correlation needs 3 or more conditions with a score
+            groups["few"].append(f"{name} ({int(r.n)} conditions)")
+            continue
         num = f"{name} ρ {r.value:+.2f} {_ci(r.lo, r.hi, '{:+.2f}')} ({int(r.n)} conditions)"
         good = (r.lo > 0 and WORSE_SIGN.get(r.measure, 1) < 0) or (
             r.hi < 0 and WORSE_SIGN.get(r.measure, 1) > 0
@@ -483,6 +486,12 @@ def plain_conclusions(
             "Across conditions, these measures run against accuracy (worse score, higher accuracy): "
             + "; ".join(groups["against"])
             + "."
+        )
+    if groups["few"]:
+        out.append(
+            "Too few conditions to relate mean quality to top-1 accuracy for: "
+            + "; ".join(groups["few"])
+            + " (a rank correlation needs at least 3)."
         )
     moves: list[tuple[str, str]] = []
     still: list[tuple[str, str]] = []
